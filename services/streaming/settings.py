@@ -1,0 +1,206 @@
+"""Settings: one frozen object per service, read once from prefixed environment variables.
+
+- `KAFKA_BOOTSTRAP_SERVERS` names the cluster (Apache Kafka, Redpanda, or the embedded broker).
+- `ACTIVE_STREAM_KAFKA_<KEY>` is a librdkafka property passed through unchanged: the key is
+  lowered and `_` becomes `.` (`ACTIVE_STREAM_KAFKA_SASL_MECHANISMS` -> `sasl.mechanisms`;
+  librdkafka keys have no `_`). Our own prefix, so a stray `KAFKA_HOME` or `KAFKA_OPTS` from a
+  Kafka installation is never mistaken for a client property.
+- `ACTIVE_STREAM_KAFKA_CONFIG_FILE` may name a librdkafka `.properties` file whose keys are used
+  verbatim (environment variables win over the file).
+- Service settings use `ACTIVE_STREAM_SCORER_*` / `ACTIVE_STREAM_LABEL_SINK_*`.
+Secret values (passwords, keys, tokens) are wrapped in `Secret`, which never prints its value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KAFKA_PREFIX = "ACTIVE_STREAM_KAFKA_"
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+CONFIG_FILE_ENV = "ACTIVE_STREAM_KAFKA_CONFIG_FILE"
+_SECRET_MARKERS = ("password", "secret", "token", "key.pem", "jaas", "private")
+
+NO_BOOTSTRAP_HINT = (
+    "no Kafka cluster configured: set KAFKA_BOOTSTRAP_SERVERS=host:port, or run "
+    "`active-stream broker` in another terminal and export the address it prints"
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+class Secret:
+    """A string that is never shown by str/repr/logging; `reveal()` gives the value to a client."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def is_secret_key(key: str) -> bool:
+    """True for librdkafka properties that hold credentials (sasl.password, ssl.key.password...)."""
+    return any(marker in key.lower() for marker in _SECRET_MARKERS)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach the cluster: bootstrap servers plus librdkafka properties, passed unchanged."""
+
+    bootstrap_servers: str
+    client_config: Mapping[str, str | Secret] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> KafkaSettings:
+        """Raises SettingsError (with NO_BOOTSTRAP_HINT) when no bootstrap server is configured."""
+        config: dict[str, str] = {}
+        path = environ.get(CONFIG_FILE_ENV)
+        if path:
+            config.update(_read_properties(Path(path)))
+        for name, value in environ.items():
+            if name.startswith(KAFKA_PREFIX) and name != CONFIG_FILE_ENV:
+                config[name[len(KAFKA_PREFIX):].lower().replace("_", ".")] = value
+        from_config = config.pop("bootstrap.servers", "")
+        bootstrap = environ.get(BOOTSTRAP_ENV) or from_config
+        if not bootstrap.strip():
+            raise SettingsError(NO_BOOTSTRAP_HINT)
+        wrapped = {k: Secret(v) if is_secret_key(k) else v for k, v in config.items()}
+        return cls(bootstrap.strip(), wrapped)
+
+    def client(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """librdkafka config for a confluent-kafka client, secrets revealed: hand it to the client
+        and nowhere else. `overrides` (librdkafka keys) win over the configured properties."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for key, value in self.client_config.items():
+            config[key] = value.reveal() if isinstance(value, Secret) else value
+        config.update(overrides or {})
+        return config
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"{CONFIG_FILE_ENV}={path}: cannot read ({exc.strerror})") from None
+    props = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected key=value")
+        props[key.strip()] = value.strip()
+    return props
+
+
+def _read(environ: Mapping[str, str], prefix: str, name: str, default: Any) -> Any:
+    """Parse `prefix+NAME` as the type of `default`; SettingsError names the variable."""
+    var = prefix + name.upper()
+    raw = environ.get(var)
+    if raw is None:
+        return default
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r}: expected {type(default).__name__}") from None
+
+
+def _service_fields(cls: type, environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """Every field but `kafka`, read from `prefix+FIELD_NAME` with the dataclass default."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name != "kafka":
+            values[f.name] = _read(environ, prefix, f.name, f.default)
+    return values
+
+
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    """The scorer's settings; env prefix `ACTIVE_STREAM_SCORER_` (e.g. `..._GROUP_ID`)."""
+
+    kafka: KafkaSettings
+    group_id: str = "active-stream-scorer"
+    processing_guarantee: str = "at_least_once"
+    batch_size: int = 1000
+    # How long one batch consume may wait for records: bounds event-to-request latency at low load.
+    batch_timeout_s: float = 0.5
+    checkpoint_every_events: int = 10_000
+    checkpoint_every_s: float = 10.0
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9310
+    seed: int = 0
+
+    PREFIX = "ACTIVE_STREAM_SCORER_"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ScorerSettings:
+        settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
+        if settings.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise SettingsError(
+                f"{cls.PREFIX}PROCESSING_GUARANTEE={settings.processing_guarantee!r}: "
+                f"expected one of {', '.join(PROCESSING_GUARANTEES)}"
+            )
+        _require_positive(cls.PREFIX, batch_size=settings.batch_size,
+                          checkpoint_every_events=settings.checkpoint_every_events)
+        return settings
+
+
+@dataclass(frozen=True)
+class LabelSinkSettings:
+    """The label sink's settings; env prefix `ACTIVE_STREAM_LABEL_SINK_`."""
+
+    kafka: KafkaSettings
+    app_id: str = "active-stream-label-sink"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9311
+    trigger_min_labels: int = 100
+
+    PREFIX = "ACTIVE_STREAM_LABEL_SINK_"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LabelSinkSettings:
+        settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
+        _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels)
+        return settings
+
+
+def _require_positive(prefix: str, **values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise SettingsError(f"{prefix}{name.upper()}={value}: expected an integer >= 1")
+
+
+def describe(settings: Any) -> dict[str, Any]:
+    """A printable view of a settings object: secrets masked, nothing revealed."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, KafkaSettings):
+            out[f.name] = {"bootstrap.servers": value.bootstrap_servers,
+                           **{k: str(v) for k, v in value.client_config.items()}}
+        else:
+            out[f.name] = value
+    return out

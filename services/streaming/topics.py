@@ -1,0 +1,113 @@
+"""The topics of the loop, their fixed partition counts, and idempotent creation.
+
+Topics are always created explicitly: a Kafka-protocol broker that auto-creates a topic picks its
+own partition count (the embedded broker picks 4), and a silently re-partitioned input breaks the
+scorer's per-partition state. See docs/brokers.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+INFERENCE_EVENTS = "al.inference-events.v1"
+ANNOTATION_REQUESTS = "al.annotation-requests.v1"
+LABELS = "al.labels.v1"
+RETRAIN_TRIGGERS = "al.retrain-triggers.v1"
+CLASS_FEEDBACK = "al.class-feedback.v1"
+SCORER_STATE = "al.scorer-state.v1"
+
+DLQ_SUFFIX = ".dlq"
+
+_COMPACTED = {"cleanup.policy": "compact"}
+
+
+def dlq(topic: str) -> str:
+    """Name of the dead-letter topic that receives what `topic`'s consumer could not process."""
+    return topic + DLQ_SUFFIX
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the project needs it: name, partition count, and topic configs."""
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+def loop_topics(partitions: int = 4) -> list[TopicSpec]:
+    """Every topic of the loop (ARCHITECTURE.md) plus a `.dlq` for each input topic.
+
+    `partitions` sizes the keyed data topics (inference events, requests, labels); it is the unit
+    of scorer parallelism. Low-volume topics (triggers, feedback, state, dead letters) get one
+    partition so a single reader sees them in order.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    data = [
+        TopicSpec(INFERENCE_EVENTS, partitions),
+        TopicSpec(ANNOTATION_REQUESTS, partitions),
+        TopicSpec(LABELS, partitions),
+    ]
+    control = [
+        TopicSpec(RETRAIN_TRIGGERS, 1),
+        TopicSpec(CLASS_FEEDBACK, 1, _COMPACTED),
+        TopicSpec(SCORER_STATE, 1, _COMPACTED),
+    ]
+    inputs = [INFERENCE_EVENTS, LABELS, ANNOTATION_REQUESTS, CLASS_FEEDBACK]
+    dead_letters = [TopicSpec(dlq(name), 1) for name in inputs]
+    return data + control + dead_letters
+
+
+@dataclass(frozen=True)
+class TopicResult:
+    """Outcome for one topic: `created`, `exists`, or `mismatch` (exists, other partition count)."""
+
+    name: str
+    status: str
+    partitions: int
+    detail: str = ""
+
+
+def create_topics(
+    admin: AdminClient,
+    specs: Iterable[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 15.0,
+) -> list[TopicResult]:
+    """Create `specs`; a topic that already exists is not an error (idempotent).
+
+    An existing topic with a different partition count is reported as `mismatch` and left alone:
+    re-partitioning a keyed topic moves keys between partitions and is an operator's decision.
+    Raises KafkaException for any other failure (authorisation, broker down past `timeout_s`).
+    """
+    specs = list(specs)
+    new = [
+        NewTopic(s.name, s.partitions, replication_factor, config=dict(s.configs)) for s in specs
+    ]
+    futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
+    results = []
+    for spec in specs:
+        try:
+            futures[spec.name].result(timeout=timeout_s)
+            results.append(TopicResult(spec.name, "created", spec.partitions))
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            results.append(_existing(admin, spec, timeout_s))
+    return results
+
+
+def _existing(admin: AdminClient, spec: TopicSpec, timeout_s: float) -> TopicResult:
+    meta = admin.list_topics(spec.name, timeout=timeout_s).topics[spec.name]
+    actual = len(meta.partitions)
+    if actual == spec.partitions:
+        return TopicResult(spec.name, "exists", actual)
+    detail = f"has {actual} partitions, expected {spec.partitions}; left unchanged"
+    return TopicResult(spec.name, "mismatch", actual, detail)

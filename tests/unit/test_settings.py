@@ -1,0 +1,122 @@
+"""Settings from the environment: pass-through of librdkafka keys, secrets that never print."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from services.streaming.settings import (
+    NO_BOOTSTRAP_HINT,
+    KafkaSettings,
+    LabelSinkSettings,
+    ScorerSettings,
+    Secret,
+    SettingsError,
+    describe,
+)
+
+BASE = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092"}
+
+
+def test_librdkafka_keys_pass_through_unchanged() -> None:
+    env = BASE | {
+        "ACTIVE_STREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "ACTIVE_STREAM_KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",
+        "ACTIVE_STREAM_KAFKA_SASL_USERNAME": "scorer",
+        "ACTIVE_STREAM_KAFKA_SASL_PASSWORD": "hunter2",
+        "ACTIVE_STREAM_KAFKA_SSL_CA_LOCATION": "/etc/ca.pem",
+        "KAFKA_HOME": "/opt/kafka",  # a Kafka install's variable must not become a client key
+    }
+    config = KafkaSettings.from_env(env).client()
+    assert config == {
+        "bootstrap.servers": "kafka-1:9092,kafka-2:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "scorer",
+        "sasl.password": "hunter2",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+
+
+def test_properties_file_keys_are_verbatim_and_env_wins(tmp_path: Path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "# comment\nbootstrap.servers=file-host:9092\nsasl.mechanisms=PLAIN\n"
+        "sasl.password = from-file\n\nclient.id=from-file\n"
+    )
+    env = {"ACTIVE_STREAM_KAFKA_CONFIG_FILE": str(props),
+           "ACTIVE_STREAM_KAFKA_CLIENT_ID": "from-env"}
+    settings = KafkaSettings.from_env(env)
+    assert settings.bootstrap_servers == "file-host:9092"
+    assert settings.client() == {
+        "bootstrap.servers": "file-host:9092",
+        "sasl.mechanisms": "PLAIN",
+        "sasl.password": "from-file",
+        "client.id": "from-env",
+    }
+    assert KafkaSettings.from_env(env | BASE).bootstrap_servers == BASE["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def test_unreadable_properties_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="ACTIVE_STREAM_KAFKA_CONFIG_FILE"):
+        KafkaSettings.from_env({"ACTIVE_STREAM_KAFKA_CONFIG_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("env", [{}, {"KAFKA_BOOTSTRAP_SERVERS": "  "}])
+def test_missing_bootstrap_says_how_to_start_the_embedded_broker(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as info:
+        KafkaSettings.from_env(env)
+    assert str(info.value) == NO_BOOTSTRAP_HINT
+    assert "active-stream broker" in NO_BOOTSTRAP_HINT and "\n" not in NO_BOOTSTRAP_HINT
+
+
+def test_secrets_never_print(caplog: pytest.LogCaptureFixture) -> None:
+    env = BASE | {
+        "ACTIVE_STREAM_KAFKA_SASL_PASSWORD": "hunter2",
+        "ACTIVE_STREAM_KAFKA_SSL_KEY_PASSWORD": "hunter3",
+        "ACTIVE_STREAM_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET": "hunter4",
+        "ACTIVE_STREAM_KAFKA_SSL_KEY_PEM": "-----BEGIN hunter5",
+    }
+    settings = ScorerSettings.from_env(env)
+    shown = [repr(settings), str(settings), json.dumps(describe(settings), default=str)]
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings: %s", settings)
+    shown.append(caplog.text)
+    for text in shown:
+        for secret in ("hunter2", "hunter3", "hunter4", "hunter5"):
+            assert secret not in text
+    assert settings.kafka.client()["ssl.key.pem"] == "-----BEGIN hunter5"
+    assert isinstance(settings.kafka.client_config["sasl.password"], Secret)
+
+
+def test_service_settings_are_frozen_and_typed() -> None:
+    env = BASE | {
+        "ACTIVE_STREAM_SCORER_BATCH_SIZE": "250",
+        "ACTIVE_STREAM_SCORER_BATCH_TIMEOUT_S": "0.1",
+        "ACTIVE_STREAM_SCORER_PROCESSING_GUARANTEE": "exactly_once",
+        "ACTIVE_STREAM_SCORER_GROUP_ID": "scorers-eu",
+    }
+    settings = ScorerSettings.from_env(env)
+    assert (settings.batch_size, settings.batch_timeout_s) == (250, 0.1)
+    assert (settings.processing_guarantee, settings.group_id) == ("exactly_once", "scorers-eu")
+    with pytest.raises(AttributeError):
+        settings.batch_size = 1  # type: ignore[misc]
+    sink = LabelSinkSettings.from_env(BASE | {"ACTIVE_STREAM_LABEL_SINK_METRICS_PORT": "9400"})
+    assert sink.metrics_port == 9400
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "lots", "expected int"),
+        ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "0", "expected an integer >= 1"),
+        ("ACTIVE_STREAM_SCORER_PROCESSING_GUARANTEE", "maybe", "at_least_once, exactly_once"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        ScorerSettings.from_env(BASE | {name: value})
+    assert name in str(info.value) and fragment in str(info.value)
