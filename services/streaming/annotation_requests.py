@@ -1,0 +1,157 @@
+"""The annotation request: the scorer's output, the annotation tool's input.
+
+Contract: schemas/annotation-request.schema.json. The scorer builds requests as dicts (or via
+`AnnotationRequest.to_dict()`) and writes them with `events.encode_event`; the decoder is for
+consumers and agrees with the schema (tests/contract). Import from `services.streaming.events`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.streaming.event_fields import (
+    MAX_ID_LENGTH,
+    MAX_OFFSET,
+    MAX_OUTPUT_EVENT_BYTES,
+    MAX_PARTITION,
+    MAX_PREDICTIONS,
+    MAX_TIMESTAMP,
+    MAX_TOPIC_LENGTH,
+    MAX_URI_LENGTH,
+    SCHEMA_VERSION,
+    array,
+    check_keys,
+    check_version,
+    child,
+    integer,
+    load_object,
+    mapping,
+    number,
+    optional_number,
+    optional_text,
+    text,
+)
+from services.streaming.input_events import Prediction, read_prediction
+
+MAX_STRATEGY_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Kafka coordinates of a consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionReason:
+    """Why the scorer selected an asset. `class_name` is the JSON field `class`."""
+
+    strategy: str
+    score: float
+    class_name: str | None
+    threshold: float | None
+    instances: tuple[int | str, ...]
+    inclusion_probability: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "score": self.score,
+            "class": self.class_name,
+            "threshold": self.threshold,
+            "instances": list(self.instances),
+            "inclusion_probability": self.inclusion_probability,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationRequest:
+    schema_version: int
+    request_id: str
+    asset_id: str
+    asset_uri: str | None
+    event_id: str
+    model_id: str
+    model_version: str
+    event_timestamp: float
+    reason: SelectionReason
+    priority: float
+    predictions: tuple[Prediction, ...]
+    source: Source
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in REQUEST_FIELDS}
+        out.update(reason=self.reason.to_dict(), source=self.source.to_dict())
+        out["predictions"] = [p.to_dict() for p in self.predictions]
+        return out
+
+
+def _fields(cls: type) -> frozenset[str]:
+    return frozenset(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+REQUEST_FIELDS = _fields(AnnotationRequest)
+REASON_FIELDS = (_fields(SelectionReason) - {"class_name"}) | {"class"}
+SOURCE_FIELDS = _fields(Source)
+_OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri"})
+
+
+def decode_annotation_request(data: bytes) -> AnnotationRequest:
+    """Decode and check one annotation request; raises `InvalidEvent` (only) for bad input."""
+    obj = load_object(data, MAX_OUTPUT_EVENT_BYTES)
+    check_version(obj, SCHEMA_VERSION)
+    check_keys(obj, REQUEST_FIELDS, tuple(sorted(REQUEST_FIELDS - _OPTIONAL_REQUEST_FIELDS)), "")
+    raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)
+    return AnnotationRequest(
+        schema_version=SCHEMA_VERSION,
+        request_id=text(obj["request_id"], "", "request_id", MAX_ID_LENGTH),
+        asset_id=text(obj["asset_id"], "", "asset_id", MAX_ID_LENGTH),
+        asset_uri=optional_text(obj.get("asset_uri"), "", "asset_uri", MAX_URI_LENGTH),
+        event_id=text(obj["event_id"], "", "event_id", MAX_ID_LENGTH),
+        model_id=text(obj["model_id"], "", "model_id", MAX_ID_LENGTH),
+        model_version=text(obj["model_version"], "", "model_version", MAX_ID_LENGTH),
+        event_timestamp=number(obj["event_timestamp"], "", "event_timestamp", 0, MAX_TIMESTAMP),
+        reason=_reason(mapping(obj["reason"], "", "reason"), "reason"),
+        priority=number(obj["priority"], "", "priority", 0.0, 1.0),
+        predictions=tuple(read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)),
+        source=_source(mapping(obj["source"], "", "source"), "source"),
+    )
+
+
+def _reason(obj: dict[str, Any], path: str) -> SelectionReason:
+    check_keys(obj, REASON_FIELDS, tuple(sorted(REASON_FIELDS)), path)
+    raw = array(obj["instances"], path, "instances", 0, MAX_PREDICTIONS)
+    where = child(path, "instances")
+    instances = tuple(
+        text(i, where, n, MAX_ID_LENGTH)
+        if type(i) is str
+        else integer(i, where, n, 0, MAX_PREDICTIONS - 1)
+        for n, i in enumerate(raw)
+    )
+    inclusion = obj["inclusion_probability"]
+    if inclusion is not None:
+        inclusion = number(inclusion, path, "inclusion_probability", 0.0, 1.0, low_open=True)
+    return SelectionReason(
+        strategy=text(obj["strategy"], path, "strategy", MAX_STRATEGY_LENGTH),
+        score=number(obj["score"], path, "score", 0.0, 1.0),
+        class_name=optional_text(obj["class"], path, "class", MAX_ID_LENGTH),
+        threshold=optional_number(obj["threshold"], path, "threshold", 0.0, 1.0),
+        instances=instances,
+        inclusion_probability=inclusion,
+    )
+
+
+def _source(obj: dict[str, Any], path: str) -> Source:
+    check_keys(obj, SOURCE_FIELDS, ("topic", "partition", "offset"), path)
+    return Source(
+        topic=text(obj["topic"], path, "topic", MAX_TOPIC_LENGTH),
+        partition=integer(obj["partition"], path, "partition", 0, MAX_PARTITION),
+        offset=integer(obj["offset"], path, "offset", 0, MAX_OFFSET),
+    )

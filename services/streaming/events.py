@@ -1,0 +1,164 @@
+"""Event contracts in code: decoded event types, decoders, the deterministic encoder and the
+dead-letter record. The schemas in schemas/*.schema.json are the contract; tests/contract proves
+these decoders accept and reject exactly what the schemas do, and that the limits below equal the
+schemas' values.
+
+Bad input is data: every `decode_*` raises `InvalidEvent` and nothing else for any bytes. Its
+`reason` names the field path (`predictions[0].scores.cat: 1.3 outside [0, 1]`), `field` is that
+path (`$` for the whole payload) and `code` is an `ErrorCode` (metric label). The shell sends the
+original bytes to the topic's `.dlq` as `dead_letter(...)` and moves on.
+
+The implementation is split by event: `input_events` (inference events and labels, the scorer's
+and label sink's hot path), `annotation_requests`, `control_events` (retrain triggers, class
+feedback), and `event_fields` (the error type, limits and checked field readers they share). This
+module adds the producing side: `encode_event` and `dead_letter`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from services.streaming.annotation_requests import (
+    AnnotationRequest,
+    SelectionReason,
+    Source,
+    decode_annotation_request,
+)
+from services.streaming.control_events import (
+    ClassFeedback,
+    ClassStats,
+    Manifest,
+    OffsetRange,
+    RetrainTrigger,
+    TriggerRule,
+    decode_class_feedback,
+    decode_retrain_trigger,
+)
+from services.streaming.event_fields import (
+    MAX_ANNOTATIONS,
+    MAX_EMBEDDING,
+    MAX_EVENT_BYTES,
+    MAX_ID_LENGTH,
+    MAX_OUTPUT_EVENT_BYTES,
+    MAX_PREDICTIONS,
+    MAX_TIMESTAMP,
+    MAX_URI_LENGTH,
+    MIN_SCORE_CLASSES,
+    ROOT,
+    SCHEMA_VERSION,
+    SUM_TOLERANCE,
+    ErrorCode,
+    InvalidEvent,
+    format_path,
+)
+from services.streaming.input_events import (
+    Annotation,
+    InferenceEvent,
+    Label,
+    Prediction,
+    decode_inference_event,
+    decode_label,
+)
+
+__all__ = [
+    "MAX_ANNOTATIONS",
+    "MAX_EMBEDDING",
+    "MAX_EVENT_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_OUTPUT_EVENT_BYTES",
+    "MAX_PREDICTIONS",
+    "MAX_REASON_LENGTH",
+    "MAX_TIMESTAMP",
+    "MAX_URI_LENGTH",
+    "MIN_SCORE_CLASSES",
+    "ROOT",
+    "SCHEMA_VERSION",
+    "SUM_TOLERANCE",
+    "Annotation",
+    "AnnotationRequest",
+    "ClassFeedback",
+    "ClassStats",
+    "ErrorCode",
+    "InferenceEvent",
+    "InvalidEvent",
+    "Label",
+    "Manifest",
+    "OffsetRange",
+    "Prediction",
+    "RetrainTrigger",
+    "SelectionReason",
+    "Source",
+    "TriggerRule",
+    "dead_letter",
+    "decode_annotation_request",
+    "decode_class_feedback",
+    "decode_inference_event",
+    "decode_label",
+    "decode_retrain_trigger",
+    "encode_event",
+    "format_path",
+]
+
+MAX_REASON_LENGTH = 4096
+"""Longest dead-letter `reason`, in characters (longer ones are cut)."""
+_ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
+
+
+def encode_event(obj: Mapping[str, Any]) -> bytes:
+    """Deterministic UTF-8 JSON for an event dict: keys sorted at every level, no whitespace,
+    floats in shortest round-trip form. Equal dicts give identical bytes whatever their key order,
+    so a crash replay reproduces byte-identical output.
+
+    Pass plain JSON values (decoded events: `event.to_dict()`); read-only mappings are accepted.
+    orjson writes NaN and infinities as null, so callers must keep numbers finite (the decoders
+    reject the resulting nulls). Raises TypeError for values JSON cannot hold (a bug)."""
+    return orjson.dumps(obj, default=_plain, option=_ENCODE_OPTIONS)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dead_letter(
+    original: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    reason: str,
+    code: str,
+    service: str,
+    service_version: str,
+    failed_at: float,
+    key: bytes | None = None,
+) -> dict[str, Any]:
+    """The dead-letter record (schemas/dead-letter.schema.json) for a record that could not be
+    processed. Pure: `failed_at` (epoch seconds) is passed in. `original`/`key` are the record's
+    value/key bytes exactly as consumed (a None value, i.e. a tombstone, is stored as empty).
+    `reason` is cut to MAX_REASON_LENGTH characters. Raises ValueError for a `code` outside
+    `ErrorCode`: that is a bug in the caller, not bad input."""
+    if code not in _CODES:
+        raise ValueError(f"dead-letter code {code!r} is not one of {sorted(_CODES)}")
+    if len(reason) > MAX_REASON_LENGTH:
+        reason = reason[: MAX_REASON_LENGTH - 1] + "…"
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "original_b64": base64.b64encode(original or b"").decode("ascii"),
+        "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "reason": reason,
+        "code": str(code),
+        "service": service,
+        "service_version": service_version,
+        "failed_at": failed_at,
+    }
+
+
+_CODES = frozenset(code.value for code in ErrorCode)

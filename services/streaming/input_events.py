@@ -1,0 +1,295 @@
+"""The two input events and their decoders: inference events (scorer hot path) and labels.
+
+Contracts: schemas/inference-event.schema.json and schemas/label.schema.json. The decoders are
+hand-written checks after `orjson.loads` (no jsonschema at runtime, for speed); the contract tests
+prove they accept and reject exactly what the schemas do. Import from `services.streaming.events`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from services.streaming.event_fields import (
+    MAX_ANNOTATIONS,
+    MAX_EMBEDDING,
+    MAX_EVENT_BYTES,
+    MAX_ID_LENGTH,
+    MAX_PREDICTIONS,
+    MAX_TIMESTAMP,
+    MAX_URI_LENGTH,
+    MIN_SCORE_CLASSES,
+    SCHEMA_VERSION,
+    SUM_TOLERANCE,
+    ErrorCode,
+    array,
+    check_keys,
+    check_version,
+    child,
+    class_key,
+    fail,
+    load_object,
+    mapping,
+    number,
+    optional_text,
+    show,
+    text,
+)
+
+_INF = math.inf
+_NUMBER_TYPES = frozenset({float, int})  # exact types: bool, a subclass of int, is not a number
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One object's (or the whole asset's) prediction: EITHER `scores` (class -> probability,
+    >= 2 classes, sums to 1 within SUM_TOLERANCE) OR `label` + `confidence` in [0, 1].
+    Unset optional fields are None; `bbox` is (x, y, width, height)."""
+
+    scores: Mapping[str, float] | None = None
+    label: str | None = None
+    confidence: float | None = None
+    instance_id: str | None = None
+    track_id: str | None = None
+    bbox: BBox | None = None
+    embedding: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's JSON shape (unset fields omitted)."""
+        out: dict[str, Any] = {}
+        if self.scores is not None:
+            out["scores"] = dict(self.scores)
+        for name in ("label", "confidence", "instance_id", "track_id", "bbox", "embedding"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceEvent:
+    """A decoded inference event; `timestamp` is event time in Unix epoch seconds."""
+
+    schema_version: int
+    event_id: str
+    asset_id: str
+    asset_uri: str | None
+    model_id: str
+    model_version: str
+    timestamp: float
+    predictions: tuple[Prediction, ...]
+    metadata: Mapping[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "schema_version": self.schema_version,
+            "event_id": self.event_id,
+            "asset_id": self.asset_id,
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "timestamp": self.timestamp,
+            "predictions": [p.to_dict() for p in self.predictions],
+        }
+        if self.asset_uri is not None:
+            out["asset_uri"] = self.asset_uri
+        if self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """One object (or the whole asset) as a human labelled it."""
+
+    label: str
+    instance_id: str | None = None
+    bbox: BBox | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label}
+        if self.instance_id is not None:
+            out["instance_id"] = self.instance_id
+        if self.bbox is not None:
+            out["bbox"] = list(self.bbox)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A decoded label; `labeled_at` in Unix epoch seconds. `request_id` is None for an audit
+    label nobody requested (then `model_id` names the graded model)."""
+
+    schema_version: int
+    label_id: str
+    request_id: str | None
+    asset_id: str
+    model_id: str | None
+    annotations: tuple[Annotation, ...]
+    annotator_id: str
+    labeled_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "schema_version": self.schema_version,
+            "label_id": self.label_id,
+            "asset_id": self.asset_id,
+            "annotations": [a.to_dict() for a in self.annotations],
+            "annotator_id": self.annotator_id,
+            "labeled_at": self.labeled_at,
+        }
+        for name in ("request_id", "model_id"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+INFERENCE_FIELDS = frozenset(InferenceEvent.__dataclass_fields__)
+INFERENCE_REQUIRED = (
+    "schema_version", "event_id", "asset_id", "model_id", "model_version", "timestamp",
+    "predictions",
+)  # fmt: skip
+PREDICTION_FIELDS = frozenset(Prediction.__dataclass_fields__)
+LABEL_FIELDS = frozenset(Label.__dataclass_fields__)
+LABEL_REQUIRED = (
+    "schema_version", "label_id", "asset_id", "annotations", "annotator_id", "labeled_at",
+)  # fmt: skip
+ANNOTATION_FIELDS = frozenset(Annotation.__dataclass_fields__)
+ANNOTATION_REQUIRED = ("label",)
+
+
+def decode_inference_event(data: bytes) -> InferenceEvent:
+    """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input."""
+    obj = load_object(data, MAX_EVENT_BYTES)
+    check_version(obj, SCHEMA_VERSION)
+    check_keys(obj, INFERENCE_FIELDS, INFERENCE_REQUIRED, "")
+    raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)
+    predictions = tuple([read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)])
+    metadata = obj.get("metadata")
+    if metadata is not None:
+        metadata = MappingProxyType(mapping(metadata, "", "metadata"))
+    return InferenceEvent(
+        schema_version=SCHEMA_VERSION,
+        event_id=text(obj["event_id"], "", "event_id", MAX_ID_LENGTH),
+        asset_id=text(obj["asset_id"], "", "asset_id", MAX_ID_LENGTH),
+        asset_uri=optional_text(obj.get("asset_uri"), "", "asset_uri", MAX_URI_LENGTH),
+        model_id=text(obj["model_id"], "", "model_id", MAX_ID_LENGTH),
+        model_version=text(obj["model_version"], "", "model_version", MAX_ID_LENGTH),
+        timestamp=number(obj["timestamp"], "", "timestamp", 0.0, MAX_TIMESTAMP),
+        predictions=predictions,
+        metadata=metadata,
+    )
+
+
+def decode_label(data: bytes) -> Label:
+    """Decode and check one label; raises `InvalidEvent` (only) for any bad input."""
+    obj = load_object(data, MAX_EVENT_BYTES)
+    check_version(obj, SCHEMA_VERSION)
+    check_keys(obj, LABEL_FIELDS, LABEL_REQUIRED, "")
+    raw = array(obj["annotations"], "", "annotations", 1, MAX_ANNOTATIONS)
+    return Label(
+        schema_version=SCHEMA_VERSION,
+        label_id=text(obj["label_id"], "", "label_id", MAX_ID_LENGTH),
+        request_id=optional_text(obj.get("request_id"), "", "request_id", MAX_ID_LENGTH),
+        asset_id=text(obj["asset_id"], "", "asset_id", MAX_ID_LENGTH),
+        model_id=optional_text(obj.get("model_id"), "", "model_id", MAX_ID_LENGTH),
+        annotations=tuple([_annotation(a, f"annotations[{i}]") for i, a in enumerate(raw)]),
+        annotator_id=text(obj["annotator_id"], "", "annotator_id", MAX_ID_LENGTH),
+        labeled_at=number(obj["labeled_at"], "", "labeled_at", 0.0, MAX_TIMESTAMP),
+    )
+
+
+def read_prediction(raw: Any, path: str) -> Prediction:
+    """Check one parsed prediction object found at `path` (shared with annotation requests)."""
+    if type(raw) is not dict:
+        fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
+    check_keys(raw, PREDICTION_FIELDS, (), path)
+    has_label, has_confidence = "label" in raw, "confidence" in raw
+    if has_label != has_confidence:
+        missing = "confidence" if has_label else "label"
+        fail(child(path, missing), ErrorCode.MISSING_FIELD, "label and confidence go together")
+    if ("scores" in raw) == has_label:
+        code = ErrorCode.CONFLICT if has_label else ErrorCode.MISSING_FIELD
+        fail(path, code, "needs exactly one of `scores` or `label` + `confidence`")
+    if has_label:
+        scores = None
+        label = text(raw["label"], path, "label", MAX_ID_LENGTH)
+        confidence = number(raw["confidence"], path, "confidence", 0.0, 1.0)
+    else:
+        scores, label, confidence = _scores(raw["scores"], path + ".scores"), None, None
+    if len(raw) == 1:  # fast path: a bare distribution has no optional fields to read
+        return Prediction(scores=scores)
+    return Prediction(
+        scores=scores,
+        label=label,
+        confidence=confidence,
+        instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
+        track_id=optional_text(raw.get("track_id"), path, "track_id", MAX_ID_LENGTH),
+        bbox=_bbox(raw.get("bbox"), path),
+        embedding=_embedding(raw.get("embedding"), path),
+    )
+
+
+def _scores(raw: Any, path: str) -> Mapping[str, float]:
+    if type(raw) is not dict:
+        fail(path, ErrorCode.WRONG_TYPE, f"expected class -> probability, got {show(raw)}")
+    if len(raw) < MIN_SCORE_CLASSES:
+        code = ErrorCode.EMPTY if not raw else ErrorCode.OUT_OF_RANGE
+        fail(path, code, f"{len(raw)} class(es), a distribution needs {MIN_SCORE_CLASSES} or more")
+    has_ints = False
+    for name, p in raw.items():  # measured faster than C-level passes (set/min/max) up to 1000
+        kind = type(p)
+        if kind is float and 0.0 <= p <= 1.0 and 0 < len(name) <= MAX_ID_LENGTH:
+            continue
+        if kind is int and 0 <= p <= 1 and 0 < len(name) <= MAX_ID_LENGTH:
+            has_ints = True
+            continue
+        class_key(name, path, MAX_ID_LENGTH)
+        number(p, path, name, 0.0, 1.0)
+    checked = {name: float(p) for name, p in raw.items()} if has_ints else raw
+    total = math.fsum(checked.values())  # exact, like the contract tests' x-sum-to validator
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        detail = f"probabilities sum to {total:.6g}, not 1 within {SUM_TOLERANCE:g}"
+        fail(path, ErrorCode.NOT_NORMALISED, detail)
+    return MappingProxyType(checked)
+
+
+def _bbox(raw: Any, path: str) -> BBox | None:
+    if raw is None:
+        return None
+    if type(raw) is list and len(raw) == 4:  # fast path, no per-number calls
+        x, y, w, h = raw
+        if {type(x), type(y), type(w), type(h)} <= _NUMBER_TYPES and w >= 0 and h >= 0:
+            return float(x), float(y), float(w), float(h)
+    box = array(raw, path, "bbox", 4, 4)
+    where = child(path, "bbox")
+    x, y = number(box[0], where, 0, -_INF, _INF), number(box[1], where, 1, -_INF, _INF)
+    return x, y, number(box[2], where, 2, 0.0, _INF), number(box[3], where, 3, 0.0, _INF)
+
+
+def _embedding(raw: Any, path: str) -> tuple[float, ...] | None:
+    if raw is None:
+        return None
+    values = array(raw, path, "embedding", 1, MAX_EMBEDDING)
+    kinds = set(map(type, values))  # one C-level pass instead of a Python loop per number
+    if kinds == {float}:
+        return tuple(values)
+    if not kinds <= {float, int}:
+        where = child(path, "embedding")
+        for i, value in enumerate(values):
+            number(value, where, i, -_INF, _INF)
+    return tuple(map(float, values))
+
+
+def _annotation(raw: Any, path: str) -> Annotation:
+    if type(raw) is not dict:
+        fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
+    check_keys(raw, ANNOTATION_FIELDS, ANNOTATION_REQUIRED, path)
+    return Annotation(
+        label=text(raw["label"], path, "label", MAX_ID_LENGTH),
+        instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
+        bbox=_bbox(raw.get("bbox"), path),
+    )

@@ -1,0 +1,52 @@
+"""The dead-letter record: valid against its schema, keeps the original bytes, pure."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from services.streaming import events
+from services.streaming.events import ErrorCode, InvalidEvent
+from tests.contract.schema_support import EXAMPLE_DIR, validator
+
+
+def test_dead_letter_record_validates_and_keeps_the_bytes() -> None:
+    original = b"\xff\x00 not json"
+    record = events.dead_letter(
+        original,
+        topic="al.inference-events.v1",
+        partition=3,
+        offset=77,
+        reason="$: not UTF-8 JSON",
+        code=ErrorCode.NOT_JSON,
+        service="scorer",
+        service_version="0.1.0",
+        failed_at=1717243260.5,
+        key=b"asset-1",
+    )
+    assert list(validator("dead-letter").iter_errors(record)) == []
+    assert base64.b64decode(record["original_b64"], validate=True) == original
+    assert base64.b64decode(record["key_b64"], validate=True) == b"asset-1"
+    assert events.encode_event(record) == events.encode_event(dict(reversed(record.items())))
+
+
+def test_dead_letter_of_a_real_rejection_validates() -> None:
+    data = (EXAMPLE_DIR / "inference-event" / "invalid-payload-too-large.json").read_bytes()
+    with pytest.raises(InvalidEvent) as caught:
+        events.decode_inference_event(data)
+    bad = caught.value
+    record = events.dead_letter(
+        data, topic="t", partition=0, offset=0, reason=bad.reason + "!" * 5000, code=bad.code,
+        service="scorer", service_version="0.1.0", failed_at=0.0,
+    )  # fmt: skip
+    assert record["key_b64"] is None and len(record["reason"]) == events.MAX_REASON_LENGTH
+    assert list(validator("dead-letter").iter_errors(record)) == []
+
+
+def test_dead_letter_rejects_an_unknown_code() -> None:
+    with pytest.raises(ValueError, match="boom"):
+        events.dead_letter(
+            b"", topic="t", partition=0, offset=0, reason="r", code="boom", service="s",
+            service_version="1", failed_at=0.0,
+        )  # fmt: skip
