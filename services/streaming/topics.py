@@ -23,6 +23,10 @@ SCORER_STATE = "al.scorer-state.v1"
 DLQ_SUFFIX = ".dlq"
 
 _COMPACTED = {"cleanup.policy": "compact"}
+# A dead letter carries the original bytes base64-encoded (4/3 of their size) plus metadata, so a
+# .dlq must accept records larger than its source topic's limit (Kafka's default is ~1 MB).
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_DEAD_LETTERS = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
 
 
 def dlq(topic: str) -> str:
@@ -59,7 +63,7 @@ def loop_topics(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(SCORER_STATE, 1, _COMPACTED),
     ]
     inputs = [INFERENCE_EVENTS, LABELS, ANNOTATION_REQUESTS, CLASS_FEEDBACK]
-    dead_letters = [TopicSpec(dlq(name), 1) for name in inputs]
+    dead_letters = [TopicSpec(dlq(name), 1, _DEAD_LETTERS) for name in inputs]
     return data + control + dead_letters
 
 

@@ -152,3 +152,23 @@ def test_round_trip_over_a_real_socket(broker: EmbeddedBroker, unique_topic: str
     finally:
         consumer.close()
     assert got == sent
+
+
+def test_dead_letter_topics_take_records_larger_than_a_megabyte(broker: EmbeddedBroker) -> None:
+    """A 1 MB bad payload becomes a ~1.4 MB dead letter (base64); its .dlq must accept it."""
+    from confluent_kafka.admin import ConfigResource
+
+    from services.streaming.topics import DLQ_MAX_MESSAGE_BYTES, dlq
+
+    topic = dlq(INFERENCE_EVENTS)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(10)
+    assert configs["max.message.bytes"].value == str(DLQ_MAX_MESSAGE_BYTES)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "allow.auto.create.topics": False,
+                         "message.max.bytes": DLQ_MAX_MESSAGE_BYTES})
+    errors: list[object] = []
+    producer.produce(topic, b"x" * 1_400_000, b"big",
+                     on_delivery=lambda err, _msg: errors.append(err))
+    assert producer.flush(20) == 0
+    assert errors == [None]
