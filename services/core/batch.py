@@ -1,0 +1,170 @@
+"""`PredictionBatch`: a batch of inference events flattened into the arrays the selector reads.
+
+Building is the only per-prediction Python loop in the core; it is measured separately from
+selection (bench/selector.py). Class names are mapped to a batch-local vocabulary here; the selector
+maps that to each model's persistent vocabulary, which lives in `SelectorState`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.core.codec import stable_hashes64
+from services.core.events import InferenceEventLike
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionBatch:
+    """Flat arrays for n predictions of a assets (one asset per event), in event order.
+
+    Prediction arrays (length n): `probs` (n x len(classes), zeros outside a row's distribution and
+    on top-1 rows), `n_classes` (distribution size, 0 for top-1 rows), `top_class` (batch-local
+    class index), `top_conf` (top-1 probability in [0, 1]), `asset_of` (non-decreasing asset index)
+    and `position` (index in the event's `predictions`). Asset arrays (length a): `pred_start`
+    (a + 1 offsets: asset i owns predictions pred_start[i]:pred_start[i+1]), `asset_time` (event
+    time, epoch s), `asset_model` (index into `model_keys`), `asset_hash` (`codec.stable_hashes64`
+    of asset_id), `repeat` (True when an earlier event of this batch has the same asset and model
+    version: only the first competes) and `refs` (the caller's opaque value per asset, returned
+    with its selection).
+    Treat every array as read-only.
+    """
+
+    classes: tuple[str, ...]
+    model_keys: tuple[tuple[str, str], ...]
+    probs: np.ndarray
+    n_classes: np.ndarray
+    top_class: np.ndarray
+    top_conf: np.ndarray
+    asset_of: np.ndarray
+    position: np.ndarray
+    pred_start: np.ndarray
+    asset_time: np.ndarray
+    asset_model: np.ndarray
+    asset_hash: np.ndarray
+    repeat: np.ndarray
+    refs: tuple[Any, ...]
+
+    @property
+    def n_predictions(self) -> int:
+        return int(self.top_conf.shape[0])
+
+    @property
+    def n_assets(self) -> int:
+        return int(self.asset_time.shape[0])
+
+    @classmethod
+    def from_events(
+        cls, events: Sequence[InferenceEventLike], refs: Sequence[Any] | None = None
+    ) -> PredictionBatch:
+        """Flatten `events` (one asset each) with one caller `ref` per event (default: None).
+
+        Pure: reads the events, never mutates them. Raises ValueError when `refs` has the wrong
+        length or a prediction carries neither `scores` nor `label` + `confidence`.
+        """
+        if refs is None:
+            refs = [None] * len(events)
+        if len(refs) != len(events):
+            raise ValueError(f"{len(refs)} refs for {len(events)} events")
+        builder = _Builder()
+        for event in events:
+            builder.add(event)
+        return builder.build(tuple(refs))
+
+
+class _Builder:
+    """Accumulates one batch; rows sharing a class-key tuple are written into `probs` together."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.models: dict[tuple[str, str], int] = {}
+        self.layouts: dict[tuple[str, ...], tuple[list[int], list[list[float]]]] = {}
+        self.top1_rows: list[int] = []
+        self.top1_class: list[int] = []
+        self.top1_conf: list[float] = []
+        self.starts: list[int] = [0]
+        self.times: list[float] = []
+        self.asset_models: list[int] = []
+        self.asset_ids: list[str] = []
+        self.seen: set[tuple[str, int]] = set()
+        self.repeats: list[int] = []
+
+    def add(self, event: InferenceEventLike) -> None:
+        """Append one event; the per-prediction work is one tuple, one dict lookup, one list."""
+        key = (event.model_id, event.model_version)
+        model = self.models.setdefault(key, len(self.models))
+        self.asset_models.append(model)
+        asset = (event.asset_id, model)
+        if asset in self.seen:
+            self.repeats.append(len(self.times))
+        self.seen.add(asset)
+        self.times.append(float(event.timestamp))
+        self.asset_ids.append(event.asset_id)
+        row = self.starts[-1]
+        layouts = self.layouts
+        for pred in event.predictions:
+            scores = pred.scores
+            if scores is None:
+                self._add_top1(row, pred)
+            else:
+                names = tuple(scores)
+                bucket = layouts.get(names)
+                if bucket is None:
+                    bucket = layouts[names] = ([], [])
+                bucket[0].append(row)
+                bucket[1].append(list(scores.values()))
+            row += 1
+        self.starts.append(row)
+
+    def _add_top1(self, row: int, pred: Any) -> None:
+        if pred.label is None or pred.confidence is None:
+            raise ValueError("prediction has neither scores nor label + confidence")
+        self.top1_rows.append(row)
+        self.top1_class.append(self.vocab.setdefault(pred.label, len(self.vocab)))
+        self.top1_conf.append(float(pred.confidence))
+
+    def _fill(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probs, n_classes): rows sharing a class tuple are written with one fancy index."""
+        columns = {names: [self.vocab.setdefault(c, len(self.vocab)) for c in names]
+                   for names in self.layouts}
+        probs = np.zeros((n, len(self.vocab)), dtype=np.float64)
+        n_classes = np.zeros(n, dtype=np.int32)
+        for names, (rows, values) in self.layouts.items():
+            idx = np.asarray(rows)
+            probs[idx[:, None], np.asarray(columns[names], dtype=np.int64)] = values
+            n_classes[idx] = len(names)
+        return probs, n_classes
+
+    def build(self, refs: tuple[Any, ...]) -> PredictionBatch:
+        n = self.starts[-1]
+        probs, n_classes = self._fill(n)
+        if probs.shape[1]:
+            top_class, top_conf = probs.argmax(axis=1).astype(np.int32), probs.max(axis=1)
+        else:
+            top_class, top_conf = np.zeros(n, np.int32), np.zeros(n)
+        if self.top1_rows:
+            top_class[self.top1_rows] = self.top1_class
+            top_conf[self.top1_rows] = self.top1_conf
+        starts = np.asarray(self.starts, dtype=np.int64)
+        asset_of = np.repeat(np.arange(len(self.times), dtype=np.int64), np.diff(starts))
+        repeat = np.zeros(len(self.times), dtype=bool)
+        repeat[self.repeats] = True
+        return PredictionBatch(
+            classes=tuple(self.vocab),
+            model_keys=tuple(self.models),
+            probs=probs,
+            n_classes=n_classes,
+            top_class=top_class,
+            top_conf=np.clip(top_conf, 0.0, 1.0),
+            asset_of=asset_of,
+            position=(np.arange(n) - starts[asset_of]).astype(np.int32),
+            pred_start=starts,
+            asset_time=np.asarray(self.times, dtype=np.float64),
+            asset_model=np.asarray(self.asset_models, dtype=np.int32),
+            asset_hash=stable_hashes64(self.asset_ids),
+            repeat=repeat,
+            refs=refs,
+        )

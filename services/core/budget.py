@@ -1,0 +1,257 @@
+"""The labeling budget: token buckets over event count and event time, split into lanes, with
+per-class sub-budgets.
+
+Guarantee (never exceeded, bursts included): a bucket with refill `rate` per unit of its coordinate
+and capacity `cap` starts full, and grants a selection only when it holds >= 1 token, so over any
+coordinate interval of length d it grants at most cap + rate * d. Coordinates are monotone: the
+count bucket's is the number of assets seen, the time bucket's the event-time watermark (max event
+time seen, seconds), so late or out-of-order events never refill anything. Each lane (exploit,
+explore) has its own pair of buckets; a selection needs a token from both buckets of its lane.
+Summed over lanes: selections over the first n assets <= sum(count capacities) + share * n, and over
+any watermark interval of d seconds <= sum(time capacities) + labels_per_hour * d / 3600.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from services.core.codec import decode_array, encode_array
+
+LANES: tuple[str, ...] = ("exploit", "explore")
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """Budget settings for ONE partition's selector (see `scaled`).
+
+    `share`: max fraction of assets selected (count refill per asset), `share_burst`: its capacity
+    in labels; `labels_per_hour`: event-time refill, `burst`: its capacity in labels (the hard cap
+    of any window is burst + rate x window); `exploration_share`: fraction of both buckets reserved
+    for random exploration (the exploration floor); `class_cap_factor`: a class may use at most
+    factor x weight / n_classes of the exploit lane (its sub-budget, >= 1 token of capacity).
+    """
+
+    share: float = 0.02
+    share_burst: float = 50.0
+    labels_per_hour: float = 1000.0
+    burst: float = 50.0
+    exploration_share: float = 0.1
+    class_cap_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0 or not 0.0 <= self.exploration_share < 1.0:
+            raise ValueError("share must be in [0, 1] and exploration_share in [0, 1)")
+        if self.labels_per_hour < 0 or self.share_burst < 1 or self.burst < 1:
+            raise ValueError("labels_per_hour >= 0 and share_burst, burst >= 1 are required")
+        if self.class_cap_factor <= 0:
+            raise ValueError("class_cap_factor must be > 0")
+
+    def scaled(self, fraction: float) -> BudgetPolicy:
+        """This budget for one of 1/fraction partitions: rates and capacities times `fraction`
+        (capacities floored at 1 label so every partition can select). `share` is a fraction of
+        the partition's own assets and stays. Summed over partitions the capacities may exceed the
+        global ones by < 1 label per partition."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError("fraction must be in (0, 1]")
+        return replace(
+            self,
+            share_burst=max(1.0, self.share_burst * fraction),
+            labels_per_hour=self.labels_per_hour * fraction,
+            burst=max(1.0, self.burst * fraction),
+        )
+
+    def lane(self, name: str) -> tuple[float, float, float, float]:
+        """(count rate per asset, count capacity, time rate per second, time capacity) of a lane."""
+        return self._lanes[name]
+
+    @cached_property
+    def _lanes(self) -> dict[str, tuple[float, float, float, float]]:
+        out = {}
+        for name in LANES:
+            f = self.exploration_share if name == "explore" else 1.0 - self.exploration_share
+            floor = 1.0 if f > 0.0 else 0.0  # a lane with no share is closed, not 1 token wide
+            out[name] = (self.share * f, max(floor, self.share_burst * f),
+                         self.labels_per_hour * f / 3600.0, max(floor, self.burst * f))
+        return out
+
+
+class TokenBucket:
+    """One token bucket over a monotone coordinate; plain floats for a cheap scalar hot path."""
+
+    __slots__ = ("level", "coord")
+
+    def __init__(self, level: float, coord: float) -> None:
+        self.level = level
+        self.coord = coord
+
+    def level_at(self, coord: float, rate: float, cap: float) -> float:
+        """Tokens at `coord` (no refill for coordinates behind the last one). Query."""
+        return min(cap, self.level + rate * max(coord - self.coord, 0.0))
+
+    def spend(self, coord: float, rate: float, cap: float) -> None:
+        """Take one token at `coord`. The caller checked `level_at(...) >= 1`."""
+        self.level = self.level_at(coord, rate, cap) - 1.0
+        self.coord = max(coord, self.coord)
+
+    def first_index(self, coords: np.ndarray, start: int, rate: float, cap: float) -> int:
+        """First i >= start with level_at(coords[i]) >= 1 (coords non-decreasing); len if none."""
+        n = coords.shape[0]
+        if start >= n or self.level >= 1.0:
+            return start
+        if rate <= 0.0:
+            return n
+        i = max(start, int(np.searchsorted(coords, self.coord + (1.0 - self.level) / rate)))
+        while i < n and self.level_at(float(coords[i]), rate, cap) < 1.0:
+            i += 1  # float rounding at the boundary: at most a step or two
+        return i
+
+
+class BudgetState:
+    """Per-lane count and time buckets. Starts full. Not thread-safe; deterministic."""
+
+    def __init__(self, policy: BudgetPolicy) -> None:
+        self.count = {name: TokenBucket(policy.lane(name)[1], 0.0) for name in LANES}
+        self.time = {name: TokenBucket(policy.lane(name)[3], 0.0) for name in LANES}
+
+    def available(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> bool:
+        """True when `lane` can grant one selection at (assets seen, watermark). Query."""
+        cr, cc, tr, tc = policy.lane(lane)
+        return (self.count[lane].level_at(n_seen, cr, cc) >= 1.0
+                and self.time[lane].level_at(watermark, tr, tc) >= 1.0)
+
+    def first_available(self, policy: BudgetPolicy, lane: str, n_seen: np.ndarray,
+                        watermark: np.ndarray, start: int) -> int:
+        """First i >= start at which `lane` can grant (both coordinate arrays non-decreasing)."""
+        cr, cc, tr, tc = policy.lane(lane)
+        i = start
+        while True:
+            j = self.count[lane].first_index(n_seen, i, cr, cc)
+            k = self.time[lane].first_index(watermark, j, tr, tc)
+            if k == j or k >= n_seen.shape[0]:
+                return k
+            i = k
+
+    def spend(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> None:
+        """Take one selection from `lane`; the caller checked `available`."""
+        cr, cc, tr, tc = policy.lane(lane)
+        self.count[lane].spend(n_seen, cr, cc)
+        self.time[lane].spend(watermark, tr, tc)
+
+    def remaining(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> float:
+        """Whole selections `lane` could grant right now (min over its two buckets). Query."""
+        cr, cc, tr, tc = policy.lane(lane)
+        return math.floor(min(self.count[lane].level_at(n_seen, cr, cc),
+                              self.time[lane].level_at(watermark, tr, tc)))
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able and exact (Python floats round-trip through JSON)."""
+        def enc(b: TokenBucket) -> list[float]:
+            return [b.level, b.coord]
+        return {"count": {k: enc(v) for k, v in self.count.items()},
+                "time": {k: enc(v) for k, v in self.time.items()}}
+
+    @classmethod
+    def from_snapshot(cls, policy: BudgetPolicy, data: dict[str, Any]) -> BudgetState:
+        state = cls(policy)
+        for kind in ("count", "time"):
+            for name, (level, coord) in data[kind].items():
+                getattr(state, kind)[name] = TokenBucket(float(level), float(coord))
+        return state
+
+
+class ClassBuckets:
+    """Per-class count buckets (the sub-budgets of one model's classes), vectorised.
+
+    Rates and capacities come from `class_limits` at query time, so a feedback change applies
+    from the class's last spend on (bounded by its capacity).
+    """
+
+    def __init__(self, n_classes: int = 0) -> None:
+        self.level = np.full(n_classes, np.inf)
+        self.coord = np.zeros(n_classes)
+
+    def ensure_classes(self, n_classes: int) -> None:
+        """Grow to `n_classes`; new classes start full (level = capacity). Idempotent."""
+        extra = n_classes - self.level.shape[0]
+        if extra > 0:
+            self.level = np.r_[self.level, np.full(extra, np.inf)]
+            self.coord = np.r_[self.coord, np.zeros(extra)]
+
+    def levels_at(self, classes: np.ndarray, n_seen: np.ndarray, rate: np.ndarray,
+                  cap: np.ndarray) -> np.ndarray:
+        """Tokens of each `classes[i]` at asset count `n_seen[i]` (no spends in between). Query."""
+        gain = rate[classes] * np.maximum(n_seen - self.coord[classes], 0.0)
+        return np.minimum(cap[classes], self.level[classes] + gain)
+
+    def spend(self, cls: int, n_seen: float, rate: np.ndarray, cap: np.ndarray) -> None:
+        """Take one token from class `cls` at asset count `n_seen`."""
+        gain = rate[cls] * max(n_seen - self.coord[cls], 0.0)
+        self.level[cls] = min(cap[cls], self.level[cls] + gain) - 1.0
+        self.coord[cls] = max(n_seen, self.coord[cls])
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"level": encode_array(self.level), "coord": encode_array(self.coord)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> ClassBuckets:
+        state = cls()
+        state.level, state.coord = decode_array(data["level"]), decode_array(data["coord"])
+        return state
+
+
+def class_limits(policy: BudgetPolicy, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rate per asset, capacity) of each class's sub-budget in the exploit lane.
+
+    A class gets min(1, class_cap_factor x weight / n_classes) of the lane, weights being the
+    feedback weights (mean 1 when uniform); capacity is floored at 1 so no class is ever shut out.
+    """
+    count_rate, count_cap, _, _ = policy.lane("exploit")
+    n = max(weights.shape[0], 1)
+    frac = np.minimum(1.0, policy.class_cap_factor * weights / n)
+    return count_rate * frac, np.maximum(1.0, count_cap * frac)
+
+
+class LaneGate:
+    """A budget gate over one run of assets (arrival order) for `thresholds.scan`: the exploit
+    lane's buckets plus the class sub-budgets of one model. Spending goes to both."""
+
+    def __init__(self, policy: BudgetPolicy, budget: BudgetState, n_seen: np.ndarray,
+                 watermark: np.ndarray, classes: np.ndarray, buckets: ClassBuckets,
+                 weights: np.ndarray) -> None:
+        self.policy, self.budget, self.buckets = policy, budget, buckets
+        self.n_seen, self.watermark, self.classes = n_seen, watermark, classes
+        self.rate, self.cap = class_limits(policy, weights)
+        self._classes: list[int] = []
+        self._n_seen: list[float] = []
+        self._rate, self._cap = self.rate.tolist(), self.cap.tolist()
+
+    def first_available(self, start: int) -> int:
+        """First index >= start at which the lane can grant (class aside). Query."""
+        return self.budget.first_available(self.policy, "exploit", self.n_seen, self.watermark,
+                                           start)
+
+    def class_ok(self, start: int, stop: int) -> np.ndarray:
+        """Per asset in start:stop: its class sub-budget holds a token. Query."""
+        levels = self.buckets.levels_at(self.classes[start:stop], self.n_seen[start:stop],
+                                        self.rate, self.cap)
+        return levels >= 1.0
+
+    def class_ok_at(self, i: int) -> bool:
+        """`class_ok` for the single asset i (scalar fast path). Query."""
+        if not self._classes:
+            self._classes, self._n_seen = self.classes.tolist(), self.n_seen.tolist()
+        c = self._classes[i]
+        b = self.buckets
+        gain = self._rate[c] * max(self._n_seen[i] - float(b.coord[c]), 0.0)
+        return min(self._cap[c], float(b.level[c]) + gain) >= 1.0
+
+    def spend(self, i: int) -> None:
+        """Take one token for asset i from the lane and from its class."""
+        n_seen, wm = float(self.n_seen[i]), float(self.watermark[i])
+        self.budget.spend(self.policy, "exploit", n_seen, wm)
+        self.buckets.spend(int(self.classes[i]), n_seen, self.rate, self.cap)

@@ -1,0 +1,106 @@
+"""Dedupe: an asset is selected at most once per model version, in bounded memory.
+
+Keys are stable 64-bit hashes of (model_id, model_version, asset_id). They live in one sorted array
+tagged with the event-time generation (watermark // generation_seconds) in which they were added;
+when the watermark enters a new generation, keys older than `generations` generations are dropped,
+and if more than `max_entries` keys are held, whole oldest generations go early.
+
+Exact guarantee: once an asset is selected for a model version by a `select` call whose batch
+ends at watermark W (the max event time seen so far), no later call whose batch ends at a watermark
+below W + ttl_seconds selects it again for that version, provided at most
+`max_entries` keys had to be held meanwhile (past that cap the oldest generations are forgotten
+first; with the default budget a partition cannot select that many within the ttl). Hash collisions
+(probability < n^2 / 2^65 for n remembered keys) can only make an asset look already selected,
+never the reverse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.core.codec import decode_array, encode_array
+
+
+@dataclass(frozen=True)
+class DedupePolicy:
+    """Settings. `ttl_seconds`: event-time memory of a selection (default 7 days), kept in
+    `generations` + 1 rotating generations; `max_entries`: hard memory cap (~12 bytes per key)."""
+
+    ttl_seconds: float = 7 * 86400.0
+    generations: int = 8
+    max_entries: int = 250_000
+
+    def __post_init__(self) -> None:
+        if self.ttl_seconds <= 0 or self.generations < 1 or self.max_entries < 1:
+            raise ValueError("ttl_seconds > 0, generations >= 1 and max_entries >= 1 required")
+
+    @property
+    def generation_seconds(self) -> float:
+        return self.ttl_seconds / self.generations
+
+
+class DedupeState:
+    """Sorted uint64 keys with their generation; membership is one vectorised searchsorted."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.gens = np.zeros(0, dtype=np.int64)
+        self.generation = -(2**62)
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Per key: True if remembered. Query."""
+        if self.keys.shape[0] == 0 or keys.shape[0] == 0:
+            return np.zeros(keys.shape[0], dtype=bool)
+        pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.shape[0] - 1)
+        return self.keys[pos] == keys
+
+    def advance(self, policy: DedupePolicy, watermark: float) -> None:
+        """Move to the generation of `watermark` (monotone; earlier watermarks are ignored) and
+        forget keys older than the ttl. Idempotent."""
+        gen = math.floor(watermark / policy.generation_seconds)
+        if gen <= self.generation:
+            return
+        self.generation = gen
+        keep = self.gens >= gen - policy.generations
+        if not keep.all():
+            self.keys, self.gens = self.keys[keep], self.gens[keep]
+
+    def add(self, policy: DedupePolicy, keys: np.ndarray) -> None:
+        """Remember `keys` in the current generation (call `advance` first); a key already held
+        moves to the current generation. Idempotent per key."""
+        new = np.unique(keys.astype(np.uint64))
+        held = self.contains(new)
+        if held.any():
+            self.gens[np.searchsorted(self.keys, new[held])] = self.generation
+            new = new[~held]
+        if new.shape[0] == 0:
+            return
+        pos = np.searchsorted(self.keys, new)
+        self.keys = np.insert(self.keys, pos, new)
+        self.gens = np.insert(self.gens, pos, self.generation)
+        while self.keys.shape[0] > policy.max_entries:
+            oldest = self.gens.min()
+            if oldest == self.generation:  # one generation over the cap: drop the excess keys
+                cap = policy.max_entries
+                self.keys, self.gens = self.keys[:cap], self.gens[:cap]
+                break
+            keep = self.gens > oldest
+            self.keys, self.gens = self.keys[keep], self.gens[keep]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"generation": self.generation, "keys": encode_array(self.keys),
+                "gens": encode_array(self.gens)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> DedupeState:
+        state = cls()
+        state.generation = int(data["generation"])
+        state.keys, state.gens = decode_array(data["keys"]), decode_array(data["gens"])
+        return state

@@ -1,0 +1,110 @@
+"""`SelectorPolicy`: every setting of the selection core in one frozen, documented object.
+
+Defaults work untuned for a 10-class model on one partition: least-confidence scores (they also
+cover top-1-only streams), the most uncertain object decides a multi-object asset, Žliobaitė's
+variable-uncertainty threshold plus a class-relative bottom-5% rule select immediately under a
+budget of 2% of assets and 1,000 labels/hour (10% of it reserved for random exploration), a new
+model version is warmed up with random picks until its per-class stats hold 100 samples, and an
+asset is requested at most once per model version within 7 days of event time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from services.core.budget import BudgetPolicy
+from services.core.dedupe import DedupePolicy
+from services.core.feedback import FeedbackPolicy
+from services.core.reservoir import ReservoirPolicy
+from services.core.stats import ConfidenceStatsPolicy
+from services.core.thresholds import ThresholdPolicy
+from services.core.uncertainty import MEASURES, Aggregation, Measure
+
+SelectionMode = Literal["threshold", "reservoir"]
+
+
+@dataclass(frozen=True)
+class WarmupPolicy:
+    """Cold start of a model version: while its stats are not ready, each asset is picked at
+    random with probability `rate`, at most `quota` picks per version (per partition). A version
+    is ready when every class holding >= `rare_share` of its predictions has `min_count` of the
+    stats policy; rarer classes never hold warm-up back. Readiness, once reached, sticks."""
+
+    rate: float = 0.1
+    quota: int = 100
+    rare_share: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0 or self.quota < 0 or not 0.0 <= self.rare_share <= 1.0:
+            raise ValueError("rate and rare_share in [0, 1], quota >= 0 are required")
+
+
+@dataclass(frozen=True)
+class SelectorPolicy:
+    """All selector settings (immutable; build variants with `dataclasses.replace`).
+
+    `measure`: least_confidence | margin | entropy (top-1 rows always use least-confidence);
+    `aggregation`: max | mean | topk (mean of the `top_k` largest) over an asset's predictions of
+    one class, the asset taking its best class; `mode`: `threshold` selects immediately (variable
+    uncertainty / fixed + class-relative), `reservoir` collects per-class weighted reservoirs and
+    selects the top ones at each window flush. Exploration, warm-up and the random control arm
+    run in both modes. `exploration_rate`: probability that exploration picks an asset (from the
+    explore lane); None = 0.8 x the lane's share rate, so demand stays below supply and the lane
+    rarely runs dry (the recorded inclusion probability stays honest); the lane's remaining
+    tokens serve the control arm. `max_model_versions`, `max_models`, `max_classes` bound state
+    memory (least recently seen versions/models are evicted; classes past the cap share one
+    `__other__` slot).
+    """
+
+    measure: Measure = "least_confidence"
+    aggregation: Aggregation = "max"
+    top_k: int = 3
+    mode: SelectionMode = "threshold"
+    thresholds: ThresholdPolicy = field(default_factory=ThresholdPolicy)
+    reservoir: ReservoirPolicy = field(default_factory=ReservoirPolicy)
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    stats: ConfidenceStatsPolicy = field(default_factory=ConfidenceStatsPolicy)
+    dedupe: DedupePolicy = field(default_factory=DedupePolicy)
+    feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
+    warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
+    exploration_rate: float | None = None
+    max_model_versions: int = 8
+    max_models: int = 16
+    max_classes: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES or self.aggregation not in ("max", "mean", "topk"):
+            raise ValueError(f"bad measure/aggregation {self.measure!r}/{self.aggregation!r}")
+        if self.mode not in ("threshold", "reservoir") or self.top_k < 1:
+            raise ValueError(f"bad mode {self.mode!r} or top_k {self.top_k}")
+        if self.exploration_rate is not None and not 0.0 <= self.exploration_rate <= 1.0:
+            raise ValueError("exploration_rate must be in [0, 1] or None")
+        if min(self.max_model_versions, self.max_models) < 1 or self.max_classes < 2:
+            raise ValueError("max_model_versions, max_models >= 1 and max_classes >= 2 required")
+
+    def exploration_probability(self) -> float:
+        """Per-asset probability of an exploration pick (see `exploration_rate`). Query."""
+        if self.exploration_rate is not None:
+            return self.exploration_rate
+        return 0.8 * self.budget.exploration_share * self.budget.share
+
+    def scaled(self, fraction: float) -> SelectorPolicy:
+        """The policy for one of several partitions sharing this budget: pass 1 / num_partitions.
+
+        Budget rates and capacities, the warm-up quota, the control-arm size and a fixed reservoir
+        top_k are multiplied by `fraction` (rounded up / floored at 1 so each partition still
+        works); shares and thresholds are per partition already and stay.
+        """
+        def part(n: int) -> int:
+            return 0 if n == 0 else max(1, math.ceil(n * fraction))
+
+        res = self.reservoir
+        top_k = None if res.top_k is None else part(res.top_k)
+        return replace(
+            self,
+            budget=self.budget.scaled(fraction),
+            warmup=replace(self.warmup, quota=part(self.warmup.quota)),
+            reservoir=replace(res, control_size=part(res.control_size), top_k=top_k),
+        )

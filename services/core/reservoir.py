@@ -1,0 +1,166 @@
+"""Reservoir sampling over a window of the stream: weighted per class (A-Res) and uniform
+(Algorithm L, the random control arm).
+
+Both take whole batches. Payloads are the caller's JSON-able values (the selector stores each
+candidate's ref and decision data), built only for items that enter the reservoir. Randomness comes
+from the caller's Generator, so a seeded run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.core.codec import decode_array, encode_array
+
+PayloadFn = Callable[[np.ndarray], list[Any]]
+
+
+@dataclass(frozen=True)
+class ReservoirPolicy:
+    """Settings. `per_class`: weighted reservoir size per (model, class); `top_k`: selections per
+    flush (None = as many as the budget grants); `control_size`: uniform control-arm reservoir
+    size (0 = off); `window_seconds` / `window_assets`: a window closes (and flushes) when the
+    event-time watermark crosses a multiple of window_seconds or after window_assets assets
+    (0 = no count window)."""
+
+    per_class: int = 16
+    top_k: int | None = None
+    control_size: int = 2
+    window_seconds: float = 600.0
+    window_assets: int = 0
+
+    def __post_init__(self) -> None:
+        if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:
+            raise ValueError("per_class >= 1, control_size >= 0 and window_assets >= 0 required")
+        if self.window_seconds <= 0 or (self.top_k is not None and self.top_k < 1):
+            raise ValueError("window_seconds > 0 and top_k >= 1 (or None) are required")
+
+
+class WeightedReservoirState:
+    """Per-group (model, class) weighted reservoirs of `size` items, A-Res (Efraimidis–Spirakis).
+
+    Item i with weight w_i > 0 gets key log(u_i) / w_i, u_i ~ U(0, 1]; each group keeps its `size`
+    largest keys, a weighted sample without replacement: with size 1 the kept item is i with
+    probability w_i / sum(w). A-ExpJ draws fewer random numbers by jumping over items, which pays
+    off per item in Python; batched, one vectorised draw per item is cheaper and has the same law.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.key = np.zeros(0)
+        self.group = np.zeros(0, dtype=np.uint64)
+        self.priority = np.zeros(0)
+        self.payload: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+    def offer(self, weights: np.ndarray, groups: np.ndarray, priorities: np.ndarray,
+              rng: np.random.Generator, make_payload: PayloadFn) -> None:
+        """Offer one batch of items (weights in [0, 1], uint64 group ids). Draws len(weights)
+        uniforms from `rng`; weight-0 items only fill spare room. Deterministic given rng."""
+        m = weights.shape[0]
+        if m == 0:
+            return
+        u = 1.0 - rng.random(m)
+        with np.errstate(divide="ignore"):
+            new_key = np.log(u) / np.maximum(weights, 1e-300)
+        key = np.r_[self.key, new_key]
+        group = np.r_[self.group, groups.astype(np.uint64)]
+        order = np.lexsort((-key, group))
+        g = group[order]
+        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        rank = np.arange(order.shape[0]) - np.repeat(first, np.diff(np.r_[first, g.shape[0]]))
+        kept = order[rank < self.size]
+        n_old = len(self.payload)
+        fresh = kept[kept >= n_old] - n_old
+        built = iter(make_payload(fresh))
+        self.payload = [self.payload[i] if i < n_old else next(built) for i in kept.tolist()]
+        self.key, self.group = key[kept], group[kept]
+        self.priority = np.r_[self.priority, priorities][kept]
+
+    def drain(self) -> list[tuple[float, Any]]:
+        """Empty the reservoirs; return (priority, payload) pairs, highest priority first (ties:
+        group order, then key). Command (it resets the window)."""
+        order = np.argsort(-self.priority, kind="stable")
+        out = [(float(self.priority[i]), self.payload[i]) for i in order.tolist()]
+        self.__init__(self.size)  # type: ignore[misc]
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size": self.size, "key": encode_array(self.key),
+                "group": encode_array(self.group), "priority": encode_array(self.priority),
+                "payload": list(self.payload)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> WeightedReservoirState:
+        state = cls(int(data["size"]))
+        state.key, state.group = decode_array(data["key"]), decode_array(data["group"])
+        state.priority, state.payload = decode_array(data["priority"]), list(data["payload"])
+        return state
+
+
+class UniformReservoirState:
+    """Uniform reservoir of `size` items, Algorithm L (Li 1994): after n offered items each one is
+    held with probability exactly min(1, size / n). O(size x log(n / size)) random draws overall,
+    one Python step per replacement, none per item."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.seen = 0
+        self.w = 0.0
+        self.next_at = 0
+        self.payload: list[Any] = []
+
+    def offer(self, m: int, rng: np.random.Generator, make_payload: PayloadFn) -> None:
+        """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng."""
+        if self.size == 0 or m == 0:
+            self.seen += m
+            return
+        fill = min(m, self.size - len(self.payload))
+        if fill > 0:
+            self.payload.extend(make_payload(np.arange(fill)))
+            self.seen += fill
+            if len(self.payload) < self.size:
+                return
+            self.w = math.exp(math.log(1.0 - rng.random()) / self.size)
+            self._skip(rng)
+        end = self.seen + m - fill
+        while self.next_at <= end:
+            item = self.next_at - self.seen - 1 + fill
+            slot = int(rng.integers(self.size))
+            self.payload[slot] = make_payload(np.array([item]))[0]
+            self.w *= math.exp(math.log(1.0 - rng.random()) / self.size)
+            self._skip(rng)
+        self.seen = end
+
+    def _skip(self, rng: np.random.Generator) -> None:
+        u = 1.0 - rng.random()
+        base = self.next_at if self.next_at else self.seen
+        if self.w >= 1.0 or self.w <= 0.0:  # degenerate draws: take the next item / stop
+            self.next_at = base + 1 if self.w >= 1.0 else 2**62
+            return
+        self.next_at = base + int(math.floor(math.log(u) / math.log1p(-self.w))) + 1
+
+    def drain(self) -> tuple[list[Any], int]:
+        """Empty the reservoir; return (payloads in slot order, items offered in the window)."""
+        out = (self.payload, self.seen)
+        self.__init__(self.size)  # type: ignore[misc]
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size": self.size, "seen": self.seen, "w": self.w, "next_at": self.next_at,
+                "payload": list(self.payload)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> UniformReservoirState:
+        state = cls(int(data["size"]))
+        state.seen, state.w = int(data["seen"]), float(data["w"])
+        state.next_at = int(data["next_at"])
+        state.payload = list(data["payload"])
+        return state

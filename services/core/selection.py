@@ -1,0 +1,70 @@
+"""What `select` returns: one `Selected` per asset to annotate, collected in a `Selection`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+STRATEGIES: tuple[str, ...] = (
+    "variable_uncertainty", "fixed", "class_relative", "reservoir", "random_control", "warmup",
+    "exploration",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """One selected asset.
+
+    `ref`: the caller's value for the asset. `asset_index`: its index in the current batch, or -1
+    when it comes from an earlier batch (a reservoir flush). `strategy`: one of STRATEGIES.
+    `score`: uncertainty in [0, 1] of the predictions that drove it. `threshold`: the bar it
+    passed at decision time, or None: an uncertainty threshold for variable_uncertainty / fixed
+    (score-space), a top-1 confidence threshold for class_relative (selected below it).
+    `class_name`: the class that drove it (None for an asset without predictions).
+    `driving_predictions`: positions in the event's `predictions`. `priority`: in [0, 1], the
+    class-weighted score used for ordering. `inclusion_probability`: the design probability of a
+    random arm (warmup, exploration, random_control) selecting this asset, else None.
+    `event_time`: the asset's event time (epoch s).
+    """
+
+    ref: Any
+    asset_index: int
+    model_id: str
+    model_version: str
+    strategy: str
+    score: float
+    threshold: float | None
+    class_name: str | None
+    driving_predictions: tuple[int, ...]
+    priority: float
+    inclusion_probability: float | None
+    event_time: float
+
+    def to_json(self) -> list[Any]:
+        """JSON-able list form (used for deferred candidates held in snapshots)."""
+        return [self.ref, self.asset_index, self.model_id, self.model_version, self.strategy,
+                self.score, self.threshold, self.class_name, list(self.driving_predictions),
+                self.priority, self.inclusion_probability, self.event_time]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Selected:
+        fields = list(data)
+        fields[8] = tuple(fields[8])
+        return cls(*fields)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The decisions of one batch: selected assets in decision order (deferred flushes first)."""
+
+    selected: tuple[Selected, ...]
+    n_assets: int
+    n_predictions: int
+
+    def __len__(self) -> int:
+        return len(self.selected)
+
+    def by_strategy(self) -> dict[str, int]:
+        """Count of selections per strategy name. Query."""
+        return dict(Counter(s.strategy for s in self.selected))

@@ -1,0 +1,85 @@
+"""Dedupe: never the same asset twice per model version within its guarantee, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.core import (
+    BudgetPolicy,
+    DedupePolicy,
+    PredictionBatch,
+    ReservoirPolicy,
+    SelectorPolicy,
+    SelectorState,
+    ThresholdPolicy,
+    WarmupPolicy,
+    select,
+)
+from services.core.dedupe import DedupeState
+from tests.unit.core.synth import Event, Pred
+
+TTL = 100.0
+EVERYTHING = SelectorPolicy(
+    budget=BudgetPolicy(share=1.0, share_burst=1e6, labels_per_hour=1e9, burst=1e6,
+                        exploration_share=0.2),
+    thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.0, class_relative_q=0.0),
+    warmup=WarmupPolicy(rate=1.0, quota=10**6), exploration_rate=0.5,
+    reservoir=ReservoirPolicy(control_size=4, window_seconds=7.0),
+    dedupe=DedupePolicy(ttl_seconds=TTL, generations=4))
+
+batches_st = st.lists(
+    st.tuples(st.lists(st.tuples(st.integers(0, 15), st.sampled_from(["v1", "v2"])),
+                       min_size=1, max_size=40),
+              st.floats(0.0, 60.0)),
+    min_size=1, max_size=15)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches_st, st.booleans())
+def test_never_selects_an_asset_twice_within_the_guarantee(spec: list, reservoir: bool) -> None:
+    policy = EVERYTHING if not reservoir else SelectorPolicy(**{**vars(EVERYTHING),
+                                                               "mode": "reservoir"})
+    state = SelectorState.create(policy, 0)
+    last: dict[tuple[str, str], float] = {}
+    t = 1_000_000.0
+    for items, gap in spec:
+        t += gap
+        evs = [Event(f"e{t}-{i}", f"a{a}", "m", v, t + i * 0.01,
+                     (Pred(label="x", confidence=0.5),)) for i, (a, v) in enumerate(items)]
+        sel = select(state, PredictionBatch.from_events(evs, [e.asset_id for e in evs]))
+        end = state.watermark
+        keys = [(s.ref, s.model_version) for s in sel.selected]
+        assert len(keys) == len(set(keys))  # never twice in one batch
+        for key in keys:
+            assert key not in last or end >= last[key] + TTL, key
+            last[key] = end
+    assert last, "the greedy policy selected nothing"
+
+
+def test_forgets_after_ttl_and_never_before() -> None:
+    policy = DedupePolicy(ttl_seconds=40.0, generations=4)
+    d = DedupeState()
+    d.advance(policy, 1005.0)
+    d.add(policy, np.array([7, 9], dtype=np.uint64))
+    for wm in (1010.0, 1030.0, 1044.9):
+        d.advance(policy, wm)
+        assert d.contains(np.array([7, 9, 8], dtype=np.uint64)).tolist() == [True, True, False]
+    d.advance(policy, 1060.0)
+    assert not d.contains(np.array([7], dtype=np.uint64))[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2**64 - 1), max_size=30), min_size=1, max_size=30),
+       st.integers(5, 60))
+def test_memory_is_bounded_and_latest_keys_are_kept(groups: list, cap: int) -> None:
+    policy = DedupePolicy(ttl_seconds=10.0, generations=2, max_entries=cap)
+    d = DedupeState()
+    for step, keys in enumerate(groups):
+        d.advance(policy, 1000.0 + step * 5.0)
+        d.add(policy, np.array(keys, dtype=np.uint64))
+        assert len(d) <= cap
+        assert np.all(np.diff(d.keys.astype(np.float64)) >= 0)
+    if len(set(groups[-1])) <= cap:
+        assert d.contains(np.array(groups[-1], dtype=np.uint64)).all()
