@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -88,6 +89,23 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_sink(args: argparse.Namespace) -> int:
+    """Run the label sink (faust) in the foreground until SIGINT/SIGTERM."""
+    settings = LabelSinkSettings.from_env(os.environ)
+    _configure_logging()
+    from services.label_sink.app import SinkUnavailable, run  # faust is slow to import
+
+    try:
+        return run(settings)
+    except SinkUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     raise CliError(
         "the closed-loop demo is not built yet (issue 'The main job: a closed-loop demo'); "
@@ -115,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print a service's effective settings (secrets masked)")
     config.add_argument("service", choices=["scorer", "label-sink"])
     config.set_defaults(func=cmd_config)
+
+    sink = sub.add_parser("label-sink", help="run the label sink (labels -> retrain triggers)")
+    sink.set_defaults(func=cmd_label_sink)
 
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
     demo.set_defaults(func=cmd_demo)

@@ -168,15 +168,40 @@ class ScorerSettings:
         return settings
 
 
+BROKER_COMPAT = ("auto", "tansu", "none")
+
+
 @dataclass(frozen=True)
 class LabelSinkSettings:
-    """The label sink's settings; env prefix `ACTIVE_STREAM_LABEL_SINK_`."""
+    """The label sink's settings; env prefix `ACTIVE_STREAM_LABEL_SINK_`.
+
+    Trigger rules are off at their neutral value: per-class labels 0, label age 0, disagreement 1.
+    """
 
     kafka: KafkaSettings
     app_id: str = "active-stream-label-sink"
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9311
+    # Prepended to every topic the sink reads or writes (tests isolate themselves with it).
+    topic_prefix: str = ""
     trigger_min_labels: int = 100
+    trigger_min_labels_per_class: int = 0
+    trigger_max_label_age_s: float = 0.0
+    trigger_max_disagreement: float = 1.0
+    trigger_min_disagreement_labels: int = 20
+    trigger_cooldown_s: float = 0.0
+    # A request older than this (event time) when its label arrives is not joined, and is pruned.
+    request_ttl_s: float = 7 * 86400.0
+    # Class feedback of changed models is published at most this often (wall clock).
+    feedback_interval_s: float = 5.0
+    # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
+    # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md).
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
+    # "auto": enable the faust high-watermark shim when the cluster id says Tansu.
+    broker_compat: str = "auto"
+    # Where faust keeps its local files (memory tables write nothing big); "" = a temp dir.
+    data_dir: str = ""
 
     PREFIX = "ACTIVE_STREAM_LABEL_SINK_"
 
@@ -184,6 +209,9 @@ class LabelSinkSettings:
     def from_env(cls, environ: Mapping[str, str]) -> LabelSinkSettings:
         settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
         _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels)
+        if settings.broker_compat not in BROKER_COMPAT:
+            raise SettingsError(f"{cls.PREFIX}BROKER_COMPAT={settings.broker_compat!r}: "
+                                f"expected one of {', '.join(BROKER_COMPAT)}")
         return settings
 
 

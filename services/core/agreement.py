@@ -1,0 +1,158 @@
+"""Human-model agreement per class, and the class feedback built from it.
+
+Pure: no Kafka, no clock, no environment. The label sink joins a label to the annotation request it
+answers and asks this module two things:
+
+- `outcomes(predicted, annotations)`: for each human annotation, did the model's prediction agree?
+- `ClassTally` + `feedback_classes`: per class, how many annotations, how often the model agreed,
+  and the budget weight the scorer should give the class (weak classes > 1, mastered < 1).
+
+A prediction is reduced to its top-1 class first (`top_classes`), so requests can be stored
+compactly. Ties in a distribution go to the lexicographically smallest class, so the result never
+depends on dict order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.core.feedback import FeedbackPolicy, weights_from_agreement
+
+Predicted = tuple[str | None, str]
+"""One model prediction reduced to (instance_id or None, top-1 class)."""
+
+Outcome = tuple[str, bool]
+"""(human class, whether the model agreed with the human on that annotation)."""
+
+
+class PredictionLike(Protocol):
+    @property
+    def scores(self) -> Mapping[str, float] | None: ...
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def instance_id(self) -> str | None: ...
+
+
+class AnnotationLike(Protocol):
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def instance_id(self) -> str | None: ...
+
+
+def top_class(prediction: PredictionLike) -> str:
+    """The class the model predicted: argmax of `scores` (ties: smallest name), else `label`."""
+    if prediction.scores:
+        best = max(prediction.scores.values())
+        return min(name for name, p in prediction.scores.items() if p == best)
+    if prediction.label is None:
+        raise ValueError("a prediction needs `scores` or `label`")
+    return prediction.label
+
+
+def top_classes(predictions: Iterable[PredictionLike]) -> tuple[Predicted, ...]:
+    """Each prediction as (instance_id, top-1 class), in input order."""
+    return tuple((p.instance_id, top_class(p)) for p in predictions)
+
+
+def outcomes(
+    predicted: Sequence[Predicted], annotations: Sequence[AnnotationLike]
+) -> tuple[Outcome, ...]:
+    """Per annotation (in order): (human class, model agreed).
+
+    Matching, most specific first: by `instance_id` when both sides carry the same id; one
+    prediction and one annotation (whole-asset classification) are each other's match; otherwise
+    the model agreed if any of its predictions on the asset has the human's class. With no
+    predictions at all there is nothing to compare and the result is empty.
+    """
+    if not predicted:
+        return ()
+    by_instance = {iid: cls for iid, cls in predicted if iid is not None}
+    asset_classes = {cls for _, cls in predicted}
+    single = len(predicted) == 1 and len(annotations) == 1
+    result = []
+    for annotation in annotations:
+        human = annotation.label
+        if annotation.instance_id is not None and annotation.instance_id in by_instance:
+            agreed = by_instance[annotation.instance_id] == human
+        elif single:
+            agreed = predicted[0][1] == human
+        else:
+            agreed = human in asset_classes
+        result.append((human, agreed))
+    return tuple(result)
+
+
+@dataclass
+class ClassTally:
+    """Per class: annotations counted, annotations compared with a prediction, and agreed ones.
+
+    A command (`add`) and queries (`agreement`, `classes`); mergeable by adding counters, so a
+    tally rebuilt from a set of labels in any order is the same.
+    """
+
+    labels: Counter[str] = field(default_factory=Counter)
+    compared: Counter[str] = field(default_factory=Counter)
+    agreed: Counter[str] = field(default_factory=Counter)
+
+    def add(self, classes: Iterable[str], results: Iterable[Outcome]) -> None:
+        """Count one label: `classes` = the human class of each annotation; `results` = the
+        outcomes of those annotations that could be compared with a prediction."""
+        self.labels.update(classes)
+        for human, agreed in results:
+            self.compared[human] += 1
+            self.agreed[human] += int(agreed)
+
+    def agreement(self, name: str) -> float | None:
+        """Share in [0, 1] of compared annotations of `name` the model agreed with; None if none."""
+        n = self.compared[name]
+        return self.agreed[name] / n if n else None
+
+    def disagreement(self, name: str) -> float | None:
+        share = self.agreement(name)
+        return None if share is None else 1.0 - share
+
+    def classes(self) -> list[str]:
+        """Every class with a counted or compared annotation, sorted."""
+        return sorted(set(self.labels) | set(self.compared))
+
+
+@dataclass(frozen=True)
+class ClassFeedbackStats:
+    """One class in a class-feedback event (schemas/class-feedback.schema.json `class_stats`)."""
+
+    labels_total: int
+    labels_since_trigger: int
+    agreement: float | None
+    weight: float
+
+
+def feedback_classes(
+    total: ClassTally, since_trigger: Mapping[str, int], policy: FeedbackPolicy
+) -> dict[str, ClassFeedbackStats]:
+    """Class feedback for every class in `total`.
+
+    `agreement` is all-time (from `total`); `weight` comes from `weights_from_agreement`, which
+    shrinks each class's agreement towards the policy's prior by its number of compared labels and
+    scales by the mean error. Classes with nothing compared yet get weight 1 (neutral).
+    Invariant kept for the schema: labels_since_trigger <= labels_total.
+    """
+    names = total.classes()
+    rates = {c: a for c in names if (a := total.agreement(c)) is not None}
+    weights = weights_from_agreement(policy, rates, {c: total.compared[c] for c in rates})
+    return {
+        c: ClassFeedbackStats(
+            labels_total=total.labels[c],
+            labels_since_trigger=min(int(since_trigger.get(c, 0)), total.labels[c]),
+            agreement=rates.get(c),
+            weight=weights.get(c, 1.0),
+        )
+        for c in names
+    }

@@ -1,0 +1,222 @@
+"""Retrain trigger policy: when a model has enough new human labels to be worth retraining.
+
+Pure and deterministic: no Kafka, no clock. Time is *event time*, the `labeled_at` of the labels
+(epoch seconds), so a replay of the same labels takes the same decisions.
+
+A model's state is a function of the SET of labels counted for it (`TriggerState.from_records`
+rebuilds it from them in any order), which is what makes the label sink idempotent: after a crash
+it rebuilds the state from the labels it had persisted and reaches the same decisions.
+
+Rules, checked in this order once the cooldown since the last trigger has passed:
+
+1. `label_count`: new labels (since the last trigger) >= `min_labels`;
+2. `class_coverage`: every class the model has predicted on answered requests has
+   >= `min_labels_per_class` new annotations;
+3. `label_age`: the oldest new label is more than `max_label_age_s` older than the newest label;
+4. `disagreement`: some class has >= `min_disagreement_labels` new compared annotations and a
+   disagreement rate > `max_disagreement`.
+
+A fired trigger covers exactly the labels counted since the previous one; its manifest gives, per
+partition of the label topic, the half-open offset range [first counted offset, last + 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from services.core.agreement import ClassTally, Outcome
+
+RULES = ("label_count", "class_coverage", "label_age", "disagreement")
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """Settings; a rule whose threshold is None is off. Times in event-time seconds."""
+
+    min_labels: int = 100
+    min_labels_per_class: int | None = None
+    max_label_age_s: float | None = None
+    max_disagreement: float | None = None
+    min_disagreement_labels: int = 20
+    cooldown_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_labels < 1:
+            raise ValueError(f"min_labels must be >= 1, got {self.min_labels}")
+        if self.min_labels_per_class is not None and self.min_labels_per_class < 1:
+            raise ValueError("min_labels_per_class must be >= 1 or None")
+        if self.max_label_age_s is not None and self.max_label_age_s < 0:
+            raise ValueError("max_label_age_s must be >= 0 or None")
+        if self.max_disagreement is not None and not 0.0 <= self.max_disagreement < 1.0:
+            raise ValueError("max_disagreement must be in [0, 1) or None")
+        if self.min_disagreement_labels < 1 or self.cooldown_s < 0:
+            raise ValueError("min_disagreement_labels >= 1 and cooldown_s >= 0 are required")
+
+
+@dataclass(frozen=True)
+class Fired:
+    """The trigger a label closed: persisted with that label so a rebuild knows batches ended."""
+
+    trigger_id: str
+    rule: str
+    triggered_at: float
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """What one counted label contributes. `batch` = number of triggers fired for the model
+    before this label was counted; `fired` is set on the label whose arrival fired a trigger."""
+
+    label_id: str
+    partition: int
+    offset: int
+    labeled_at: float
+    classes: tuple[str, ...]
+    outcomes: tuple[Outcome, ...] = ()
+    predicted: tuple[str, ...] = ()
+    batch: int = 0
+    fired: Fired | None = None
+
+
+@dataclass(frozen=True)
+class OffsetSpan:
+    """Half-open [start_offset, end_offset) of one partition of the label topic."""
+
+    partition: int
+    start_offset: int
+    end_offset: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A trigger to publish: the rule, a human-readable detail, and what it covers."""
+
+    rule: str
+    detail: str
+    counts: Mapping[str, int]
+    total: int
+    triggered_at: float
+    ranges: tuple[OffsetSpan, ...]
+
+
+def trigger_id(model_id: str, topic: str, ranges: Iterable[OffsetSpan]) -> str:
+    """Deterministic id: the same model and manifest always give the same id (64 hex chars)."""
+    text = "\n".join(
+        [model_id, topic, *(f"{r.partition}:{r.start_offset}:{r.end_offset}" for r in ranges)]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class TriggerState:
+    """One model's labels since its last trigger, plus what the rules need from before.
+
+    Commands: `record`, `fire`. Query: `should_trigger`. `clock` is the newest `labeled_at` seen.
+    """
+
+    batch: int = 0
+    clock: float | None = None
+    last_triggered_at: float | None = None
+    total: int = 0
+    oldest: float | None = None
+    pending: ClassTally = field(default_factory=ClassTally)
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    watched: set[str] = field(default_factory=set)
+    all_time: ClassTally = field(default_factory=ClassTally)
+
+    @classmethod
+    def from_records(cls, records: Iterable[LabelRecord]) -> TriggerState:
+        """Rebuild from persisted records, in any order: equal to recording them one by one.
+
+        The current batch is one past the last batch that fired (or the highest batch seen, if
+        a label of a batch was persisted without its trigger's being)."""
+        records = list(records)
+        state = cls()
+        fired = [r for r in records if r.fired is not None]
+        if fired:
+            last = max(fired, key=lambda r: r.batch)
+            state.batch = last.batch + 1
+            state.last_triggered_at = last.fired.triggered_at  # type: ignore[union-attr]
+        state.batch = max([state.batch, *(r.batch for r in records)])
+        for record in records:
+            state._count(record, pending=record.batch == state.batch)
+        return state
+
+    def record(self, label: LabelRecord) -> None:
+        """Count one new label (the caller has deduplicated it) into the current batch."""
+        self._count(label, pending=True)
+
+    def _count(self, label: LabelRecord, *, pending: bool) -> None:
+        self.clock = label.labeled_at if self.clock is None else max(self.clock, label.labeled_at)
+        self.all_time.add(label.classes, label.outcomes)
+        self.watched.update(label.predicted)
+        if not pending:
+            return
+        self.total += 1
+        self.pending.add(label.classes, label.outcomes)
+        at = label.labeled_at
+        self.oldest = at if self.oldest is None else min(self.oldest, at)
+        start, end = self.spans.get(label.partition, (label.offset, label.offset + 1))
+        self.spans[label.partition] = (min(start, label.offset), max(end, label.offset + 1))
+
+    def should_trigger(self, policy: TriggerPolicy) -> Decision | None:
+        """The trigger to fire now, or None. Does not change the state."""
+        if self.total == 0 or self.clock is None:
+            return None
+        now = self.clock
+        if self.last_triggered_at is not None and now - self.last_triggered_at < policy.cooldown_s:
+            return None
+        detail = self._rule(policy, now)
+        if detail is None:
+            return None
+        rule, text = detail
+        return Decision(
+            rule=rule,
+            detail=text,
+            counts=dict(sorted(self.pending.labels.items())),
+            total=self.total,
+            triggered_at=now,
+            ranges=self.ranges(),
+        )
+
+    def _rule(self, policy: TriggerPolicy, now: float) -> tuple[str, str] | None:
+        if self.total >= policy.min_labels:
+            return "label_count", f"{self.total} new labels >= min_labels {policy.min_labels}"
+        m = policy.min_labels_per_class
+        if m is not None and self.watched:
+            if all(self.pending.labels[c] >= m for c in self.watched):
+                return "class_coverage", (
+                    f"all {len(self.watched)} predicted classes have >= {m} new labels"
+                )
+        age = now - self.oldest if self.oldest is not None else 0.0
+        if policy.max_label_age_s is not None and age > policy.max_label_age_s:
+            return "label_age", f"oldest new label is {age:g}s old > {policy.max_label_age_s:g}s"
+        d = policy.max_disagreement
+        if d is not None:
+            for name in sorted(self.pending.compared):
+                n, rate = self.pending.compared[name], self.pending.disagreement(name)
+                if n >= policy.min_disagreement_labels and rate is not None and rate > d:
+                    return "disagreement", (
+                        f"class {name!r}: disagreement {rate:.3f} > {d:g} over {n} labels"
+                    )
+        return None
+
+    def ranges(self) -> tuple[OffsetSpan, ...]:
+        """The current batch's manifest: one span per partition with new labels, by partition."""
+        return tuple(OffsetSpan(p, s, e) for p, (s, e) in sorted(self.spans.items()))
+
+    def fire(self, decision: Decision) -> None:
+        """Close the current batch: the labels in it belong to the trigger just published."""
+        self.batch += 1
+        self.last_triggered_at = decision.triggered_at
+        self.total = 0
+        self.oldest = None
+        self.pending = ClassTally()
+        self.spans = {}
+
+    def since_trigger(self) -> Counter[str]:
+        """Annotations per class since the last trigger."""
+        return Counter(self.pending.labels)

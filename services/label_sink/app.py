@@ -1,0 +1,431 @@
+"""The label sink: a faust app, a thin shell around the pure trigger and agreement logic.
+
+Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lettered verbatim):
+
+1. `read_requests` (al.annotation-requests.v1) -> `requests` table, for the join.
+2. `read_labels` (al.labels.v1): decode (bad -> al.labels.v1.dlq with the reason), join with the
+   request, and forward the joined label keyed by model_id to the internal topic
+   `<app_id>-labels-by-model`, so that one model's labels meet in one partition, hence one worker.
+3. `count_labels` (labels-by-model): dedupe by label_id against the `labels` table, count, run the
+   trigger policy, publish al.retrain-triggers.v1; class feedback goes out on a timer.
+
+Idempotence under at-least-once (faust reprocesses after a crash): a label is counted iff its row
+is in the `labels` table, and per-model counts are rebuilt from those rows (`tables.Ledger`). A
+trigger is published (and its delivery awaited) BEFORE the row of the label that fired it is
+written, so a crash in between republishes the same trigger (same labels, same deterministic
+trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id.
+
+Co-partitioning: the join reads the `requests` table from the label's worker, so labels and
+requests must be keyed alike (by asset_id) with the same partition count. With one worker (the
+common case for a low-volume sink) any keying works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import faust
+import numpy as np
+import orjson
+from confluent_kafka.admin import AdminClient
+
+from services.core.agreement import feedback_classes
+from services.core.feedback import FeedbackPolicy
+from services.core.triggers import Decision, Fired, TriggerPolicy, trigger_id
+from services.label_sink.metrics import LabelSinkMetrics
+from services.label_sink.tables import Ledger, joined_label, request_row, stored_row, to_record
+from services.streaming import topics
+from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
+from services.streaming.events import (
+    SCHEMA_VERSION,
+    ErrorCode,
+    InvalidEvent,
+    dead_letter,
+    decode_annotation_request,
+    decode_label,
+    encode_event,
+)
+from services.streaming.settings import LabelSinkSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+SERVICE = "label-sink"
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+# Requests pruning: scan the table for expired rows after this many inserts (and at least after
+# half the table's size), so pruning costs O(1) amortised per request.
+_PRUNE_EVERY = 1000
+
+
+class SinkUnavailable(RuntimeError):
+    """The sink cannot start (topics missing, partition counts differ); the message says why."""
+
+
+def service_version() -> str:
+    try:
+        return metadata.version("active-stream")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class SinkTopics:
+    labels: str
+    requests: str
+    triggers: str
+    feedback: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> SinkTopics:
+        return cls(prefix + topics.LABELS, prefix + topics.ANNOTATION_REQUESTS,
+                   prefix + topics.RETRAIN_TRIGGERS, prefix + topics.CLASS_FEEDBACK)
+
+
+@dataclass
+class SinkStatus:
+    """What /healthz and /readyz report; written on the event loop, read by the HTTP thread."""
+
+    assigned: bool = False
+    crashed: BaseException | None = None
+    app: Any = None
+    dirty: set[str] = field(default_factory=set)
+
+    def health(self) -> tuple[bool, str]:
+        if self.crashed is not None:
+            return False, f"crashed: {self.crashed!r}"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        app = self.app
+        if self.crashed is not None or app is None:
+            return False, "not running"
+        if not self.assigned or app.rebalancing or app.in_recovery:
+            return False, "waiting for partitions / table recovery"
+        return True, "ok"
+
+
+def partition_counts(settings: LabelSinkSettings, names: SinkTopics) -> int:
+    """Partitions of the label topic; raises SinkUnavailable when the inputs are missing or not
+    co-partitioned (the join needs equal partition counts)."""
+    admin = AdminClient(settings.kafka.client())
+    meta = admin.list_topics(timeout=15.0).topics
+    counts = {}
+    for name in (names.labels, names.requests):
+        if name not in meta or meta[name].error is not None:
+            raise SinkUnavailable(f"topic {name} does not exist: run `active-stream topics create`")
+        counts[name] = len(meta[name].partitions)
+    if len(set(counts.values())) != 1:
+        raise SinkUnavailable(f"labels and requests must have equal partition counts: {counts}")
+    return counts[names.labels]
+
+
+def is_tansu(settings: LabelSinkSettings) -> bool:
+    """True when the cluster is the embedded Tansu broker (its cluster id says so)."""
+    admin = AdminClient(settings.kafka.client())
+    cluster = admin.describe_cluster(request_timeout=15).result(timeout=20)
+    return str(cluster.cluster_id or "").startswith("tansu")
+
+
+def build_app(
+    settings: LabelSinkSettings,
+    metrics: LabelSinkMetrics,
+    status: SinkStatus,
+    *,
+    partitions: int,
+    on_crash: Callable[[BaseException], None],
+) -> faust.App:
+    """The faust app with its topics, tables, agents and timer. Does not start anything."""
+    names = SinkTopics.with_prefix(settings.topic_prefix)
+    policy = trigger_policy(settings)
+    feedback_policy = FeedbackPolicy()
+    data_dir = settings.data_dir or str(Path(tempfile.gettempdir()) / "active-stream-label-sink")
+    servers = settings.kafka.bootstrap_servers.split(",")
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in servers],
+        # aiokafka's idempotent producer (needed by exactly_once) is rejected by the embedded
+        # broker, and EOS is not needed: counting is idempotent (see the module docstring).
+        processing_guarantee="at_least_once",
+        store="memory://",
+        datadir=data_dir,
+        topic_partitions=partitions,
+        table_standby_replicas=0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+        producer_acks=-1,
+        key_serializer="json",
+        value_serializer="json",
+    )
+    status.app = app
+    labels_in = app.topic(names.labels, **_RAW)
+    requests_in = app.topic(names.requests, **_RAW)
+    by_model = app.topic(f"{settings.app_id}-labels-by-model", partitions=partitions,
+                         internal=True, **_RAW)
+    labels_dlq = app.topic(topics.dlq(names.labels), **_RAW)
+    requests_dlq = app.topic(topics.dlq(names.requests), **_RAW)
+    triggers_out = app.topic(names.triggers, **_RAW)
+    feedback_out = app.topic(names.feedback, **_RAW)
+    # Table rows are JSON (key: request/label id); see services/label_sink/tables.py.
+    requests = app.Table("requests", partitions=partitions, key_type=str)
+    labels = app.Table("labels", partitions=partitions, key_type=str)
+    ledger = Ledger()
+    window = DeadLetterWindow(DeadLetterCeiling())
+    version = service_version()
+
+    def crashes_worker(body: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """A bug in an agent stops the whole worker (exit code 70) instead of faust's default of
+        restarting the agent after acking the event that failed (STYLE.md)."""
+
+        async def agent(stream: Any) -> None:
+            try:
+                await body(stream)
+            except Exception as exc:
+                log.critical("label sink agent %s crashed: %r", body.__name__, exc, exc_info=exc)
+                status.crashed = exc
+                on_crash(exc)
+                raise
+
+        agent.__name__ = agent.__qualname__ = body.__name__
+        return agent
+
+    async def send_dead_letter(topic: Any, event: Any, exc: InvalidEvent) -> None:
+        msg = event.message
+        record = dead_letter(event.value or b"", topic=msg.topic, partition=msg.partition,
+                             offset=msg.offset, reason=exc.reason, code=exc.code,
+                             service=SERVICE, service_version=version, failed_at=time.time(),
+                             key=msg.key)
+        await topic.send(key=msg.key, value=encode_event(record))
+
+    prune_state = {"inserted": 0, "newest": {}}
+
+    @app.agent(requests_in)
+    @crashes_worker
+    async def read_requests(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                request = decode_annotation_request(event.value)
+            except InvalidEvent as exc:
+                metrics.invalid_requests.labels(exc.code.value).inc()
+                await send_dead_letter(requests_dlq, event, exc)
+                continue
+            partition = event.message.partition
+            requests[request.request_id] = request_row(request, partition)
+            metrics.requests.inc()
+            newest = prune_state["newest"]
+            newest[partition] = max(newest.get(partition, 0.0), request.event_timestamp)
+            prune_state["inserted"] += 1
+            if prune_state["inserted"] >= max(_PRUNE_EVERY, len(requests) // 2):
+                prune_state["inserted"] = 0
+                _prune(requests, partition, newest[partition] - settings.request_ttl_s)
+
+    @app.agent(labels_in)
+    @crashes_worker
+    async def read_labels(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                label = decode_label(event.value)
+            except InvalidEvent as exc:
+                window.record(np.ones(1, dtype=bool))
+                metrics.invalid.labels(exc.code.value).inc()
+                await send_dead_letter(labels_dlq, event, exc)
+                window.check()  # raises past the ceiling: a broken producer must page someone
+                continue
+            window.record(np.zeros(1, dtype=bool))
+            request = requests.get(label.request_id) if label.request_id else None
+            if request is not None and label.labeled_at - request["t"] > settings.request_ttl_s:
+                request = None
+            row = joined_label(label, msg.partition, msg.offset, request)
+            if row is None:  # nothing to count it under: dead-letter it, never drop it
+                metrics.unattributed.inc()
+                exc = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
+                                   f"absent, and request_id {label.request_id!r} answers no "
+                                   "known request (within request_ttl_s)")
+                metrics.invalid.labels(exc.code.value).inc()
+                await send_dead_letter(labels_dlq, event, exc)
+                continue
+            await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+
+    @app.agent(by_model)
+    @crashes_worker
+    async def count_labels(stream: Any) -> None:
+        async for event in stream.events():
+            row = orjson.loads(event.value)
+            if row["id"] in labels:
+                metrics.duplicates.inc()
+                continue
+            if not ledger.valid:
+                ledger.rebuild(labels.values())
+            model_id = row["m"]
+            state = ledger.get(model_id)
+            record = to_record(row, batch=state.batch)
+            state.record(record)
+            decision = state.should_trigger(policy)
+            fired = None
+            if decision is not None:
+                fired = await publish_trigger(model_id, decision)
+                state.fire(decision)
+            labels[row["id"]] = stored_row(row, record.batch, fired)
+            count_metrics(model_id, row, state)
+            status.dirty.add(model_id)
+            if fired is not None:
+                await publish_feedback(model_id)
+
+    async def publish_trigger(model_id: str, decision: Decision) -> Fired:
+        tid = trigger_id(model_id, names.labels, decision.ranges)
+        event = trigger_event(tid, model_id, names.labels, decision)
+        delivery = await triggers_out.send(key=model_id.encode(), value=encode_event(event))
+        await delivery  # delivered before the firing label is persisted (module docstring)
+        metrics.triggers.labels(decision.rule).inc()
+        log.info("retrain trigger %s for %s: %s", tid[:12], model_id, decision.detail)
+        return Fired(tid, decision.rule, decision.triggered_at)
+
+    def count_metrics(model_id: str, row: dict[str, Any], state: Any) -> None:
+        metrics.label_records.inc()
+        for name in row["c"]:
+            metrics.labels.labels(model_id, name).inc()
+        for name, _ in row["r"]:
+            share = state.all_time.agreement(name)
+            if share is not None:
+                metrics.agreement.labels(model_id, name).set(share)
+        if row["r"]:
+            metrics.joined.inc()
+        if row.get("ta") is not None:
+            metrics.turnaround.observe(max(0.0, row["ta"]))
+
+    async def publish_feedback(model_id: str) -> None:
+        status.dirty.discard(model_id)
+        state = ledger.get(model_id)
+        if state.clock is None:
+            return
+        classes = feedback_classes(state.all_time, state.since_trigger(), feedback_policy)
+        event = {
+            "schema_version": SCHEMA_VERSION,
+            "model_id": model_id,
+            "updated_at": state.clock,
+            "classes": {name: vars(stats) for name, stats in classes.items()},
+        }
+        await feedback_out.send(key=model_id.encode(), value=encode_event(event))
+        metrics.feedback.inc()
+
+    @app.timer(interval=settings.feedback_interval_s)
+    async def feedback_timer() -> None:
+        if not ledger.valid:
+            return
+        for model_id in sorted(status.dirty):
+            await publish_feedback(model_id)
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        status.assigned = False
+        ledger.invalidate()  # rows may move to another worker: rebuild from what stays here
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        status.assigned = True
+        ledger.invalidate()
+
+    return app
+
+
+def trigger_policy(settings: LabelSinkSettings) -> TriggerPolicy:
+    """The trigger policy the settings describe; SettingsError for an inconsistent combination."""
+    try:
+        return TriggerPolicy(
+            min_labels=settings.trigger_min_labels,
+            min_labels_per_class=settings.trigger_min_labels_per_class or None,
+            max_label_age_s=settings.trigger_max_label_age_s or None,
+            max_disagreement=(settings.trigger_max_disagreement
+                              if settings.trigger_max_disagreement < 1.0 else None),
+            min_disagreement_labels=settings.trigger_min_disagreement_labels,
+            cooldown_s=settings.trigger_cooldown_s,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"{settings.PREFIX}TRIGGER_*: {exc}") from None
+
+
+def trigger_event(tid: str, model_id: str, topic: str, decision: Decision) -> dict[str, Any]:
+    """A retrain-trigger event (schemas/retrain-trigger.schema.json) for `decision`."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "trigger_id": tid,
+        "model_id": model_id,
+        "rule": decision.rule,
+        "detail": decision.detail[:1024],
+        "counts": dict(decision.counts),
+        "total": decision.total,
+        "triggered_at": decision.triggered_at,
+        "manifest": {
+            "topic": topic,
+            "ranges": [
+                {"partition": r.partition, "start_offset": r.start_offset,
+                 "end_offset": r.end_offset}
+                for r in decision.ranges
+            ],
+        },
+    }
+
+
+def _prune(requests: Any, partition: int, cutoff: float) -> None:
+    """Delete the expired requests of `partition` (the current event's partition, so each
+    tombstone goes to the changelog partition the row came from)."""
+    expired = [k for k, v in requests.items() if v["q"] == partition and v["t"] < cutoff]
+    for key in expired:
+        del requests[key]
+    if expired:
+        log.info("pruned %d expired requests of partition %d", len(expired), partition)
+
+
+def run(settings: LabelSinkSettings) -> int:
+    """Run the label sink in the foreground until SIGTERM/SIGINT (graceful: offsets committed,
+    producer flushed). Returns 0 after a clean stop, 70 if an agent hit a bug and crashed."""
+    from prometheus_client import CollectorRegistry
+
+    from services.streaming.ops import OpsServer
+
+    names = SinkTopics.with_prefix(settings.topic_prefix)
+    partitions = partition_counts(settings, names)
+    compat = settings.broker_compat == "tansu" or (
+        settings.broker_compat == "auto" and is_tansu(settings))
+    if compat:
+        from services.label_sink.faust_compat import patch_faust_highwaters
+
+        patch_faust_highwaters()
+    ignored = sorted(k for k in settings.kafka.client_config)
+    if ignored:
+        log.warning("librdkafka properties not applied to the faust client: %s", ignored)
+    registry = CollectorRegistry()
+    metrics = LabelSinkMetrics(registry)
+    status = SinkStatus()
+    holder: dict[str, Any] = {}
+
+    def on_crash(exc: BaseException) -> None:
+        worker = holder.get("worker")
+        if worker is not None:
+            asyncio.ensure_future(worker.stop())
+
+    app = build_app(settings, metrics, status, partitions=partitions,
+                    on_crash=on_crash)
+    ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
+                    health=status.health, ready=status.ready).start()
+    worker = faust.Worker(app, loglevel="INFO", override_logging=False)
+    holder["worker"] = worker
+    log.info("label sink %s: ops on %s:%d, broker compat %s", settings.app_id,
+             settings.metrics_host, ops.port, "tansu" if compat else "off")
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    finally:
+        ops.stop()
+    return 70 if status.crashed is not None else 0

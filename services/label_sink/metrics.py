@@ -1,0 +1,69 @@
+"""The label sink's Prometheus metrics, all in one place (`label_sink_<noun>_<unit>`).
+
+Built on a registry passed in (tests use a private `CollectorRegistry`). Label values from closed
+sets (invalid reasons, trigger rules) are pre-created so a dashboard shows zeros, not gaps; class
+and model names come from the data and appear when first seen.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.core.triggers import RULES
+from services.streaming.events import ErrorCode
+
+# Labels come back minutes to days after the request: buckets from 10 s to a week.
+TURNAROUND_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400,
+                      7 * 86400)
+
+
+class LabelSinkMetrics:
+    """Every metric the sink exports. Counters count first occurrences only (after dedupe)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.labels = Counter(
+            "label_sink_labels_total",
+            "Annotations counted (deduplicated labels), by model and human class.",
+            ["model_id", "class"], registry=registry)
+        self.label_records = Counter(
+            "label_sink_label_records_total", "Label records counted (deduplicated).",
+            registry=registry)
+        self.duplicates = Counter(
+            "label_sink_duplicate_labels_total",
+            "Label records skipped because their label_id was already counted (redelivery or "
+            "resubmission).", registry=registry)
+        self.invalid = Counter(
+            "label_sink_invalid_labels_total", "Label records dead-lettered, by reason code.",
+            ["reason"], registry=registry)
+        self.invalid_requests = Counter(
+            "label_sink_invalid_requests_total",
+            "Annotation requests dead-lettered, by reason code.", ["reason"], registry=registry)
+        self.unattributed = Counter(
+            "label_sink_unattributed_labels_total",
+            "Labels with neither a model_id nor a known request (dead-lettered, not counted).",
+            registry=registry)
+        self.requests = Counter(
+            "label_sink_requests_total", "Annotation requests stored for the label join.",
+            registry=registry)
+        self.joined = Counter(
+            "label_sink_joined_labels_total",
+            "Labels matched to the annotation request they answer.", registry=registry)
+        self.agreement = Gauge(
+            "label_sink_agreement_ratio",
+            "Share of compared human annotations of a class the model agreed with (all-time).",
+            ["model_id", "class"], registry=registry)
+        self.triggers = Counter(
+            "label_sink_triggers_total", "Retrain triggers published, by rule.", ["rule"],
+            registry=registry)
+        self.feedback = Counter(
+            "label_sink_feedback_events_total", "Class-feedback events published.",
+            registry=registry)
+        self.turnaround = Histogram(
+            "label_sink_turnaround_seconds",
+            "Request to label time: labeled_at minus the requested inference event's timestamp.",
+            buckets=TURNAROUND_BUCKETS, registry=registry)
+        for code in ErrorCode:
+            self.invalid.labels(code.value)
+            self.invalid_requests.labels(code.value)
+        for rule in RULES:
+            self.triggers.labels(rule)

@@ -1,0 +1,336 @@
+"""The label sink against the embedded broker, as a subprocess (`python -m services.label_sink`).
+
+One module-scoped sink serves the behaviour tests, each on its own model ids; the crash test runs
+its own sink so it can SIGKILL it. Trigger policy of the shared sink: N=10 labels, M=3 per class,
+T=1000 s, D=0.5 with K=4.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from services.streaming import topics
+from services.streaming.events import decode_class_feedback, decode_label, decode_retrain_trigger
+from tests.integration.label_sink_support import (
+    SinkProcess,
+    create_sink_topics,
+    label,
+    metric,
+    produce,
+    read_all,
+    request,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+POLICY = {
+    "trigger_min_labels": 10,
+    "trigger_min_labels_per_class": 3,
+    "trigger_max_label_age_s": 1000,
+    "trigger_max_disagreement": 0.5,
+    "trigger_min_disagreement_labels": 4,
+}
+
+
+class Loop:
+    """The topics of one sink (under a private prefix) and readers for its outputs."""
+
+    def __init__(self, bootstrap: str, prefix: str, sink: SinkProcess) -> None:
+        self.bootstrap, self.prefix, self.sink = bootstrap, prefix, sink
+        self.labels = prefix + topics.LABELS
+        self.requests = prefix + topics.ANNOTATION_REQUESTS
+
+    def send_labels(self, records: list[tuple[str, bytes]]) -> None:
+        produce(self.bootstrap, self.labels, [(k.encode(), v) for k, v in records])
+
+    def send_requests(self, records: list[tuple[str, bytes]]) -> None:
+        before = metric(self.sink.metrics(), "label_sink_requests_total")
+        produce(self.bootstrap, self.requests, [(k.encode(), v) for k, v in records])
+        wait_for(lambda: metric(self.sink.metrics(), "label_sink_requests_total")
+                 >= before + len(records), 60, "requests not stored")
+
+    def counted(self, model_id: str) -> float:
+        return sum(v for (name, labels), v in self.sink.metrics().items()
+                   if name == "label_sink_labels_total" and ("model_id", model_id) in labels)
+
+    def wait_counted(self, model_id: str, n: int, timeout_s: float = 60) -> None:
+        wait_for(lambda: self.counted(model_id) >= n, timeout_s,
+                 f"{model_id}: {self.counted(model_id)} of {n} annotations counted\n"
+                 f"{self.sink.tail()}")
+
+    def triggers(self, model_id: str) -> list[Any]:
+        out = [decode_retrain_trigger(m.value())
+               for m in read_all(self.bootstrap, self.prefix + topics.RETRAIN_TRIGGERS)]
+        return [t for t in out if t.model_id == model_id]
+
+    def feedback(self, model_id: str) -> Any:
+        out = [decode_class_feedback(m.value())
+               for m in read_all(self.bootstrap, self.prefix + topics.CLASS_FEEDBACK)]
+        mine = [f for f in out if f.model_id == model_id]
+        return mine[-1] if mine else None
+
+    def labels_in(self, trigger: Any) -> list[tuple[str, Any]]:
+        """(label_id, decoded label) of every valid label record inside the manifest's ranges."""
+        assert trigger.manifest.topic == self.labels
+        ranges = {r.partition: (r.start_offset, r.end_offset) for r in trigger.manifest.ranges}
+        out = []
+        for msg in read_all(self.bootstrap, self.labels):
+            start, end = ranges.get(msg.partition(), (0, 0))
+            if start <= msg.offset() < end:
+                try:
+                    decoded = decode_label(msg.value())
+                except Exception:
+                    continue
+                out.append((decoded.label_id, decoded))
+        return out
+
+
+@pytest.fixture(scope="module")
+def loop(broker: Any) -> Iterator[Loop]:
+    prefix = f"ls-{uuid.uuid4().hex[:8]}."
+    create_sink_topics(broker.bootstrap, prefix)
+    sink = SinkProcess(broker.bootstrap, f"label-sink-{prefix}", prefix, **POLICY).start()
+    try:
+        sink.wait_ready()
+        yield Loop(broker.bootstrap, prefix, sink)
+    finally:
+        code = sink.stop()
+        assert code == 0, f"sink exit code {code}\n{sink.tail()}"
+
+
+def assert_no_trigger(loop: Loop, model_id: str) -> None:
+    time.sleep(1.0)  # the trigger would have been published before the label was counted
+    assert loop.triggers(model_id) == []
+
+
+def test_label_count_rule_fires_exactly_at_n_and_manifest_covers_the_labels(loop: Loop) -> None:
+    model = "m-count"
+    sent = [(f"a-count-{i}", label(f"count-{i}", ["cat" if i % 2 else "dog"], at=1000 + i,
+                                   model_id=model)) for i in range(10)]
+    loop.send_labels(sent[:9])
+    loop.wait_counted(model, 9)
+    assert_no_trigger(loop, model)
+    loop.send_labels(sent[9:])
+    trigger = wait_for(lambda: loop.triggers(model), 30, "no trigger")[0]
+    assert (trigger.rule, trigger.total, dict(trigger.counts)) == ("label_count", 10,
+                                                                    {"cat": 5, "dog": 5})
+    assert trigger.triggered_at == 1009
+    covered = {lid for lid, lab in loop.labels_in(trigger) if lab.model_id == model}
+    assert covered == {f"count-{i}" for i in range(10)}
+    # Each range starts and ends on a counted label: it covers exactly the counted labels.
+    ends = {(lab.model_id, lid) for lid, lab in loop.labels_in(trigger)}
+    assert all(m == model for m, _ in ends)
+
+
+def test_class_coverage_rule_fires_when_every_predicted_class_has_m_labels(loop: Loop) -> None:
+    model, truth = "m-cov", ["cat", "cat", "cat", "dog", "dog", "dog"]
+    loop.send_requests([(f"a-cov-{i}", request(f"r-cov-{i}", model, c, at=500.0,
+                                               asset_id=f"a-cov-{i}"))
+                        for i, c in enumerate(truth)])
+    labels = [(f"a-cov-{i}", label(f"cov-{i}", [c], at=600.0 + i, request_id=f"r-cov-{i}",
+                                   asset_id=f"a-cov-{i}")) for i, c in enumerate(truth)]
+    loop.send_labels(labels[:5])
+    loop.wait_counted(model, 5)
+    assert_no_trigger(loop, model)
+    loop.send_labels(labels[5:])
+    trigger = wait_for(lambda: loop.triggers(model), 30, "no trigger")[0]
+    assert (trigger.rule, trigger.total, dict(trigger.counts)) == ("class_coverage", 6,
+                                                                    {"cat": 3, "dog": 3})
+
+
+def test_label_age_rule_uses_event_time(loop: Loop) -> None:
+    model = "m-age"
+    times = [5000.0, 5100.0, 5200.0, 6000.0, 6001.0]  # 6000 - 5000 is not > 1000; 6001 is
+    sent = [("a-age", label(f"age-{i}", ["cat"], at=t, model_id=model))
+            for i, t in enumerate(times)]  # one key: one partition, so in order
+    loop.send_labels(sent[:4])
+    loop.wait_counted(model, 4)
+    assert_no_trigger(loop, model)
+    loop.send_labels(sent[4:])
+    trigger = wait_for(lambda: loop.triggers(model), 30, "no trigger")[0]
+    assert (trigger.rule, trigger.total, trigger.triggered_at) == ("label_age", 5, 6001.0)
+
+
+def test_disagreement_rule_fires_at_k_wrong_labels(loop: Loop) -> None:
+    model = "m-dis"
+    loop.send_requests([(f"a-dis-{i}", request(f"r-dis-{i}", model, "cat", at=500.0,
+                                               asset_id=f"a-dis-{i}")) for i in range(4)])
+    sent = [(f"a-dis-{i}", label(f"dis-{i}", ["dog"], at=600.0 + i, request_id=f"r-dis-{i}",
+                                 asset_id=f"a-dis-{i}")) for i in range(4)]
+    loop.send_labels(sent[:3])
+    loop.wait_counted(model, 3)
+    assert_no_trigger(loop, model)
+    loop.send_labels(sent[3:])
+    trigger = wait_for(lambda: loop.triggers(model), 30, "no trigger")[0]
+    assert (trigger.rule, trigger.total) == ("disagreement", 4)
+    assert "'dog'" in trigger.detail
+
+
+def test_redelivered_labels_do_not_change_counts(loop: Loop) -> None:
+    model = "m-dup"
+    sent = [(f"a-dup-{i}", label(f"dup-{i}", ["cat"], at=2000.0 + i, model_id=model))
+            for i in range(10)]
+    before = metric(loop.sink.metrics(), "label_sink_duplicate_labels_total")
+    loop.send_labels(sent[:7])
+    loop.wait_counted(model, 7)
+    loop.send_labels(sent[:7])  # the same records again, as a redelivering producer would
+    wait_for(lambda: metric(loop.sink.metrics(), "label_sink_duplicate_labels_total")
+             >= before + 7, 30, "duplicates not seen")
+    assert loop.counted(model) == 7
+    assert_no_trigger(loop, model)
+    loop.send_labels(sent[7:])
+    trigger = wait_for(lambda: loop.triggers(model), 30, "no trigger")[0]
+    assert (trigger.total, dict(trigger.counts)) == (10, {"cat": 10})
+    covered = [lid for lid, lab in loop.labels_in(trigger) if lab.model_id == model]
+    assert set(covered) == {f"dup-{i}" for i in range(10)}
+    feedback = wait_for(lambda: loop.feedback(model), 30, "no feedback")
+    assert feedback.classes["cat"].labels_total == 10
+
+
+def test_bad_labels_go_to_the_dlq_with_reasons_while_good_ones_flow(loop: Loop) -> None:
+    model = "m-dlq"
+    good = [(f"a-dlq-{i}", label(f"dlq-{i}", ["cat"], at=3000.0 + i, model_id=model))
+            for i in range(3)]
+    valid = orjson.loads(good[0][1])
+    bad = {  # name -> (expected code, payload)
+        "not_json": ("not_json", b"{not json"),
+        "missing": ("missing_field",
+                    orjson.dumps({k: v for k, v in valid.items() if k != "annotator_id"})),
+        "version": ("unknown_version", orjson.dumps({**valid, "schema_version": 2})),
+        "empty": ("empty", orjson.dumps({**valid, "annotations": []})),
+        # valid on its own, but it names no model and answers no known request
+        "unattributed": ("missing_field", label("dlq-orphan", ["cat"], at=3000.0,
+                                                request_id="never-requested")),
+    }
+    loop.send_labels([good[0], *[(f"bad-{n}", v) for n, (_, v) in bad.items()], *good[1:]])
+    loop.wait_counted(model, 3)
+    dlq_topic = topics.dlq(loop.labels)
+    records = wait_for(lambda: [orjson.loads(m.value()) for m in read_all(loop.bootstrap,
+                                                                          dlq_topic)]
+                       if len(read_all(loop.bootstrap, dlq_topic)) >= len(bad) else None,
+                       30, "dead letters missing")
+    by_key = {base64.b64decode(r["key_b64"]).decode(): r for r in records}
+    assert set(by_key) == {f"bad-{n}" for n in bad}
+    for name, (code, original) in bad.items():
+        record = by_key[f"bad-{name}"]
+        assert record["code"] == code
+        assert base64.b64decode(record["original_b64"]) == original
+        assert record["source"]["topic"] == loop.labels
+        assert record["service"] == "label-sink" and record["reason"]
+    assert by_key["bad-unattributed"]["reason"].startswith("model_id: absent")
+    samples = loop.sink.metrics()
+    assert metric(samples, "label_sink_invalid_labels_total", reason="missing_field") == 2
+    for code in ("not_json", "unknown_version", "empty"):
+        assert metric(samples, "label_sink_invalid_labels_total", reason=code) == 1
+    assert metric(samples, "label_sink_unattributed_labels_total") == 1
+    assert metric(samples, "label_sink_invalid_labels_total", reason="too_large") == 0
+
+
+def test_class_feedback_shows_weak_and_strong_classes(loop: Loop) -> None:
+    model = "m-fb"
+    truth = ["cat"] * 6 + ["dog"] * 6  # the model says "cat" for every asset
+    loop.send_requests([(f"a-fb-{i}", request(f"r-fb-{i}", model, "cat", at=100.0,
+                                              asset_id=f"a-fb-{i}"))
+                        for i in range(len(truth))])
+    turnaround_before = metric(loop.sink.metrics(), "label_sink_turnaround_seconds_count")
+    loop.send_labels([(f"a-fb-{i}", label(f"fb-{i}", [c], at=400.0, request_id=f"r-fb-{i}",
+                                          asset_id=f"a-fb-{i}")) for i, c in enumerate(truth)])
+    loop.wait_counted(model, 12)
+
+    def settled() -> Any:
+        fb = loop.feedback(model)
+        ok = fb and {c: s.labels_total for c, s in fb.classes.items()} == {"cat": 6, "dog": 6}
+        return fb if ok else None
+
+    feedback = wait_for(settled, 30, "feedback not complete")
+    cat, dog = feedback.classes["cat"], feedback.classes["dog"]
+    assert (cat.agreement, dog.agreement) == (1.0, 0.0)
+    assert dog.weight > 1.0 > cat.weight > 0
+    samples = loop.sink.metrics()
+    assert metric(samples, "label_sink_agreement_ratio", model_id=model, **{"class": "cat"}) == 1
+    assert metric(samples, "label_sink_agreement_ratio", model_id=model, **{"class": "dog"}) == 0
+    assert metric(samples, "label_sink_turnaround_seconds_count") == turnaround_before + 12
+    assert metric(samples, "label_sink_turnaround_seconds_bucket", le="300.0") >= 12
+
+
+def test_sigkill_mid_stream_then_restart_counts_like_an_uninterrupted_run(broker: Any) -> None:
+    prefix = f"lsk-{uuid.uuid4().hex[:8]}."
+    create_sink_topics(broker.bootstrap, prefix)
+    app_id, model, n, total = f"label-sink-{prefix}", "m-kill", 50, 610
+    rng = random.Random(7)
+    classes = [rng.choice(["cat", "dog", "bird"]) for _ in range(total)]
+    sink = SinkProcess(broker.bootstrap, app_id, prefix, trigger_min_labels=n).start()
+    loop = Loop(broker.bootstrap, prefix, sink)
+    try:
+        sink.wait_ready()
+        loop.send_requests([(f"a-k-{i}", request(f"r-k-{i}", model, "cat", at=10.0,
+                                                 asset_id=f"a-k-{i}"))
+                            for i in range(0, total, 2)])
+        sent = [(f"a-k-{i}", label(f"k-{i}", [c], at=100.0 + i,
+                                   request_id=f"r-k-{i}" if i % 2 == 0 else None,
+                                   model_id=model, asset_id=f"a-k-{i}"))
+                for i, c in enumerate(classes)]
+
+        def feed() -> None:
+            for start in range(0, total, 61):
+                loop.send_labels(sent[start:start + 61])
+                time.sleep(0.25)
+
+        feeder = threading.Thread(target=feed)
+        started = time.monotonic()
+        feeder.start()
+        loop.wait_counted(model, 150)
+        sink.kill()  # mid-stream: more labels are still being produced
+        feeder.join()
+        sink = SinkProcess(broker.bootstrap, app_id, prefix, trigger_min_labels=n).start()
+        loop.sink = sink
+        recovery_s = sink.wait_ready(90)
+
+        def done(expected: int) -> Any:
+            fb = loop.feedback(model)
+            ok = fb and sum(s.labels_total for s in fb.classes.values()) == expected
+            return fb if ok else None
+
+        feedback = wait_for(lambda: done(total), 90, f"not all counted:\n{sink.tail()}")
+        replayed = metric(sink.metrics(), "label_sink_duplicate_labels_total")
+        print(f"\nrestart: ready after {recovery_s:.1f}s; {total} labels done "
+              f"{time.monotonic() - started:.1f}s after the first; {replayed:.0f} replayed labels "
+              f"skipped after the restart")
+        assert {c: s.labels_total for c, s in feedback.classes.items()} == Counter(classes)
+        assert sum(s.labels_since_trigger for s in feedback.classes.values()) == total % n
+
+        triggers = {t.trigger_id: t for t in loop.triggers(model)}  # replays reuse the id
+        assert len(triggers) == total // n and all(t.total == n for t in triggers.values())
+        seen: set[str] = set()
+        for trigger in sorted(triggers.values(), key=lambda t: t.triggered_at):
+            mine = {lid: lab for lid, lab in loop.labels_in(trigger) if lab.model_id == model}
+            fresh = {lid: lab for lid, lab in mine.items() if lid not in seen}
+            assert len(fresh) == n
+            counts = Counter(a.label for lab in fresh.values() for a in lab.annotations)
+            assert counts == trigger.counts
+            seen |= set(fresh)
+        assert len(seen) == total // n * n
+
+        # The next trigger comes exactly N labels after the last one, as without the crash.
+        more = [(f"a-k-{i}", label(f"k-{i}", ["cat"], at=100.0 + i, model_id=model))
+                for i in range(total, total + n - total % n)]
+        loop.send_labels(more[:-1])
+        wait_for(lambda: done(total + len(more) - 1), 30, "extra labels not counted")
+        assert len({t.trigger_id for t in loop.triggers(model)}) == total // n
+        loop.send_labels(more[-1:])
+        wait_for(lambda: len({t.trigger_id for t in loop.triggers(model)}) == total // n + 1,
+                 30, "next trigger missing")
+    finally:
+        code = sink.stop()
+    assert code == 0, sink.tail()
