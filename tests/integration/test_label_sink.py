@@ -21,15 +21,12 @@ import pytest
 
 from services.streaming import topics
 from services.streaming.events import decode_class_feedback, decode_label, decode_retrain_trigger
+from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import (
     SinkProcess,
     create_sink_topics,
     label,
-    metric,
-    produce,
-    read_all,
     request,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(240)
