@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := embedded,dev,demo
+EXTRAS := embedded,dev,demo,peers
 
 .PHONY: install test demo lint typecheck bench clean broker
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from services.evaluation.cli import add_parser as add_label_efficiency
 from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
 from services.streaming.settings import (
     KafkaSettings,
@@ -89,6 +90,26 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scorer(args: argparse.Namespace) -> int:
+    """Run one scorer instance in the foreground; SIGINT/SIGTERM finish the batch, checkpoint,
+    commit and leave the group."""
+    settings = ScorerSettings.from_env(os.environ)
+    _configure_logging()
+    from services.scorer.service import Scorer, ScorerUnavailable
+    from services.streaming.ceiling import DeadLetterCeilingExceeded
+
+    try:
+        scorer = Scorer(settings)
+    except ScorerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: scorer.stop())
+    try:
+        return scorer.run()
+    except DeadLetterCeilingExceeded as exc:
+        raise CliError(f"scorer stopped: {exc}") from None
+
+
 def cmd_label_sink(args: argparse.Namespace) -> int:
     """Run the label sink (faust) in the foreground until SIGINT/SIGTERM."""
     settings = LabelSinkSettings.from_env(os.environ)
@@ -134,8 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("service", choices=["scorer", "label-sink"])
     config.set_defaults(func=cmd_config)
 
+    scorer = sub.add_parser("scorer", help="run a scorer instance (events -> annotation requests)")
+    scorer.set_defaults(func=cmd_scorer)
+
     sink = sub.add_parser("label-sink", help="run the label sink (labels -> retrain triggers)")
     sink.set_defaults(func=cmd_label_sink)
+
+    bench = sub.add_parser("bench", help="measurements (label efficiency)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    add_label_efficiency(bench_sub)
 
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
     demo.set_defaults(func=cmd_demo)

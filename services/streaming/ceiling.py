@@ -45,6 +45,11 @@ class DeadLetterWindow:
         self._ring[(start + np.arange(tail.size)) % self.ceiling.window] = tail
         self._seen += outcomes.size
 
+    def record_counts(self, valid: int, invalid: int) -> None:
+        """Append a batch known only by its counts (the order inside a batch does not matter to
+        the share)."""
+        self.record(np.repeat([False, True], [valid, invalid]))
+
     def invalid_share(self) -> float:
         """Share of invalid events among the last min(seen, window) events (0 before any)."""
         filled = min(self._seen, self.ceiling.window)

@@ -14,10 +14,13 @@ Secret values (passwords, keys, tokens) are wrapped in `Secret`, which never pri
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.streaming import topics
 
 KAFKA_PREFIX = "ACTIVE_STREAM_KAFKA_"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -152,12 +155,35 @@ class ScorerSettings:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9310
     seed: int = 0
+    # Names this instance's transactional.id (exactly_once); must be stable across restarts so a
+    # restarted instance fences its previous incarnation. Defaults to the host name.
+    instance_id: str = ""
+    # Prepended to every topic the scorer reads or writes (tests isolate themselves with it).
+    topic_prefix: str = ""
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 
+    @property
+    def input_topic(self) -> str:
+        return self.topic_prefix + topics.INFERENCE_EVENTS
+
+    @property
+    def requests_topic(self) -> str:
+        return self.topic_prefix + topics.ANNOTATION_REQUESTS
+
+    @property
+    def state_topic(self) -> str:
+        return self.topic_prefix + topics.SCORER_STATE
+
+    @property
+    def feedback_topic(self) -> str:
+        return self.topic_prefix + topics.CLASS_FEEDBACK
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ScorerSettings:
-        settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
+        fields = _service_fields(cls, environ, cls.PREFIX)
+        fields["instance_id"] = fields["instance_id"] or socket.gethostname()
+        settings = cls(KafkaSettings.from_env(environ), **fields)
         if settings.processing_guarantee not in PROCESSING_GUARANTEES:
             raise SettingsError(
                 f"{cls.PREFIX}PROCESSING_GUARANTEE={settings.processing_guarantee!r}: "

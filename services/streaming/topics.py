@@ -8,7 +8,7 @@ scorer's per-partition state. See docs/brokers.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -43,12 +43,13 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
 
 
-def loop_topics(partitions: int = 4) -> list[TopicSpec]:
+def loop_topics(partitions: int = 4, prefix: str = "") -> list[TopicSpec]:
     """Every topic of the loop (ARCHITECTURE.md) plus a `.dlq` for each input topic.
 
     `partitions` sizes the keyed data topics (inference events, requests, labels); it is the unit
     of scorer parallelism. Low-volume topics (triggers, feedback, state, dead letters) get one
-    partition so a single reader sees them in order.
+    partition so a single reader sees them in order. `prefix` goes before every name (the
+    services' `TOPIC_PREFIX` setting), e.g. to run several loops on one cluster.
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
@@ -64,7 +65,7 @@ def loop_topics(partitions: int = 4) -> list[TopicSpec]:
     ]
     inputs = [INFERENCE_EVENTS, LABELS, ANNOTATION_REQUESTS, CLASS_FEEDBACK]
     dead_letters = [TopicSpec(dlq(name), 1, _DEAD_LETTERS) for name in inputs]
-    return data + control + dead_letters
+    return [replace(spec, name=prefix + spec.name) for spec in data + control + dead_letters]
 
 
 @dataclass(frozen=True)

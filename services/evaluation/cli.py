@@ -1,0 +1,203 @@
+"""`active-stream bench label-efficiency`: the label-efficiency benchmark's command line.
+
+    active-stream bench label-efficiency --mode inprocess --dataset digits --seeds 10 --out DIR
+
+Wire-up: `add_parser(subparsers)` adds `label-efficiency` to a `bench` sub-command group and sets
+`func`; `main(argv)` runs it stand-alone (also `python -m services.evaluation`). Expected failures
+(bad data set, bad option) print one line on stderr and return 2.
+
+Hidden options (for policy studies, not in --help): `--policy-json` (a JSON object, or @FILE,
+of `SelectorPolicy` overrides, nested by sub-policy: {"budget": {"share": 0.1}}), `--batch-size`
+(events per `select` call, default 1), `--event-spacing` (seconds of event time between stream
+events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("inprocess", "kafka"), default="inprocess",
+                   help="inprocess: the selection core driven directly (fast, many seeds); "
+                        "kafka: end to end through the services")
+    p.add_argument("--dataset", default="digits",
+                   help="digits | segments | PATH.npz (arrays X: samples x features, y: labels)")
+    p.add_argument("--seeds", type=int, default=10, help="paired seeds (default 10)")
+    p.add_argument("--seed-labels", type=int, default=50,
+                   help="random labeled rows the first model is trained on (default 50)")
+    p.add_argument("--budget", type=float, default=0.10,
+                   help="hard label cap as a share of the stream (default 0.10)")
+    p.add_argument("--retrain-every", type=int, default=10,
+                   help="retrain after this many new labels (default 10)")
+    p.add_argument("--strategies", default=None,
+                   help="comma-separated: active-stream, random, skactiveml-variable-"
+                        "uncertainty, skactiveml-split, river-entropy (default: the first two "
+                        "plus every installed peer)")
+    p.add_argument("--out", default="label-efficiency", help="output directory")
+    hidden = argparse.SUPPRESS
+    p.add_argument("--policy-json", default=None, help=hidden)
+    p.add_argument("--batch-size", type=int, default=1, help=hidden)
+    p.add_argument("--event-spacing", type=float, default=1.0, help=hidden)
+    p.add_argument("--random-state", type=int, default=0, help=hidden)
+    p.add_argument("--test-share", type=float, default=0.3, help=hidden)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `label-efficiency` to a sub-parser group (e.g. the one under `bench`)."""
+    p = subparsers.add_parser("label-efficiency",
+                              help="accuracy vs labels: active-stream vs random (and peers)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="active-stream bench label-efficiency")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+class UsageError(Exception):
+    """An expected failure; printed as one line."""
+
+
+def policy_from_json(text: str | None) -> tuple[Any, dict[str, Any]]:
+    """(SelectorPolicy, the overrides as given). `text`: JSON object or @path; None = default."""
+    from services.core import SelectorPolicy
+
+    if not text:
+        return SelectorPolicy(), {}
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else text
+        overrides = json.loads(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--policy-json: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise UsageError("--policy-json must be a JSON object")
+    return _replace(SelectorPolicy(), overrides, "policy"), overrides
+
+
+def _replace(obj: Any, overrides: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise UsageError(f"--policy-json: {where} has no field {key!r}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = _replace(current, value, f"{where}.{key}")
+        else:
+            changes[key] = value
+    try:
+        return dataclasses.replace(obj, **changes)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--policy-json: {where}: {exc}") from None
+
+
+def _strategies(spec: str | None) -> tuple[str, ...]:
+    from services.evaluation.strategies import CORE, PEERS, available_peers
+
+    if spec is None:
+        return CORE + tuple(available_peers())
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in CORE + PEERS]
+    if unknown:
+        raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(CORE + PEERS)}")
+    missing = [n for n in names if n in PEERS and n not in available_peers()]
+    if missing:
+        raise UsageError(f"strategy {missing[0]!r} needs its package: pip install "
+                         "'active-stream[peers]' (scikit-activeml, river)")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the harness also limits threadpools itself
+    from services.evaluation import report
+    from services.evaluation.datasets import DatasetError, load_dataset
+    from services.evaluation.harness import Settings, run_benchmark
+
+    if args.mode != "inprocess":
+        raise UsageError("--mode kafka is not available from this command yet; use inprocess")
+    policy, overrides = policy_from_json(args.policy_json)
+    try:
+        settings = Settings(args.dataset, args.seeds, args.seed_labels, args.budget,
+                            args.retrain_every, _strategies(args.strategies), args.test_share,
+                            args.batch_size, args.event_spacing, args.random_state)
+        data = load_dataset(args.dataset)
+    except (DatasetError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror}") from None
+    print(f"{data.name}: {data.X.shape[0]} x {data.X.shape[1]}, {len(data.classes)} classes; "
+          f"{settings.seeds} seeds; strategies: {', '.join(settings.strategies)}",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        runs = run_benchmark(data, settings, policy,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    results = report.summarize(runs, _settings_doc(settings, data, policy, overrides))
+    report.write_json(results, out / "results.json")
+    title = (f"{data.name}: {settings.seeds} seeds, {settings.seed_labels} seed labels, "
+             f"cap {settings.budget:.0%} of the stream, retrain every {settings.retrain_every}")
+    report.plot(results, out / "label-efficiency.png", title)
+    report.print_table(results, title)
+    print(f"wrote {out / 'results.json'} and {out / 'label-efficiency.png'} "
+          f"in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _settings_doc(settings: Any, data: Any, policy: Any, overrides: dict[str, Any],
+                  ) -> dict[str, Any]:
+    from services.evaluation.harness import make_estimator
+
+    doc = dataclasses.asdict(settings)
+    doc["strategies"] = list(settings.strategies)
+    n_test = math.ceil(settings.test_share * data.y.shape[0])  # sklearn's rounding
+    stream = data.y.shape[0] - n_test - settings.seed_labels
+    doc.update({
+        "dataset_name": data.name, "n_samples": int(data.X.shape[0]),
+        "n_features": int(data.X.shape[1]), "n_classes": len(data.classes),
+        "n_test": n_test, "stream_length": stream,
+        "label_cap": int(settings.budget * stream + 1e-9),
+        "model": repr(make_estimator(settings.max_iter)),
+        "policy": dataclasses.asdict(policy), "policy_overrides": overrides,
+        "versions": _versions(),
+    })
+    return doc
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("numpy", "scikit-learn", "scikit-activeml", "river"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

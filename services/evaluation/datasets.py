@@ -1,0 +1,142 @@
+"""Benchmark data sets and the per-seed protocol split (test / seed labels / stream).
+
+A data set is a float matrix `X` (n x d, finite) and string class names `y` (n). Built-in names:
+`digits` (scikit-learn's bundled load_digits) and `segments` (River's bundled ImageSegments, read
+from the wheel's own file, never downloaded); anything ending in `.npz` is a user file with arrays
+`X` and `y`. Every problem raises `DatasetError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BUILTIN = ("digits", "segments")
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be benchmarked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    X: np.ndarray
+    y: np.ndarray  # class names as str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.y.tolist())))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One seed's protocol: row indices of the held-out test set, the random seed labels, and the
+    rest of the pool in the order it is streamed (once)."""
+
+    test: np.ndarray
+    seed: np.ndarray
+    stream: np.ndarray
+
+
+def load_dataset(spec: str) -> Dataset:
+    """`digits`, `segments` or a path to an .npz file with arrays X and y."""
+    if spec == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        return validate("digits", X, y)
+    if spec == "segments":
+        return _segments()
+    if spec.endswith(".npz"):
+        return _npz(Path(spec))
+    raise DatasetError(f"unknown dataset {spec!r}: use digits, segments or a PATH.npz")
+
+
+def _segments() -> Dataset:
+    try:
+        from river import datasets
+    except ImportError:
+        raise DatasetError("dataset 'segments' needs River: pip install river") from None
+    data = datasets.ImageSegments()
+    if not Path(data.path).is_file():  # bundled in the river wheel; never fetched
+        raise DatasetError(f"River's ImageSegments file is missing at {data.path}")
+    rows = list(data)
+    names = list(rows[0][0])
+    X = np.array([[float(x[k]) for k in names] for x, _ in rows])
+    y = np.array([str(label) for _, label in rows])
+    return validate("segments", X, y)
+
+
+def _npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("X", "y") if k not in data.files]
+            if missing:
+                raise DatasetError(f"{path}: needs arrays X and y, missing {', '.join(missing)} "
+                                   f"(has {', '.join(data.files) or 'nothing'})")
+            X, y = data["X"], data["y"]
+    except DatasetError:
+        raise
+    except Exception as exc:  # zip/pickle/format errors: all mean "not a usable .npz"
+        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
+    return validate(path.stem, X, y)
+
+
+def validate(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
+    """Check shapes and labels; return the data set with float X and str y."""
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise DatasetError(f"{name}: X must be a 2-D array (samples x features), got shape "
+                           f"{X.shape}")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise DatasetError(f"{name}: y must be 1-D with one label per row of X; X has "
+                           f"{X.shape[0]} rows, y has shape {y.shape}")
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)  # integral floats (a common way labels get saved) are fine
+    if y.dtype.kind not in "iubUS" and not (y.dtype.kind == "O" and all(
+            isinstance(v, str | int) for v in y.tolist())):
+        raise DatasetError(f"{name}: y must hold integer or string class labels, got dtype "
+                           f"{y.dtype}")
+    try:
+        Xf = X.astype(np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{name}: X must be numeric, got dtype {X.dtype}") from None
+    if not np.isfinite(Xf).all():
+        raise DatasetError(f"{name}: X holds NaN or infinite values")
+    labels = np.array([str(v) for v in y.tolist()])
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.shape[0] < 2:
+        raise DatasetError(f"{name}: y needs at least 2 classes, found {classes.shape[0]}")
+    if counts.min() < 2:
+        rare = ", ".join(classes[counts < 2].tolist()[:5])
+        raise DatasetError(f"{name}: every class needs >= 2 samples for a stratified test "
+                           f"split; too few: {rare}")
+    return Dataset(name, Xf, labels)
+
+
+def make_split(data: Dataset, rng: np.random.Generator, test_share: float, seed_labels: int
+               ) -> Split:
+    """Stratified held-out test split, `seed_labels` random pool rows, the rest shuffled."""
+    from sklearn.model_selection import train_test_split
+
+    n = data.y.shape[0]
+    state = int(rng.integers(2**31 - 1))
+    try:
+        pool, test = train_test_split(np.arange(n), test_size=test_share, stratify=data.y,
+                                      random_state=state)
+    except ValueError as exc:
+        raise DatasetError(f"{data.name}: cannot split {n} rows ({exc})") from None
+    if not 0 < seed_labels < pool.shape[0] - 1:
+        raise DatasetError(f"{data.name}: --seed-labels {seed_labels} must be between 1 and "
+                           f"the pool size - 2 ({pool.shape[0] - 2})")
+    order = rng.permutation(pool)
+    seed, stream = np.sort(order[:seed_labels]), order[seed_labels:]
+    if np.unique(data.y[seed]).shape[0] < 2:
+        raise DatasetError(f"{data.name}: {seed_labels} seed labels hold a single class; "
+                           "raise --seed-labels")
+    return Split(np.sort(test), seed, stream)

@@ -1,0 +1,199 @@
+"""The in-process benchmark loop: one pass over a seed's stream per strategy.
+
+Protocol (fixed by issue 6 and docs of the research anchors): a stratified held-out test split,
+`seed_labels` random seed labels from the pool, the rest of the pool streamed once in a random
+order, a hard cap of floor(budget x stream length) acquired labels, the model retrained on every
+label so far after each `retrain_every` new labels (and once at the end for a remainder), test
+accuracy measured after every (re)training. Seeds are paired: every strategy of a seed sees the
+same split, seed labels and stream order. The oracle answers at once with the true class.
+
+Deterministic: every random choice derives from (random_state, seed index, strategy name), and
+the model runs single-threaded (threadpoolctl), so equal settings give equal results.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.core import SelectorPolicy
+from services.evaluation.datasets import Dataset, Split, make_split
+from services.evaluation.strategies import Feedback, SeedContext, Strategy, build
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One benchmark run's settings (all recorded in results.json)."""
+
+    dataset: str = "digits"
+    seeds: int = 10
+    seed_labels: int = 50
+    budget: float = 0.10
+    retrain_every: int = 10
+    strategies: tuple[str, ...] = ("active-stream", "random")
+    test_share: float = 0.3
+    batch_size: int = 1
+    event_spacing: float = 1.0
+    random_state: int = 0
+    max_iter: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.seed_labels < 1 or self.retrain_every < 1:
+            raise ValueError("--seeds, --seed-labels and --retrain-every must be >= 1")
+        if not 0.0 < self.budget <= 1.0 or not 0.0 < self.test_share < 1.0:
+            raise ValueError("--budget must be in (0, 1] and the test share in (0, 1)")
+        if self.batch_size < 1 or self.event_spacing <= 0:
+            raise ValueError("batch size must be >= 1 and event spacing > 0")
+        if len(set(self.strategies)) != len(self.strategies) or not self.strategies:
+            raise ValueError("--strategies must name each strategy once")
+
+
+def make_estimator(max_iter: int = 5000) -> Any:
+    """The benchmark model: StandardScaler + multinomial LogisticRegression (lbfgs)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+
+
+class FittedModel:
+    """The estimator fitted on (X_train, y_train); `classes` are the classes it has seen."""
+
+    def __init__(self, X_train: np.ndarray, y_train: np.ndarray, max_iter: int) -> None:
+        self.X_train, self.y_train = X_train, y_train
+        self.estimator = make_estimator(max_iter).fit(X_train, y_train)
+        self.classes: tuple[str, ...] = tuple(str(c) for c in self.estimator.classes_)
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(X))
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self.estimator.predict(X) == y))
+
+
+@dataclass
+class SeedRun:
+    """One strategy on one seed. `curve`: (labels incl. seed labels, test accuracy) after each
+    (re)training; `labels_used`: labels acquired from the stream (seed labels excluded)."""
+
+    strategy: str
+    seed: int
+    labels_used: int
+    curve: list[tuple[int, float]]
+    seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.curve[-1][1]
+
+
+def strategy_seed(random_state: int, seed: int, name: str) -> int:
+    """A strategy's own seed for one seed index, stable across runs and Python processes."""
+    ss = np.random.SeedSequence([random_state, seed, zlib.crc32(name.encode())])
+    return int(ss.generate_state(1)[0])
+
+
+class _Tally:
+    """Human-model agreement per human class over acquired labels (what the label sink
+    publishes as class feedback)."""
+
+    def __init__(self) -> None:
+        self.compared: Counter[str] = Counter()
+        self.agreed: Counter[str] = Counter()
+
+    def add(self, human: str, predicted: str) -> None:
+        self.compared[human] += 1
+        self.agreed[human] += int(human == predicted)
+
+    def feedback(self) -> Feedback:
+        names = sorted(self.compared)
+        return Feedback({c: self.agreed[c] / self.compared[c] for c in names},
+                        {c: self.compared[c] for c in names})
+
+
+def run_one(strategy: Strategy, data: Dataset, split: Split, ctx: SeedContext,
+            settings: Settings, seed: int) -> SeedRun:
+    """Stream `split.stream` once through `strategy` under the hard cap `ctx.cap`."""
+    started = time.perf_counter()
+    X, y = data.X, data.y
+    X_test, y_test = X[split.test], y[split.test]
+    stream = split.stream
+    labeled = list(split.seed.tolist())
+    model = FittedModel(X[labeled], y[labeled], settings.max_iter)
+    curve = [(len(labeled), model.accuracy(X_test, y_test))]
+    strategy.start(ctx, model)
+    base, proba = 0, model.proba(X[stream])  # rows for stream positions base..n-1
+    predicted = np.array(model.classes, dtype=object)[proba.argmax(axis=1)]  # when streamed
+    taken = np.zeros(stream.shape[0], dtype=bool)
+    tally = _Tally()
+    acquired = since = version = 0
+    pos, n = 0, stream.shape[0]
+    while pos < n and acquired < ctx.cap:
+        hi = min(n, pos + settings.batch_size)
+        picks = strategy.choose(np.arange(pos, hi), X[stream[pos:hi]],
+                                proba[pos - base: hi - base], model)
+        for p in picks:
+            if acquired >= ctx.cap:
+                break  # the hard cap: later picks are dropped, never labeled
+            if p >= hi or taken[p]:
+                raise RuntimeError(f"{strategy.name} picked stream position {p} twice or early")
+            taken[p] = True
+            labeled.append(int(stream[p]))
+            tally.add(str(y[stream[p]]), str(predicted[p]))
+            acquired, since = acquired + 1, since + 1
+        pos = hi
+        if since >= settings.retrain_every or (since and (pos >= n or acquired >= ctx.cap)):
+            version, since = version + 1, 0
+            model = FittedModel(X[labeled], y[labeled], settings.max_iter)
+            curve.append((len(labeled), model.accuracy(X_test, y_test)))
+            strategy.retrained(model, version, tally.feedback())
+            if pos < n and acquired < ctx.cap:
+                base, proba = pos, model.proba(X[stream[pos:]])
+                predicted[pos:] = np.array(model.classes, dtype=object)[proba.argmax(axis=1)]
+    return SeedRun(strategy.name, seed, acquired, curve, time.perf_counter() - started,
+                   strategy.diagnostics())
+
+
+def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | None = None,
+                  progress: Callable[[str], None] | None = None) -> list[SeedRun]:
+    """Every strategy on every seed (paired). `random` spends exactly what `active-stream` did
+    in the same seed (the cap when active-stream is not run). Single-threaded BLAS/OpenMP."""
+    from threadpoolctl import threadpool_limits
+
+    order = _order(settings.strategies)
+    runs: list[SeedRun] = []
+    with threadpool_limits(limits=1):
+        for seed in range(settings.seeds):
+            rng = np.random.default_rng([settings.random_state, seed])
+            split = make_split(data, rng, settings.test_share, settings.seed_labels)
+            n = split.stream.shape[0]
+            cap = int(np.floor(settings.budget * n + 1e-9))
+            quota = cap
+            for name in order:
+                strategy = build(name, lambda: make_estimator(settings.max_iter), policy,
+                                 settings.event_spacing)
+                ctx = SeedContext(strategy_seed(settings.random_state, seed, name),
+                                  data.classes, n, settings.budget, cap, quota)
+                run = run_one(strategy, data, split, ctx, settings, seed)
+                if name == "active-stream":
+                    quota = run.labels_used
+                runs.append(run)
+                if progress is not None:
+                    progress(f"seed {seed + 1}/{settings.seeds}  {name:<32} "
+                             f"labels {run.labels_used:>4}/{cap}  "
+                             f"final acc {run.final_accuracy:.3f}  ({run.seconds:.1f}s)")
+    return runs
+
+
+def _order(names: Sequence[str]) -> list[str]:
+    """active-stream first (random's quota depends on it), then random, then the rest."""
+    first = [n for n in ("active-stream", "random") if n in names]
+    return first + [n for n in names if n not in first]

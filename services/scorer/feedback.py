@@ -1,0 +1,78 @@
+"""Reads class feedback (al.class-feedback.v1) for the scorer: the latest class weights per model.
+
+The topic is small and compacted (key model_id), so every scorer instance reads all of it from
+the beginning with `assign()` (no group: each instance needs every model's feedback).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from services.scorer.partition import SERVICE, Output
+from services.streaming.events import InvalidEvent, dead_letter, decode_class_feedback, encode_event
+
+log = logging.getLogger(__name__)
+
+Weights = dict[str, dict[str, float]]  # model_id -> class -> weight
+
+
+class FeedbackReader:
+    def __init__(self, config: dict[str, Any], topic: str, service_version: str) -> None:
+        self.topic = topic
+        self.service_version = service_version
+        self._consumer = Consumer({**config, "enable.auto.commit": False})
+        meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                               for p in sorted(meta.partitions)])
+        self._held: Weights = {}
+        # Every model's latest weights seen so far, for partitions assigned later.
+        self.latest: Weights = {}
+        # Dead letters of unusable feedback records, for the caller to produce to the .dlq.
+        self.dead_letters: list[Output] = []
+        self.invalid_codes: list[str] = []
+
+    def poll(self) -> Weights:
+        """New feedback since the last call (plus any held back), latest per model. Never blocks
+        for long: the scorer calls it once per batch."""
+        latest, self._held = self._held, {}
+        for msg in self._consumer.consume(500, timeout=0):
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("class feedback: %s", err)
+                continue
+            try:
+                feedback = decode_class_feedback(msg.value() or b"")
+            except InvalidEvent as exc:
+                # Keep the old weights; the record goes to the .dlq with its reason.
+                log.error("class feedback at %s/%d@%d unusable: %s", msg.topic(),
+                          msg.partition(), msg.offset(), exc.reason)
+                self.invalid_codes.append(str(exc.code))
+                self.dead_letters.append(self._dead_letter(msg, exc))
+                continue
+            weights = {name: stats.weight for name, stats in feedback.classes.items()}
+            latest[feedback.model_id] = self.latest[feedback.model_id] = weights
+        return latest
+
+    def _dead_letter(self, msg: Any, exc: InvalidEvent) -> Output:
+        letter = dead_letter(msg.value(), topic=msg.topic(), partition=msg.partition(),
+                             offset=msg.offset(), reason=exc.reason, code=str(exc.code),
+                             service=SERVICE, service_version=self.service_version,
+                             failed_at=msg.timestamp()[1] / 1000.0, key=msg.key())
+        return Output(msg.key(), encode_event(letter))
+
+    def take_dead_letters(self) -> tuple[list[Output], list[str]]:
+        """The dead letters (and their reason codes) collected since the last call."""
+        out = (self.dead_letters, self.invalid_codes)
+        self.dead_letters, self.invalid_codes = [], []
+        return out
+
+    def hold(self, pending: Weights) -> None:
+        """Give back feedback the caller could not apply yet; the next poll returns it again."""
+        self._held = {**pending, **self._held}
+
+    def close(self) -> None:
+        self._consumer.close()

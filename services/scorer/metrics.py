@@ -1,0 +1,63 @@
+"""The scorer's Prometheus metrics, all in one place: `scorer_<noun>_<unit>`, counters `_total`,
+seconds as the unit, label values pre-created where the set is closed."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.streaming.events import ErrorCode
+
+# Event-to-request latency spans milliseconds (hot stream) to hours (replay, reservoir windows).
+_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter("scorer_events_consumed_total",
+                                "Inference-event records consumed (valid or not).",
+                                registry=registry)
+        self.invalid = Counter("scorer_events_invalid_total",
+                               "Records dead-lettered, by reason code.", ["reason"],
+                               registry=registry)
+        for code in ErrorCode:
+            self.invalid.labels(code.value)
+        self.selected = Counter("scorer_selected_total",
+                                "Assets selected for annotation, by strategy and class.",
+                                ["strategy", "class"], registry=registry)
+        self.requests = Counter("scorer_requests_emitted_total",
+                                "Annotation requests produced (replayed ones not counted).",
+                                registry=registry)
+        self.replayed = Counter("scorer_events_replayed_total",
+                                "Records re-processed after a restore to rebuild state, "
+                                "without producing output.", registry=registry)
+        self.lost_deferred = Counter("scorer_deferred_picks_lost_total",
+                                     "Reservoir picks whose record could no longer be read.",
+                                     registry=registry)
+        self.threshold = Gauge("scorer_threshold_ratio",
+                               "Current variable-uncertainty threshold (uncertainty units).",
+                               ["model_id", "model_version"], registry=registry)
+        self.budget = Gauge("scorer_budget_remaining_labels",
+                            "Selections the budget could still grant now, by lane, summed over "
+                            "this instance's partitions.", ["lane"], registry=registry)
+        self.batch_seconds = Histogram("scorer_batch_duration_seconds",
+                                       "Wall time to process one consumed batch.",
+                                       registry=registry)
+        self.latency = Histogram("scorer_event_to_request_seconds",
+                                 "Wall clock at produce minus the event's timestamp.",
+                                 buckets=_LATENCY_BUCKETS, registry=registry)
+        self.lag = Gauge("scorer_consumer_lag_messages",
+                         "High watermark minus next offset, per partition (clamped at 0; "
+                         "unreliable on the embedded broker, see docs/brokers.md).",
+                         ["partition"], registry=registry)
+        self.checkpoints = Counter("scorer_checkpoints_total", "State checkpoints written.",
+                                   registry=registry)
+        self.partitions = Gauge("scorer_assigned_partitions",
+                                "Input partitions this instance owns.", registry=registry)
+        self.feedback = Counter("scorer_feedback_applied_total",
+                                "Class-feedback events applied to the selector.",
+                                registry=registry)
+        self.feedback_invalid = Counter("scorer_feedback_invalid_total",
+                                        "Class-feedback records dead-lettered, by reason code.",
+                                        ["reason"], registry=registry)
+        for lane in ("exploit", "explore"):
+            self.budget.labels(lane)

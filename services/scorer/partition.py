@@ -1,0 +1,202 @@
+"""One input partition's scoring: raw records in, annotation requests and dead letters out.
+
+No Kafka here: the service hands in plain `Record`s and produces what comes back, so the whole
+decode -> select -> encode path is unit-testable and byte-for-byte deterministic. A partition's
+output is a function of (policy, seed, the partition's records) only: request bytes carry no
+wall clock, and dead letters carry the source record's own timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from services.core import PredictionBatch, Selected, SelectorState
+from services.streaming.events import (
+    SCHEMA_VERSION,
+    InferenceEvent,
+    InvalidEvent,
+    dead_letter,
+    decode_inference_event,
+    encode_event,
+)
+
+SERVICE = "scorer"
+CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class Record(NamedTuple):
+    """One consumed record: its offset, key, value and Kafka timestamp (epoch seconds)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+
+
+class Output(NamedTuple):
+    """One record to produce: key and value bytes."""
+
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    """What one `process` call produced, plus what the metrics need to know about it."""
+
+    requests: list[Output] = field(default_factory=list)
+    dead_letters: list[Output] = field(default_factory=list)
+    invalid_codes: list[str] = field(default_factory=list)
+    selected: list[Selected] = field(default_factory=list)
+    valid: int = 0
+    suppressed: int = 0
+    # Reservoir picks whose record could not be read back (e.g. removed by retention).
+    lost_deferred: int = 0
+
+
+def partition_seed(seed: int, partition: int) -> int:
+    """The selector seed of one input partition: distinct per partition, fixed per deployment."""
+    return seed * 1_000_003 + partition
+
+
+def request_id(asset_id: str, model_id: str, model_version: str) -> str:
+    """Deterministic id: the same asset and model version always give the same request id."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (model_id, model_version, asset_id):
+        digest.update(part.encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: int,
+                  offset: int) -> dict[str, Any]:
+    """The annotation request (schemas/annotation-request.schema.json) for one selection."""
+    request = {
+        "schema_version": SCHEMA_VERSION,
+        "request_id": request_id(event.asset_id, event.model_id, event.model_version),
+        "asset_id": event.asset_id,
+        "event_id": event.event_id,
+        "model_id": event.model_id,
+        "model_version": event.model_version,
+        "event_timestamp": event.timestamp,
+        "reason": {
+            "strategy": sel.strategy,
+            "score": _unit(sel.score),
+            "class": sel.class_name,
+            "threshold": None if sel.threshold is None else _unit(sel.threshold),
+            "instances": list(sel.driving_predictions),
+            "inclusion_probability": sel.inclusion_probability,
+        },
+        "priority": _unit(sel.priority),
+        "predictions": [p.to_dict() for p in event.predictions],
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+    }
+    if event.asset_uri is not None:
+        request["asset_uri"] = event.asset_uri
+    return request
+
+
+def _unit(x: float) -> float:
+    """Clamp float round-off (1.0000000000000002) into the contract's [0, 1]."""
+    return min(1.0, max(0.0, float(x)))
+
+
+class PartitionScorer:
+    """Selector state of one input partition and the offset it has consumed up to.
+
+    `next_offset` is the offset of the next record to process: a checkpoint of `state` is valid
+    for exactly that position. `suppress_below` is the group's committed offset at restore: the
+    records below it were already processed, and their output produced, before a crash; they are
+    replayed to rebuild the state but produce nothing. `fetch(offset)` returns the raw value of an
+    earlier record of this partition (for reservoir picks decided after their batch), or None.
+    """
+
+    def __init__(self, topic: str, partition: int, state: SelectorState, next_offset: int,
+                 *, service_version: str, fetch: Callable[[int], bytes | None],
+                 suppress_below: int = 0) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.state = state
+        self.next_offset = next_offset
+        self.suppress_below = suppress_below
+        self.service_version = service_version
+        self.fetch = fetch
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """Decode, select and encode one batch of consecutive records of this partition.
+
+        Records below `next_offset` (a redelivery) are skipped. The batch is cut at
+        `suppress_below`, so replayed records and new ones never share a selector call.
+        """
+        fresh = [r for r in records if r.offset >= self.next_offset]
+        result = BatchResult()
+        cut = sum(1 for r in fresh if r.offset < self.suppress_below)
+        for part, emit in ((fresh[:cut], False), (fresh[cut:], True)):
+            if part:
+                self._process(part, emit, result)
+        if fresh:
+            self.next_offset = fresh[-1].offset + 1
+        return result
+
+    def _process(self, records: Sequence[Record], emit: bool, result: BatchResult) -> None:
+        events: list[InferenceEvent] = []
+        offsets: list[int] = []
+        for record in records:
+            try:
+                events.append(decode_inference_event(record.value or b""))
+                offsets.append(record.offset)
+            except InvalidEvent as exc:
+                result.invalid_codes.append(str(exc.code))
+                if emit:
+                    result.dead_letters.append(self._dead_letter(record, exc))
+        result.valid += len(events)
+        if not emit:
+            result.suppressed += len(records)
+        selection = self.state.select(PredictionBatch.from_events(events, offsets))
+        for sel in selection.selected:
+            event = events[sel.asset_index] if sel.asset_index >= 0 else self._refetch(sel.ref)
+            if event is None:
+                result.lost_deferred += 1
+                continue
+            result.selected.append(sel)
+            if emit:
+                request = build_request(event, sel, self.topic, self.partition, int(sel.ref))
+                result.requests.append(Output(event.asset_id.encode(), encode_event(request)))
+
+    def _refetch(self, offset: int) -> InferenceEvent | None:
+        """A reservoir pick from an earlier batch: decode its record again (it was valid)."""
+        raw = self.fetch(int(offset))
+        return None if raw is None else decode_inference_event(raw)
+
+    def _dead_letter(self, record: Record, exc: InvalidEvent) -> Output:
+        letter = dead_letter(record.value, topic=self.topic, partition=self.partition,
+                             offset=record.offset, reason=exc.reason, code=str(exc.code),
+                             service=SERVICE, service_version=self.service_version,
+                             failed_at=record.timestamp, key=record.key)
+        return Output(record.key, encode_event(letter))
+
+    def checkpoint(self) -> bytes:
+        """The state at `next_offset`, as the value of a state-topic record."""
+        return encode_event({
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "topic": self.topic,
+            "partition": self.partition, "offset": self.next_offset,
+            "state": self.state.snapshot(),
+        })
+
+
+def read_checkpoint(raw: bytes, policy: Any) -> tuple[SelectorState, int] | None:
+    """(state, offset) from a checkpoint record, or None when it cannot be used with `policy`
+    (another format version, or a policy whose state layout differs): the caller starts fresh."""
+    try:
+        data = orjson.loads(raw)
+        if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
+            return None
+        return SelectorState.from_snapshot(data["state"], policy), int(data["offset"])
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,402 @@
+"""The scorer service: a thin Kafka shell around `PartitionScorer` (and so `services/core`).
+
+Per consumed batch: group records by partition -> `PartitionScorer.process` -> produce requests
+and dead letters -> flush -> commit the offsets (at_least_once), or all of it in one Kafka
+transaction with the offsets (exactly_once). Every N events / T seconds, on revoke and on shutdown
+each partition's selector state is checkpointed to the state topic with the offset it reflects.
+
+Crash safety comes from determinism, not from the broker: on assignment a partition restores its
+latest checkpoint (state at offset o_c) and seeks to o_c; the records from o_c up to the group's
+committed offset were already processed before the crash, so they are replayed to rebuild the
+state without producing anything, and everything after is produced exactly as before (the same
+requests, byte for byte). See docs/scorer.md for the guarantees and their limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import CollectorRegistry
+
+from services.core import SelectorPolicy, SelectorState
+from services.scorer.feedback import FeedbackReader
+from services.scorer.metrics import ScorerMetrics
+from services.scorer.partition import (
+    BatchResult,
+    Output,
+    PartitionScorer,
+    Record,
+    partition_seed,
+    read_checkpoint,
+)
+from services.streaming import topics
+from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
+from services.streaming.checkpoints import load_latest
+from services.streaming.ops import OpsServer
+from services.streaming.settings import ScorerSettings
+
+log = logging.getLogger(__name__)
+
+
+class ScorerUnavailable(RuntimeError):
+    """The scorer cannot start (e.g. its topics are missing); the message says what to do."""
+
+
+def service_version() -> str:
+    try:
+        return metadata.version("active-stream")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Scorer:
+    """One scorer instance in the consumer group `settings.group_id`.
+
+    `run()` blocks until `stop()` (or SIGTERM via the CLI), then checkpoints, commits and leaves
+    the group. Not thread-safe except `stop()` and the ops endpoints.
+    """
+
+    def __init__(self, settings: ScorerSettings, *, policy: SelectorPolicy | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or SelectorPolicy()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ScorerMetrics(self.registry)
+        self.version = service_version()
+        self.topic = settings.input_topic
+        self.eos = settings.processing_guarantee == "exactly_once"
+        self.partitions: dict[int, PartitionScorer] = {}
+        self._last_checkpoint: dict[int, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._assigned_once = False
+        self._heartbeat = time.monotonic()
+        self._ceiling = DeadLetterWindow(DeadLetterCeiling())
+        client = settings.kafka.client
+        self.consumer = Consumer(client({
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "allow.auto.create.topics": False,
+        }))
+        producer_config: dict[str, Any] = {
+            "allow.auto.create.topics": False,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            # Dead letters of large bad records are ~4/3 of the original (topics.py).
+            "message.max.bytes": topics.DLQ_MAX_MESSAGE_BYTES,
+        }
+        if self.eos:
+            producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
+        self.producer = Producer(client(producer_config))
+        self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"}),
+                                       settings.feedback_topic, self.version)
+        self._input_partitions = self._partition_count(self.topic)
+        self._partition_count(settings.state_topic)
+        self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
+                                         "enable.auto.commit": False}))
+        self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
+                             health=self.health, ready=self.ready)
+
+    def _partition_count(self, topic: str) -> int:
+        meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise ScorerUnavailable(
+                f"topic {topic} does not exist: run `active-stream topics create`")
+        return len(meta.partitions)
+
+    # -- ops ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        stalled = time.monotonic() - self._heartbeat
+        # The loop wakes at least every batch_timeout_s; a minute of silence means it is stuck.
+        return (stalled < 60.0), f"loop last ran {stalled:.1f}s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._assigned_once:
+            return False, "waiting for the group to assign partitions"
+        return True, f"ready: {len(self.partitions)} partitions"
+
+    def stop(self) -> None:
+        """Ask `run()` to finish its batch, checkpoint, commit and leave. Thread-safe."""
+        self._stop.set()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns 0. Raises DeadLetterCeilingExceeded on a bad stream."""
+        self.ops.start()
+        if self.eos:
+            self.producer.init_transactions(30)
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        try:
+            while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
+                messages = self.consumer.consume(self.settings.batch_size,
+                                                 self.settings.batch_timeout_s)
+                self._apply_feedback()
+                if messages or self.feedback.dead_letters:
+                    self._process(messages)
+                self._checkpoint_due()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _process(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+                continue
+            ts = msg.timestamp()[1] / 1000.0
+            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+            by_partition[partition].append(Record(offset, msg.key(), msg.value(), ts))
+        results = {p: self.partitions[p].process(recs) for p, recs in by_partition.items()
+                   if p in self.partitions}
+        self._produce(results)
+        self._observe(results, by_partition, time.perf_counter() - started)
+        for result in results.values():
+            self._ceiling.record_counts(result.valid, len(result.invalid_codes))
+        self._ceiling.check()
+
+    def _produce(self, results: dict[int, BatchResult]) -> None:
+        """Produce the batch's output, then commit its offsets: in one transaction (exactly_once)
+        or after a flush (at_least_once: a crash before the commit replays identical output)."""
+        if self.eos:
+            self.producer.begin_transaction()
+        for result in results.values():
+            for out in result.requests:
+                self._send(self.settings.requests_topic, out)
+            for out in result.dead_letters:
+                self._send(topics.dlq(self.topic), out)
+        letters, codes = self.feedback.take_dead_letters()
+        for out in letters:
+            self._send(topics.dlq(self.settings.feedback_topic), out)
+        for code in codes:
+            self.metrics.feedback_invalid.labels(code).inc()
+        offsets = [TopicPartition(self.topic, p, self.partitions[p].next_offset) for p in results]
+        self._finish(offsets)
+
+    def _send(self, topic: str, out: Output) -> None:
+        """Produce one record; when librdkafka's bounded queue is full, wait for deliveries
+        instead of dropping or growing a buffer of our own (the consumer is not polled meanwhile,
+        so input pauses too)."""
+        while True:
+            try:
+                self.producer.produce(topic, out.value, out.key)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def _finish(self, offsets: list[TopicPartition]) -> None:
+        if self.eos:
+            meta = self.consumer.consumer_group_metadata()
+            self.producer.send_offsets_to_transaction(offsets, meta, 30)
+            self.producer.commit_transaction(60)
+            return
+        if self.producer.flush(60) != 0:
+            raise KafkaException("output not delivered within 60 s; not committing offsets")
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _observe(self, results: dict[int, BatchResult],
+                 by_partition: dict[int, list[Record]], seconds: float) -> None:
+        m = self.metrics
+        m.batch_seconds.observe(seconds)
+        m.consumed.inc(sum(len(r) for r in by_partition.values()))
+        now = time.time()
+        for result in results.values():
+            for code in result.invalid_codes:
+                m.invalid.labels(code).inc()
+            for sel in result.selected:
+                m.selected.labels(sel.strategy, sel.class_name or "").inc()
+            if result.requests:
+                m.requests.inc(len(result.requests))
+                for sel in result.selected:
+                    m.latency.observe(max(0.0, now - sel.event_time))
+            m.replayed.inc(result.suppressed)
+            m.lost_deferred.inc(result.lost_deferred)
+        self._observe_state()
+
+    def _observe_state(self) -> None:
+        m = self.metrics
+        for lane in ("exploit", "explore"):
+            m.budget.labels(lane).set(sum(s.state.budget_remaining(lane)
+                                          for s in self.partitions.values()))
+        for scorer in self.partitions.values():
+            for (model, version), value in scorer.state.thresholds().items():
+                m.threshold.labels(model, version).set(value)
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, scorer.partition), cached=True)
+            if high >= 0:
+                m.lag.labels(str(scorer.partition)).set(max(0, high - scorer.next_offset))
+
+    # -- feedback -------------------------------------------------------------------------
+
+    def _apply_feedback(self) -> None:
+        """Apply class feedback at a batch boundary, then checkpoint at once, so any request a
+        new weight influenced comes after a durable checkpoint that holds that weight. Held back
+        while a partition is still replaying output that was produced before a restart."""
+        pending = self.feedback.poll()
+        if not pending:
+            return
+        if any(s.next_offset < s.suppress_below for s in self.partitions.values()):
+            self.feedback.hold(pending)
+            return
+        for scorer in self.partitions.values():
+            for model_id, weights in pending.items():
+                scorer.state.set_class_weights(model_id, weights)
+        self.metrics.feedback.inc(len(pending))
+        self._checkpoint(list(self.partitions))
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _state_key(self, partition: int) -> bytes:
+        return f"{self.settings.group_id}/{self.topic}/{partition}".encode()
+
+    def _checkpoint_due(self) -> None:
+        now = time.monotonic()
+        every_n, every_s = self.settings.checkpoint_every_events, self.settings.checkpoint_every_s
+        due = []
+        for p, scorer in self.partitions.items():
+            offset, when = self._last_checkpoint[p]
+            moved = scorer.next_offset - offset
+            if moved >= every_n or (moved > 0 and now - when >= every_s):
+                due.append(p)
+        if due:
+            self._checkpoint(due)
+
+    def _checkpoint(self, partitions: list[int]) -> None:
+        """Write the state of `partitions` and wait until it is durable."""
+        if self.eos:
+            self.producer.begin_transaction()
+        for p in partitions:
+            scorer = self.partitions[p]
+            self.producer.produce(self.settings.state_topic, scorer.checkpoint(),
+                                  self._state_key(p))
+            self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
+        if self.eos:
+            self.producer.commit_transaction(60)
+        elif self.producer.flush(60) != 0:
+            raise KafkaException("checkpoint not delivered within 60 s")
+        self.metrics.checkpoints.inc(len(partitions))
+
+    def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Build each assigned partition's scorer from its latest checkpoint; returns the
+        partitions with the offsets to resume from."""
+        latest = load_latest(self.settings.kafka.client(), self.settings.state_topic,
+                             producer=self._marker_producer(), timeout_s=60)
+        committed = {tp.partition: tp.offset for tp in self.consumer.committed(partitions, 30)}
+        share = self.policy.scaled(1 / max(1, self._input_partitions))
+        resume = []
+        for tp in partitions:
+            p = tp.partition
+            state, offset = self._initial_state(latest.get(self._state_key(p)), share, p)
+            done = committed.get(p, -1)
+            if offset is None:  # no checkpoint: a fresh state from the group's position or start
+                offset = done if done >= 0 else 0
+            self.partitions[p] = PartitionScorer(
+                self.topic, p, state, offset, service_version=self.version,
+                fetch=self._fetch_from(p), suppress_below=max(done, offset))
+            self._last_checkpoint[p] = (offset, time.monotonic())
+            resume.append(TopicPartition(self.topic, p, offset if offset > 0 else OFFSET_BEGINNING))
+            log.info("partition %d: resuming at offset %d (replaying to %d without output)",
+                     p, offset, max(done, offset))
+        return resume
+
+    def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
+                       partition: int) -> tuple[SelectorState, int | None]:
+        if raw is not None:
+            restored = read_checkpoint(raw, policy)
+            if restored is not None:
+                return restored
+            log.warning("partition %d: checkpoint unreadable with this policy; starting fresh",
+                        partition)
+        return SelectorState.create(policy, partition_seed(self.settings.seed, partition)), None
+
+    def _marker_producer(self) -> Producer:
+        """Markers cannot be written inside a transaction: exactly_once uses a plain producer."""
+        if not self.eos:
+            return self.producer
+        return Producer(self.settings.kafka.client({"allow.auto.create.topics": False}))
+
+    def _fetch_from(self, partition: int) -> Callable[[int], bytes | None]:
+        def fetch(offset: int) -> bytes | None:
+            self._fetcher.assign([TopicPartition(self.topic, partition, offset)])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                msg = self._fetcher.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                return msg.value() if msg.offset() == offset else None
+            return None
+        return fetch
+
+    # -- rebalance ------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        resume = self._restore(partitions)
+        consumer.assign(resume)
+        # Newly owned partitions get the latest known weights once their replay is done (a
+        # restored state may hold them already: setting equal weights changes nothing).
+        self.feedback.hold(dict(self.feedback.latest))
+        self._assigned_once = True
+        self.metrics.partitions.set(len(self.partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        mine = [tp.partition for tp in partitions if tp.partition in self.partitions]
+        if mine:
+            self._checkpoint(mine)
+            if not self.eos:
+                consumer.commit(offsets=[TopicPartition(self.topic, p,
+                                                        self.partitions[p].next_offset)
+                                         for p in mine], asynchronous=False)
+        self._drop(mine)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a clean revoke: another member may own them already, so
+        writing their state now could overwrite newer state. Drop them."""
+        self._drop([tp.partition for tp in partitions])
+
+    def _drop(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.partitions.pop(p, None)
+            self._last_checkpoint.pop(p, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(str(p))
+        self.metrics.partitions.set(len(self.partitions))
+
+    def _shutdown(self) -> None:
+        try:
+            if self.partitions:
+                self._checkpoint(list(self.partitions))
+                if not self.eos:
+                    self.consumer.commit(offsets=[TopicPartition(self.topic, p, s.next_offset)
+                                                  for p, s in self.partitions.items()],
+                                         asynchronous=False)
+        finally:
+            self.consumer.close()
+            self._fetcher.close()
+            self.feedback.close()
+            self.producer.flush(30)
+            self.ops.stop()

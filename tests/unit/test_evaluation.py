@@ -1,0 +1,129 @@
+"""The in-process label-efficiency harness: protocol rules, results.json shape, reproducibility,
+and one-line errors for bad user data. Tiny synthetic data, 2 seeds: fast, no network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.evaluation import cli
+from services.evaluation.datasets import DatasetError, load_dataset, make_split, validate
+from services.evaluation.harness import Settings, run_benchmark
+from services.evaluation.report import summarize
+from services.evaluation.strategies import available_peers
+
+STRATEGY_KEYS = {"final_accuracy", "labels_used", "paired_wins_vs_random",
+                 "labels_to_match_random", "curve"}
+
+
+def _blobs(path: Path, n: int = 240, classes: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = rng.normal(size=(n, 4)) + 1.5 * np.eye(classes, 4)[y]
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> tuple[int, dict]:
+    data = _blobs(tmp_path / "blobs.npz")
+    out = tmp_path / name
+    code = cli.main(["--dataset", str(data), "--seeds", "2", "--seed-labels", "10",
+                     "--budget", "0.2", "--retrain-every", "5", "--out", str(out), *extra])
+    doc = json.loads((out / "results.json").read_text()) if code == 0 else {}
+    return code, doc
+
+
+def test_results_shape_rules_and_outputs(tmp_path: Path) -> None:
+    code, doc = _run(tmp_path, "a", "--strategies", "active-stream,random")
+    assert code == 0
+    assert (tmp_path / "a" / "label-efficiency.png").stat().st_size > 0
+    settings, strategies = doc["settings"], doc["strategies"]
+    assert settings["seeds"] == 2 and settings["budget"] == 0.2 and settings["seed_labels"] == 10
+    assert set(strategies) == {"active-stream", "random"}
+    for entry in strategies.values():
+        assert STRATEGY_KEYS <= set(entry)
+        fa = entry["final_accuracy"]
+        assert set(fa) >= {"mean", "std", "per_seed"} and len(fa["per_seed"]) == 2
+        assert fa["mean"] == pytest.approx(np.mean(fa["per_seed"]), abs=1e-6)
+        assert all(u <= settings["label_cap"] for u in entry["labels_used_per_seed"])
+        curve = {int(k): v for k, v in entry["curve"].items()}
+        assert min(curve) == 10 and curve[max(curve)] == pytest.approx(fa["mean"], abs=1e-6)
+    # the random baseline spends exactly what active-stream spent, seed by seed
+    assert (strategies["random"]["labels_used_per_seed"]
+            == strategies["active-stream"]["labels_used_per_seed"])
+    assert strategies["random"]["paired_wins_vs_random"] is None
+    assert 0 <= strategies["active-stream"]["paired_wins_vs_random"] <= 2
+
+
+def test_same_arguments_same_results(tmp_path: Path) -> None:
+    _, first = _run(tmp_path, "a", "--strategies", "active-stream,random")
+    _, second = _run(tmp_path, "b", "--strategies", "active-stream,random")
+    assert first == second
+
+
+def test_hard_cap_and_policy_override(tmp_path: Path) -> None:
+    # a policy that would label every event is stopped at the cap
+    greedy = json.dumps({"budget": {"share": 1.0, "share_burst": 1000},
+                         "warmup": {"rate": 1.0, "quota": 1000}})
+    code, doc = _run(tmp_path, "a", "--strategies", "active-stream,random",
+                     "--policy-json", greedy)
+    assert code == 0
+    cap = doc["settings"]["label_cap"]
+    assert doc["strategies"]["active-stream"]["labels_used_per_seed"] == [cap, cap]
+    assert doc["settings"]["policy"]["budget"]["share"] == 1.0
+
+
+def test_seeds_are_paired_and_protocol_split() -> None:
+    data = validate("blobs", np.random.default_rng(0).normal(size=(100, 3)),
+                    np.arange(100) % 4)
+    a = make_split(data, np.random.default_rng([0, 1]), 0.3, 10)
+    b = make_split(data, np.random.default_rng([0, 1]), 0.3, 10)
+    assert all(np.array_equal(x, y) for x, y in zip(a.__dict__.values(), b.__dict__.values(),
+                                                    strict=True))
+    assert len(a.test) == 30 and len(a.seed) == 10 and len(a.stream) == 60
+    assert not set(a.test) & set(a.seed) and not set(a.stream) & (set(a.test) | set(a.seed))
+    assert sorted(np.bincount(data.y[a.test].astype(int)).tolist()) == [7, 7, 8, 8]  # strata
+
+
+@pytest.mark.skipif(len(available_peers()) < 3, reason="peers extra not installed")
+def test_peers_run_under_the_cap(tmp_path: Path) -> None:
+    data = validate("blobs", *np.load(_blobs(tmp_path / "p.npz")).values())
+    settings = Settings("blobs", 1, 10, 0.2, 5, ("random", *available_peers()))
+    runs = run_benchmark(data, settings)
+    cap = int(0.2 * (240 - 72 - 10))
+    assert {r.strategy for r in runs} == {"random", *available_peers()}
+    assert all(0 <= r.labels_used <= cap for r in runs)
+    assert summarize(runs, {"seed_labels": 10, "seeds": 1})["strategies"]["random"]
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"X": np.zeros((5, 2))}, "needs arrays X and y, missing y"),
+    ({"X": np.zeros(5), "y": np.zeros(5)}, "X must be a 2-D array"),
+    ({"X": np.zeros((5, 2)), "y": np.zeros(4)}, "one label per row"),
+    ({"X": np.zeros((6, 2)), "y": np.zeros(6, dtype=int)}, "at least 2 classes"),
+    ({"X": np.zeros((6, 2)), "y": np.arange(6) / 2}, "integer or string class labels"),
+    ({"X": np.full((6, 2), np.nan), "y": np.arange(6) % 2}, "NaN or infinite"),
+    ({"X": np.zeros((6, 2)), "y": np.array([0, 0, 0, 1, 1, 2])}, ">= 2 samples"),
+])
+def test_bad_npz_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   arrays: dict, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(str(path))
+    assert cli.main(["--dataset", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "o")
+    assert cli.main(["--dataset", "nope", "--out", out]) == 2
+    assert cli.main(["--strategies", "active-stream,bogus", "--out", out]) == 2
+    assert cli.main(["--policy-json", '{"budget": {"nope": 1}}', "--out", out]) == 2
+    assert cli.main(["--dataset", str(tmp_path / "missing.npz"), "--out", out]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)

@@ -1,0 +1,117 @@
+"""PartitionScorer: the scorer's decode -> select -> encode path, without Kafka."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from services.core import SelectorPolicy, SelectorState
+from services.scorer.partition import (
+    PartitionScorer,
+    Record,
+    partition_seed,
+    read_checkpoint,
+    request_id,
+)
+from services.streaming.events import decode_annotation_request
+from tests.synthetic_events import inference_events
+
+TOPIC = "al.inference-events.v1"
+POLICY = SelectorPolicy()
+
+
+def _records(n: int, seed: int = 5, bad_every: int = 0) -> list[Record]:
+    out = []
+    for i, (key, value) in enumerate(inference_events(n, seed)):
+        if bad_every and i % bad_every == bad_every - 1:
+            value = b'{"broken": '
+        out.append(Record(i, key, value, 1_700_000_000.0 + i))
+    return out
+
+
+def _scorer(next_offset: int = 0, suppress_below: int = 0,
+            records: list[Record] | None = None) -> PartitionScorer:
+    by_offset = {r.offset: r.value for r in records or []}
+    return PartitionScorer(TOPIC, 0, SelectorState.create(POLICY, partition_seed(0, 0)),
+                           next_offset, service_version="test", fetch=by_offset.get,
+                           suppress_below=suppress_below)
+
+
+def test_request_ids_are_deterministic_per_asset_and_model_version() -> None:
+    assert request_id("a1", "m", "v1") == request_id("a1", "m", "v1")
+    assert len({request_id("a1", "m", "v1"), request_id("a1", "m", "v2"),
+                request_id("a2", "m", "v1"), request_id("a1", "n", "v1")}) == 4
+    # parts are delimited: moving characters between fields changes the id
+    assert request_id("b", "ma", "v") != request_id("ab", "m", "v")
+
+
+def test_requests_are_valid_contract_events_with_source_coordinates() -> None:
+    records = _records(2000)
+    result = _scorer(records=records).process(records)
+    assert result.valid == 2000 and result.requests
+    by_offset = {r.offset: r for r in records}
+    for out in result.requests:
+        request = decode_annotation_request(out.value)
+        assert request.source.topic == TOPIC and request.source.partition == 0
+        source = orjson.loads(by_offset[request.source.offset].value)
+        assert out.key == source["asset_id"].encode() == request.asset_id.encode()
+        assert request.request_id == request_id(source["asset_id"], "digits", "v1")
+        assert [p.to_dict() for p in request.predictions] == source["predictions"]
+
+
+def test_same_records_same_bytes() -> None:
+    records = _records(1500, bad_every=50)
+    first, second = _scorer().process(records), _scorer().process(records)
+    assert first.requests == second.requests and first.requests
+    assert first.dead_letters == second.dead_letters and len(first.dead_letters) == 30
+
+
+def test_dead_letters_carry_the_original_and_the_record_timestamp() -> None:
+    records = _records(100, bad_every=10)
+    result = _scorer().process(records)
+    assert result.invalid_codes == ["not_json"] * 10
+    letter = orjson.loads(result.dead_letters[0].value)
+    assert base64.b64decode(letter["original_b64"]) == b'{"broken": '
+    assert letter["source"] == {"topic": TOPIC, "partition": 0, "offset": 9}
+    assert letter["failed_at"] == records[9].timestamp
+
+
+def test_redelivered_records_are_skipped() -> None:
+    records = _records(300)
+    scorer = _scorer()
+    scorer.process(records[:200])
+    again = scorer.process(records[100:300])
+    assert again.valid == 100 and scorer.next_offset == 300
+
+
+def test_replayed_records_rebuild_state_without_output() -> None:
+    records = _records(1200)
+    uninterrupted = _scorer(records=records)
+    uninterrupted.process(records[:700])
+    after_crash_point = uninterrupted.process(records[700:]).requests
+    replay = _scorer(suppress_below=700, records=records)
+    result = replay.process(records)
+    assert result.suppressed == 700
+    # everything decided from offset 700 on, including reservoir picks of earlier assets
+    assert result.requests == after_crash_point and after_crash_point
+    assert replay.state.snapshot() == uninterrupted.state.snapshot()
+
+
+def test_checkpoint_restores_state_and_offset() -> None:
+    records = _records(1000)
+    scorer = _scorer(records=records)
+    scorer.process(records[:600])
+    restored = read_checkpoint(scorer.checkpoint(), POLICY)
+    assert restored is not None
+    state, offset = restored
+    assert offset == 600 and state.snapshot() == scorer.state.snapshot()
+    resumed = PartitionScorer(TOPIC, 0, state, offset, service_version="test",
+                              fetch={r.offset: r.value for r in records}.get)
+    assert resumed.process(records).requests == scorer.process(records).requests
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{}", orjson.dumps({"format": "other"})])
+def test_unusable_checkpoints_mean_a_fresh_start(raw: bytes) -> None:
+    assert read_checkpoint(raw, POLICY) is None
