@@ -1,6 +1,13 @@
-"""The selection arms `select` runs on each batch, in this order: window flushes (reservoir top
-picks and the random control arm, deferred) and offers, warm-up, exploration, then the threshold
-arm. Each arm is a command on (state, view) that appends what it granted to `out`.
+"""The selection arms, run by `select` on one segment of a batch (a run of assets inside which no
+window, refresh, dedupe generation, repeated asset or model creation happens; see selector.py).
+
+Per asset, in arrival order, the decision is: exploration (explore lane), then warm-up or the
+threshold arm (exploit lane, one scan in arrival order across all model versions), then, if it
+is still free, the offer to the window's reservoirs. Within a segment exploration cannot interact
+with the exploit arms except by taking an asset first (no asset repeats inside a segment), so it
+runs first over the whole segment, vectorised. Window flushes (`flush`) happen between segments.
+Randomness comes from `state.draws` by absolute asset position, or from the control arm's own
+generator in offer order, so no draw depends on batch boundaries.
 """
 
 from __future__ import annotations
@@ -10,76 +17,229 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from services.core import draws
 from services.core.budget import LaneGate, class_limits
-from services.core.reservoir import PayloadFn
 from services.core.selection import Selected
-from services.core.thresholds import relative_quantiles, scan
+from services.core.thresholds import RELATIVE, UNCERTAIN, WARMUP, Thetas, relative_quantiles, scan
 from services.core.view import BatchView
 
 if TYPE_CHECKING:
     from services.core.selector import SelectorState
 
 
-def _payloads(view: BatchView, strategy: str, idx: np.ndarray, serial: int) -> list[Any]:
-    """Reservoir payloads [Selected.to_json(), dedupe key, batch serial] for assets `idx`."""
-    if view.aggregation != "max":
-        return [[view.describe(i, strategy).to_json(), str(int(view.dkey[i])), serial]
-                for i in idx.tolist()]
+def segment(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Selected]
+            ) -> None:
+    """Decide assets lo:hi of the batch; append the grants in asset order and remember them."""
+    elig = ~state.dedupe.contains(view.dkey[lo:hi])
+    taken = np.zeros(hi - lo, dtype=bool)
+    picks: list[tuple[int, Selected]] = []
+    _explore(state, view, lo, hi, elig, taken, picks)
+    _exploit(state, view, lo, hi, elig & ~taken, taken, picks)
+    _offer(state, view, lo, elig & ~taken)
+    if picks:
+        picks.sort(key=lambda p: p[0])
+        out.extend(s for _, s in picks)
+        state.dedupe.add(state.policy.dedupe, view.dkey[lo + np.flatnonzero(taken)])
+
+
+def _explore(state: SelectorState, view: BatchView, lo: int, hi: int, elig: np.ndarray,
+             taken: np.ndarray, picks: list[tuple[int, Selected]]) -> None:
+    """Uniform random picks (policy.exploration_probability()) from the explore lane."""
+    b = state.policy.budget
+    p = state.policy.exploration_probability()
+    if p <= 0.0:
+        return
+    u = state.draws.get(draws.EXPLORE, view.first + lo, view.first + hi)
+    for r in np.flatnonzero(elig & (u < p)).tolist():
+        i = lo + r
+        n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
+        if state.budget.available(b, "explore", n_seen, wm):
+            state.budget.spend(b, "explore", n_seen, wm)
+            picks.append((i, view.describe(i, "exploration", inclusion=p)))
+            taken[r] = True
+
+
+def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.ndarray,
+             taken: np.ndarray, picks: list[tuple[int, Selected]]) -> None:
+    """Warm-up (versions not ready) and the threshold arm (ready versions), one scan in arrival
+    order over every free candidate of the segment, sharing the exploit lane."""
+    pol = state.policy
     b = view.batch
-    d = view.driver[idx]
-    has = d >= 0
-    dd = np.maximum(d, 0)
-    cols = zip(idx.tolist(), b.asset_model[idx].tolist(), has.tolist(),
-               np.where(has, view.u[dd], 0.0).tolist(), view.gcls[dd].tolist(),
-               b.position[dd].tolist(), view.asset_priority[idx].tolist(),
-               b.asset_time[idx].tolist(), view.dkey[idx].tolist(), strict=True)
+    n_keys = len(b.model_keys)
+    kind = np.zeros(n_keys, dtype=np.int8)  # 0 none, 1 warm-up, 2 threshold
+    tp = pol.thresholds
+    thresholding = pol.mode == "threshold" and (tp.mode != "off" or tp.class_relative_q > 0.0)
+    for k, v in enumerate(view.versions):
+        if v is None:  # created at its first asset, after this segment
+            continue
+        if not v.ready:
+            kind[k] = 1 if pol.warmup.rate > 0.0 and v.warmup_used < pol.warmup.quota else 0
+        elif thresholding:
+            kind[k] = 2
+    if not kind.any():
+        return
+    akind = kind[0] if view.single_model else kind[b.asset_model[lo:hi]]
+    warm = free & (akind == 1)
+    if warm.any():
+        warm &= state.draws.get(draws.WARMUP, view.first + lo, view.first + hi) < pol.warmup.rate
+    thr = free & (akind == 2) & (view.driver[lo:hi] >= 0)
+    cand_mask = warm | thr
+    if not cand_mask.any():
+        return
+    cand = lo + np.flatnonzero(cand_mask)
+    if state.budget.first_available(pol.budget, "exploit", view.n_seen[cand],
+                                    view.watermark[cand], 0) >= cand.shape[0]:
+        return  # the lane cannot grant in this segment: nothing to decide, nothing moves
+    is_warm = warm[cand - lo]
+    keys = np.zeros(cand.shape[0], dtype=np.int64) if view.single_model else \
+        b.asset_model[cand].astype(np.int64)
+    used = np.unique(keys).tolist()
+    local = {k: j for j, k in enumerate(used)}
+    ver = keys if view.single_model else np.array([local[k] for k in keys.tolist()],
+                                                   dtype=np.int64).reshape(-1)
+    versions = [view.versions[k] for k in used]
+    books = [view.books[k] for k in used]
+    rel, conf_thr = _relative(state, view, lo, hi, used)
+    base = {"variable_uncertainty": None, "fixed": 1.0 - tp.fixed_threshold, "off": 0.0}[tp.mode]
+    thetas = Thetas([v.theta if base is None else base for v in versions],  # type: ignore[union-attr]
+                    [v.misses if base is None else 0 for v in versions],  # type: ignore[union-attr]
+                    [pol.warmup.quota - v.warmup_used for v in versions])  # type: ignore[union-attr]
+    quota0 = list(thetas.quota)
+    eta = None
+    if tp.randomization:
+        eta = 1.0 + tp.randomization * state.draws.get(draws.ETA, view.first + lo,
+                                                       view.first + hi)[cand - lo]
+    limits = [class_limits(pol.budget, bk.weights, bk.published) for bk in books]  # type: ignore
+    gate = LaneGate(pol.budget, state.budget, view.n_seen[cand], view.watermark[cand],
+                    np.where(is_warm, -1, view.asset_cls[cand]), ver,
+                    [bk.buckets for bk in books], limits)  # type: ignore[union-attr]
+    res = scan(1.0 - view.asset_priority[cand], rel[cand - lo] & ~is_warm, eta, is_warm, ver,
+               thetas, tp.step, base is None, gate)
+    for j, v in enumerate(versions):
+        assert v is not None
+        v.warmup_used += quota0[j] - thetas.quota[j]
+        if base is None:
+            v.theta, v.misses = thetas.base[j], thetas.misses[j]
+    name = "fixed" if tp.mode == "fixed" else "variable_uncertainty"
+    for j, k, t in zip(res.index, res.kind, res.threshold, strict=True):
+        i = int(cand[j])
+        if k == WARMUP:
+            sel = view.describe(i, "warmup", inclusion=pol.warmup.rate)
+        elif k == UNCERTAIN:
+            sel = view.describe(i, name, threshold=t)
+        else:
+            assert k == RELATIVE
+            d = _relative_driver(view, i, conf_thr)
+            sel = view.describe(i, "class_relative", driver=d,
+                                threshold=float(conf_thr[int(b.asset_model[i])][view.gcls[d]]))
+        picks.append((i, sel))
+        taken[i - lo] = True
+
+
+def _relative(state: SelectorState, view: BatchView, lo: int, hi: int, used: list[int]
+              ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Per asset of lo:hi: flagged by the class-relative rule (any of its predictions below its
+    class's confidence quantile); and per model key the per-class thresholds (NaN: not ready)."""
+    tp = state.policy.thresholds
+    b = view.batch
+    flagged = np.zeros(hi - lo, dtype=bool)
+    thresholds: dict[int, np.ndarray] = {}
+    if tp.class_relative_q <= 0.0 or state.policy.mode != "threshold":
+        return flagged, thresholds
+    for k in used:
+        version, book = view.versions[k], view.books[k]
+        assert version is not None and book is not None
+        stats = version.stats
+        if not version.ready or stats.n_classes == 0:
+            continue
+        thr = _class_thresholds(state, version, book)
+        thresholds[k] = thr
+        rows = view.predictions_in(lo, hi, k)
+        with np.errstate(invalid="ignore"):
+            hit = b.top_conf[rows] < thr[view.gcls[rows]]
+        assets = b.asset_of[rows][hit] - lo
+        flagged[assets] = True
+    return flagged, thresholds
+
+
+def _class_thresholds(state: SelectorState, version: Any, book: Any) -> np.ndarray:
+    """Per class of the book: the class-relative confidence threshold (NaN: not ready), from
+    the stats of the last refresh and the current weights; cached until either changes."""
+    key = (version.refreshes, book.weights.tobytes(), len(book.names))
+    cached = version.relative_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    tp = state.policy.thresholds
+    stats = version.stats
+    weights = book.weights[: stats.n_classes]
+    q = relative_quantiles(tp.class_relative_q, tp.max_q, weights, stats.m1, stats.ready())
+    thr = np.r_[stats.quantiles(q), np.full(max(len(book.names) - stats.n_classes, 0), np.nan)]
+    version.relative_cache = (key, thr)
+    return thr
+
+
+def _relative_driver(view: BatchView, i: int, conf_thr: dict[int, np.ndarray]) -> int:
+    """The flagged prediction of asset i with the highest priority."""
+    b = view.batch
+    lo, hi = int(b.pred_start[i]), int(b.pred_start[i + 1])
+    thr = conf_thr[int(b.asset_model[i])]
+    with np.errstate(invalid="ignore"):
+        flagged = lo + np.flatnonzero(b.top_conf[lo:hi] < thr[view.gcls[lo:hi]])
+    return int(flagged[np.argmax(view.priority[flagged])])
+
+
+def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> None:
+    """Offer the segment's still-free assets to the window's reservoirs: all of them to the
+    uniform control arm, those of ready versions (weight = priority) to the weighted ones."""
+    idx = lo + np.flatnonzero(free)
+    if idx.shape[0] == 0:
+        return
+    state.control.offer(idx.shape[0], state.control_rng,
+                        lambda j: _payloads(view, "random_control", idx[j]))
+    if state.policy.mode != "reservoir":
+        return
+    b = view.batch
+    ready = np.array([v is not None and v.ready for v in view.versions])
+    mine = idx[ready[b.asset_model[idx]] & (view.driver[idx] >= 0)]
+    if mine.shape[0] == 0:
+        return
+    groups = np.zeros(mine.shape[0], dtype=np.uint64)
+    for k, book in enumerate(view.books):
+        assert book is not None
+        sel = b.asset_model[mine] == k
+        if sel.any():
+            groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
+    pr = view.asset_priority[mine]
+    exp = state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets)[mine]
+    state.weighted.offer(pr, groups, pr, exp, lambda j: _payloads(view, "reservoir", mine[j]))
+
+
+def _payloads(view: BatchView, strategy: str, idx: np.ndarray) -> list[Any]:
+    """Reservoir payloads [Selected.to_json() (asset_index -1), dedupe key, stream position]."""
     out = []
-    for i, k, ok, score, cls, pos, prio, t, key in cols:
-        v = view.versions[k]
-        name = view.books[k].names[cls] if ok else None
-        out.append([[b.refs[i], i, v.model_id, v.version, strategy, score, None, name,
-                     [pos] if ok else [], prio, None, t], str(key), serial])
+    for i in idx.tolist():
+        row = view.describe(i, strategy).to_json()
+        row[1] = -1
+        out.append([row, str(int(view.dkey[i])), int(view.pos[i])])
     return out
 
 
-def offer(state: SelectorState, view: BatchView, lo: int, hi: int) -> None:
-    """Offer eligible assets lo:hi to the window's reservoirs (weighted: ready versions only)."""
-    idx = lo + np.flatnonzero(view.free[lo:hi])
-    serial = state.batch_serial
-    state.control.offer(idx.shape[0], state.rng,
-                        lambda j: _payloads(view, "random_control", idx[j], serial))
-    if state.policy.mode != "reservoir":
-        return
-    for k, version in enumerate(view.versions):
-        if not version.ready:
-            continue
-        mine = idx[view.assets_of(k)[idx] & (view.driver[idx] >= 0)]
-        groups = view.books[k].group_hash[view.asset_cls[mine]]
-        pr = view.asset_priority[mine]
-        state.weighted.offer(pr, groups, pr, state.rng, _payload_fn(view, mine, serial))
-
-
-def _payload_fn(view: BatchView, mine: np.ndarray, serial: int) -> PayloadFn:
-    return lambda j: _payloads(view, "reservoir", mine[j], serial)
-
-
-def _restore(state: SelectorState, payload: list[Any], strategy: str) -> tuple[Selected, int]:
+def _restore(view: BatchView, payload: list[Any], strategy: str) -> tuple[Selected, int]:
     """A reservoir payload as the Selected it becomes now (asset_index -1 unless from this
     batch) and its dedupe key."""
     sel = Selected.from_json(payload[0])
-    index = sel.asset_index if payload[2] == state.batch_serial else -1
+    index = int(payload[2]) - view.first
+    index = index if 0 <= index < view.batch.n_assets else -1
     return replace(sel, asset_index=index, strategy=strategy), int(payload[1])
 
 
-def _grant_deferred(view: BatchView, key: int, out: list[Selected], sel: Selected) -> None:
-    view.taken.add(key)
-    if sel.asset_index >= 0:
-        view.free[sel.asset_index] = False
+def _seen(state: SelectorState, key: int) -> bool:
+    return bool(state.dedupe.contains(np.array([key], np.uint64))[0])
+
+
+def _grant(state: SelectorState, key: int, out: list[Selected], sel: Selected) -> None:
+    state.dedupe.add(state.policy.dedupe, np.array([key], np.uint64))
     out.append(sel)
-
-
-def _seen(state: SelectorState, view: BatchView, key: int) -> bool:
-    return key in view.taken or bool(state.dedupe.contains(np.array([key], np.uint64))[0])
 
 
 def flush(state: SelectorState, view: BatchView, at: int, out: list[Selected]) -> None:
@@ -100,13 +260,13 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
     for _, payload in entries:
         if granted >= limit or not state.budget.available(pol.budget, "exploit", n_seen, wm):
             break
-        sel, key = _restore(state, payload, "reservoir")
+        sel, key = _restore(view, payload, "reservoir")
         book = state.books.get(sel.model_id)
-        if _seen(state, view, key) or (book is not None and
-                                       not _class_spend(state, book, sel, n_seen)):
+        if _seen(state, key) or (book is not None and
+                                 not _class_spend(state, book, sel, n_seen)):
             continue
         state.budget.spend(pol.budget, "exploit", n_seen, wm)
-        _grant_deferred(view, key, out, sel)
+        _grant(state, key, out, sel)
         granted += 1
 
 
@@ -117,14 +277,14 @@ def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: flo
     payloads, offered = state.control.drain()
     chosen: list[tuple[Selected, int]] = []
     for payload in payloads:
-        sel, key = _restore(state, payload, "random_control")
-        if not _seen(state, view, key) and state.budget.available(pol.budget, "explore",
-                                                                  n_seen, wm):
+        sel, key = _restore(view, payload, "random_control")
+        if not _seen(state, key) and state.budget.available(pol.budget, "explore", n_seen, wm):
             state.budget.spend(pol.budget, "explore", n_seen, wm)
             chosen.append((sel, key))
-    for sel, key in chosen:
+            state.dedupe.add(pol.dedupe, np.array([key], np.uint64))
+    for sel, _ in chosen:
         incl = len(chosen) / max(offered, 1)
-        _grant_deferred(view, key, out, replace(sel, inclusion_probability=incl))
+        out.append(replace(sel, inclusion_probability=incl))
 
 
 def _class_spend(state: SelectorState, book: Any, sel: Selected, n_seen: float) -> bool:
@@ -132,110 +292,9 @@ def _class_spend(state: SelectorState, book: Any, sel: Selected, n_seen: float) 
     cls = book.index.get(sel.class_name) if sel.class_name is not None else None
     if cls is None:
         return True
-    rate, cap = class_limits(state.policy.budget, book.weights)
+    rate, cap = class_limits(state.policy.budget, book.weights, book.published)
     level = book.buckets.levels_at(np.array([cls]), np.array([n_seen]), rate, cap)[0]
     if level < 1.0:
         return False
     book.buckets.spend(cls, n_seen, rate, cap)
     return True
-
-
-def warmup(state: SelectorState, view: BatchView, out: list[Selected]) -> None:
-    """Random picks (probability `warmup.rate`, exploit lane) for versions not ready yet."""
-    pol = state.policy
-    warming = [k for k, v in enumerate(view.versions)
-               if not v.ready and v.warmup_used < pol.warmup.quota]
-    if not warming or pol.warmup.rate <= 0.0:
-        return
-    draw = state.rng.random(view.batch.n_assets) < pol.warmup.rate
-    mask = draw & view.free & np.isin(view.batch.asset_model, warming)
-    for i in np.flatnonzero(mask).tolist():
-        version = view.versions[int(view.batch.asset_model[i])]
-        n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
-        if version.warmup_used >= pol.warmup.quota or not view.can_take(i) or \
-                not state.budget.available(pol.budget, "exploit", n_seen, wm):
-            continue
-        state.budget.spend(pol.budget, "exploit", n_seen, wm)
-        version.warmup_used += 1
-        out.append(view.describe(i, "warmup", inclusion=pol.warmup.rate))
-        view.take(i)
-
-
-def explore(state: SelectorState, view: BatchView, out: list[Selected]) -> None:
-    """Uniform random picks (policy.exploration_probability()) from the explore lane."""
-    b = state.policy.budget
-    p = state.policy.exploration_probability()
-    if p <= 0.0:
-        return
-    draw = state.rng.random(view.batch.n_assets) < p
-    for i in np.flatnonzero(draw & view.free).tolist():
-        n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
-        if view.can_take(i) and state.budget.available(b, "explore", n_seen, wm):
-            state.budget.spend(b, "explore", n_seen, wm)
-            out.append(view.describe(i, "exploration", inclusion=p))
-            view.take(i)
-
-
-def threshold(state: SelectorState, view: BatchView, out: list[Selected]) -> None:
-    """Variable-uncertainty / fixed threshold plus the class-relative rule, per ready version."""
-    for k, version in enumerate(view.versions):
-        if version.ready:
-            _threshold_version(state, view, k, out)
-
-
-def _threshold_version(state: SelectorState, view: BatchView, k: int, out: list[Selected]
-                       ) -> None:
-    tp = state.policy.thresholds
-    version, book = view.versions[k], view.books[k]
-    idx = np.flatnonzero(view.free & view.assets_of(k) & (view.driver >= 0))
-    if idx.shape[0] == 0:
-        return
-    rel_pred, conf_thr = _relative(state, view, k)
-    rel = np.zeros(idx.shape[0], dtype=bool) if rel_pred is None else (
-        np.bincount(view.batch.asset_of[rel_pred], minlength=view.batch.n_assets)[idx] > 0)
-    eta = state.rng.normal(1.0, tp.randomization, idx.shape[0]) if tp.randomization else None
-    theta, step = {"variable_uncertainty": (version.theta, tp.step),
-                   "fixed": (1.0 - tp.fixed_threshold, 0.0), "off": (0.0, 0.0)}[tp.mode]
-    gate = LaneGate(state.policy.budget, state.budget, view.n_seen[idx], view.watermark[idx],
-                    view.asset_cls[idx], book.buckets, book.weights)
-    res = scan(1.0 - view.asset_priority[idx], rel, eta, theta, step, gate)
-    if tp.mode == "variable_uncertainty":
-        version.theta = res.theta
-    name = "fixed" if tp.mode == "fixed" else "variable_uncertainty"
-    for j, unc, thr in zip(res.index, res.uncertain, res.threshold, strict=True):
-        i = int(idx[j])
-        if unc:
-            out.append(view.describe(i, name, threshold=thr))
-        else:
-            d = _relative_driver(view, i, rel_pred)
-            out.append(view.describe(i, "class_relative", driver=d,
-                                     threshold=float(conf_thr[view.gcls[d]])))
-        view.take(i)
-
-
-def _relative(state: SelectorState, view: BatchView, k: int
-              ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Prediction indices flagged by the class-relative rule for version k, and the per-class
-    confidence thresholds (NaN: class not ready)."""
-    tp = state.policy.thresholds
-    stats = view.versions[k].stats
-    if tp.class_relative_q <= 0.0 or stats.n_classes == 0:
-        return None, np.zeros(0)
-    weights = view.books[k].weights[: stats.n_classes]
-    q = relative_quantiles(tp.class_relative_q, tp.max_q, weights, stats.m1, stats.ready())
-    thr = np.r_[stats.quantiles(q), np.full(max(len(view.books[k].names) - stats.n_classes, 0),
-                                            np.nan)]
-    sel = view.predictions_of(k)
-    preds = np.arange(view.batch.n_predictions)[sel]
-    with np.errstate(invalid="ignore"):
-        hit = view.batch.top_conf[preds] < thr[view.gcls[preds]]
-    return preds[hit], thr
-
-
-def _relative_driver(view: BatchView, i: int, rel_pred: np.ndarray | None) -> int:
-    """The flagged prediction of asset i with the highest priority."""
-    b = view.batch
-    lo, hi = int(b.pred_start[i]), int(b.pred_start[i + 1])
-    assert rel_pred is not None
-    cands = rel_pred[(rel_pred >= lo) & (rel_pred < hi)]
-    return int(cands[np.argmax(view.priority[cands])])

@@ -8,7 +8,7 @@ maps that to each model's persistent vocabulary, which lives in `SelectorState`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,11 @@ class PredictionBatch:
     (a + 1 offsets: asset i owns predictions pred_start[i]:pred_start[i+1]), `asset_time` (event
     time, epoch s), `asset_model` (index into `model_keys`), `asset_hash` (`codec.stable_hashes64`
     of asset_id), `repeat` (True when an earlier event of this batch has the same asset and model
-    version: only the first competes) and `refs` (the caller's opaque value per asset, returned
-    with its selection).
+    version; informational, the selector dedupes by stream position) and `refs` (the caller's
+    opaque value per asset, returned with its selection).
+    Everything the selector derives from one prediction depends on that prediction only, never on
+    its batch-mates: `top_class` breaks ties by the event's own class order, and batch-local class
+    indices never reach the state (the selector registers classes per model in stream order).
     Treat every array as read-only.
     """
 
@@ -47,6 +50,8 @@ class PredictionBatch:
     asset_hash: np.ndarray
     repeat: np.ndarray
     refs: tuple[Any, ...]
+    layouts: tuple[tuple[int, ...], ...] = ()
+    pred_layout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     @property
     def n_predictions(self) -> int:
@@ -126,28 +131,37 @@ class _Builder:
         self.top1_class.append(self.vocab.setdefault(pred.label, len(self.vocab)))
         self.top1_conf.append(float(pred.confidence))
 
-    def _fill(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probs, n_classes): rows sharing a class tuple are written with one fancy index."""
+    def _fill(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                     tuple[tuple[int, ...], ...]]:
+        """(probs, n_classes, top_class, top_conf, pred_layout, layouts): rows sharing a class
+        tuple are written with one fancy index; each row's top class is its first maximum in the
+        event's own class order, so ties never depend on the batch's vocabulary."""
         columns = {names: [self.vocab.setdefault(c, len(self.vocab)) for c in names]
                    for names in self.layouts}
         probs = np.zeros((n, len(self.vocab)), dtype=np.float64)
         n_classes = np.zeros(n, dtype=np.int32)
-        for names, (rows, values) in self.layouts.items():
+        top_class = np.zeros(n, dtype=np.int32)
+        top_conf = np.zeros(n, dtype=np.float64)
+        pred_layout = np.full(n, -1, dtype=np.int32)
+        for layout, (names, (rows, values)) in enumerate(self.layouts.items()):
             idx = np.asarray(rows)
-            probs[idx[:, None], np.asarray(columns[names], dtype=np.int64)] = values
+            cols = np.asarray(columns[names], dtype=np.int64)
+            vals = np.asarray(values, dtype=np.float64)
+            probs[idx[:, None], cols] = vals
             n_classes[idx] = len(names)
-        return probs, n_classes
-
-    def build(self, refs: tuple[Any, ...]) -> PredictionBatch:
-        n = self.starts[-1]
-        probs, n_classes = self._fill(n)
-        if probs.shape[1]:
-            top_class, top_conf = probs.argmax(axis=1).astype(np.int32), probs.max(axis=1)
-        else:
-            top_class, top_conf = np.zeros(n, np.int32), np.zeros(n)
+            best = vals.argmax(axis=1)
+            top_class[idx] = cols[best]
+            top_conf[idx] = vals[np.arange(idx.shape[0]), best]
+            pred_layout[idx] = layout
         if self.top1_rows:
             top_class[self.top1_rows] = self.top1_class
             top_conf[self.top1_rows] = self.top1_conf
+        layouts = tuple(tuple(columns[names]) for names in self.layouts)
+        return probs, n_classes, top_class, top_conf, pred_layout, layouts
+
+    def build(self, refs: tuple[Any, ...]) -> PredictionBatch:
+        n = self.starts[-1]
+        probs, n_classes, top_class, top_conf, pred_layout, layouts = self._fill(n)
         starts = np.asarray(self.starts, dtype=np.int64)
         asset_of = np.repeat(np.arange(len(self.times), dtype=np.int64), np.diff(starts))
         repeat = np.zeros(len(self.times), dtype=bool)
@@ -167,4 +181,6 @@ class _Builder:
             asset_hash=stable_hashes64(self.asset_ids),
             repeat=repeat,
             refs=refs,
+            layouts=layouts,
+            pred_layout=pred_layout,
         )

@@ -204,31 +204,40 @@ class ClassBuckets:
         return state
 
 
-def class_limits(policy: BudgetPolicy, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def class_limits(policy: BudgetPolicy, weights: np.ndarray, n_classes: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(rate per asset, capacity) of each class's sub-budget in the exploit lane.
 
     A class gets min(1, class_cap_factor x weight / n_classes) of the lane, weights being the
-    feedback weights (mean 1 when uniform); capacity is floored at 1 so no class is ever shut out.
+    feedback weights (mean 1 when uniform) and `n_classes` the model's class count (default: the
+    number of weights; the selector passes the count published at its last stats refresh, so a
+    class first seen mid-segment does not change its neighbours' sub-budgets mid-segment);
+    capacity is floored at 1 so no class is ever shut out.
     """
     count_rate, count_cap, _, _ = policy.lane("exploit")
-    n = max(weights.shape[0], 1)
+    n = max(weights.shape[0] if n_classes is None else n_classes, 1)
     frac = np.minimum(1.0, policy.class_cap_factor * weights / n)
     return count_rate * frac, np.maximum(1.0, count_cap * frac)
 
 
 class LaneGate:
-    """A budget gate over one run of assets (arrival order) for `thresholds.scan`: the exploit
-    lane's buckets plus the class sub-budgets of one model. Spending goes to both."""
+    """A budget gate over one run of candidates (arrival order) for `thresholds.scan`: the
+    exploit lane's buckets plus the class sub-budgets of each candidate's model (`book_of[i]`
+    indexes `buckets`, `limits`). Spending goes to the lane and, for threshold labels, the class.
+    """
 
     def __init__(self, policy: BudgetPolicy, budget: BudgetState, n_seen: np.ndarray,
-                 watermark: np.ndarray, classes: np.ndarray, buckets: ClassBuckets,
-                 weights: np.ndarray) -> None:
-        self.policy, self.budget, self.buckets = policy, budget, buckets
-        self.n_seen, self.watermark, self.classes = n_seen, watermark, classes
-        self.rate, self.cap = class_limits(policy, weights)
+                 watermark: np.ndarray, classes: np.ndarray, book_of: np.ndarray,
+                 buckets: list[ClassBuckets], limits: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> None:
+        self.policy, self.budget, self.buckets, self.limits = policy, budget, buckets, limits
+        self.n_seen, self.watermark, self.classes, self.book_of = n_seen, watermark, classes, \
+            book_of
+        self.single = len(buckets) == 1
         self._classes: list[int] = []
         self._n_seen: list[float] = []
-        self._rate, self._cap = self.rate.tolist(), self.cap.tolist()
+        self._books: list[int] = []
+        self._limits = [(r.tolist(), c.tolist()) for r, c in limits]
 
     def first_available(self, start: int) -> int:
         """First index >= start at which the lane can grant (class aside). Query."""
@@ -236,22 +245,41 @@ class LaneGate:
                                            start)
 
     def class_ok(self, start: int, stop: int) -> np.ndarray:
-        """Per asset in start:stop: its class sub-budget holds a token. Query."""
-        levels = self.buckets.levels_at(self.classes[start:stop], self.n_seen[start:stop],
-                                        self.rate, self.cap)
-        return levels >= 1.0
+        """Per candidate in start:stop: its class sub-budget holds a token (True for candidates
+        without a class). Query."""
+        cls = self.classes[start:stop]
+        seen = self.n_seen[start:stop]
+        valid = cls >= 0
+        if self.single and bool(valid.all()):
+            rate, cap = self.limits[0]
+            return self.buckets[0].levels_at(cls, seen, rate, cap) >= 1.0
+        out = np.ones(stop - start, dtype=bool)
+        books = self.book_of[start:stop]
+        for k in np.unique(books[valid]).tolist():
+            mine = valid & (books == k)
+            rate, cap = self.limits[k]
+            out[mine] = self.buckets[k].levels_at(cls[mine], seen[mine], rate, cap) >= 1.0
+        return out
 
     def class_ok_at(self, i: int) -> bool:
-        """`class_ok` for the single asset i (scalar fast path). Query."""
+        """`class_ok` for the single candidate i (scalar fast path). Query."""
         if not self._classes:
             self._classes, self._n_seen = self.classes.tolist(), self.n_seen.tolist()
-        c = self._classes[i]
-        b = self.buckets
-        gain = self._rate[c] * max(self._n_seen[i] - float(b.coord[c]), 0.0)
-        return min(self._cap[c], float(b.level[c]) + gain) >= 1.0
+            self._books = self.book_of.tolist()
+        c, k = self._classes[i], self._books[i]
+        if c < 0:
+            return True
+        rate, cap = self._limits[k]
+        b = self.buckets[k]
+        gain = rate[c] * max(self._n_seen[i] - float(b.coord[c]), 0.0)
+        return min(cap[c], float(b.level[c]) + gain) >= 1.0
 
-    def spend(self, i: int) -> None:
-        """Take one token for asset i from the lane and from its class."""
+    def spend(self, i: int, with_class: bool) -> None:
+        """Take one token for candidate i from the lane and (threshold labels) its class."""
         n_seen, wm = float(self.n_seen[i]), float(self.watermark[i])
         self.budget.spend(self.policy, "exploit", n_seen, wm)
-        self.buckets.spend(int(self.classes[i]), n_seen, self.rate, self.cap)
+        c = int(self.classes[i])
+        if with_class and c >= 0:
+            k = int(self.book_of[i])
+            rate, cap = self.limits[k]
+            self.buckets[k].spend(c, n_seen, rate, cap)

@@ -5,11 +5,13 @@ tagged with the event-time generation (watermark // generation_seconds) in which
 when the watermark enters a new generation, keys older than `generations` generations are dropped,
 and if more than `max_entries` keys are held, whole oldest generations go early.
 
-Exact guarantee: once an asset is selected for a model version by a `select` call whose batch
-ends at watermark W (the max event time seen so far), no later call whose batch ends at a watermark
-below W + ttl_seconds selects it again for that version, provided at most
-`max_entries` keys had to be held meanwhile (past that cap the oldest generations are forgotten
-first; with the default budget a partition cannot select that many within the ttl). Hash collisions
+Exact guarantee: once an asset is selected for a model version at stream position p (watermark W
+there, the max event time seen so far), it is not selected again for that version at any later
+position whose watermark is below W + ttl_seconds, provided at most `max_entries` keys had to be
+held meanwhile (past that cap the oldest generations are forgotten first; with the default budget
+a partition cannot select that many within the ttl). The selector advances generations and adds
+keys by stream position, so the guarantee (and what is remembered) does not depend on batching.
+Hash collisions
 (probability < n^2 / 2^65 for n remembered keys) can only make an asset look already selected,
 never the reverse.
 """

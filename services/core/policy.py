@@ -54,8 +54,11 @@ class SelectorPolicy:
     explore lane); None = 0.8 x the lane's share rate, so demand stays below supply and the lane
     rarely runs dry (the recorded inclusion probability stays honest); the lane's remaining
     tokens serve the control arm. `max_model_versions`, `max_models`, `max_classes` bound state
-    memory (least recently seen versions/models are evicted; classes past the cap share one
-    `__other__` slot).
+    memory (least recently seen versions/models are evicted when a new one arrives; classes past
+    the cap share one `__other__` slot). `refresh_every`: the partition's class stats, readiness
+    and sub-budget class counts are refreshed after every `refresh_every` assets (at absolute
+    multiples, so never at a batch boundary); decisions in between use the last refresh (smaller:
+    fresher stats, a few more numpy calls per batch).
     """
 
     measure: Measure = "least_confidence"
@@ -73,6 +76,7 @@ class SelectorPolicy:
     max_model_versions: int = 8
     max_models: int = 16
     max_classes: int = 1024
+    refresh_every: int = 500
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES or self.aggregation not in ("max", "mean", "topk"):
@@ -83,6 +87,8 @@ class SelectorPolicy:
             raise ValueError("exploration_rate must be in [0, 1] or None")
         if min(self.max_model_versions, self.max_models) < 1 or self.max_classes < 2:
             raise ValueError("max_model_versions, max_models >= 1 and max_classes >= 2 required")
+        if self.refresh_every < 1:
+            raise ValueError("refresh_every must be >= 1")
 
     def exploration_probability(self) -> float:
         """Per-asset probability of an exploration pick (see `exploration_rate`). Query."""

@@ -29,6 +29,8 @@ class ModelBook:
         self.group_hash = np.zeros(0, dtype=np.uint64)
         self.buckets = ClassBuckets()
         self.last_seen = -np.inf
+        self.known = 0  # classes met by the stream so far (positional; vocabularies may run ahead)
+        self.published = 0  # `known` at the last stats refresh (sizes the sub-budgets)
         self._luts: dict[tuple[str, ...], np.ndarray] = {}
 
     def lookup(self, names: tuple[str, ...]) -> np.ndarray:
@@ -59,16 +61,35 @@ class ModelBook:
         self.buckets.ensure_classes(idx + 1)
         return idx
 
+    def register(self, layouts: tuple[tuple[int, ...], ...], classes: tuple[str, ...],
+                 pred_layout: np.ndarray, top_class: np.ndarray) -> None:
+        """Register the classes of some predictions (in stream order) in order of first
+        appearance: a distribution row brings its classes in the event's dict order, a top-1 row
+        its label. The same predictions register the same names in the same order however they
+        were batched. Command."""
+        if pred_layout.shape[0] == 0:
+            return
+        seen: set[int] = set()
+        for lay, top in zip(pred_layout.tolist(), top_class.tolist(), strict=True):
+            key = lay if lay >= 0 else -1 - top
+            if key in seen:
+                continue
+            seen.add(key)
+            for c in (layouts[lay] if lay >= 0 else (top,)):
+                self.class_index(classes[c])
+
     def set_weights(self, weights: Mapping[str, float], min_weight: float) -> None:
         """Set feedback weights by class name (floored at min_weight > 0); others keep theirs."""
         for name, w in weights.items():
             idx = self.class_index(name)  # first: it may grow self.weights
             self.weights[idx] = max(float(w), min_weight)
+            self.known = max(self.known, idx + 1)
 
     def snapshot(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "names": list(self.names),
                 "weights": encode_array(self.weights), "buckets": self.buckets.snapshot(),
-                "last_seen": None if self.last_seen == -np.inf else self.last_seen}
+                "last_seen": None if self.last_seen == -np.inf else self.last_seen,
+                "known": self.known, "published": self.published}
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], max_classes: int) -> ModelBook:
@@ -80,11 +101,14 @@ class ModelBook:
         book.weights = decode_array(data["weights"])
         book.buckets = ClassBuckets.from_snapshot(data["buckets"])
         book.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
+        book.known, book.published = int(data["known"]), int(data["published"])
         return book
 
 
 class VersionState:
-    """One (model_id, model_version): stats, VU theta, warm-up picks, readiness."""
+    """One (model_id, model_version): stats (folded at refresh points) plus the predictions
+    pending since the last refresh, the VU theta as (base, misses: theta = min(1, base x
+    growth[misses]), see thresholds.growth), warm-up picks, readiness."""
 
     def __init__(self, model_id: str, version: str, stats_policy: ConfidenceStatsPolicy,
                  theta: float) -> None:
@@ -93,9 +117,30 @@ class VersionState:
         self.key_hash = stable_hash64(f"{model_id}\x1f{version}")
         self.stats = ConfidenceStatsState(stats_policy)
         self.theta = theta
+        self.misses = 0
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.refreshes = 0  # derived, not snapshotted: keys `relative_cache`
+        self.relative_cache: tuple[Any, np.ndarray] | None = None
         self.warmup_used = 0
         self.ready = False
         self.last_seen = -np.inf
+
+    def add_pending(self, classes: np.ndarray, conf: np.ndarray, times: np.ndarray) -> None:
+        """Hold predictions (class, top-1 confidence, event time) until the next refresh."""
+        if classes.shape[0]:
+            self.pending.append((classes.astype(np.int64), conf.astype(np.float64),
+                                 times.astype(np.float64)))
+
+    def refresh(self, watermark: float, min_count: int, rare_share: float) -> None:
+        """Fold the pending predictions into the stats (one update, arrival order) at
+        `watermark` and re-check readiness. Command."""
+        if not self.pending:
+            return
+        cls, conf, times = (np.concatenate(parts) for parts in zip(*self.pending, strict=True))
+        self.pending = []
+        self.refreshes += 1
+        self.stats.update(cls, conf, times, watermark)
+        self.check_ready(min_count, rare_share)
 
     def check_ready(self, min_count: int, rare_share: float) -> None:
         """Become ready (for good) once every class with >= rare_share of this version's
@@ -108,18 +153,23 @@ class VersionState:
         self.ready = bool((counts[frequent] >= min_count).all())
 
     def snapshot(self) -> dict[str, Any]:
+        cls, conf, times = ((np.concatenate(p) for p in zip(*self.pending, strict=True))
+                            if self.pending else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         return {"model_id": self.model_id, "version": self.version, "theta": self.theta,
-                "warmup_used": self.warmup_used, "ready": self.ready,
+                "misses": self.misses, "warmup_used": self.warmup_used, "ready": self.ready,
                 "last_seen": None if self.last_seen == -np.inf else self.last_seen,
-                "stats": self.stats.snapshot()}
+                "stats": self.stats.snapshot(),
+                "pending": [encode_array(cls), encode_array(conf), encode_array(times)]}
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], stats_policy: ConfidenceStatsPolicy
                       ) -> VersionState:
         v = cls(data["model_id"], data["version"], stats_policy, float(data["theta"]))
+        v.misses = int(data["misses"])
         v.warmup_used, v.ready = int(data["warmup_used"]), bool(data["ready"])
         v.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
         v.stats = ConfidenceStatsState.from_snapshot(stats_policy, data["stats"])
+        v.add_pending(*(decode_array(a) for a in data["pending"]))
         return v
 
 

@@ -3,7 +3,8 @@
 
 Both take whole batches. Payloads are the caller's JSON-able values (the selector stores each
 candidate's ref and decision data), built only for items that enter the reservoir. Randomness comes
-from the caller's Generator, so a seeded run repeats exactly.
+from the caller (positional exponentials for the weighted reservoirs; a Generator the uniform one
+uses in offer order), so a seeded run repeats exactly however its offers were batched.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ class ReservoirPolicy:
 class WeightedReservoirState:
     """Per-group (model, class) weighted reservoirs of `size` items, A-Res (Efraimidis–Spirakis).
 
-    Item i with weight w_i > 0 gets key log(u_i) / w_i, u_i ~ U(0, 1]; each group keeps its `size`
-    largest keys, a weighted sample without replacement: with size 1 the kept item is i with
-    probability w_i / sum(w). A-ExpJ draws fewer random numbers by jumping over items, which pays
-    off per item in Python; batched, one vectorised draw per item is cheaper and has the same law.
+    Item i with weight w_i > 0 gets key -E_i / w_i = log(u_i) / w_i, E_i ~ Exp(1); each group
+    keeps its `size` largest keys, a weighted sample without replacement: with size 1 the kept
+    item is i with probability w_i / sum(w). A-ExpJ draws fewer random numbers by jumping over
+    items, which pays off per item in Python; batched, one vectorised draw per item is cheaper
+    and has the same law.
     """
 
     def __init__(self, size: int) -> None:
@@ -61,15 +63,16 @@ class WeightedReservoirState:
         return len(self.payload)
 
     def offer(self, weights: np.ndarray, groups: np.ndarray, priorities: np.ndarray,
-              rng: np.random.Generator, make_payload: PayloadFn) -> None:
-        """Offer one batch of items (weights in [0, 1], uint64 group ids). Draws len(weights)
-        uniforms from `rng`; weight-0 items only fill spare room. Deterministic given rng."""
+              exponentials: np.ndarray, make_payload: PayloadFn) -> None:
+        """Offer items (weights in [0, 1], uint64 group ids) with one Exp(1) variate each (the
+        caller's, e.g. by stream position: key = -E / w has the law of log(u) / w); weight-0
+        items only fill spare room. Deterministic; offering items in one call or in consecutive
+        calls keeps the same items (the largest keys per group)."""
         m = weights.shape[0]
         if m == 0:
             return
-        u = 1.0 - rng.random(m)
         with np.errstate(divide="ignore"):
-            new_key = np.log(u) / np.maximum(weights, 1e-300)
+            new_key = -exponentials / np.maximum(weights, 1e-300)
         key = np.r_[self.key, new_key]
         group = np.r_[self.group, groups.astype(np.uint64)]
         order = np.lexsort((-key, group))

@@ -1,9 +1,21 @@
-"""`SelectorState` and `select`: one partition's selection state and the per-batch decision.
+"""`SelectorState` and `select`: one partition's selection state and its decisions.
 
-Determinism contract: the same policy, seed and sequence of batches (same events, same batch
-boundaries, same refs) give identical selections, and `from_snapshot(snapshot())` at any batch
-boundary continues exactly as the uninterrupted state would. No clock, no global RNG: event time
-comes from the events, randomness from the state's seeded Generator (snapshotted).
+Determinism contract: decisions and state are a function of (policy, seed, event sequence) only.
+Cutting the same events into batches differently (one batch, single events, empty batches, cuts
+inside windows) gives the same selections in the same order (all fields but the batch-relative
+`asset_index`) and the same `snapshot()`, and `from_snapshot(snapshot())` after any batch continues
+exactly as the uninterrupted state would. So a crash replay with other batch boundaries, and an
+in-process run against a Kafka-mode run, select the same assets. (Commands between batches --
+`apply_feedback`, `set_class_weights` -- act where they are called, as any input would.)
+
+How: every state change that can influence a later decision happens at a position of the stream,
+never at "batch end". `select` walks the batch in segments cut at the positions where something
+changes -- an event-time or count window closes (reservoir flush), the stats refresh point (every
+`policy.refresh_every` assets of the partition: pending class stats are folded, readiness and the
+sub-budgets' class counts are re-published), a new dedupe generation, an asset repeating within
+the segment, a model version created under the LRU cap -- and decides each segment in arrival
+order (see arms.py), vectorised. Random numbers are drawn by absolute asset position (draws.py).
+No clock, no global RNG: event time comes from the events, randomness from the seed.
 """
 
 from __future__ import annotations
@@ -19,28 +31,32 @@ from services.core.batch import PredictionBatch
 from services.core.budget import BudgetState
 from services.core.codec import decode_rng, encode_rng
 from services.core.dedupe import DedupeState
+from services.core.draws import Draws
 from services.core.feedback import weights_from_agreement
 from services.core.policy import SelectorPolicy
 from services.core.registry import ModelBook, VersionState, evict_lru
 from services.core.reservoir import UniformReservoirState, WeightedReservoirState
 from services.core.selection import Selected, Selection
-from services.core.thresholds import relative_quantiles
+from services.core.thresholds import growth, relative_quantiles
 from services.core.view import BatchView
 
 FORMAT = "active-stream/selector-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_CONTROL_STREAM = 5  # SeedSequence spawn key of the control arm's generator (see draws.py: 1-4)
 
 
 class SelectorState:
     """Everything one partition's selector remembers; memory bounded by the policy, not by the
     stream length. Build with `create(policy, seed)` or `from_snapshot(data, policy)`."""
 
-    def __init__(self, policy: SelectorPolicy, rng: np.random.Generator) -> None:
+    def __init__(self, policy: SelectorPolicy, seed: int) -> None:
         self.policy = policy
-        self.rng = rng
+        self.seed = int(seed)
+        self.draws = Draws(self.seed)
+        self.control_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, _CONTROL_STREAM])))
         self.assets_seen = 0
         self.watermark = -math.inf
-        self.batch_serial = 0
         self.window_id: int | None = None
         self.window_count = 0
         self.budget = BudgetState(policy.budget)
@@ -52,8 +68,8 @@ class SelectorState:
 
     @classmethod
     def create(cls, policy: SelectorPolicy, seed: int) -> SelectorState:
-        """A fresh state whose randomness is `numpy.random.default_rng(seed)`."""
-        return cls(policy, np.random.default_rng(seed))
+        """A fresh state whose randomness derives from `seed` (an int >= 0; see draws.py)."""
+        return cls(policy, seed)
 
     def book(self, model_id: str) -> ModelBook:
         """The model's book, created on first use. Command (may create)."""
@@ -87,7 +103,9 @@ class SelectorState:
 
     def thresholds(self) -> dict[tuple[str, str], float]:
         """Variable-uncertainty threshold (uncertainty space) per model version. Query."""
-        return {k: float(np.clip(1.0 - v.theta, 0.0, 1.0)) for k, v in self.versions.items()}
+        up = 1.0 + self.policy.thresholds.step
+        return {k: float(np.clip(1.0 - min(1.0, v.theta * float(growth(up, v.misses + 1)[
+            v.misses])), 0.0, 1.0)) for k, v in self.versions.items()}
 
     def class_stats(self, model_id: str, model_version: str) -> dict[str, dict[str, Any]]:
         """Per class of a model version: count, EWMA mean/variance of top-1 confidence, window
@@ -117,8 +135,8 @@ class SelectorState:
         """Plain JSON-able dict (str/int/float/bool/None/list/dict; no NaN/inf; ints <= 64 bits)
         with `format` and `version`. Pure: the state is unchanged."""
         return {
-            "format": FORMAT, "version": FORMAT_VERSION, "rng": encode_rng(self.rng),
-            "assets_seen": self.assets_seen, "batch_serial": self.batch_serial,
+            "format": FORMAT, "version": FORMAT_VERSION, "seed": str(self.seed),
+            "control_rng": encode_rng(self.control_rng), "assets_seen": self.assets_seen,
             "watermark": None if self.watermark == -math.inf else self.watermark,
             "window_id": self.window_id, "window_count": self.window_count,
             "budget": self.budget.snapshot(), "dedupe": self.dedupe.snapshot(),
@@ -133,8 +151,9 @@ class SelectorState:
         or a policy whose stats layout (bins, buckets) differs from the snapshot's."""
         if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported snapshot {data.get('format')!r} v{data.get('version')}")
-        state = cls(policy, decode_rng(data["rng"]))
-        state.assets_seen, state.batch_serial = int(data["assets_seen"]), int(data["batch_serial"])
+        state = cls(policy, int(data["seed"]))
+        state.control_rng = decode_rng(data["control_rng"])
+        state.assets_seen = int(data["assets_seen"])
         state.watermark = -math.inf if data["watermark"] is None else float(data["watermark"])
         state.window_id, state.window_count = data["window_id"], int(data["window_count"])
         state.budget = BudgetState.from_snapshot(policy.budget, data["budget"])
@@ -157,69 +176,172 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     """Decide which assets of `batch` (and which deferred reservoir picks) go to annotation.
 
     Command that returns what it committed: updates budgets, thresholds, stats, reservoirs,
-    dedupe memory and the RNG. Never selects beyond the budget, never selects an asset twice for a
-    model version within the dedupe guarantee, never mutates `batch`.
+    dedupe memory and models. Never selects beyond the budget, never selects an asset twice for a
+    model version within the dedupe guarantee, never mutates `batch`. Selections come in decision
+    order (stream order; a window's deferred picks where the window closed). Invariant to batch
+    boundaries (module docstring).
     """
     a = batch.n_assets
     if a == 0:
-        return Selection((), 0, 0)
-    books = [state.book(m) for m, _ in batch.model_keys]
-    versions = [state.version(m, v) for m, v in batch.model_keys]
+        return Selection((), 0, batch.n_predictions)
     pol = state.policy
+    lazy = not _create_upfront(state, batch)
+    books: list[ModelBook | None] = [state.books.get(m) for m, _ in batch.model_keys]
+    versions: list[VersionState | None] = [state.versions.get(k) for k in batch.model_keys]
     view = BatchView(batch, books, versions, pol.measure, pol.aggregation, pol.top_k,
                      state.assets_seen, state.watermark)
-    end_wm = float(view.watermark[-1])
-    state.dedupe.advance(pol.dedupe, end_wm)
-    view.free &= ~(state.dedupe.contains(view.dkey) | batch.repeat)
+    cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
-    _windows(state, view, out)
-    arms.warmup(state, view, out)
-    arms.explore(state, view, out)
-    if pol.mode == "threshold":
-        arms.threshold(state, view, out)
-    _commit(state, view, out, end_wm)
+    j = 0
+    while j < a:
+        _before(state, view, j, out)
+        end = cuts.next(j)
+        arms.segment(state, view, j, end, out)
+        _after(state, view, j, end, out)
+        j = end
     return Selection(tuple(out), a, batch.n_predictions)
 
 
-def _windows(state: SelectorState, view: BatchView, out: list[Selected]) -> None:
-    """Split the batch at window boundaries (event-time watermark, asset count); flush closed
-    windows and offer each segment to the reservoirs."""
-    res = state.policy.reservoir
-    tid = np.floor(view.watermark / res.window_seconds).astype(np.int64)
-    if state.window_id is None:
-        state.window_id = int(tid[0])
-    a, j = tid.shape[0], 0
-    while j < a:
-        if tid[j] > state.window_id or 0 < res.window_assets <= state.window_count:
-            arms.flush(state, view, j, out)
-            state.window_id, state.window_count = int(tid[j]), 0
-        end = int(np.searchsorted(tid, state.window_id, side="right"))
-        if res.window_assets:
-            end = min(end, j + res.window_assets - state.window_count)
-        arms.offer(state, view, j, end)
-        state.window_count += end - j
-        if res.window_assets and state.window_count >= res.window_assets:
-            arms.flush(state, view, end - 1, out)
-            state.window_count = 0
-        j = end
-
-
-def _commit(state: SelectorState, view: BatchView, out: list[Selected], end_wm: float) -> None:
-    """Fold the batch into the state: stats, readiness, dedupe, counters, LRU bounds."""
-    b = view.batch
+def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:
+    """Create the batch's new models and versions now, in first-appearance order, if no LRU
+    eviction is needed (then this equals creating each at its first asset). False otherwise:
+    they are created at their first asset (`_before`)."""
     pol = state.policy
+    new_versions = [k for k in batch.model_keys if k not in state.versions]
+    new_models = {m for m, _ in new_versions if m not in state.books}
+    if len(state.versions) + len(new_versions) > pol.max_model_versions or \
+            len(state.books) + len(new_models) > pol.max_models:
+        return False
+    for m, v in new_versions:
+        state.book(m)
+        state.version(m, v)
+    return True
+
+
+class _Cuts:
+    """Where the next segment of the batch ends: the first position after `j` at which a window
+    closes, the stats refresh point is reached, the dedupe generation changes, an asset repeats
+    within the segment, or (lazy creation) a model version not in the state appears."""
+
+    def __init__(self, state: SelectorState, view: BatchView, lazy: bool) -> None:
+        pol = state.policy
+        self.state, self.view, self.lazy = state, view, lazy
+        a = view.batch.n_assets
+        self.a = a
+        wm = view.watermark
+        self.tid = np.floor(wm / pol.reservoir.window_seconds).astype(np.int64)
+        self.gen = np.floor(wm / pol.dedupe.generation_seconds).astype(np.int64)
+        order = np.argsort(view.dkey, kind="stable")
+        sk = view.dkey[order]
+        dup = np.flatnonzero(sk[1:] == sk[:-1])
+        if dup.shape[0]:  # (position, previous position of the same key), by position
+            pairs = sorted(zip(order[dup + 1].tolist(), order[dup].tolist(), strict=True))
+            self.repeats = pairs
+        else:
+            self.repeats = []
+        self._positions: dict[int, np.ndarray] = {}
+
+    def next(self, j: int) -> int:
+        state, pol, a = self.state, self.state.policy, self.a
+        first = self.view.first
+        end = min(a, j + pol.refresh_every - (first + j) % pol.refresh_every)
+        if pol.reservoir.window_assets:
+            end = min(end, j + max(pol.reservoir.window_assets - state.window_count, 1))
+        if state.window_id is not None:
+            end = min(end, int(np.searchsorted(self.tid, state.window_id, side="right")))
+        end = min(end, int(np.searchsorted(self.gen, state.dedupe.generation, side="right")))
+        for r, prev in self.repeats:
+            if r > j and prev >= j:
+                end = min(end, r)
+                break
+        if self.lazy:
+            view = self.view
+            for k in range(len(view.batch.model_keys)):
+                if view.versions[k] is None or view.books[k] is None:
+                    pos = self._positions.get(k)
+                    if pos is None:
+                        pos = self._positions[k] = np.flatnonzero(view.batch.asset_model == k)
+                    p = int(np.searchsorted(pos, j, side="right"))
+                    if p < pos.shape[0]:
+                        end = min(end, int(pos[p]))
+        return max(end, j + 1)
+
+
+def _before(state: SelectorState, view: BatchView, j: int, out: list[Selected]) -> None:
+    """What happens at asset j before it is decided: the dedupe generation moves, an event-time
+    window closes, a model version not in the state is created (LRU eviction)."""
+    pol = state.policy
+    wm = float(view.watermark[j])
+    state.dedupe.advance(pol.dedupe, wm)
+    tid = math.floor(wm / pol.reservoir.window_seconds)
+    if state.window_id is None:
+        state.window_id = tid
+    elif tid > state.window_id:
+        arms.flush(state, view, j, out)
+        state.window_id, state.window_count = tid, 0
+    k = int(view.batch.asset_model[j])
+    if view.versions[k] is None or view.books[k] is None:
+        _create(state, view, k, j)
+
+
+def _create(state: SelectorState, view: BatchView, k: int, j: int) -> None:
+    """Create model key k's book and/or version at asset j, evicting the least recently seen
+    beyond the caps first; the view forgets evicted objects (recreated at their next asset)."""
+    pol = state.policy
+    model_id, version = view.batch.model_keys[k]
+    if model_id not in state.books:
+        for dropped in evict_lru(state.books, pol.max_models - 1):
+            for key in [x for x in state.versions if x[0] == dropped]:
+                del state.versions[key]
+        book = state.book(model_id)
+        view.rebook(k, book, j)
+    if (model_id, version) not in state.versions:
+        evict_lru(state.versions, pol.max_model_versions - 1)
+        state.version(model_id, version)
+    for kk, (m, v) in enumerate(view.batch.model_keys):
+        current = state.books.get(m)
+        if current is None:
+            view.books[kk] = view.versions[kk] = None
+            continue
+        if view.books[kk] is not current:
+            view.rebook(kk, current, j)
+        view.versions[kk] = state.versions.get((m, v))
+
+
+def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Selected]) -> None:
+    """Assets lo:hi are decided: count them, hold their predictions for the stats, mark models
+    seen; then, at a refresh point, fold the stats, and close a full count window."""
+    pol = state.policy
+    b = view.batch
+    state.assets_seen = view.first + hi
+    state.watermark = float(view.watermark[hi - 1])
+    state.window_count += hi - lo
+    times = b.asset_time[b.asset_of]
     for k, version in enumerate(view.versions):
-        sel = view.predictions_of(k)
-        version.stats.update(view.gcls[sel], b.top_conf[sel], b.asset_time[b.asset_of][sel], end_wm)
-        version.check_ready(pol.stats.min_count, pol.warmup.rare_share)
-        version.last_seen = end_wm
-        view.books[k].last_seen = end_wm
-    if view.taken:
-        state.dedupe.add(pol.dedupe, np.fromiter(view.taken, dtype=np.uint64))
-    state.assets_seen += b.n_assets
-    state.watermark = max(state.watermark, end_wm)
-    state.batch_serial += 1
-    evict_lru(state.versions, pol.max_model_versions)
-    for model_id in evict_lru(state.books, pol.max_models):
-        for key in [k for k in state.versions if k[0] == model_id]:
-            del state.versions[key]
+        if version is None:
+            continue
+        if view.single_model:
+            last = hi - 1
+        else:
+            mine = np.flatnonzero(b.asset_model[lo:hi] == k)
+            if mine.shape[0] == 0:
+                continue
+            last = lo + int(mine[-1])
+        rows = view.predictions_in(lo, hi, k)
+        version.add_pending(view.gcls[rows], b.top_conf[rows], times[rows])
+        seen = float(view.watermark[last])
+        version.last_seen = seen
+        book = view.books[k]
+        assert book is not None
+        book.last_seen = max(book.last_seen, seen)
+        reached = view.reg_max[rows]
+        if reached.shape[0]:
+            book.known = max(book.known, int(reached.max()) + 1)
+    if state.assets_seen % pol.refresh_every == 0:
+        for version in state.versions.values():
+            version.refresh(state.watermark, pol.stats.min_count, pol.warmup.rare_share)
+        for book in state.books.values():
+            book.published = book.known
+    if pol.reservoir.window_assets and state.window_count >= pol.reservoir.window_assets:
+        arms.flush(state, view, hi - 1, out)
+        state.window_count = 0

@@ -32,10 +32,15 @@ def margin(probs: np.ndarray) -> np.ndarray:
 
 
 def entropy(probs: np.ndarray, n_classes: np.ndarray) -> np.ndarray:
-    """Shannon entropy / log(C) per row, C = the row's distribution size (>= 2); in [0, 1]."""
+    """Shannon entropy / log(C) per row, C = the row's distribution size (>= 2); in [0, 1].
+
+    Each row's terms are summed smallest first, one after the other, so the result depends on the
+    row's values only, not on its column order or the zero padding around it (a row's value must
+    not depend on which other rows share its batch)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(probs > 0.0, probs * np.log(probs), 0.0)
-    h = -plogp.sum(axis=1)
+    h = -np.cumsum(np.sort(plogp, axis=1), axis=1)[:, -1] if probs.shape[1] else \
+        np.zeros(probs.shape[0])
     return np.clip(h / np.log(np.maximum(n_classes, 2)), 0.0, 1.0)
 
 

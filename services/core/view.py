@@ -1,6 +1,10 @@
-"""`BatchView`: the per-batch working set of `select` — scores, classes, budget coordinates and
-eligibility of every asset, computed vectorised once — and the one place that turns an asset into
+"""`BatchView`: the per-batch working set of `select` — scores, classes, stream positions and budget
+coordinates of every asset, computed vectorised once — and the one place that turns an asset into
 a `Selected`. Lives for one batch only; never stored in state.
+
+Every per-prediction and per-asset value here is a function of that prediction/asset, the state's
+feedback weights and vocabularies, and its absolute stream position — never of its batch-mates —
+which is what makes `select` invariant to batch boundaries.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import numpy as np
 
 from services.core.batch import PredictionBatch
 from services.core.codec import combine64
-from services.core.registry import ModelBook, VersionState
+from services.core.registry import OTHER_CLASS, ModelBook, VersionState
 from services.core.selection import Selected
 from services.core.uncertainty import Aggregation, aggregate, driving_predictions, score_predictions
 
@@ -19,62 +23,108 @@ from services.core.uncertainty import Aggregation, aggregate, driving_prediction
 class BatchView:
     """Derived arrays of one batch. Prediction level: `u` (uncertainty), `priority` (class-weighted
     u), `gcls` (class index in the model's vocabulary). Asset level: `asset_priority`, `driver`
-    (prediction index, -1 if none), `asset_cls`, `n_seen` / `watermark` (budget coordinates),
-    `dkey` (dedupe key), `free` (eligible and not selected yet in this batch)."""
+    (prediction index, -1 if none), `asset_cls`, `pos` (absolute stream position, 0-based),
+    `n_seen` / `watermark` (budget coordinates), `dkey` (dedupe key). `books` / `versions`: the
+    state objects of each batch model key (None until created)."""
 
-    def __init__(self, batch: PredictionBatch, books: list[ModelBook],
-                 versions: list[VersionState], measure: Any, aggregation: Aggregation,
+    def __init__(self, batch: PredictionBatch, books: list[ModelBook | None],
+                 versions: list[VersionState | None], measure: Any, aggregation: Aggregation,
                  top_k: int, assets_seen: int, watermark: float) -> None:
         self.batch, self.books, self.versions = batch, books, versions
         self.aggregation, self.top_k = aggregation, top_k
         self.single_model = len(versions) == 1
         self.u = score_predictions(measure, batch.probs, batch.n_classes, batch.top_conf)
-        self.gcls, weights = self._classes()
-        self.priority = self.u if weights is None else 1.0 - (1.0 - self.u) ** weights
-        self.asset_priority, self.driver = aggregate(
-            self.priority, self.gcls, batch.pred_start, aggregation, top_k)
+        a = batch.n_assets
+        self.first = assets_seen
+        self.pos = assets_seen + np.arange(a, dtype=np.int64)
+        self.n_seen = self.pos + 1.0
+        self.watermark = np.maximum.accumulate(np.maximum(batch.asset_time, watermark))
+        self.pred_model = (np.zeros(batch.n_predictions, dtype=np.int32) if self.single_model
+                           else batch.asset_model[batch.asset_of])
+        self.gcls = np.full(batch.n_predictions, -1, dtype=np.int64)
+        self.weight = np.ones(batch.n_predictions)
+        self.reg_max = np.full(batch.n_predictions, -1, dtype=np.int64)
+        mapped: set[str] = set()
+        for k, book in enumerate(books):
+            if book is not None and batch.model_keys[k][0] not in mapped:
+                mapped.add(batch.model_keys[k][0])
+                self.map_model(k, book, 0)
+        self._derive()
+        self.dkey = self._dedupe_keys()
+
+    def rows_of(self, keys: list[int], from_asset: int = 0) -> np.ndarray | slice:
+        """Predictions of batch model keys `keys` (of assets >= from_asset). Query."""
+        start = int(self.batch.pred_start[from_asset])
+        if self.single_model:
+            return slice(start, None)
+        return start + np.flatnonzero(np.isin(self.pred_model[start:], keys))
+
+    def map_model(self, k: int, book: ModelBook, from_asset: int) -> None:
+        """Use `book` for model key k and every other key of its model: register the classes of
+        their predictions from asset `from_asset` on (stream order, all versions of the model
+        together: they share the vocabulary), then map their rows to the book's vocabulary."""
+        b = self.batch
+        model_id = b.model_keys[k][0]
+        keys = [kk for kk, (m, _) in enumerate(b.model_keys) if m == model_id]
+        for kk in keys:
+            self.books[kk] = book
+        if not all(name in book.index for name in b.classes):
+            rows = self.rows_of(keys, from_asset)
+            lay, top = b.pred_layout[rows], b.top_class[rows]
+            if lay.shape[0] != top.shape[0]:  # a batch built without layouts
+                lay = np.full(top.shape[0], -1, dtype=np.int32)
+            key = np.where(lay >= 0, lay, -1 - top)
+            _, first = np.unique(key, return_index=True)
+            first.sort()
+            book.register(b.layouts, b.classes, lay[first], top[first])
+        rows = self.rows_of(keys, from_asset)  # earlier rows are decided already
+        top = b.top_class[rows]
+        if self.single_model and from_asset == 0:
+            lut = book.lookup(b.classes) if b.classes else np.zeros(0, dtype=np.int64)
+        else:
+            lut = np.full(max(len(b.classes), 1), -1, dtype=np.int64)
+            for c in np.unique(top).tolist():
+                lut[c] = book.class_index(b.classes[c])
+        g = lut[top] if top.shape[0] else np.zeros(0, dtype=np.int64)
+        self.gcls[rows] = g
+        lay = b.pred_layout[rows] if b.pred_layout.shape[0] else np.full(g.shape[0], -1)
+        if (lay >= 0).any():  # the highest vocabulary index each row's classes reached
+            lay_max = np.array([max(book.index.get(b.classes[c], book.index.get(
+                OTHER_CLASS, 0)) for c in names) for names in b.layouts], dtype=np.int64)
+            self.reg_max[rows] = np.where(lay >= 0, lay_max[np.maximum(lay, 0)], g)
+        else:
+            self.reg_max[rows] = g
+        self.weight[rows] = book.weights[g] if g.shape[0] else 1.0
+
+    def _derive(self) -> None:
+        """Priorities and each asset's aggregate, driver and class. A prediction's priority is
+        its uncertainty when its class weight is 1, else 1 - (1 - u) ** weight."""
+        w = self.weight
+        if bool((w == 1.0).all()):
+            self.priority = self.u
+        else:
+            self.priority = np.where(w == 1.0, self.u, 1.0 - (1.0 - self.u) ** w)
+        b = self.batch
+        self.asset_priority, self.driver = aggregate(  # (-1: a model not created yet)
+            self.priority, np.maximum(self.gcls, 0), b.pred_start, self.aggregation, self.top_k)
         has = self.driver >= 0
         self.asset_cls = np.where(has, self.gcls[np.maximum(self.driver, 0)], -1) if \
-            self.gcls.shape[0] else np.full(batch.n_assets, -1)
-        a = batch.n_assets
-        self.n_seen = assets_seen + 1.0 + np.arange(a, dtype=np.float64)
-        self.watermark = np.maximum.accumulate(np.maximum(batch.asset_time, watermark))
-        self.dkey = self._dedupe_keys()
-        self.free = np.ones(a, dtype=bool)
-        self.taken: set[int] = set()
+            self.gcls.shape[0] else np.full(b.n_assets, -1)
 
-    def _classes(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Map batch-local top classes to each model's vocabulary (adds new names there: all of
-        the batch's classes for a one-model batch, else only each model's top-1 classes)."""
-        b = self.batch
-        n_local = len(b.classes)
-        if self.single_model:
-            lut = self.books[0].lookup(b.classes)
-            weights = self.books[0].weights[lut]
-            gcls = lut[b.top_class] if n_local else np.zeros(0, dtype=np.int64)
-            if n_local == 0 or bool((weights == 1.0).all()):
-                return gcls, None
-            return gcls, weights[b.top_class]
-        lut = np.full((len(self.versions), max(n_local, 1)), -1, dtype=np.int64)
-        wlut = np.ones(lut.shape)
-        pred_model = b.asset_model[b.asset_of]
-        for k, book in enumerate(self.books):
-            top = b.top_class[pred_model == k]
-            for c in np.flatnonzero(np.bincount(top, minlength=n_local)).tolist():
-                lut[k, c] = book.class_index(b.classes[c])
-            used = lut[k] >= 0
-            wlut[k, used] = book.weights[lut[k, used]]
-        gcls, w = lut[pred_model, b.top_class], wlut[pred_model, b.top_class]
-        return gcls, (None if bool((wlut == 1.0).all()) else w)
+    def rebook(self, k: int, book: ModelBook, from_asset: int) -> None:
+        """Model key k got a new (recreated) book at asset `from_asset`: remap and re-derive."""
+        self.map_model(k, book, from_asset)
+        self._derive()
 
     def _dedupe_keys(self) -> np.ndarray:
         b = self.batch
+        hashes = [_key_hash(m, v) for m, v in b.model_keys]
         if self.single_model:
-            return combine64(b.asset_hash, self.versions[0].key_hash)
+            return combine64(b.asset_hash, hashes[0])
         out = np.zeros(b.n_assets, dtype=np.uint64)
-        for k, version in enumerate(self.versions):
+        for k, h in enumerate(hashes):
             mask = b.asset_model == k
-            out[mask] = combine64(b.asset_hash[mask], version.key_hash)
+            out[mask] = combine64(b.asset_hash[mask], h)
         return out
 
     def assets_of(self, k: int) -> np.ndarray:
@@ -83,11 +133,12 @@ class BatchView:
             return np.ones(self.batch.n_assets, dtype=bool)
         return self.batch.asset_model == k
 
-    def predictions_of(self, k: int) -> np.ndarray | slice:
-        """Index (mask or full slice) of the predictions of batch model key k. Query."""
+    def predictions_in(self, lo: int, hi: int, k: int) -> np.ndarray | slice:
+        """Index of the predictions of model key k among assets lo:hi. Query."""
+        p0, p1 = int(self.batch.pred_start[lo]), int(self.batch.pred_start[hi])
         if self.single_model:
-            return slice(None)
-        return self.batch.asset_model[self.batch.asset_of] == k
+            return slice(p0, p1)
+        return p0 + np.flatnonzero(self.pred_model[p0:p1] == k)
 
     def describe(self, i: int, strategy: str, threshold: float | None = None,
                  inclusion: float | None = None, driver: int | None = None) -> Selected:
@@ -100,19 +151,27 @@ class BatchView:
                                       self.top_k)
         score = sum(float(self.u[j]) for j in drivers) / len(drivers) if drivers else 0.0
         priority = float(self.asset_priority[i] if driver is None else self.priority[d])
+        model_id, version = b.model_keys[k]
+        book = self.books[k]
+        assert book is not None
         return Selected(
-            ref=b.refs[i], asset_index=i, model_id=self.versions[k].model_id,
-            model_version=self.versions[k].version, strategy=strategy, score=score,
-            threshold=threshold,
-            class_name=self.books[k].names[int(self.gcls[d])] if d >= 0 else None,
+            ref=b.refs[i], asset_index=i, model_id=model_id, model_version=version,
+            strategy=strategy, score=score, threshold=threshold,
+            class_name=book.names[int(self.gcls[d])] if d >= 0 else None,
             driving_predictions=tuple(int(b.position[j]) for j in drivers), priority=priority,
             inclusion_probability=inclusion, event_time=float(b.asset_time[i]))
 
-    def can_take(self, i: int) -> bool:
-        """Asset i is eligible and neither it nor a same-key asset was taken this batch. Query."""
-        return bool(self.free[i]) and int(self.dkey[i]) not in self.taken
 
-    def take(self, i: int) -> None:
-        """Mark asset i selected for the rest of the batch."""
-        self.free[i] = False
-        self.taken.add(int(self.dkey[i]))
+_KEY_HASHES: dict[tuple[str, str], int] = {}
+
+
+def _key_hash(model_id: str, version: str) -> int:
+    """`VersionState.key_hash` of a model version (cached; a pure function of the names)."""
+    h = _KEY_HASHES.get((model_id, version))
+    if h is None:
+        from services.core.codec import stable_hash64
+
+        if len(_KEY_HASHES) > 4096:
+            _KEY_HASHES.clear()
+        h = _KEY_HASHES[(model_id, version)] = stable_hash64(f"{model_id}\x1f{version}")
+    return h

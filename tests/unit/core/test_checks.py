@@ -55,7 +55,8 @@ class Config:
 
 
 def _after_ready(n: float) -> Callable[[list[PredictionBatch]], float]:
-    """n per asset after the first batch (the version is not ready before it ends)."""
+    """n per asset after the first batch (the version becomes ready at the first stats refresh,
+    policy.refresh_every = 500 assets, then warms no more; one batch's worth is a safe margin)."""
     return lambda bs: n * (N_EVENTS - BATCH)
 
 

@@ -53,7 +53,8 @@ def _weighted_trial(rng: np.random.Generator, w: np.ndarray, k: int) -> list[int
     group = np.zeros(w.shape[0], dtype=np.uint64)
     for lo in range(0, w.shape[0], 3):
         sl = slice(lo, lo + 3)
-        res.offer(w[sl], group[sl], w[sl], rng, lambda j, b=lo: (b + j).tolist())
+        res.offer(w[sl], group[sl], w[sl], rng.standard_exponential(w[sl].shape[0]),
+                  lambda j, b=lo: (b + j).tolist())
     return [p for _, p in res.drain()]
 
 
@@ -95,7 +96,7 @@ def test_weighted_keeps_size_per_group_and_orders_by_priority() -> None:
     res = WeightedReservoirState(2)
     groups = np.array([1, 1, 1, 2, 2, 3], dtype=np.uint64)
     pr = np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.7])
-    res.offer(pr, groups, pr, rng, lambda j: j.tolist())
+    res.offer(pr, groups, pr, rng.standard_exponential(6), lambda j: j.tolist())
     assert len(res) == 5
     drained = res.drain()
     assert [p for p, _ in drained] == sorted((p for p, _ in drained), reverse=True)
@@ -116,7 +117,8 @@ def test_snapshot_restore_midstream_is_identical() -> None:
                 rng = decode_rng(snap["rng"])
             w = data_rng.random(17)
             g = data_rng.integers(0, 3, 17).astype(np.uint64)
-            w_res.offer(w, g, w, rng, lambda j, s=step: [[s, int(x)] for x in j])
+            w_res.offer(w, g, w, rng.standard_exponential(17),
+                        lambda j, s=step: [[s, int(x)] for x in j])
             u_res.offer(17, rng, lambda j, s=step: [[s, int(x)] for x in j])
         return [p for _, p in w_res.drain()], u_res.drain()[0]
 

@@ -46,7 +46,7 @@ def _walk(value: object) -> None:
 def test_snapshot_is_plain_strict_json_with_a_format_version() -> None:
     snap = _state().snapshot()
     _walk(snap)
-    assert snap["format"] == "active-stream/selector-state" and snap["version"] == 1
+    assert snap["format"] == "active-stream/selector-state" and snap["version"] == 2
     text = json.dumps(snap, allow_nan=False)
     orjson = pytest.importorskip("orjson")
     assert json.loads(orjson.dumps(snap)) == json.loads(text)

@@ -1,0 +1,111 @@
+"""The scorer's output is the in-process reference's, in one run, across SIGKILLs and when an
+instance is lost: the request set stays exactly that of an uninterrupted run, and every
+duplicate is byte-identical to its twin."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import orjson
+import pytest
+
+from services.streaming.events import decode_annotation_request
+from tests.integration.end_offsets import true_end_offsets
+from tests.integration.kafka_support import metric, produce, read_all, wait_for
+from tests.integration.scorer_support import (
+    ScorerProcess,
+    assert_same_requests_as_reference,
+    consumed,
+    private_loop,
+    progress,
+    reference_requests,
+    scorer_env,
+    scorer_in_thread,
+)
+from tests.synthetic_events import inference_events
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+
+INPUT = "al.inference-events.v1"
+REQUESTS = "al.annotation-requests.v1"
+
+
+def test_requests_equal_what_the_core_selector_decides_in_process(broker: object) -> None:
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=2)
+    events = inference_events(3000, seed=1)
+    env = scorer_env(bootstrap, prefix, f"g-{prefix}", batch_size=256)
+    produce(bootstrap, prefix + "al.inference-events.v1", events[:1500])
+    with scorer_in_thread(env) as scorer:
+        wait_for(lambda: consumed(scorer, 1500), 60, "first half not consumed")
+        produce(bootstrap, prefix + "al.inference-events.v1", events[1500:])
+        wait_for(lambda: consumed(scorer, 3000), 60, "second half not consumed")
+    produced = [m.value() for m in read_all(bootstrap, prefix + "al.annotation-requests.v1")]
+    expected = reference_requests(bootstrap, prefix, partitions=2)
+    assert len(expected) > 20, "the reference selected too little to compare anything"
+    assert Counter(produced) == Counter(expected)
+    for value in produced:
+        request = decode_annotation_request(value)
+        assert request.source.topic == prefix + "al.inference-events.v1"
+    strategies = Counter(orjson.loads(v)["reason"]["strategy"] for v in produced)
+    assert strategies["warmup"] > 0 and len(strategies) >= 2, strategies
+
+
+def _finish(proc: ScorerProcess, bootstrap: str, group: str, topic: str,
+            ends: dict[int, int]) -> None:
+    wait_for(lambda: progress(bootstrap, group, topic, ends) >= 1.0, 120,
+             f"input not fully committed; log:\n{proc.tail()}")
+    assert proc.stop() == 0, proc.tail()
+
+
+def test_sigkill_three_times_during_a_50k_event_run(broker: object) -> None:
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group = prefix + INPUT, f"g-{prefix}"
+    produce(bootstrap, topic, inference_events(50_000, seed=3, dt=0.05))
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    assert sum(ends.values()) == 50_000
+    env = scorer_env(bootstrap, prefix, group, batch_size=200, checkpoint_every_events=3000)
+    kill_at = sorted(random.Random(7).uniform(0.1, 0.85) for _ in range(3))
+    for fraction in kill_at:
+        proc = ScorerProcess(env).start()
+        proc.wait_ready()
+        wait_for(lambda f=fraction: progress(bootstrap, group, topic, ends) >= f, 120,
+                 f"no progress to {fraction:.0%}; log:\n{proc.tail()}")
+        proc.kill()
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    _finish(proc, bootstrap, group, topic, ends)
+    assert read_all(bootstrap, topic + ".dlq") == []
+    produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
+    expected = reference_requests(bootstrap, prefix, partitions=2)
+    assert len(expected) > 100
+    assert_same_requests_as_reference(produced, expected)
+
+
+def test_a_killed_instance_hands_its_partitions_and_state_to_the_survivor(broker: object) -> None:
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=4)
+    topic, group = prefix + INPUT, f"g-{prefix}"
+    produce(bootstrap, topic, inference_events(20_000, seed=4, dt=0.1))
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1, 2, 3])
+    env = scorer_env(bootstrap, prefix, group, batch_size=100, checkpoint_every_events=1000)
+    first = ScorerProcess(env).start()
+    second = ScorerProcess(env).start()
+    try:
+        for proc in (first, second):
+            proc.wait_ready()
+        wait_for(lambda: all(metric(p.metrics(), "scorer_assigned_partitions") == 2
+                             for p in (first, second)), 60, "partitions not split 2/2")
+        wait_for(lambda: progress(bootstrap, group, topic, ends) >= 0.3, 120, "no progress")
+        first.kill()
+        wait_for(lambda: metric(second.metrics(), "scorer_assigned_partitions") == 4, 60,
+                 f"survivor did not take over; log:\n{second.tail()}")
+        _finish(second, bootstrap, group, topic, ends)
+    finally:
+        first.stop()
+        second.stop()
+    produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
+    expected = reference_requests(bootstrap, prefix, partitions=4)
+    assert_same_requests_as_reference(produced, expected)
