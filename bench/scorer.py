@@ -1,0 +1,839 @@
+"""Scorer benchmark on the embedded broker: consume, decode, and the scorer end to end (not a test;
+prints figures).
+
+    .venv/bin/python bench/scorer.py [--events 1000000] [--partitions 4] [--out DIR]
+
+A fresh Tansu broker gets N keyed 10-class inference events (~305 B of JSON made here with numpy,
+1,000 events per second of event time) on a fresh input topic: setup, not a figure. Then, each
+timed from the end of the first batch to the N-th event (connection, fetch start-up and the
+scorer's group join excluded):
+
+  (i)   consume only: a plain confluent-kafka Consumer, assign() (no group), consume(10,000);
+  (ii)  the same plus orjson.loads of every value;
+  (iii) the scorer end to end: services.scorer.Scorer on a thread of this process, a fresh
+        group, default settings (consume -> decode + validate -> select -> produce requests ->
+        flush -> commit, checkpoints), progress read from `scorer_events_consumed_total`.
+The same scorer, idle and caught up, then gets a stream paced at half the (iii) rate for
+--latency-seconds, every event stamped with the wall clock at its produce() call. Latency is
+measured per request: the time a reader process receives it from the requests topic minus its
+`event_timestamp`. Pacer and reader are processes of their own, so they do not take this
+process's GIL from the scorer. For context, last: the scorer's broker-free core
+(PartitionScorer.process: decode -> select -> encode) on events in memory.
+
+Selection policy: SelectorPolicy() with the event-time budget lifted (labels_per_hour 1e9), so the
+2% share binds in both phases and the paced phase has requests to measure (the default 1,000
+labels/h would allow about 60 there).
+
+All consumers, the scorer's included, run with fetch.queue.backoff.ms=10 (--fetch-queue-backoff-ms):
+with librdkafka's default of 1 s, a consumer that empties its full prefetch queue sits idle (on
+this broker (i) ran at ~250k instead of ~600k events/s). Otherwise the scorer runs with its
+defaults; --kafka passes librdkafka properties to it (fetch.wait.max.ms matters for latency: Tansu
+holds a fetch for all of it even when records arrive). The 2 cores are shared with the broker and
+with whatever else runs: each phase prints the machine's busy cores and how many of them were
+neither the bench's nor the broker's.
+
+Peak RSS is this process's (getrusage): the scorer plus the bench's own consumers, so an upper
+bound on the scorer's. The broker's (VmHWM) is printed apart; it holds every event in memory.
+--profile runs the scorer thread under cProfile during (iii) and skips the paced phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import resource
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
+
+from services.core import SelectorPolicy, SelectorState
+from services.scorer.partition import PartitionScorer, Record
+from services.scorer.service import Scorer
+from services.streaming.embedded import EmbeddedBroker
+from services.streaming.events import decode_inference_event
+from services.streaming.settings import ScorerSettings
+from services.streaming.topics import INFERENCE_EVENTS, create_topics, loop_topics
+
+CLASSES = [f"c{i}" for i in range(10)]
+T0, DT = 1_700_000_000.0, 0.001  # event time of the bulk events: 1,000 events per second
+TARGET_RATIO = 0.8
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+_SCORES = ",".join(f'"{c}":%.6f' for c in CLASSES)
+# The timestamp goes last, so an event is `body + stamp(t)` and the pacer stamps at produce time.
+_BODY = ('{"schema_version":1,"event_id":"ev-%s","asset_id":"%s","model_id":"digits",'
+         '"model_version":"v1","predictions":[{"scores":{' + _SCORES + '}}],"timestamp":')
+
+
+# -- events -------------------------------------------------------------------------------------
+
+def event_bodies(rng: np.random.Generator, start: int, n: int,
+                 prefix: str = "asset-") -> list[tuple[bytes, bytes]]:
+    """`n` (key, body) pairs numbered from `start`; body + stamp(t) is one inference event.
+
+    The distribution of tests/synthetic_events.py (classes c0-c2 hard, the rest easy), drawn for
+    the whole chunk at once (~5 µs an event instead of ~25); scores rounded to 6 decimals sum to
+    1 within 5e-6.
+    """
+    truth = rng.integers(10, size=n)
+    alpha = np.full((n, 10), 0.3)
+    alpha[np.arange(n), truth] = np.where(truth < 3, 1.5, 12.0)
+    gamma = rng.standard_gamma(alpha)
+    probs = (gamma / gamma.sum(axis=1, keepdims=True)).tolist()
+    out = []
+    for i, row in enumerate(probs, start):
+        asset = f"{prefix}{i}"
+        out.append((asset.encode(), (_BODY % (asset, asset, *row)).encode()))
+    return out
+
+
+def stamp(t: float) -> bytes:
+    """The end of an event body: its timestamp (epoch seconds) and the closing brace."""
+    return b"%.6f}" % t
+
+
+def produce_all(producer: Producer, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Produce every (key, value); when librdkafka's queue is full, serve deliveries and retry."""
+    for key, value in items:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.poll(0)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, a line every 5 s otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        if self.tty:
+            sys.stderr.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+        else:
+            sys.stderr.write(f"  .. {text}\n")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.tty and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+        self.width, self.last = 0, 0.0
+
+
+def cpu_seconds(pid: int | str = "self", tid: int | None = None) -> float:
+    """User + system CPU seconds of a process, or of one of its threads (Linux /proc)."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or iowait), summed over cores."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
+def rss_mb(pid: int | str = "self", key: str = "VmRSS:") -> float:
+    """Resident set of a process in MB: current (VmRSS) or peak (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1e3
+    return float("nan")
+
+
+@dataclass
+class Meter:
+    """Reads the counters a phase is judged by; `scorer` adds the scorer's own metrics."""
+
+    broker_pid: int
+    scorer: ScorerThread | None = None
+
+    def read(self) -> dict[str, float]:
+        out = {"t": time.perf_counter(), "bench": cpu_seconds(),
+               "broker": cpu_seconds(self.broker_pid), "machine": machine_busy_seconds()}
+        if self.scorer is not None:
+            out.update(self.scorer.counters())
+        return out
+
+
+@dataclass
+class Phase:
+    """`events` handled between two Meter readings."""
+
+    name: str
+    events: int
+    start: dict[str, float]
+    end: dict[str, float]
+
+    def d(self, key: str) -> float:
+        return self.end[key] - self.start[key]
+
+    @property
+    def seconds(self) -> float:
+        return self.d("t")
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+    def children(self) -> float:
+        """CPU seconds of the pacer and reader processes, where they ran."""
+        return self.d("children") if "children" in self.end else 0.0
+
+    def others(self) -> float:
+        """Cores kept busy by processes other than the bench's and the broker's."""
+        busy = self.d("machine") - self.d("bench") - self.d("broker") - self.children()
+        return max(0.0, busy) / self.seconds
+
+    def line(self) -> str:
+        per_m = 1e6 / max(1, self.events)
+        pacer = f", pacer + reader {self.children() * per_m:4.1f}" if self.children() else ""
+        return (f"  {self.name:<34} {self.rate:>9,.0f} events/s ({self.seconds:6.2f} s) | CPU s "
+                f"per 1M events: bench {self.d('bench') * per_m:5.1f}, broker "
+                f"{self.d('broker') * per_m:4.1f}{pacer} | machine busy "
+                f"{self.d('machine') / self.seconds:.2f} cores, {self.others():.2f} of them "
+                "other processes")
+
+
+# -- (i) and (ii): a plain consumer -------------------------------------------------------------
+
+def consume_rate(bootstrap: str, topic: str, partitions: int, n: int, name: str,
+                 work: Callable[[bytes], Any] | None, config: dict[str, Any], meter: Meter,
+                 progress: Progress) -> Phase:
+    """Read the topic's first `n` records with assign() + consume(10,000), applying `work` to
+    every value; timed from the end of the first batch to the n-th record."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, **config})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen, base, start = 0, 0, dict[str, float]()
+    try:
+        while seen < n:
+            # Ask for no more than remain: consume() waits its full timeout for a short batch.
+            batch = consumer.consume(min(10_000, n - seen), 30.0)
+            if not batch:
+                raise RuntimeError(f"{name}: no records for 30 s after {seen:,} of {n:,}")
+            for msg in batch:
+                if msg.error():
+                    raise KafkaException(msg.error())
+                if work is not None:
+                    work(msg.value() or b"")
+            seen += len(batch)
+            if not start:
+                start, base = meter.read(), seen
+            progress.show(f"{name}: {seen:,}/{n:,}")
+        return Phase(name, seen - base, start, meter.read())
+    finally:
+        progress.end()
+        consumer.close()
+
+
+# -- (iii): the scorer --------------------------------------------------------------------------
+
+class ScorerThread:
+    """A Scorer on a thread of this process, optionally under cProfile. Its metrics stay readable
+    after `stop()`, which also frees the scorer and its clients."""
+
+    def __init__(self, settings: ScorerSettings, policy: SelectorPolicy, profile: bool) -> None:
+        self.registry = CollectorRegistry()
+        scorer = Scorer(settings, policy=policy, registry=self.registry)
+        self._stop: Callable[[], None] | None = scorer.stop
+        self.profile = cProfile.Profile() if profile else None
+        self.errors: list[BaseException] = []
+        self.tid: int | None = None
+        self.started = time.perf_counter()
+        # A thread drops its target's args when it ends: then nothing here holds the scorer.
+        self.thread = threading.Thread(target=self._run, args=(scorer,), name="scorer",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, scorer: Scorer) -> None:
+        self.tid = threading.get_native_id()
+        try:
+            if self.profile is not None:
+                self.profile.runcall(scorer.run)
+            else:
+                scorer.run()
+        except BaseException as exc:  # reported by the bench's main thread
+            self.errors.append(exc)
+
+    def value(self, name: str) -> float:
+        return self.registry.get_sample_value(name) or 0.0
+
+    def consumed(self) -> int:
+        return int(self.value("scorer_events_consumed_total"))
+
+    def counters(self) -> dict[str, float]:
+        return {"consumed": self.consumed(),
+                "requests": self.value("scorer_requests_emitted_total"),
+                "batches": self.value("scorer_batch_duration_seconds_count"),
+                "batch_s": self.value("scorer_batch_duration_seconds_sum"),
+                "checkpoints": self.value("scorer_checkpoints_total"),
+                "thread": cpu_seconds(tid=self.tid) if self.tid else float("nan")}
+
+    def latency_buckets(self) -> list[tuple[float, float]]:
+        """(upper bound, cumulative count) of scorer_event_to_request_seconds."""
+        name = "scorer_event_to_request_seconds_bucket"
+        return sorted((float(s.labels["le"]), s.value) for metric in self.registry.collect()
+                      for s in metric.samples if s.name == name)
+
+    def check(self) -> None:
+        if self.errors:
+            raise RuntimeError(f"the scorer crashed: {self.errors[0]!r}") from self.errors[0]
+        if not self.thread.is_alive():
+            raise RuntimeError("the scorer thread ended on its own")
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the scorer (it checkpoints, commits, leaves its group) and free its clients: its
+        producer has no close(), and one alive past the broker logs its loss. Idempotent."""
+        if self._stop is None:
+            return
+        self._stop()
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            print(f"  the scorer did not stop within {timeout_s:g} s; it ends with the process",
+                  file=sys.stderr)
+            return
+        self._stop = None
+        gc.collect()  # the Scorer sits in reference cycles (bound-method callbacks)
+
+
+@dataclass
+class Wait:
+    """The scorer's progress to a target: the phase from its first counted batch to the target,
+    a (seconds, consumed) timeline, and this process's peak RSS sampled meanwhile."""
+
+    phase: Phase
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    rss_peak: float = 0.0
+
+
+def wait_consumed(run: ScorerThread, target: int, name: str, meter: Meter, progress: Progress,
+                  stall_s: float = 60.0) -> Wait:
+    """Block until the scorer has consumed `target` records, reading its counter every 20 ms.
+    The phase starts at the first change seen. Raises if the scorer dies or stalls `stall_s`."""
+    base = last = run.consumed()
+    moved, start = time.perf_counter(), meter.read()
+    timeline, rss_peak = [], 0.0
+    try:
+        while True:
+            run.check()
+            count, now = run.consumed(), time.perf_counter()
+            timeline.append((now, count))
+            rss_peak = max(rss_peak, rss_mb())
+            if count != last:
+                if last == base:
+                    start = meter.read()
+                last, moved = count, now
+            if count >= target:
+                end = meter.read()
+                return Wait(Phase(name, int(end["consumed"] - start["consumed"]), start, end),
+                            timeline, rss_peak)
+            if now - moved > stall_s:
+                raise RuntimeError(f"{name}: no progress for {stall_s:.0f} s at {count:,} of "
+                                   f"{target:,}")
+            progress.show(f"{name}: {count - base:,}/{target - base:,} consumed")
+            time.sleep(0.02)
+    finally:
+        progress.end()
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Upper bound of the bucket holding quantile q, from (le, cumulative count) buckets."""
+    total = buckets[-1][1] if buckets else 0.0
+    return next((le for le, cum in buckets if total and cum >= q * total), float("nan"))
+
+
+# -- latency: pacer and reader processes --------------------------------------------------------
+
+def pace(bootstrap: str, topic: str, rate: float, total: int, seed: int,
+         ready: Any, go: Any, stop: Any, results: Any) -> None:
+    """Child process: produce `total` fresh events at `rate` a second, every event stamped with
+    the wall clock just before its produce() call (events fall due in bursts ~1 ms apart)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it (`stop`, then SIGTERM)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "allow.auto.create.topics": False})
+    rng = np.random.default_rng(seed)
+    pending: deque[tuple[bytes, bytes]] = deque()
+    made, sent, worst = 0, 0, 0.0
+    ready.set()
+    go.wait()
+    start, cpu = time.perf_counter(), cpu_seconds()
+    while sent < total and not stop.is_set():
+        due = min(total, int((time.perf_counter() - start) * rate) + 1) - sent
+        if due <= 0:  # ahead of schedule: make events for later, or sleep
+            if len(pending) < 2000 and made < total:
+                pending.extend(event_bodies(rng, made, 1000, "lat-"))
+                made += 1000
+            else:
+                time.sleep(0.0005)
+            continue
+        while len(pending) < due:
+            pending.extend(event_bodies(rng, made, 1000, "lat-"))
+            made += 1000
+        worst = max(worst, due / rate)
+        ts = stamp(time.time())
+        produce_all(producer, topic, [(k, b + ts) for k, b in
+                                      (pending.popleft() for _ in range(due))])
+        sent += due
+    seconds = time.perf_counter() - start
+    producer.flush(30)
+    results.put({"sent": sent, "seconds": seconds, "worst_lag_s": worst,
+                 "cpu": cpu_seconds() - cpu})
+
+
+def read_requests(bootstrap: str, topic: str, partitions: int, since: float,
+                  ready: Any, stop: Any, results: Any) -> None:
+    """Child process: read the requests topic from the start; for each request whose event is
+    from `since` on (wall clock), record (receive time, receive time - event_timestamp). One
+    poll() a record, so no batch filling up holds a receive time back. `ready` is set once the
+    older requests are read (the first empty poll)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it (`stop`, then SIGTERM)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False,
+                         # The reader should add as little latency as it can.
+                         "fetch.wait.max.ms": 5})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: list[tuple[float, float]] = []
+    cpu = None
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.05)
+            if msg is None:
+                if cpu is None:
+                    cpu = cpu_seconds()
+                    ready.set()
+                continue
+            value = msg.value()
+            if msg.error() or value is None:
+                continue
+            received = time.time()
+            event_ts = orjson.loads(value)["event_timestamp"]
+            if event_ts >= since:
+                seen.append((received, received - event_ts))
+        results.put((seen, cpu_seconds() - (cpu or 0.0)))
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Latency:
+    """The paced phase: what was sent, what the reader measured, and how the scorer kept up."""
+
+    rate: float
+    sent: int
+    paced_s: float
+    worst_lag_s: float  # how far the pacer fell behind its schedule at worst
+    received: np.ndarray  # wall clock at which the reader got each request
+    seconds: np.ndarray  # latency of each request
+    histogram: list[tuple[float, float]]  # the scorer's own latency histogram over the phase
+    wait: Wait  # from the first paced event consumed to the last
+
+    def ms(self, q: float) -> float:
+        return float(np.quantile(self.seconds, q)) * 1e3 if self.seconds.size else float("nan")
+
+
+def measure_latency(run: ScorerThread, bootstrap: str, settings: ScorerSettings, partitions: int,
+                    rate: float, seconds: float, seed: int, meter: Meter,
+                    stack: contextlib.ExitStack, progress: Progress) -> Latency:
+    """Pace `rate` events a second for `seconds` into the caught-up scorer; time each request."""
+    ctx = mp.get_context("spawn")  # not fork: this process runs librdkafka threads
+    total = max(1000, int(rate * seconds))
+    pacer_ready, reader_ready, go, stop = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    paced, read = ctx.Queue(), ctx.Queue()
+    pacer = ctx.Process(target=pace, name="bench-pacer", daemon=True, args=(
+        bootstrap, settings.input_topic, rate, total, seed, pacer_ready, go, stop, paced))
+    reader = ctx.Process(target=read_requests, name="bench-reader", daemon=True, args=(
+        bootstrap, settings.requests_topic, partitions, time.time(), reader_ready, stop, read))
+    for proc in (pacer, reader):
+        proc.start()
+        stack.callback(_end_process, proc, go, stop)
+    if not (pacer_ready.wait(60) and reader_ready.wait(60)):
+        raise RuntimeError("the pacer or reader process did not start within 60 s")
+    before = run.latency_buckets()
+    go.set()
+    wait = wait_consumed(run, run.consumed() + total, f"paced at {rate:,.0f}/s", meter, progress)
+    sent = paced.get(timeout=60)
+    time.sleep(1.0)  # the last requests reach the reader
+    stop.set()
+    seen, reader_cpu = read.get(timeout=60)
+    pairs = np.asarray(seen, dtype=float).reshape(-1, 2)
+    # Their CPU since the pacer started / the reader was ready: tells them from other load.
+    wait.phase.start["children"], wait.phase.end["children"] = 0.0, sent["cpu"] + reader_cpu
+    hist = [(le, cum - c0) for (le, cum), (_, c0) in
+            zip(run.latency_buckets(), before, strict=True)]
+    return Latency(rate, sent["sent"], sent["seconds"], sent["worst_lag_s"], pairs[:, 0],
+                   pairs[:, 1], hist, wait)
+
+
+def _end_process(proc: Any, go: Any, stop: Any) -> None:
+    stop.set()
+    go.set()  # a pacer still waiting to start sees `stop` at once
+    proc.join(5)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5)
+
+
+# -- context: the broker-free core --------------------------------------------------------------
+
+@dataclass
+class Core:
+    """CPU seconds (this thread's: robust to other load) spent in PartitionScorer.process, and in
+    decode_inference_event alone, on the same `events` records."""
+
+    events: int = 0
+    process_s: float = 0.0
+    decode_s: float = 0.0
+
+
+def core_only(n: int, partitions: int, policy: SelectorPolicy, seed: int,
+              progress: Progress) -> Core:
+    """PartitionScorer.process (decode -> select -> encode requests) on `n` events made in
+    memory, `partitions` states fed ~1,000 / partitions records a call as the scorer does, and,
+    timed apart, decode_inference_event over the same records. Deferred (control-arm) picks are
+    not read back here (a couple per window)."""
+    rng = np.random.default_rng(seed + 1)
+    scorers = [PartitionScorer("bench", p, SelectorState.create(policy.scaled(1 / partitions), p),
+                               0, service_version="bench", fetch=lambda _offset: None)
+               for p in range(partitions)]
+    core = Core()
+    try:
+        while core.events < n:
+            parts: list[list[Record]] = [[] for _ in range(partitions)]
+            chunk = event_bodies(rng, core.events, min(1000, n - core.events))
+            for i, (key, body) in enumerate(chunk, core.events):
+                parts[i % partitions].append(Record(i // partitions, key,
+                                                    body + stamp(T0 + i * DT), 0.0))
+            start = time.thread_time()
+            for records in parts:
+                for record in records:
+                    decode_inference_event(record.value or b"")
+            middle = time.thread_time()
+            for scorer, records in zip(scorers, parts, strict=True):
+                scorer.process(records)
+            core.decode_s += middle - start
+            core.process_s += time.thread_time() - middle
+            core.events += len(chunk)
+            progress.show(f"core only: {core.events:,}/{n:,}")
+    finally:
+        progress.end()
+    return core
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def setup(bootstrap: str, partitions: int, n: int, seed: int, meter: Meter,
+          progress: Progress) -> tuple[str, Phase]:
+    """Create a fresh set of loop topics and produce the N bulk events to the input topic."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    create_topics(AdminClient({"bootstrap.servers": bootstrap}), loop_topics(partitions, prefix))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "allow.auto.create.topics": False})
+    rng = np.random.default_rng(seed)
+    start, done = meter.read(), 0
+    while done < n:
+        chunk = event_bodies(rng, done, min(10_000, n - done))
+        produce_all(producer, prefix + INFERENCE_EVENTS,
+                    [(k, b + stamp(T0 + i * DT)) for i, (k, b) in enumerate(chunk, done)])
+        done += len(chunk)
+        progress.show(f"produce: {done:,}/{n:,}")
+    if producer.flush(60) != 0:
+        raise RuntimeError("produce: records still undelivered after 60 s")
+    progress.end()
+    return prefix, Phase("produce (setup; generation incl.)", n, start, meter.read())
+
+
+def scorer_settings(bootstrap: str, prefix: str, batch_size: int | None,
+                    consumer: dict[str, Any]) -> ScorerSettings:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "ACTIVE_STREAM_SCORER_GROUP_ID": f"bench-scorer-{uuid.uuid4().hex[:8]}",
+           "ACTIVE_STREAM_SCORER_TOPIC_PREFIX": prefix,
+           "ACTIVE_STREAM_SCORER_METRICS_HOST": "127.0.0.1",
+           "ACTIVE_STREAM_SCORER_METRICS_PORT": "0",
+           # The embedded broker's group join takes session.timeout.ms / 2 (docs/brokers.md).
+           "ACTIVE_STREAM_KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "ACTIVE_STREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+    for key, value in consumer.items():
+        env["ACTIVE_STREAM_KAFKA_" + key.upper().replace(".", "_")] = str(value)
+    if batch_size:
+        env["ACTIVE_STREAM_SCORER_BATCH_SIZE"] = str(batch_size)
+    return ScorerSettings.from_env(env)
+
+
+def describe_scorer(args: argparse.Namespace) -> str:
+    settings = [f"batch_size={args.batch_size}"] if args.batch_size else []
+    return ", ".join(settings + args.kafka) or "default settings"
+
+
+def bench_policy() -> SelectorPolicy:
+    default = SelectorPolicy()
+    return replace(default, budget=replace(default.budget, labels_per_hour=1e9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--out", type=Path,
+                        help="write scorer.png, summary.json (and scorer.prof) here")
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--latency-share", type=float, default=0.5,
+                        help="paced rate as a share of the (iii) rate")
+    parser.add_argument("--core-events", type=int, default=200_000,
+                        help="events for the broker-free core figure (0: skip it)")
+    parser.add_argument("--batch-size", type=int,
+                        help="ACTIVE_STREAM_SCORER_BATCH_SIZE (default: the scorer's own)")
+    parser.add_argument("--fetch-queue-backoff-ms", type=int, default=10,
+                        help="fetch.queue.backoff.ms of the consumers in (i)-(iii); "
+                        "-1: librdkafka's default (1000)")
+    parser.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                        help="a librdkafka property for the scorer's clients (repeatable), e.g. "
+                        "fetch.wait.max.ms=10")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the scorer thread in (iii); skips the paced phase")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            run_bench(args, stack)
+    except KeyboardInterrupt:
+        print("\ninterrupted: scorer, clients and broker stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    progress, n, parts = Progress(), args.events, args.partitions
+    consumer = {} if args.fetch_queue_backoff_ms < 0 else {
+        "fetch.queue.backoff.ms": args.fetch_queue_backoff_ms}
+    broker = stack.enter_context(EmbeddedBroker())
+    assert broker.pid is not None
+    meter = Meter(broker.pid)
+    size = len(event_bodies(np.random.default_rng(0), 0, 1)[0][1] + stamp(T0))
+    print(f"scorer benchmark: {n:,} 10-class inference events ({size} B), {parts} partitions, "
+          f"embedded Tansu broker, {os.cpu_count()} cores (load average "
+          f"{os.getloadavg()[0]:.2f} at start); consumers: {consumer or 'librdkafka defaults'}; "
+          f"scorer: {describe_scorer(args)}\n", flush=True)
+    prefix, produced = setup(broker.bootstrap, parts, n, args.seed, meter, progress)
+    print(produced.line(), flush=True)
+    phases = [produced]
+    for name, work in (("(i)   consume only", None),
+                       ("(ii)  consume + orjson.loads", orjson.loads)):
+        phases.append(consume_rate(broker.bootstrap, prefix + INFERENCE_EVENTS, parts, n, name,
+                                   work, consumer, meter, progress))
+        print(phases[-1].line(), flush=True)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+
+    extra = dict(kv.split("=", 1) for kv in args.kafka)
+    settings = scorer_settings(broker.bootstrap, prefix, args.batch_size, {**consumer, **extra})
+    policy = bench_policy()
+    run = ScorerThread(settings, policy, args.profile)
+    # Ctrl-C in a terminal reaches the broker too (one process group): once it is gone, a
+    # graceful stop could only wait out the scorer's 60 s flush timeouts.
+    stack.callback(lambda: run.stop(60.0 if broker.running() else 2.0))
+    meter.scorer = run
+    scored = wait_consumed(run, n, "(iii) scorer end to end", meter, progress)
+    startup = scored.phase.start["t"] - run.started
+    print(scored.phase.line(), flush=True)
+    latency = None
+    if not args.profile:
+        latency = measure_latency(run, broker.bootstrap, settings, parts,
+                                  args.latency_share * scored.phase.rate, args.latency_seconds,
+                                  args.seed + 2, meter, stack, progress)
+        print(latency.wait.phase.line(), flush=True)
+    run.stop()
+    if run.profile is not None:
+        print_profile(run.profile, args.out)
+    core = None
+    if args.core_events:
+        core = core_only(min(args.core_events, n), parts, policy, args.seed, progress)
+    report(args, phases, scored, startup, latency, core, rss_before,
+           rss_mb(broker.pid, "VmHWM:"))
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def breakdown(phase: Phase, core: Core | None) -> list[str]:
+    """Where the scorer's wall time goes, per 1,000 events: the batch-duration histogram splits
+    the loop, the scorer thread's CPU time splits working from waiting, and the broker-free core
+    (CPU time, measured apart) splits the work into decode, select + encode, and the shell."""
+    k = 1000 / phase.events * 1e3  # seconds over the phase -> ms per 1,000 events
+    wall, inside, cpu = phase.seconds * k, phase.d("batch_s") * k, phase.d("thread") * k
+    batches = max(1.0, phase.d("batches"))
+    lines = [f"    per 1,000 events: {wall:5.1f} ms wall = {inside:5.1f} ms in Scorer._process "
+             f"(decode..commit; {batches:,.0f} batches of {phase.events / batches:,.0f}) + "
+             f"{wall - inside:4.1f} ms in the rest of the loop (consume, feedback poll, "
+             "checkpoints)",
+             f"                      {wall:5.1f} ms wall = {cpu:5.1f} ms on a CPU (the scorer "
+             f"thread) + {wall - cpu:5.1f} ms off it (waiting on the broker: consume, flush, "
+             "commit; or for a core or the GIL)"]
+    if core is not None:
+        decode = core.decode_s / core.events * 1e6
+        rest = (core.process_s - core.decode_s) / core.events * 1e6
+        lines.append(f"                      {cpu:5.1f} ms CPU  = {decode:5.1f} ms "
+                     f"decode_inference_event + {rest:5.1f} ms select and encode (both measured "
+                     f"without Kafka) + {cpu - decode - rest:5.1f} ms the Kafka shell (messages, "
+                     "produce, metrics, checkpoints)")
+    requests = phase.d("requests")
+    lines.append(f"    {requests:,.0f} requests ({requests / phase.events:.2%}), "
+                 f"{phase.d('checkpoints'):.0f} checkpoints")
+    return lines
+
+
+def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup: float,
+           latency: Latency | None, core: Core | None, rss_before: float,
+           broker_rss: float) -> None:
+    produced, consumed, decoded = phases
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+    ratio = scored.phase.rate / decoded.rate
+    print(f"\nResults: {args.events:,} events, {args.partitions} partitions"
+          f"{' (scorer under cProfile: slowed)' if args.profile else ''}")
+    for phase in (produced, consumed, decoded, scored.phase):
+        print(f"  {phase.name:<40} {phase.rate:>9,.0f} events/s")
+    print(f"  {'ratio (iii)/(ii)':<40} {ratio:>9.2f}   "
+          f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")
+    print("\n".join(breakdown(scored.phase, core)))
+    print(f"    startup (group join + restore), not timed: {startup:.1f} s")
+    summary: dict[str, Any] = {
+        "events": args.events, "partitions": args.partitions,
+        "consume_eps": round(consumed.rate), "decode_eps": round(decoded.rate),
+        "scorer_eps": round(scored.phase.rate), "ratio": round(ratio, 3),
+        "core_eps": round(core.events / core.process_s) if core else None,
+        "scorer_startup_s": round(startup, 2), "peak_rss_mb": round(peak, 1),
+        "other_load_cores_iii": round(scored.phase.others(), 2),
+        "broker_peak_rss_mb": round(broker_rss, 1), "profiled": args.profile,
+    }
+    if core is not None:
+        print(f"  {'core only, no Kafka (context)':<40} {core.events / core.process_s:>9,.0f} "
+              f"events per CPU second (PartitionScorer.process, {core.events:,} events in "
+              "memory)")
+    rss_peak = scored.rss_peak
+    if latency is not None:
+        rss_peak = max(rss_peak, latency.wait.rss_peak)
+        summary.update(print_latency(latency))
+        print_latency_breakdown(latency)
+    print(f"  {'peak RSS, bench process':<40} {peak:9.1f} MB   (holds the scorer and the bench's "
+          f"consumers: an upper bound; {rss_before:.0f} MB before the scorer started, at most "
+          f"{rss_peak:.0f} MB sampled while it ran)")
+    print(f"  {'peak RSS, broker':<40} {broker_rss:9.1f} MB   (memory storage: every event)")
+    if args.out:
+        print(f"  {plot(args.out, scored, latency)}")
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("JSON " + json.dumps(summary), flush=True)
+
+
+def print_latency(lat: Latency) -> dict[str, Any]:
+    phase = lat.wait.phase
+    p50, p99 = lat.ms(0.5), lat.ms(0.99)
+    print(f"  {'latency, paced at ' + format(lat.rate, ',.0f') + ' events/s':<40} p50 {p50:6.1f} "
+          f"ms   p99 {p99:6.1f} ms   max {lat.ms(1.0):6.1f} ms   ({lat.seconds.size:,} requests)")
+    print(f"    = when a reader process got the request from the requests topic minus its "
+          f"event_timestamp (the pacer's wall clock at produce); includes the pacer's linger "
+          f"(5 ms), the scorer's batching, flush and commit, and the reader's fetch. A caught-up "
+          f"consumer waits up to fetch.wait.max.ms (librdkafka: 500) for data: Tansu does not "
+          f"answer a waiting fetch early when records arrive (try --kafka "
+          f"fetch.wait.max.ms=20).\n"
+          f"    paced {lat.sent:,} events in {lat.paced_s:.1f} s (worst lag behind schedule "
+          f"{lat.worst_lag_s * 1e3:.0f} ms); the scorer consumed them at {phase.rate:,.0f}/s, "
+          f"the last {phase.seconds - lat.paced_s:.2f} s after the pacer ended; it emitted "
+          f"{phase.d('requests'):,.0f} requests; its own histogram (wall at produce - event "
+          f"time) says p50 <= {histogram_quantile(lat.histogram, 0.5):g} s, p99 <= "
+          f"{histogram_quantile(lat.histogram, 0.99):g} s")
+    behind = phase.seconds - lat.paced_s
+    if behind > 1.0:
+        print(f"    NOTE: the scorer fell behind the pacer (it consumed the last event "
+              f"{behind:.1f} s after it was produced), so these latencies include a growing "
+              "backlog; see the machine's other load above, or pace slower (--latency-share)")
+    return {"latency_rate_eps": round(lat.rate), "paced_scorer_eps": round(phase.rate),
+            "latency_p50_ms": round(p50, 1),
+            "latency_p99_ms": round(p99, 1), "latency_requests": int(lat.seconds.size)}
+
+
+def print_latency_breakdown(lat: Latency) -> None:
+    print("    the scorer while paced:")
+    print("\n".join(breakdown(lat.wait.phase, None)))
+
+
+def print_profile(profile: cProfile.Profile, out: Path | None) -> None:
+    buf = io.StringIO()
+    stats = pstats.Stats(profile, stream=buf)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    print("\ncProfile of the scorer thread, start to stop (profiling slows it):")
+    print(buf.getvalue())
+    if out is not None:
+        stats.dump_stats(out / "scorer.prof")
+
+
+def plot(out: Path, scored: Wait, latency: Latency | None) -> str:
+    """scorer.png: (iii) throughput over time; latency over the paced phase, and its CDF."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no plot"
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    t = np.array([s for s, _ in scored.timeline]) - scored.timeline[0][0]
+    c = np.array([n for _, n in scored.timeline], dtype=float)
+    step = max(1, len(t) // 200)
+    axes[0].plot(t[step::step], np.diff(c[::step]) / np.diff(t[::step]))
+    axes[0].set(title="(iii) scorer throughput", xlabel="s since the scorer started",
+                ylabel="events/s")
+    if latency is not None and latency.seconds.size:
+        ms = latency.seconds * 1e3
+        axes[1].plot(latency.received - latency.received.min(), ms, ".", markersize=2)
+        axes[1].set(title=f"event-to-request latency, paced at {latency.rate:,.0f} events/s",
+                    xlabel="s since the first request", ylabel="ms")
+        axes[2].plot(np.sort(ms), np.arange(1, ms.size + 1) / ms.size)
+        axes[2].set_xscale("log")
+        axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axes[2].set(title="latency distribution", xlabel="ms (log)", ylabel="share of requests")
+    fig.tight_layout()
+    fig.savefig(out / "scorer.png", dpi=100)
+    plt.close(fig)
+    return f"plot: {out / 'scorer.png'}"
+
+
+if __name__ == "__main__":
+    main()
