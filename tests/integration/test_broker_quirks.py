@@ -11,6 +11,7 @@ read until librdkafka's end-of-partition event, which this broker reports at the
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -470,3 +471,43 @@ def test_offsets_for_times_always_answers_offset_zero(
                    for ts in (500, 2500, 10**13)]
     assert answers == [0, 0, 0]
 
+
+
+# --- 8. a waiting fetch is held for fetch.wait.max.ms ---------------------------------------------
+
+def _idle_delivery_ms(broker: EmbeddedBroker, topic: str, wait_ms: int) -> float:
+    """Median ms from producing one record to a waiting consumer receiving it (8 tries)."""
+    latencies = []
+    with _producer(broker, **{"linger.ms": 0}) as producer:
+        consumer = _consumer(broker, **{"fetch.wait.max.ms": wait_ms,
+                                        "fetch.queue.backoff.ms": 10,
+                                        "enable.partition.eof": False})
+        try:
+            consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
+            consumer.poll(1.0)  # the consumer is now parked in a fetch
+            for i in range(8):
+                time.sleep(0.13 * (i % 3 + 1))  # land at different points of the wait
+                started = time.monotonic()
+                producer.produce(topic, b"ping", partition=0)
+                _flush(producer)
+                msg = None
+                while msg is None or msg.error():
+                    msg = consumer.poll(IO_TIMEOUT_S)
+                latencies.append((time.monotonic() - started) * 1000)
+        finally:
+            consumer.close()
+    return statistics.median(latencies)
+
+
+def test_a_waiting_fetch_is_not_answered_when_records_arrive(
+    broker: EmbeddedBroker, unique_topic: str
+) -> None:
+    """Kafka: a fetch waiting for data returns as soon as fetch.min.bytes (1) is there, so an idle
+    consumer sees a new record within milliseconds whatever fetch.wait.max.ms is. Tansu: the fetch
+    is held for fetch.wait.max.ms, so librdkafka's 500 ms default adds up to half a second of
+    latency (measured: median ~120 ms with 500 ms against ~4 ms with 10 ms)."""
+    _create(broker, unique_topic)
+    slow = _idle_delivery_ms(broker, unique_topic, 500)
+    fast = _idle_delivery_ms(broker, unique_topic, 10)
+    assert slow >= 40, (slow, fast)
+    assert slow > 5 * fast, (slow, fast)
