@@ -157,6 +157,9 @@ class EmbeddedBroker:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets PDEATHSIG, no locks
+                # Its own session: a terminal's Ctrl-C reaches only our process, which then stops
+                # the broker after the clients that use it (not the broker first, under them).
+                start_new_session=True,
             )
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
