@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.core.events import PredictionLike
 from services.core.feedback import FeedbackPolicy, weights_from_agreement
 
 Predicted = tuple[str | None, str]
@@ -26,17 +27,6 @@ Predicted = tuple[str | None, str]
 
 Outcome = tuple[str, bool]
 """(human class, whether the model agreed with the human on that annotation)."""
-
-
-class PredictionLike(Protocol):
-    @property
-    def scores(self) -> Mapping[str, float] | None: ...
-
-    @property
-    def label(self) -> str | None: ...
-
-    @property
-    def instance_id(self) -> str | None: ...
 
 
 class AnnotationLike(Protocol):
