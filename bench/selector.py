@@ -18,45 +18,28 @@ import resource
 import sys
 import time
 import tracemalloc
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from services.core import BudgetPolicy, PredictionBatch, SelectorPolicy, SelectorState, select
+from services.streaming.events import InferenceEvent, Prediction
 
 CLASSES = [f"class_{i}" for i in range(10)]
 
 
-@dataclass(frozen=True)
-class Pred:
-    scores: Mapping[str, float] | None
-    label: str | None = None
-    confidence: float | None = None
-    instance_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: str
-    asset_id: str
-    model_id: str
-    model_version: str
-    timestamp: float
-    predictions: tuple[Pred, ...]
-
-
 def make_events(rng: np.random.Generator, start: int, n_preds: int, objects: int,
-                rate: float = 1000.0) -> list[Event]:
+                rate: float = 1000.0) -> list[InferenceEvent]:
     """n_preds predictions in n_preds / objects events (`rate` per second of event time),
     assets numbered from `start`."""
     probs = rng.dirichlet(np.full(10, 0.3), size=n_preds).tolist()
     out = []
     for i in range(n_preds // objects):
         k = start + i
-        preds = tuple(Pred(dict(zip(CLASSES, probs[i * objects + j], strict=True)))
+        preds = tuple(Prediction(dict(zip(CLASSES, probs[i * objects + j], strict=True)))
                       for j in range(objects))
-        out.append(Event(f"e{k}", f"asset-{k}", "detector", "2024-06", 1.7e9 + k / rate, preds))
+        out.append(InferenceEvent(1, f"e{k}", f"asset-{k}", None, "detector", "2024-06",
+                                  1.7e9 + k / rate, preds, None))
     return out
 
 
