@@ -87,6 +87,7 @@ class Scorer:
         self._assigned_once = False
         self._heartbeat = time.monotonic()
         self._ceiling = DeadLetterWindow(DeadLetterCeiling())
+        self._plain_producer: Producer | None = None
         client = settings.kafka.client
         self.consumer = Consumer(client({
             "group.id": settings.group_id,
@@ -338,7 +339,10 @@ class Scorer:
         """Markers cannot be written inside a transaction: exactly_once uses a plain producer."""
         if not self.eos:
             return self.producer
-        return Producer(self.settings.kafka.client({"allow.auto.create.topics": False}))
+        if self._plain_producer is None:
+            self._plain_producer = Producer(
+                self.settings.kafka.client({"allow.auto.create.topics": False}))
+        return self._plain_producer
 
     def _fetch_from(self, partition: int) -> Callable[[int], bytes | None]:
         def fetch(offset: int) -> bytes | None:
@@ -356,6 +360,7 @@ class Scorer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         resume = self._restore(partitions)
+        self._heartbeat = time.monotonic()  # a long restore is progress, not a stuck loop
         consumer.assign(resume)
         # Newly owned partitions get the latest known weights once their replay is done (a
         # restored state may hold them already: setting equal weights changes nothing).
