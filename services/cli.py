@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from services.evaluation.cli import add_parser as add_label_efficiency
+from services.streaming import logs
 from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
 from services.streaming.settings import (
     KafkaSettings,
@@ -123,8 +123,7 @@ def cmd_label_sink(args: argparse.Namespace) -> int:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(os.environ)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
