@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 import orjson
 from confluent_kafka.admin import AdminClient
 
+from services import service_version
 from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
 from services.core.triggers import Decision, Fired, TriggerPolicy, trigger_id
@@ -66,13 +66,6 @@ _PRUNE_EVERY = 1000
 
 class SinkUnavailable(RuntimeError):
     """The sink cannot start (topics missing, partition counts differ); the message says why."""
-
-
-def service_version() -> str:
-    try:
-        return metadata.version("active-stream")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from confluent_kafka import (
@@ -34,6 +33,7 @@ from confluent_kafka import (
 )
 from prometheus_client import CollectorRegistry
 
+from services import service_version
 from services.core import SelectorPolicy, SelectorState
 from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
@@ -56,13 +56,6 @@ log = logging.getLogger(__name__)
 
 class ScorerUnavailable(RuntimeError):
     """The scorer cannot start (e.g. its topics are missing); the message says what to do."""
-
-
-def service_version() -> str:
-    try:
-        return metadata.version("active-stream")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class Scorer:

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from services.streaming.ops import OpsServer
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+from tests.integration.kafka_support import http_get
 
 
 def test_metrics_health_and_readiness() -> None:
@@ -28,14 +20,14 @@ def test_metrics_health_and_readiness() -> None:
                        ready=lambda: (state["ready"], "ready" if state["ready"] else "restoring"))
     server.start()
     try:
-        status, body = _get(server.port, "/metrics")
+        status, body = http_get(server.port, "/metrics")
         assert status == 200 and "demo_events_consumed_total 7.0" in body
-        assert _get(server.port, "/healthz") == (200, "ok\n")
-        assert _get(server.port, "/readyz") == (503, "restoring\n")
+        assert http_get(server.port, "/healthz") == (200, "ok\n")
+        assert http_get(server.port, "/readyz") == (503, "restoring\n")
         state["ready"] = True
-        assert _get(server.port, "/readyz") == (200, "ready\n")
-        assert _get(server.port, "/nope")[0] == 404
+        assert http_get(server.port, "/readyz") == (200, "ready\n")
+        assert http_get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
     with pytest.raises(urllib.error.URLError):
-        _get(server.port, "/healthz")
+        http_get(server.port, "/healthz")
