@@ -21,7 +21,7 @@ from services.evaluation.harness import SeedRun
 ROUND = 6
 
 
-def _r(x: float) -> float:
+def _r(x: float | np.floating) -> float:
     return round(float(x), ROUND)
 
 

@@ -58,7 +58,8 @@ from services.streaming.settings import LabelSinkSettings, SettingsError
 log = logging.getLogger(__name__)
 
 SERVICE = "label-sink"
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                        "value_serializer": "raw"}
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
@@ -199,7 +200,8 @@ def build_app(
                              key=msg.key)
         await topic.send(key=msg.key, value=encode_event(record))
 
-    prune_state = {"inserted": 0, "newest": {}}
+    inserted = [0]  # requests stored since the last prune
+    newest: dict[int, float] = {}  # newest request event time per partition
 
     @app.agent(requests_in)
     @crashes_worker
@@ -214,11 +216,10 @@ def build_app(
             partition = event.message.partition
             requests[request.request_id] = request_row(request, partition)
             metrics.requests.inc()
-            newest = prune_state["newest"]
             newest[partition] = max(newest.get(partition, 0.0), request.event_timestamp)
-            prune_state["inserted"] += 1
-            if prune_state["inserted"] >= max(_PRUNE_EVERY, len(requests) // 2):
-                prune_state["inserted"] = 0
+            inserted[0] += 1
+            if inserted[0] >= max(_PRUNE_EVERY, len(requests) // 2):
+                inserted[0] = 0
                 _prune(requests, partition, newest[partition] - settings.request_ttl_s)
 
     @app.agent(labels_in)
@@ -241,11 +242,11 @@ def build_app(
             row = joined_label(label, msg.partition, msg.offset, request)
             if row is None:  # nothing to count it under: dead-letter it, never drop it
                 metrics.unattributed.inc()
-                exc = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
-                                   f"absent, and request_id {label.request_id!r} answers no "
-                                   "known request (within request_ttl_s)")
-                metrics.invalid.labels(exc.code.value).inc()
-                await send_dead_letter(labels_dlq, event, exc)
+                orphan = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
+                                      f"absent, and request_id {label.request_id!r} answers no "
+                                      "known request (within request_ttl_s)")
+                metrics.invalid.labels(orphan.code.value).inc()
+                await send_dead_letter(labels_dlq, event, orphan)
                 continue
             await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
@@ -318,12 +319,13 @@ def build_app(
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
 
-    @app.on_partitions_revoked.connect
+    # mode's Signal.connect stubs want a `signal` keyword we receive through **kwargs.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         status.assigned = False
         ledger.invalidate()  # rows may move to another worker: rebuild from what stays here
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         status.assigned = True
         ledger.invalidate()
