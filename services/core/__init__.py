@@ -14,7 +14,7 @@ from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
 from services.core.events import InferenceEventLike, PredictionLike
 from services.core.feedback import FeedbackPolicy
-from services.core.policy import SelectorPolicy, WarmupPolicy
+from services.core.policy import SelectorPolicy, WarmupPolicy, with_overrides
 from services.core.reservoir import ReservoirPolicy
 from services.core.selection import STRATEGIES, Selected, Selection
 from services.core.selector import SelectorState, select
@@ -38,4 +38,5 @@ __all__ = [
     "ThresholdPolicy",
     "WarmupPolicy",
     "select",
+    "with_overrides",
 ]

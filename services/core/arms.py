@@ -73,7 +73,10 @@ def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.n
         if v is None:  # created at its first asset, after this segment
             continue
         if not v.ready:
-            kind[k] = 1 if pol.warmup.rate > 0.0 and v.warmup_used < pol.warmup.quota else 0
+            # Warm-up guards the threshold arm only: its thresholds need calibrated stats. The
+            # reservoir mode ranks a window's candidates by uncertainty, which needs none.
+            warming = pol.mode == "threshold" and pol.warmup.rate > 0.0
+            kind[k] = 1 if warming and v.warmup_used < pol.warmup.quota else 0
         elif thresholding:
             kind[k] = 2
     if not kind.any():
@@ -190,7 +193,9 @@ def _relative_driver(view: BatchView, i: int, conf_thr: dict[int, np.ndarray]) -
 
 def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> None:
     """Offer the segment's still-free assets to the window's reservoirs: all of them to the
-    uniform control arm, those of ready versions (weight = priority) to the weighted ones."""
+    uniform control arm, those with a scored driver (weight = priority) to the weighted ones,
+    whether or not their version's stats are ready (ranking within a window needs no
+    calibration, so a retrained model version is served from its first asset)."""
     idx = lo + np.flatnonzero(free)
     if idx.shape[0] == 0:
         return
@@ -199,13 +204,13 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
     if state.policy.mode != "reservoir":
         return
     b = view.batch
-    ready = np.array([v is not None and v.ready for v in view.versions])
-    mine = idx[ready[b.asset_model[idx]] & (view.driver[idx] >= 0)]
+    mine = idx[view.driver[idx] >= 0]
     if mine.shape[0] == 0:
         return
     groups = np.zeros(mine.shape[0], dtype=np.uint64)
     for k, book in enumerate(view.books):
-        assert book is not None
+        if book is None:  # created at its first asset, later (its assets have no driver yet)
+            continue
         sel = b.asset_model[mine] == k
         if sel.any():
             groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]

@@ -37,7 +37,7 @@ class BudgetPolicy:
     """
 
     share: float = 0.02
-    share_burst: float = 50.0
+    share_burst: float = 10.0
     labels_per_hour: float = 1000.0
     burst: float = 50.0
     exploration_share: float = 0.1

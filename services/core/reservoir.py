@@ -27,13 +27,15 @@ class ReservoirPolicy:
     flush (None = as many as the budget grants); `control_size`: uniform control-arm reservoir
     size (0 = off); `window_seconds` / `window_assets`: a window closes (and flushes) when the
     event-time watermark crosses a multiple of window_seconds or after window_assets assets
-    (0 = no count window)."""
+    (0 = no count window). 50 assets keep a window short enough that a frequently retrained
+    model's newest uncertainties drive the picks, and long enough to rank (measured in the
+    label-efficiency benchmark: 20-100 assets all beat random; see README)."""
 
     per_class: int = 16
     top_k: int | None = None
     control_size: int = 2
     window_seconds: float = 600.0
-    window_assets: int = 0
+    window_assets: int = 50
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:

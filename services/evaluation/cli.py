@@ -7,7 +7,8 @@ Wire-up: `add_parser(subparsers)` adds `label-efficiency` to a `bench` sub-comma
 (bad data set, bad option) print one line on stderr and return 2.
 
 Hidden options (for policy studies, not in --help): `--policy-json` (a JSON object, or @FILE,
-of `SelectorPolicy` overrides, nested by sub-policy: {"budget": {"share": 0.1}}), `--batch-size`
+of `SelectorPolicy` overrides, nested by sub-policy: {"mode": "threshold"}; applied after
+`--budget`, which sets the policy's budget share), `--batch-size`
 (events per `select` call, default 1), `--event-spacing` (seconds of event time between stream
 events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
 """
@@ -73,12 +74,15 @@ class UsageError(Exception):
     """An expected failure; printed as one line."""
 
 
-def policy_from_json(text: str | None) -> tuple[Any, dict[str, Any]]:
-    """(SelectorPolicy, the overrides as given). `text`: JSON object or @path; None = default."""
-    from services.core import SelectorPolicy
+def policy_from_json(text: str | None, budget: float) -> tuple[Any, dict[str, Any]]:
+    """(SelectorPolicy, the overrides as given). The default policy with its budget share set
+    to `budget` (what a user of the scorer sets as its labeling budget), then `text`'s overrides
+    (a JSON object or @path) on top."""
+    from services.core import SelectorPolicy, with_overrides
 
+    base = with_overrides(SelectorPolicy(), {"budget": {"share": budget}})
     if not text:
-        return SelectorPolicy(), {}
+        return base, {}
     try:
         raw = Path(text[1:]).read_text() if text.startswith("@") else text
         overrides = json.loads(raw)
@@ -86,24 +90,10 @@ def policy_from_json(text: str | None) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"--policy-json: {exc}") from None
     if not isinstance(overrides, dict):
         raise UsageError("--policy-json must be a JSON object")
-    return _replace(SelectorPolicy(), overrides, "policy"), overrides
-
-
-def _replace(obj: Any, overrides: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key not in names:
-            raise UsageError(f"--policy-json: {where} has no field {key!r}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = _replace(current, value, f"{where}.{key}")
-        else:
-            changes[key] = value
     try:
-        return dataclasses.replace(obj, **changes)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"--policy-json: {where}: {exc}") from None
+        return with_overrides(base, overrides), overrides
+    except ValueError as exc:
+        raise UsageError(f"--policy-json: {exc}") from None
 
 
 def _strategies(spec: str | None) -> tuple[str, ...]:
@@ -138,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.mode != "inprocess":
         raise UsageError("--mode kafka is not available from this command yet; use inprocess")
-    policy, overrides = policy_from_json(args.policy_json)
+    policy, overrides = policy_from_json(args.policy_json, args.budget)
     try:
         settings = Settings(args.dataset, args.seeds, args.seed_labels, args.budget,
                             args.retrain_every, _strategies(args.strategies), args.test_share,

@@ -1,5 +1,6 @@
 """Statistical behaviour with fixed seeds: variable uncertainty holds its rate and re-adapts after
-a shift; class-relative thresholds and class feedback send the budget to the weak class."""
+a shift; class-relative thresholds and class feedback send the budget to the weak class; the
+default (reservoir) policy spends on the weak class and serves a new model version at once."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ BUDGET = BudgetPolicy(share=SHARE, share_burst=5.0, labels_per_hour=1e9, burst=1
                       exploration_share=0.0)
 
 
+def _threshold(**kw: object) -> SelectorPolicy:
+    """A policy of the threshold mode (the arm most tests here study)."""
+    return SelectorPolicy(mode="threshold", **kw)  # type: ignore[arg-type]
+
+
 def _run(policy: SelectorPolicy, bs: list[PredictionBatch], seed: int = 0
          ) -> tuple[SelectorState, list[Selected]]:
     state = SelectorState.create(policy, seed)
@@ -38,7 +44,7 @@ def _shift_stream() -> list[PredictionBatch]:
 
 
 def test_variable_uncertainty_hits_target_rate_and_readapts_after_shift() -> None:
-    policy = SelectorPolicy(budget=BUDGET, thresholds=ThresholdPolicy(class_relative_q=0.0),
+    policy = _threshold(budget=BUDGET, thresholds=ThresholdPolicy(class_relative_q=0.0),
                             warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0)
     bs = _shift_stream()
     state = SelectorState.create(policy, 1)
@@ -57,7 +63,7 @@ def test_variable_uncertainty_hits_target_rate_and_readapts_after_shift() -> Non
 
 def test_fixed_threshold_starves_after_the_same_shift() -> None:
     """The control for the test above: a threshold tuned before the shift stops spending."""
-    policy = SelectorPolicy(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
+    policy = _threshold(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
                             thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.45,
                                                        class_relative_q=0.0))
     state = SelectorState.create(policy, 1)
@@ -66,7 +72,7 @@ def test_fixed_threshold_starves_after_the_same_shift() -> None:
 
 
 def test_selected_are_more_uncertain_than_the_stream() -> None:
-    policy = SelectorPolicy(budget=BUDGET, thresholds=ThresholdPolicy(class_relative_q=0.0),
+    policy = _threshold(budget=BUDGET, thresholds=ThresholdPolicy(class_relative_q=0.0),
                             warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0)
     bs = _shift_stream()[:60]
     _, picks = _run(policy, bs)
@@ -93,7 +99,7 @@ def test_class_relative_spends_on_the_low_confidence_class() -> None:
     """Shoulders (confidence ~0.6) vs ball (~0.98), equally frequent: the per-class bottom-q rule
     scaled by each class's difficulty spends the budget on shoulders."""
     bs = _two_class_stream(5, shoulder=(3, 2), ball=(50, 1))
-    policy = SelectorPolicy(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
+    policy = _threshold(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
                             thresholds=ThresholdPolicy(mode="off", class_relative_q=0.05))
     state, picks = _run(policy, bs)
     assert _share(picks, "shoulder", {"class_relative"}) > 0.9
@@ -102,17 +108,44 @@ def test_class_relative_spends_on_the_low_confidence_class() -> None:
             assert s.threshold is not None and 0.0 < s.threshold <= 1.0
 
 
-def test_default_policy_spends_little_exploit_budget_on_the_ball() -> None:
+def test_threshold_policy_spends_little_exploit_budget_on_the_ball() -> None:
     """Half the stream is ball; variable uncertainty's threshold settles where about half the
     budget-available arrivals are uncertain, so a few low-confidence balls still get through."""
     bs = _two_class_stream(6, shoulder=(3, 2), ball=(50, 1))
-    _, picks = _run(SelectorPolicy(budget=replace(BUDGET, exploration_share=0.1)), bs)
+    _, picks = _run(_threshold(budget=replace(BUDGET, exploration_share=0.1)), bs)
     assert _share(picks, "shoulder", {"variable_uncertainty", "class_relative"}) > 0.88
+
+
+def test_default_policy_spends_its_exploit_budget_on_the_weak_class() -> None:
+    """The default (reservoir) policy ranks each window by uncertainty: shoulders win."""
+    bs = _two_class_stream(6, shoulder=(3, 2), ball=(50, 1))
+    _, picks = _run(SelectorPolicy(budget=replace(BUDGET, exploration_share=0.1)), bs)
+    assert _share(picks, "shoulder", {"reservoir"}) > 0.95
+    assert len(picks) <= SHARE * 40_000 + BUDGET.share_burst
+
+
+def test_default_policy_serves_a_new_version_from_its_first_window() -> None:
+    """No warm-up in the reservoir mode: a retrained version's first window already grants its
+    most uncertain assets, although its stats are far from ready."""
+    policy = SelectorPolicy(budget=replace(BUDGET, share=0.1, share_burst=5.0))
+    rng = np.random.default_rng(3)
+    state = SelectorState.create(policy, 0)
+    for version in ("v1", "v2"):
+        conf = rng.beta(3, 2, 200)
+        evs = top1_events(["x"] * 200, conf, model=("m", version))
+        picks = [s for b in batches(evs, 25) for s in select(state, b).selected]
+        assert not state.versions[("m", version)].ready
+        assert picks and {s.strategy for s in picks} == {"reservoir"}
+        assert all(s.model_version == version for s in picks)
+        first_window = [s for s in picks if s.event_time < evs[50].timestamp]
+        assert first_window
+        # each window's grants are its most uncertain assets (weighted draw, so near the top)
+        assert np.mean([s.score for s in picks]) > np.mean(1 - conf) + 0.1
 
 
 def test_feedback_weights_move_budget_to_the_weak_class() -> None:
     bs = _two_class_stream(8, shoulder=(4, 2), ball=(4, 2))  # same confidence for both
-    policy = SelectorPolicy(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0)
+    policy = _threshold(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0)
     exploit = {"variable_uncertainty", "class_relative"}
     _, before = _run(policy, bs)
     assert 0.4 < _share(before, "shoulder", exploit) < 0.6
@@ -126,7 +159,7 @@ def test_feedback_weights_move_budget_to_the_weak_class() -> None:
 
 
 def test_cold_start_warms_up_each_new_version_at_random() -> None:
-    policy = SelectorPolicy(budget=replace(BUDGET, share=0.5, share_burst=50.0),
+    policy = _threshold(budget=replace(BUDGET, share=0.5, share_burst=50.0),
                             warmup=WarmupPolicy(rate=0.2, quota=30))
     rng = np.random.default_rng(2)
     conf = rng.beta(3, 2, 3000)

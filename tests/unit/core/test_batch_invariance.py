@@ -33,6 +33,7 @@ from services.core import (
 from tests.unit.core.synth import mixed_events
 
 ACTIVE = SelectorPolicy(
+    mode="threshold",
     measure="entropy", aggregation="topk", top_k=2,
     budget=BudgetPolicy(share=0.2, share_burst=6.0, labels_per_hour=20_000.0, burst=6.0,
                         exploration_share=0.3, class_cap_factor=1.5),
@@ -40,7 +41,7 @@ ACTIVE = SelectorPolicy(
     stats=ConfidenceStatsPolicy(min_count=8, bucket_seconds=20.0, buckets=4),
     warmup=WarmupPolicy(rate=0.3, quota=15, rare_share=0.05),
     exploration_rate=0.08,
-    reservoir=ReservoirPolicy(control_size=3, window_seconds=30.0),
+    reservoir=ReservoirPolicy(control_size=3, window_seconds=30.0, window_assets=0),
     dedupe=DedupePolicy(ttl_seconds=200.0, generations=4),
     refresh_every=37,
 )
@@ -55,6 +56,10 @@ POLICIES = {
                                                     class_relative_q=0.1)),
     # one model slot for two interleaved models: books are evicted and recreated mid-batch
     "model_churn": replace(ACTIVE, max_models=1, max_classes=4),
+    # the default mode under the same churn: versions are offered to the reservoirs from their
+    # first asset, while the books they would join may not exist yet
+    "reservoir_churn": replace(SelectorPolicy(), max_model_versions=2, max_models=1,
+                               max_classes=4, refresh_every=37),
 }
 FEEDBACK = {"c0": 0.3, "c1": 0.95, "ball": 0.99, "shoulder": 0.4}
 
@@ -137,10 +142,12 @@ def test_streams_exercise_every_strategy() -> None:
         seen[name] = {str(r[4]) for r in rows}
     assert {"variable_uncertainty", "class_relative", "warmup", "exploration",
             "random_control"} <= seen["active"]
-    assert {"reservoir", "random_control", "warmup"} <= seen["reservoir"]
+    assert {"reservoir", "random_control", "exploration"} <= seen["reservoir"]
+    assert "warmup" not in seen["reservoir"]  # the reservoir mode needs no warm-up
     assert {"fixed", "warmup"} <= seen["fixed_lru"]
     assert {"warmup", "exploration", "random_control"} <= seen["model_churn"]
-    assert "variable_uncertainty" in seen["default"]
+    assert {"reservoir", "exploration", "random_control"} <= seen["default"]
+    assert {"reservoir", "exploration", "random_control"} <= seen["reservoir_churn"]
 
 
 def test_mixed_events_have_the_advertised_shape() -> None:

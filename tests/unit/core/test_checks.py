@@ -40,7 +40,8 @@ def _budget(**kw: float) -> BudgetPolicy:
 
 
 def _policy(**kw: object) -> SelectorPolicy:
-    base = {"budget": _budget(), "warmup": WarmupPolicy(rate=0.0), "exploration_rate": 0.0,
+    base = {"mode": "threshold", "budget": _budget(), "warmup": WarmupPolicy(rate=0.0),
+            "exploration_rate": 0.0,
             "reservoir": ReservoirPolicy(control_size=0, window_assets=BATCH)}
     return SelectorPolicy(**{**base, **kw})
 
