@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -77,20 +76,13 @@ class UsageError(Exception):
 def policy_from_json(text: str | None, budget: float) -> tuple[Any, dict[str, Any]]:
     """(SelectorPolicy, the overrides as given). The default policy with its budget share set
     to `budget` (what a user of the scorer sets as its labeling budget), then `text`'s overrides
-    (a JSON object or @path) on top."""
+    (a JSON object or @path, as ACTIVE_STREAM_SCORER_POLICY takes) on top."""
     from services.core import SelectorPolicy, with_overrides
+    from services.streaming.settings import load_policy_overrides
 
-    base = with_overrides(SelectorPolicy(), {"budget": {"share": budget}})
-    if not text:
-        return base, {}
     try:
-        raw = Path(text[1:]).read_text() if text.startswith("@") else text
-        overrides = json.loads(raw)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--policy-json: {exc}") from None
-    if not isinstance(overrides, dict):
-        raise UsageError("--policy-json must be a JSON object")
-    try:
+        base = with_overrides(SelectorPolicy(), {"budget": {"share": budget}})
+        overrides = load_policy_overrides(text or "")
         return with_overrides(base, overrides), overrides
     except ValueError as exc:
         raise UsageError(f"--policy-json: {exc}") from None

@@ -1,11 +1,18 @@
-"""The in-process benchmark loop: one pass over a seed's stream per strategy.
+"""The benchmark loop: one pass over a seed's stream per strategy.
 
-Protocol (fixed by issue 6 and docs of the research anchors): a stratified held-out test split,
+Protocol (fixed by issue 6 and the research anchors): a stratified held-out test split,
 `seed_labels` random seed labels from the pool, the rest of the pool streamed once in a random
-order, a hard cap of floor(budget x stream length) acquired labels, the model retrained on every
-label so far after each `retrain_every` new labels (and once at the end for a remainder), test
-accuracy measured after every (re)training. Seeds are paired: every strategy of a seed sees the
-same split, seed labels and stream order. The oracle answers at once with the true class.
+order, a hard cap of floor(budget x stream length) acquired labels, test accuracy measured after
+every (re)training. Seeds are paired: every strategy of a seed sees the same split, seed labels
+and stream order. The oracle answers with the true class.
+
+The loop runs in rounds, as the closed loop does over Kafka (`kafka_loop.py`): the model service
+streams `batch_size` events with the current model; the selected assets are labeled in selection
+order (later picks past the cap are dropped); every `retrain_every`-th label fires a retrain
+trigger (the label sink's count rule), and after the round the trainer retrains once per trigger
+on the labels up to it, the last model serving the next round, and the scorer gets the class
+feedback as of the last trigger. At the end of the stream the labels past the last trigger get
+one final retraining.
 
 Deterministic: every random choice derives from (random_state, seed index, strategy name), and
 the model runs single-threaded (threadpoolctl), so equal settings give equal results.
@@ -15,7 +22,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from services.core import SelectorPolicy
+from services.core.agreement import ClassTally, feedback_classes
+from services.core.feedback import FeedbackPolicy
 from services.evaluation.datasets import Dataset, Split, make_split
 from services.evaluation.strategies import Feedback, SeedContext, Strategy, build
 
@@ -38,7 +46,7 @@ class Settings:
     retrain_every: int = 10
     strategies: tuple[str, ...] = ("active-stream", "random")
     test_share: float = 0.3
-    batch_size: int = 1
+    batch_size: int = 50
     event_spacing: float = 1.0
     random_state: int = 0
     max_iter: int = 5000
@@ -89,6 +97,7 @@ class SeedRun:
     curve: list[tuple[int, float]]
     seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    picked: list[int] = field(default_factory=list)  # stream positions labeled, in label order
 
     @property
     def final_accuracy(self) -> float:
@@ -101,65 +110,79 @@ def strategy_seed(random_state: int, seed: int, name: str) -> int:
     return int(ss.generate_state(1)[0])
 
 
-class _Tally:
-    """Human-model agreement per human class over acquired labels (what the label sink
-    publishes as class feedback)."""
+class Labels:
+    """What the loop has labeled so far, in label order, and the tally of human-model agreement
+    per class that the label sink would publish as class feedback."""
 
-    def __init__(self) -> None:
-        self.compared: Counter[str] = Counter()
-        self.agreed: Counter[str] = Counter()
+    def __init__(self, seed_rows: list[int]) -> None:
+        self.rows = list(seed_rows)  # dataset rows: the seed labels, then acquired ones
+        self.n_seed = len(seed_rows)
+        self.tally = ClassTally()
+        self.triggers: list[tuple[int, Feedback]] = []  # (labels acquired, feedback then)
 
-    def add(self, human: str, predicted: str) -> None:
-        self.compared[human] += 1
-        self.agreed[human] += int(human == predicted)
+    @property
+    def acquired(self) -> int:
+        return len(self.rows) - self.n_seed
+
+    def add(self, row: int, human: str, predicted: str, retrain_every: int) -> None:
+        """Label one row; every `retrain_every`-th acquired label fires a trigger."""
+        self.rows.append(row)
+        self.tally.add([human], [(human, human == predicted)])
+        if self.acquired % retrain_every == 0:
+            self.triggers.append((self.acquired, self.feedback()))
 
     def feedback(self) -> Feedback:
-        names = sorted(self.compared)
-        return Feedback({c: self.agreed[c] / self.compared[c] for c in names},
-                        {c: self.compared[c] for c in names})
+        stats = feedback_classes(self.tally, {}, FeedbackPolicy())
+        return Feedback({c: s.agreement for c, s in stats.items() if s.agreement is not None},
+                        {c: self.tally.compared[c] for c in stats if self.tally.compared[c]})
 
 
 def run_one(strategy: Strategy, data: Dataset, split: Split, ctx: SeedContext,
             settings: Settings, seed: int) -> SeedRun:
-    """Stream `split.stream` once through `strategy` under the hard cap `ctx.cap`."""
+    """Stream `split.stream` once through `strategy` under the hard cap `ctx.cap` (module
+    docstring: rounds, triggers, retraining)."""
     started = time.perf_counter()
     X, y = data.X, data.y
     X_test, y_test = X[split.test], y[split.test]
     stream = split.stream
-    labeled = list(split.seed.tolist())
-    model = FittedModel(X[labeled], y[labeled], settings.max_iter)
-    curve = [(len(labeled), model.accuracy(X_test, y_test))]
+    labels = Labels(split.seed.tolist())
+    model = FittedModel(X[labels.rows], y[labels.rows], settings.max_iter)
+    curve = [(labels.n_seed, model.accuracy(X_test, y_test))]
     strategy.start(ctx, model)
-    base, proba = 0, model.proba(X[stream])  # rows for stream positions base..n-1
-    predicted = np.array(model.classes, dtype=object)[proba.argmax(axis=1)]  # when streamed
     taken = np.zeros(stream.shape[0], dtype=bool)
-    tally = _Tally()
-    acquired = since = version = 0
+    predicted = np.empty(stream.shape[0], dtype=object)  # the model's class when streamed
+    picked: list[int] = []
+    version = used = 0  # used: triggers already trained on
     pos, n = 0, stream.shape[0]
-    while pos < n and acquired < ctx.cap:
+    while pos < n and labels.acquired < ctx.cap:
         hi = min(n, pos + settings.batch_size)
-        picks = strategy.choose(np.arange(pos, hi), X[stream[pos:hi]],
-                                proba[pos - base: hi - base], model)
-        for p in picks:
-            if acquired >= ctx.cap:
+        proba = model.proba(X[stream[pos:hi]])
+        predicted[pos:hi] = np.array(model.classes, dtype=object)[proba.argmax(axis=1)]
+        for p in strategy.choose(np.arange(pos, hi), X[stream[pos:hi]], proba, model):
+            if labels.acquired >= ctx.cap:
                 break  # the hard cap: later picks are dropped, never labeled
             if p >= hi or taken[p]:
                 raise RuntimeError(f"{strategy.name} picked stream position {p} twice or early")
             taken[p] = True
-            labeled.append(int(stream[p]))
-            tally.add(str(y[stream[p]]), str(predicted[p]))
-            acquired, since = acquired + 1, since + 1
+            picked.append(int(p))
+            labels.add(int(stream[p]), str(y[stream[p]]), str(predicted[p]),
+                       settings.retrain_every)
         pos = hi
-        if since >= settings.retrain_every or (since and (pos >= n or acquired >= ctx.cap)):
-            version, since = version + 1, 0
-            model = FittedModel(X[labeled], y[labeled], settings.max_iter)
-            curve.append((len(labeled), model.accuracy(X_test, y_test)))
-            strategy.retrained(model, version, tally.feedback())
-            if pos < n and acquired < ctx.cap:
-                base, proba = pos, model.proba(X[stream[pos:]])
-                predicted[pos:] = np.array(model.classes, dtype=object)[proba.argmax(axis=1)]
-    return SeedRun(strategy.name, seed, acquired, curve, time.perf_counter() - started,
-                   strategy.diagnostics())
+        for upto, _ in labels.triggers[used:]:
+            version += 1
+            rows = labels.rows[: labels.n_seed + upto]
+            model = FittedModel(X[rows], y[rows], settings.max_iter)
+            curve.append((len(rows), model.accuracy(X_test, y_test)))
+        if len(labels.triggers) > used:
+            used = len(labels.triggers)
+            if pos < n and labels.acquired < ctx.cap:
+                strategy.retrained(model, version, labels.triggers[-1][1])
+    if labels.acquired > (labels.triggers[-1][0] if labels.triggers else 0):
+        model = FittedModel(X[labels.rows], y[labels.rows], settings.max_iter)
+        curve.append((len(labels.rows), model.accuracy(X_test, y_test)))
+    diagnostics = strategy.diagnostics()
+    return SeedRun(strategy.name, seed, labels.acquired, curve, time.perf_counter() - started,
+                   diagnostics, picked)
 
 
 def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | None = None,

@@ -68,7 +68,7 @@ class Scorer:
     def __init__(self, settings: ScorerSettings, *, policy: SelectorPolicy | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.policy = policy or SelectorPolicy()
+        self.policy = policy or settings.selector_policy()
         self.registry = registry or CollectorRegistry()
         self.metrics = ScorerMetrics(self.registry)
         self.version = service_version()

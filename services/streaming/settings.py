@@ -14,12 +14,14 @@ Secret values (passwords, keys, tokens) are wrapped in `Secret`, which never pri
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.core import SelectorPolicy, with_overrides
 from services.streaming import topics
 
 KAFKA_PREFIX = "ACTIVE_STREAM_KAFKA_"
@@ -140,6 +142,23 @@ def _service_fields(cls: type, environ: Mapping[str, str], prefix: str) -> dict[
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 
 
+def load_policy_overrides(text: str) -> dict[str, Any]:
+    """Selector policy overrides from a JSON object, or from the JSON file `@path`; {} for "".
+    ValueError says what is wrong (unreadable file, bad JSON, not an object)."""
+    if not text.strip():
+        return {}
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else text
+        overrides = json.loads(raw)
+    except OSError as exc:
+        raise ValueError(f"cannot read {text[1:]} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise ValueError("expected a JSON object of policy settings")
+    return overrides
+
+
 @dataclass(frozen=True)
 class ScorerSettings:
     """The scorer's settings; env prefix `ACTIVE_STREAM_SCORER_` (e.g. `..._GROUP_ID`)."""
@@ -160,8 +179,20 @@ class ScorerSettings:
     instance_id: str = ""
     # Prepended to every topic the scorer reads or writes (tests isolate themselves with it).
     topic_prefix: str = ""
+    # SelectorPolicy overrides (the labeling budget, the mode, ...): a JSON object or @path of a
+    # JSON file, nested by sub-policy: {"budget": {"share": 0.05, "labels_per_hour": 500}}.
+    # The budget is the whole group's: each partition's selector gets its share (policy.scaled).
+    policy: str = ""
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
+
+    def selector_policy(self) -> SelectorPolicy:
+        """The selection policy: the defaults with `policy`'s overrides. SettingsError names
+        the variable when they are unreadable or invalid."""
+        try:
+            return with_overrides(SelectorPolicy(), load_policy_overrides(self.policy))
+        except ValueError as exc:
+            raise SettingsError(f"{self.PREFIX}POLICY: {exc}") from None
 
     @property
     def input_topic(self) -> str:
@@ -191,6 +222,7 @@ class ScorerSettings:
             )
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
+        settings.selector_policy()  # fail at start-up, naming the variable
         return settings
 
 

@@ -49,7 +49,7 @@ def test_requests_equal_what_the_core_selector_decides_in_process(broker: object
         request = decode_annotation_request(value)
         assert request.source.topic == prefix + "al.inference-events.v1"
     strategies = Counter(orjson.loads(v)["reason"]["strategy"] for v in produced)
-    assert strategies["warmup"] > 0 and len(strategies) >= 2, strategies
+    assert strategies["reservoir"] > 0 and len(strategies) >= 2, strategies
 
 
 def _finish(proc: ScorerProcess, bootstrap: str, group: str, topic: str,

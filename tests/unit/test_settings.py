@@ -114,9 +114,26 @@ def test_service_settings_are_frozen_and_typed() -> None:
         ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "lots", "expected int"),
         ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "0", "expected an integer >= 1"),
         ("ACTIVE_STREAM_SCORER_PROCESSING_GUARANTEE", "maybe", "at_least_once, exactly_once"),
+        ("ACTIVE_STREAM_SCORER_POLICY", "{budget", "not JSON"),
+        ("ACTIVE_STREAM_SCORER_POLICY", "[1]", "expected a JSON object"),
+        ("ACTIVE_STREAM_SCORER_POLICY", '{"budget": {"share": 3}}', "policy.budget: share"),
+        ("ACTIVE_STREAM_SCORER_POLICY", '{"budgets": {}}', "no field 'budgets'"),
+        ("ACTIVE_STREAM_SCORER_POLICY", "@/nonexistent/policy.json", "cannot read"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
     with pytest.raises(SettingsError) as info:
         ScorerSettings.from_env(BASE | {name: value})
     assert name in str(info.value) and fragment in str(info.value)
+
+
+def test_scorer_policy_from_json_or_file(tmp_path: Path) -> None:
+    assert ScorerSettings.from_env(BASE).selector_policy().budget.share == 0.02  # the default
+    inline = ScorerSettings.from_env(
+        BASE | {"ACTIVE_STREAM_SCORER_POLICY": '{"budget": {"share": 0.05}, "mode": "threshold"}'})
+    policy = inline.selector_policy()
+    assert (policy.budget.share, policy.mode) == (0.05, "threshold")
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"budget": {"labels_per_hour": 300}}))
+    from_file = ScorerSettings.from_env(BASE | {"ACTIVE_STREAM_SCORER_POLICY": f"@{path}"})
+    assert from_file.selector_policy().budget.labels_per_hour == 300
