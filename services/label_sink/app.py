@@ -157,6 +157,9 @@ def build_app(
         store="memory://",
         datadir=data_dir,
         topic_partitions=partitions,
+        # faust creates the labels-by-model topic, the table changelogs and its leader topic with
+        # this many replicas (changelog topics take no replication of their own).
+        topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -428,8 +431,9 @@ def run(settings: LabelSinkSettings) -> int:
                     health=status.health, ready=status.ready).start()
     worker = faust.Worker(app, loglevel="INFO", override_logging=False)
     holder["worker"] = worker
-    log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s", settings.app_id,
-             settings.metrics_host, ops.port, "tansu" if compat else "off", security)
+    log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s, internal topic "
+             "replication %d", settings.app_id, settings.metrics_host, ops.port,
+             "tansu" if compat else "off", security, settings.topic_replication_factor)
     try:
         worker.execute_from_commandline()
     except SystemExit:
