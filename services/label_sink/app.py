@@ -149,6 +149,9 @@ def build_app(
     servers = settings.kafka.bootstrap_servers.split(",")
     app = faust.App(
         settings.app_id,
+        # faust otherwise reads os.environ and lets variables such as TOPIC_REPLICATION_FACTOR,
+        # PROCESSING_GUARANTEE or BROKER override the arguments below: our settings only.
+        env={},
         broker=[f"kafka://{server.strip()}" for server in servers],
         broker_credentials=security.credentials,
         # aiokafka's idempotent producer (needed by exactly_once) is rejected by the embedded

@@ -59,3 +59,16 @@ def test_faust_creates_its_topics_with_the_configured_replication(replicas: int 
 def test_bad_replication_factor_names_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match=REPLICATION):
         LabelSinkSettings.from_env(BASE | {REPLICATION: value})
+
+
+def test_faust_environment_variables_do_not_override_the_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # faust reads its settings from unprefixed variables and lets them win over the arguments.
+    for name, value in {"TOPIC_REPLICATION_FACTOR": "5", "PROCESSING_GUARANTEE": "exactly_once",
+                        "BROKER_SESSION_TIMEOUT": "99", "BROKER": "kafka://elsewhere:9092"}.items():
+        monkeypatch.setenv(name, value)
+    app = sink_app({REPLICATION: "3"})
+    assert app.conf.topic_replication_factor == 3
+    assert app.conf.processing_guarantee.value == "at_least_once"
+    assert app.conf.broker_session_timeout == 10.0
+    assert [str(url) for url in app.conf.broker] == ["kafka://kafka-1:9092"]
