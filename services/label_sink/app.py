@@ -41,6 +41,7 @@ from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
 from services.core.triggers import Decision, Fired, TriggerPolicy, trigger_id
 from services.label_sink.metrics import LabelSinkMetrics
+from services.label_sink.security import FaustSecurity, faust_security, is_security_key
 from services.label_sink.tables import Ledger, joined_label, request_row, stored_row, to_record
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
@@ -134,8 +135,13 @@ def build_app(
     *,
     partitions: int,
     on_crash: Callable[[BaseException], None],
+    security: FaustSecurity | None = None,
 ) -> faust.App:
-    """The faust app with its topics, tables, agents and timer. Does not start anything."""
+    """The faust app with its topics, tables, agents and timer. Does not start anything.
+
+    `security` defaults to `faust_security(settings.kafka.client_config)`."""
+    if security is None:
+        security = faust_security(settings.kafka.client_config)
     names = SinkTopics.with_prefix(settings.topic_prefix)
     policy = trigger_policy(settings)
     feedback_policy = FeedbackPolicy()
@@ -143,13 +149,20 @@ def build_app(
     servers = settings.kafka.bootstrap_servers.split(",")
     app = faust.App(
         settings.app_id,
+        # faust otherwise reads os.environ and lets variables such as TOPIC_REPLICATION_FACTOR,
+        # PROCESSING_GUARANTEE or BROKER override the arguments below: our settings only.
+        env={},
         broker=[f"kafka://{server.strip()}" for server in servers],
+        broker_credentials=security.credentials,
         # aiokafka's idempotent producer (needed by exactly_once) is rejected by the embedded
         # broker, and EOS is not needed: counting is idempotent (see the module docstring).
         processing_guarantee="at_least_once",
         store="memory://",
         datadir=data_dir,
         topic_partitions=partitions,
+        # faust creates the labels-by-model topic, the table changelogs and its leader topic with
+        # this many replicas (changelog topics take no replication of their own).
+        topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -388,6 +401,8 @@ def run(settings: LabelSinkSettings) -> int:
 
     from services.streaming.ops import OpsServer
 
+    # Before any network call: a security setting faust cannot apply stops start-up right here.
+    security = faust_security(settings.kafka.client_config)
     names = SinkTopics.with_prefix(settings.topic_prefix)
     partitions = partition_counts(settings, names)
     compat = settings.broker_compat == "tansu" or (
@@ -396,8 +411,12 @@ def run(settings: LabelSinkSettings) -> int:
         from services.label_sink.faust_compat import patch_faust_highwaters
 
         patch_faust_highwaters()
-    ignored = sorted(k for k in settings.kafka.client_config)
+    if security.unused:
+        log.warning("Kafka security properties unused with security.protocol=%s (as in "
+                    "librdkafka): %s", security.protocol, list(security.unused))
+    ignored = sorted(k for k in settings.kafka.client_config if not is_security_key(k))
     if ignored:
+        # Tuning keys (client.id, linger.ms...) reach the sink's admin client, not faust.
         log.warning("librdkafka properties not applied to the faust client: %s", ignored)
     registry = CollectorRegistry()
     metrics = LabelSinkMetrics(registry)
@@ -410,13 +429,14 @@ def run(settings: LabelSinkSettings) -> int:
             asyncio.ensure_future(worker.stop())
 
     app = build_app(settings, metrics, status, partitions=partitions,
-                    on_crash=on_crash)
+                    on_crash=on_crash, security=security)
     ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
                     health=status.health, ready=status.ready).start()
     worker = faust.Worker(app, loglevel="INFO", override_logging=False)
     holder["worker"] = worker
-    log.info("label sink %s: ops on %s:%d, broker compat %s", settings.app_id,
-             settings.metrics_host, ops.port, "tansu" if compat else "off")
+    log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s, internal topic "
+             "replication %d", settings.app_id, settings.metrics_host, ops.port,
+             "tansu" if compat else "off", security, settings.topic_replication_factor)
     try:
         worker.execute_from_commandline()
     except SystemExit:

@@ -260,13 +260,17 @@ class LabelSinkSettings:
     broker_compat: str = "auto"
     # Where faust keeps its local files (memory tables write nothing big); "" = a temp dir.
     data_dir: str = ""
+    # Replicas of the topics faust creates (labels-by-model, table changelogs). 1 suits a single
+    # broker; use 3 where the cluster has min.insync.replicas=2, or producing to them fails.
+    topic_replication_factor: int = 1
 
     PREFIX = "ACTIVE_STREAM_LABEL_SINK_"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LabelSinkSettings:
         settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
-        _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels)
+        _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels,
+                          topic_replication_factor=settings.topic_replication_factor)
         if settings.broker_compat not in BROKER_COMPAT:
             raise SettingsError(f"{cls.PREFIX}BROKER_COMPAT={settings.broker_compat!r}: "
                                 f"expected one of {', '.join(BROKER_COMPAT)}")

@@ -14,13 +14,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from services.streaming import topics
 from services.streaming.events import decode_class_feedback, decode_label, decode_retrain_trigger
+from tests.integration.end_offsets import true_end_offsets
 from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import (
     SinkProcess,
@@ -331,3 +334,96 @@ def test_sigkill_mid_stream_then_restart_counts_like_an_uninterrupted_run(broker
     finally:
         code = sink.stop()
     assert code == 0, sink.tail()
+
+
+def changelog_ends(bootstrap: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """({partition: reported end}, {partition: true end}) of a 4-partition changelog."""
+    config = {"bootstrap.servers": bootstrap, "group.id": "label-sink-test-watermarks"}
+    consumer = Consumer(config)
+    try:
+        reported = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(4)}
+    finally:
+        consumer.close()
+    return reported, true_end_offsets({"bootstrap.servers": bootstrap}, topic, range(4))
+
+
+def test_table_recovery_needs_the_high_watermark_shim_on_the_embedded_broker(
+        broker: Any) -> None:
+    """Shows why services/label_sink/faust_compat.py exists (docs/brokers.md, high watermark).
+
+    A sink stores annotation requests and stops cleanly (offsets committed). Restarted WITHOUT
+    the shim, faust recovers the requests table only up to the misreported high watermark: every
+    row of a changelog partition's last batch but the first is lost, and since the requests'
+    input offsets are committed they are never read again, so labels answering them are
+    dead-lettered as unattributed. Restarted WITH the shim, the same changelog gives every row."""
+    prefix = f"lshw-{uuid.uuid4().hex[:8]}."
+    create_sink_topics(broker.bootstrap, prefix)
+    app_id, model, burst = f"label-sink-{prefix}", "m-hw", 100
+    changelog = f"{app_id}-requests-changelog"
+    options = {"trigger_min_labels": 100_000}  # no triggers: this test is about the join only
+    sink = SinkProcess(broker.bootstrap, app_id, prefix, broker_compat="none", **options).start()
+    loop = Loop(broker.bootstrap, prefix, sink)
+    n = 0  # requests stored
+
+    def restart_and_join(compat: str, phase: str) -> tuple[int, int]:
+        """Restart the sink, send one label per stored request; (joined, unattributed)."""
+        loop.sink = SinkProcess(broker.bootstrap, app_id, prefix, broker_compat=compat,
+                                **options).start()
+        try:
+            loop.sink.wait_ready(90)
+            loop.send_labels([("hw", label(f"hw-{phase}-{i}", ["cat"], at=200.0,
+                                           request_id=f"r-hw-{i}", asset_id=f"a-hw-{i}"))
+                              for i in range(n)])
+
+            def outcome() -> tuple[int, int] | None:
+                samples = loop.sink.metrics()
+                joined = int(metric(samples, "label_sink_joined_labels_total"))
+                orphans = int(metric(samples, "label_sink_unattributed_labels_total"))
+                return (joined, orphans) if joined + orphans >= n else None
+
+            return wait_for(outcome, 60, f"labels not all handled\n{loop.sink.tail()}")
+        finally:
+            code = loop.sink.stop()
+            assert code == 0, loop.sink.tail()
+
+    def written(rows: int) -> dict[int, int] | None:
+        """The reported ends, once the changelog holds `rows` rows."""
+        reported, true = changelog_ends(broker.bootstrap, changelog)
+        return reported if sum(true.values()) == rows else None
+
+    try:
+        sink.wait_ready()
+        # One key, so one partition of the requests topic and of its changelog (faust writes a
+        # row to the changelog partition of the record it came from). With several partitions
+        # only the partition whose recovery finishes last loses its tail: rows that arrive after
+        # recovery ended wait in faust's recovery buffer, while rows of a partition that reached
+        # its (wrong) highwater earlier are applied at the end of recovery. Each burst is one
+        # produce call: the sink stores it in a tight loop, so its changelog rows go out in
+        # multi-record batches. The last batch must hold more than one row for the reported end
+        # to be short; about half the bursts end on a single-row batch (measured: 7 of 12), so
+        # send bursts until one does not (10 all ending on one row: ~0.1%).
+        for _ in range(10):
+            loop.send_requests([("hw", request(f"r-hw-{i}", model, "cat", at=100.0,
+                                               asset_id=f"a-hw-{i}"))
+                                for i in range(n, n + burst)])
+            n += burst
+            reported = wait_for(partial(written, n), 30, f"changelog rows missing: {n}")
+            if sum(reported.values()) < n:
+                break
+    finally:
+        code = sink.stop()
+    assert code == 0, sink.tail()
+    reported, true = changelog_ends(broker.bootstrap, changelog)
+    print(f"\nrequests changelog: reported ends {reported}, true ends {true}")
+    assert sum(true.values()) == n  # one row per request
+    short = sum(true.values()) - sum(reported.values())
+    assert short > 0, "the broker reported the true end: the shim's premise is gone"
+
+    without_shim = restart_and_join("none", "b")
+    with_shim = restart_and_join("tansu", "c")
+    print(f"(joined, unattributed) after a restart: {without_shim} without the shim, "
+          f"{with_shim} with it")
+    # Exactly the rows past the reported end were lost: faust stops at offset (reported - 1).
+    assert without_shim == (n - short, short)
+    assert with_shim == (n, 0)
