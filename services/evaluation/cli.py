@@ -16,12 +16,13 @@ events, default 1), `--random-state` (root seed, default 0), `--test-share` (def
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,28 @@ class UsageError(Exception):
 
 
 def policy_from_json(text: str | None, budget: float) -> tuple[Any, dict[str, Any]]:
-    """(SelectorPolicy, the overrides as given). The default policy with its budget share set
-    to `budget` (what a user of the scorer sets as its labeling budget), then `text`'s overrides
-    (a JSON object or @path, as ACTIVE_STREAM_SCORER_POLICY takes) on top."""
+    """(SelectorPolicy, all its overrides). The default policy with its budget share set to
+    `budget` (what a user of the scorer sets as its labeling budget), then `text`'s overrides
+    (a JSON object or @path, as ACTIVE_STREAM_SCORER_POLICY takes) on top. The overrides
+    returned rebuild the policy from the defaults (they go to the scorer in --mode kafka)."""
     from services.core import SelectorPolicy, with_overrides
     from services.streaming.settings import load_policy_overrides
 
     try:
-        base = with_overrides(SelectorPolicy(), {"budget": {"share": budget}})
-        overrides = load_policy_overrides(text or "")
-        return with_overrides(base, overrides), overrides
+        overrides = _merge({"budget": {"share": budget}}, load_policy_overrides(text or ""))
+        return with_overrides(SelectorPolicy(), overrides), overrides
     except ValueError as exc:
         raise UsageError(f"--policy-json: {exc}") from None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _strategies(spec: str | None) -> tuple[str, ...]:
@@ -118,8 +129,6 @@ def _run(args: argparse.Namespace) -> int:
     from services.evaluation.datasets import DatasetError, load_dataset
     from services.evaluation.harness import Settings, run_benchmark
 
-    if args.mode != "inprocess":
-        raise UsageError("--mode kafka is not available from this command yet; use inprocess")
     policy, overrides = policy_from_json(args.policy_json, args.budget)
     try:
         settings = Settings(args.dataset, args.seeds, args.seed_labels, args.budget,
@@ -137,12 +146,15 @@ def _run(args: argparse.Namespace) -> int:
           f"{settings.seeds} seeds; strategies: {', '.join(settings.strategies)}",
           file=sys.stderr, flush=True)
     started = time.perf_counter()
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        runs = run_benchmark(data, settings, policy,
-                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+        if args.mode == "kafka":
+            runs = _run_kafka(data, settings, overrides, out, say)
+        else:
+            runs = run_benchmark(data, settings, policy, progress=say)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
-    results = report.summarize(runs, _settings_doc(settings, data, policy, overrides))
+    results = report.summarize(runs, _settings_doc(settings, data, policy, overrides, args.mode))
     report.write_json(results, out / "results.json")
     title = (f"{data.name}: {settings.seeds} seeds, {settings.seed_labels} seed labels, "
              f"cap {settings.budget:.0%} of the stream, retrain every {settings.retrain_every}")
@@ -153,8 +165,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
+               say: Callable[[str], None]) -> list[Any]:
+    """active-stream through the services on the embedded broker (or the cluster in
+    KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
+    from services.evaluation.harness import run_benchmark
+    from services.evaluation.kafka_loop import KafkaLoop, RoundReport
+    from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
+
+    def on_round(r: RoundReport) -> None:
+        say(f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests {r.requests}"
+            f"  labels {r.labels}/{r.cap}  triggers {r.triggers}  model {r.model_version}"
+            f"  accuracy {r.accuracy:.3f}")
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap = broker.bootstrap
+            say(f"embedded Kafka-protocol broker at {bootstrap}")
+        loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
+                         on_round=on_round)
+        try:
+            return run_benchmark(data, settings, progress=say, active_runner=loop.run_seed,
+                                 policy=None)
+        except BrokerUnavailable as exc:
+            raise UsageError(str(exc)) from None
+
+
 def _settings_doc(settings: Any, data: Any, policy: Any, overrides: dict[str, Any],
-                  ) -> dict[str, Any]:
+                  mode: str) -> dict[str, Any]:
     from services.evaluation.harness import make_estimator
 
     doc = dataclasses.asdict(settings)
@@ -168,6 +208,7 @@ def _settings_doc(settings: Any, data: Any, policy: Any, overrides: dict[str, An
         "label_cap": int(settings.budget * stream + 1e-9),
         "model": repr(make_estimator(settings.max_iter)),
         "policy": dataclasses.asdict(policy), "policy_overrides": overrides,
+        "mode": mode,
         "versions": _versions(),
     })
     return doc

@@ -185,10 +185,16 @@ def run_one(strategy: Strategy, data: Dataset, split: Split, ctx: SeedContext,
                    diagnostics, picked)
 
 
+Runner = Callable[[Dataset, Split, SeedContext, int], SeedRun]
+"""Runs `active-stream` for one seed some other way (e.g. `KafkaLoop.run_seed`)."""
+
+
 def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | None = None,
-                  progress: Callable[[str], None] | None = None) -> list[SeedRun]:
+                  progress: Callable[[str], None] | None = None,
+                  active_runner: Runner | None = None) -> list[SeedRun]:
     """Every strategy on every seed (paired). `random` spends exactly what `active-stream` did
-    in the same seed (the cap when active-stream is not run). Single-threaded BLAS/OpenMP."""
+    in the same seed (the cap when active-stream is not run). `active_runner`, if given, runs
+    active-stream instead of the in-process loop. Single-threaded BLAS/OpenMP."""
     from threadpoolctl import threadpool_limits
 
     order = _order(settings.strategies)
@@ -201,11 +207,14 @@ def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | No
             cap = int(np.floor(settings.budget * n + 1e-9))
             quota = cap
             for name in order:
-                strategy = build(name, lambda: make_estimator(settings.max_iter), policy,
-                                 settings.event_spacing)
                 ctx = SeedContext(strategy_seed(settings.random_state, seed, name),
                                   data.classes, n, settings.budget, cap, quota)
-                run = run_one(strategy, data, split, ctx, settings, seed)
+                if name == "active-stream" and active_runner is not None:
+                    run = active_runner(data, split, ctx, seed)
+                else:
+                    strategy = build(name, lambda: make_estimator(settings.max_iter), policy,
+                                     settings.event_spacing)
+                    run = run_one(strategy, data, split, ctx, settings, seed)
                 if name == "active-stream":
                     quota = run.labels_used
                 runs.append(run)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState
+from services.scorer.partition import partition_seed
 
 MODEL_ID = "bench-model"
 EPOCH = 1_700_000_000.0  # event time of stream position 0 (any fixed epoch works)
@@ -120,7 +121,9 @@ class ActiveStream:
         self.versions = 0
 
     def start(self, ctx: SeedContext, model: Model) -> None:
-        self.state = SelectorState.create(self.policy, ctx.seed)
+        # Seeded as the scorer seeds input partition 0 with ACTIVE_STREAM_SCORER_SEED=ctx.seed,
+        # so --mode kafka (one partition) decides exactly as this does.
+        self.state = SelectorState.create(self.policy, partition_seed(ctx.seed, 0))
         self.version, self.arms = 0, Counter()
         self.ready_versions, self.versions = 0, 1
 

@@ -56,6 +56,10 @@ class ScorerMetrics:
         self.feedback = Counter("scorer_feedback_applied_total",
                                 "Class-feedback events applied to the selector.",
                                 registry=registry)
+        self.class_weight = Gauge("scorer_class_weight",
+                                  "Budget weight per class from the latest class feedback "
+                                  "applied (1 = neutral, > 1 = a weak class gets more).",
+                                  ["model_id", "class"], registry=registry)
         self.feedback_invalid = Counter("scorer_feedback_invalid_total",
                                         "Class-feedback records dead-lettered, by reason code.",
                                         ["reason"], registry=registry)

@@ -260,6 +260,9 @@ class Scorer:
         for scorer in self.partitions.values():
             for model_id, weights in pending.items():
                 scorer.state.set_class_weights(model_id, weights)
+        for model_id, weights in pending.items():
+            for name, weight in weights.items():
+                self.metrics.class_weight.labels(model_id, name).set(weight)
         self.metrics.feedback.inc(len(pending))
         self._checkpoint(list(self.partitions))
 

@@ -123,6 +123,8 @@ def test_class_feedback_sets_the_class_weights_and_bad_feedback_is_dead_lettered
     for got in applied.values():
         assert {k: got[k] for k in weights} == weights
     assert metric(samples, "scorer_feedback_invalid_total", reason="not_json") == 1
+    for name, w in weights.items():  # ops see where the budget goes
+        assert metric(samples, "scorer_class_weight", model_id="digits", **{"class": name}) == w
     letters = read_all(bootstrap, prefix + "al.class-feedback.v1.dlq")
     assert [base64.b64decode(orjson.loads(m.value())["original_b64"]) for m in letters] == [
         b"{oops"]
