@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "uncertainty, skactiveml-split, river-entropy (default: the first two "
                         "plus every installed peer)")
     p.add_argument("--out", default="label-efficiency", help="output directory")
+    p.add_argument("--label-delay", type=float, default=0.0,
+                   help="--mode kafka: seconds the oracle annotator waits before answering")
     hidden = argparse.SUPPRESS
     p.add_argument("--policy-json", default=None, help=hidden)
     p.add_argument("--batch-size", type=int, default=1, help=hidden)
@@ -149,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.mode == "kafka":
-            runs = _run_kafka(data, settings, overrides, out, say)
+            runs = _run_kafka(data, settings, overrides, out, say, args.label_delay)
         else:
             runs = run_benchmark(data, settings, policy, progress=say)
     except DatasetError as exc:
@@ -166,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
-               say: Callable[[str], None]) -> list[Any]:
+               say: Callable[[str], None], label_delay_s: float) -> list[Any]:
     """active-stream through the services on the embedded broker (or the cluster in
     KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
     from services.evaluation.harness import run_benchmark
@@ -185,7 +187,7 @@ def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
             bootstrap = broker.bootstrap
             say(f"embedded Kafka-protocol broker at {bootstrap}")
         loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
-                         on_round=on_round)
+                         on_round=on_round, label_delay_s=label_delay_s)
         try:
             return run_benchmark(data, settings, progress=say, active_runner=loop.run_seed,
                                  policy=None)
