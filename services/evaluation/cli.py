@@ -9,7 +9,7 @@ Wire-up: `add_parser(subparsers)` adds `label-efficiency` to a `bench` sub-comma
 Hidden options (for policy studies, not in --help): `--policy-json` (a JSON object, or @FILE,
 of `SelectorPolicy` overrides, nested by sub-policy: {"mode": "threshold"}; applied after
 `--budget`, which sets the policy's budget share), `--batch-size`
-(events per `select` call, default 1), `--event-spacing` (seconds of event time between stream
+(events the model service streams per round, default 50: see harness.py), `--event-spacing` (seconds of event time between stream
 events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
 """
 
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--mode kafka: seconds the oracle annotator waits before answering")
     hidden = argparse.SUPPRESS
     p.add_argument("--policy-json", default=None, help=hidden)
-    p.add_argument("--batch-size", type=int, default=1, help=hidden)
+    p.add_argument("--batch-size", type=int, default=50, help=hidden)
     p.add_argument("--event-spacing", type=float, default=1.0, help=hidden)
     p.add_argument("--random-state", type=int, default=0, help=hidden)
     p.add_argument("--test-share", type=float, default=0.3, help=hidden)
