@@ -8,9 +8,9 @@ Wire-up: `add_parser(subparsers)` adds `label-efficiency` to a `bench` sub-comma
 
 Hidden options (for policy studies, not in --help): `--policy-json` (a JSON object, or @FILE,
 of `SelectorPolicy` overrides, nested by sub-policy: {"mode": "threshold"}; applied after
-`--budget`, which sets the policy's budget share), `--batch-size`
-(events the model service streams per round, default 50: see harness.py), `--event-spacing` (seconds of event time between stream
-events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
+`--budget`, which sets the policy's budget share), `--batch-size` (events the model service
+streams per round, default 50: see harness.py), `--event-spacing` (seconds of event time between
+stream events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +148,20 @@ def _run(args: argparse.Namespace) -> int:
           f"{settings.seeds} seeds; strategies: {', '.join(settings.strategies)}",
           file=sys.stderr, flush=True)
     started = time.perf_counter()
-    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    status = StatusLine(sys.stderr)
+    say = status.say
     try:
         if args.mode == "kafka":
-            runs = _run_kafka(data, settings, overrides, out, say, args.label_delay)
+            runs = _run_kafka(data, settings, overrides, out, status, args.label_delay)
         else:
             runs = run_benchmark(data, settings, policy, progress=say)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
     results = report.summarize(runs, _settings_doc(settings, data, policy, overrides, args.mode))
     report.write_json(results, out / "results.json")
-    title = (f"{data.name}: {settings.seeds} seeds, {settings.seed_labels} seed labels, "
+    seeds = f"{settings.seeds} seed{'s' if settings.seeds > 1 else ''}"
+    via = ", active-stream through Kafka" if args.mode == "kafka" else ""
+    title = (f"{data.name}: {seeds}{via}, {settings.seed_labels} seed labels, "
              f"cap {settings.budget:.0%} of the stream, retrain every {settings.retrain_every}")
     report.plot(results, out / "label-efficiency.png", title)
     report.print_table(results, title)
@@ -167,8 +170,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+class StatusLine:
+    """Progress on a stream: `say` prints a line; `update` rewrites one status line in place
+    at a terminal (one line per update elsewhere, e.g. in CI logs)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.pending = False
+
+    def update(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+            self.pending = True
+        else:
+            self.say(text)
+
+    def say(self, line: str) -> None:
+        if self.pending:
+            self.stream.write("\n")
+            self.pending = False
+        print(line, file=self.stream, flush=True)
+
+
 def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
-               say: Callable[[str], None], label_delay_s: float) -> list[Any]:
+               status: StatusLine, label_delay_s: float) -> list[Any]:
     """active-stream through the services on the embedded broker (or the cluster in
     KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
     from services.evaluation.harness import run_benchmark
@@ -176,20 +203,21 @@ def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
     from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
 
     def on_round(r: RoundReport) -> None:
-        say(f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests {r.requests}"
-            f"  labels {r.labels}/{r.cap}  triggers {r.triggers}  model {r.model_version}"
-            f"  accuracy {r.accuracy:.3f}")
+        status.update(f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests "
+                      f"{r.requests}  labels {r.labels}/{r.cap}  triggers {r.triggers}  model "
+                      f"{r.model_version}  held-out accuracy {r.accuracy:.3f}")
 
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             broker = stack.enter_context(EmbeddedBroker())
             bootstrap = broker.bootstrap
-            say(f"embedded Kafka-protocol broker at {bootstrap}")
+            status.say(f"embedded Kafka-protocol broker at {bootstrap}; service logs in "
+                       f"{out / 'services'}")
         loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
                          on_round=on_round, label_delay_s=label_delay_s)
         try:
-            return run_benchmark(data, settings, progress=say, active_runner=loop.run_seed,
+            return run_benchmark(data, settings, progress=status.say, active_runner=loop.run_seed,
                                  policy=None)
         except BrokerUnavailable as exc:
             raise UsageError(str(exc)) from None
