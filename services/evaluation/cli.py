@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # The services and the broker were stopped on the way out (their `finally` blocks).
+        print("\ninterrupted; every service and the broker are stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:
