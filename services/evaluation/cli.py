@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inprocess: the selection core driven directly (fast, many seeds); "
                         "kafka: end to end through the services")
     p.add_argument("--dataset", default="digits",
-                   help="digits | segments | PATH.npz (arrays X: samples x features, y: labels)")
+                   help="digits | segments | breast_cancer | wine | iris | synthetic-imbalanced |"
+                        " synthetic-noisy | PATH.npz (arrays X: samples x features, y: labels)")
     p.add_argument("--seeds", type=int, default=10, help="paired seeds (default 10)")
     p.add_argument("--seed-labels", type=int, default=50,
                    help="random labeled rows the first model is trained on (default 50)")

@@ -41,18 +41,41 @@ class Split:
     stream: np.ndarray
 
 
-def load_dataset(spec: str) -> Dataset:
-    """`digits`, `segments` or a path to an .npz file with arrays X and y."""
-    if spec == "digits":
-        from sklearn.datasets import load_digits
+BUNDLED = ("digits", "segments", "breast_cancer", "wine", "iris", "synthetic-imbalanced",
+           "synthetic-noisy")
+"""Data sets that need no download: scikit-learn's bundled ones, River's ImageSegments, and two
+seeded synthetic ones for the known failure modes of uncertainty sampling (8 imbalanced classes;
+4 classes with 25% flipped labels)."""
 
-        X, y = load_digits(return_X_y=True)
-        return validate("digits", X, y)
+
+def load_dataset(spec: str) -> Dataset:
+    """A name from BUNDLED or a path to an .npz file with arrays X and y."""
+    if spec in ("digits", "breast_cancer", "wine", "iris"):
+        from sklearn import datasets
+
+        X, y = getattr(datasets, f"load_{spec}")(return_X_y=True)
+        return validate(spec, X, y)
     if spec == "segments":
         return _segments()
+    if spec.startswith("synthetic-") and spec in BUNDLED:
+        return _synthetic(spec)
     if spec.endswith(".npz"):
         return _npz(Path(spec))
-    raise DatasetError(f"unknown dataset {spec!r}: use digits, segments or a PATH.npz")
+    raise DatasetError(f"unknown dataset {spec!r}: use {', '.join(BUNDLED)} or a PATH.npz")
+
+
+def _synthetic(name: str) -> Dataset:
+    from sklearn.datasets import make_classification
+
+    if name == "synthetic-imbalanced":
+        X, y = make_classification(
+            n_samples=3000, n_features=20, n_informative=10, n_classes=8,
+            n_clusters_per_class=1, weights=[0.4, 0.2, 0.1, 0.1, 0.08, 0.06, 0.04, 0.02],
+            flip_y=0.02, random_state=1)
+    else:
+        X, y = make_classification(n_samples=3000, n_features=20, n_informative=6, n_classes=4,
+                                   flip_y=0.25, random_state=2)
+    return validate(name, X, y)
 
 
 def _segments() -> Dataset:

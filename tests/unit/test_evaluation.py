@@ -127,3 +127,31 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.main(["--dataset", str(tmp_path / "missing.npz"), "--out", out]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+
+
+@pytest.mark.parametrize(("name", "shape", "classes"), [
+    ("digits", (1797, 64), 10), ("breast_cancer", (569, 30), 2), ("wine", (178, 13), 3),
+    ("iris", (150, 4), 3), ("synthetic-imbalanced", (3000, 20), 8),
+    ("synthetic-noisy", (3000, 20), 4),
+])
+def test_bundled_datasets_load_without_a_download(name: str, shape: tuple[int, int],
+                                                  classes: int) -> None:
+    data = load_dataset(name)
+    assert data.X.shape == shape and len(data.classes) == classes
+    assert data.name == name
+    if name == "synthetic-imbalanced":  # the imbalance it exists for
+        counts = np.unique(data.y, return_counts=True)[1]
+        assert counts.max() > 10 * counts.min()
+
+
+def test_retrains_once_per_trigger_then_once_for_the_remainder(tmp_path: Path) -> None:
+    """Every retrain_every-th label is a trigger; the trainer trains on the labels up to each
+    trigger; the labels past the last trigger get one final training (harness.py protocol)."""
+    data = load_dataset(str(_blobs(tmp_path / "blobs.npz")))
+    settings = Settings(str(tmp_path / "blobs.npz"), seeds=1, seed_labels=10, budget=0.2,
+                        retrain_every=5, strategies=("random",))
+    (run,) = run_benchmark(data, settings)
+    stream = 240 - 72 - 10  # 30% test (rounded up), 10 seed labels
+    cap = int(0.2 * stream)
+    assert run.labels_used == cap == 31 == len(run.picked) == len(set(run.picked))
+    assert [n for n, _ in run.curve] == [10, 15, 20, 25, 30, 35, 40, 41]
