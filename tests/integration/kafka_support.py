@@ -8,15 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
+from services.evaluation.processes import http_get, scrape
+from services.evaluation.processes import metric as metric  # re-exported for the tests
 from services.streaming.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,28 +88,6 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str) -> An
             return result
         time.sleep(0.2)
     raise AssertionError(message)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Samples by (name, sorted labels)."""
-    _, text = http_get(port, "/metrics")
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def metric(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
