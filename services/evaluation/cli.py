@@ -171,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
              f"cap {settings.budget:.0%} of the stream, retrain every {settings.retrain_every}")
     report.plot(results, out / "label-efficiency.png", title)
     report.print_table(results, title)
+    print(report.text_chart(results), flush=True)
     print(f"wrote {out / 'results.json'} and {out / 'label-efficiency.png'} "
           f"in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0

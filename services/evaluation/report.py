@@ -195,6 +195,37 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def text_chart(results: dict[str, Any], names: Sequence[str] = ("active-stream", "random"),
+               width: int = 64, height: int = 14) -> str:
+    """The plot's mean curves of `names` as a terminal chart (step functions, one mark per
+    strategy: `#`, `o`, then `+`; where two meet, the first listed shows)."""
+    entries = [(n, results["strategies"][n]) for n in names if n in results["strategies"]]
+    curves = [([int(k) for k in sorted(e["curve"], key=int)],
+               [e["curve"][k] for k in sorted(e["curve"], key=int)]) for _, e in entries]
+    if not curves:
+        return ""
+    x0, x1 = min(c[0][0] for c in curves), max(c[0][-1] for c in curves)
+    y0, y1 = min(min(c[1]) for c in curves), max(max(c[1]) for c in curves)
+    if x1 == x0 or y1 == y0:
+        x1, y1 = x1 + 1, y1 + 1e-9
+    grid = [[" "] * width for _ in range(height)]
+    for mark, (xs, ys) in reversed(list(zip("#o+", curves, strict=False))):
+        for col in range(width):
+            x = x0 + (x1 - x0) * col / (width - 1)
+            if x > xs[-1]:
+                break
+            y = _step(list(zip(xs, ys, strict=True)), int(x))
+            row = round((y1 - y) / (y1 - y0) * (height - 1))
+            grid[row][col] = mark
+    lines = [f"{y1 - (y1 - y0) * r / (height - 1):6.3f} |" + "".join(g)
+             for r, g in enumerate(grid)]
+    lines.append(" " * 7 + "+" + "-" * width)
+    lines.append(" " * 8 + f"{x0:<{width // 2}}{x1:>{width - width // 2}}")
+    lines.append(" " * 8 + "labels (seed + acquired)   " + "   ".join(
+        f"{m} {n}" for m, (n, _) in zip("#o+", entries, strict=False)))
+    return "\n".join(lines)
+
+
 def is_finite_results(results: dict[str, Any]) -> bool:
     """True when no NaN/inf slipped into the numbers (results.json must be strict JSON)."""
     def ok(v: Any) -> bool:

@@ -155,3 +155,18 @@ def test_retrains_once_per_trigger_then_once_for_the_remainder(tmp_path: Path) -
     cap = int(0.2 * stream)
     assert run.labels_used == cap == 31 == len(run.picked) == len(set(run.picked))
     assert [n for n, _ in run.curve] == [10, 15, 20, 25, 30, 35, 40, 41]
+
+
+def test_text_chart_draws_both_curves_on_their_scale(tmp_path: Path) -> None:
+    from services.evaluation.report import text_chart
+
+    results = {"strategies": {
+        "active-stream": {"curve": {"10": 0.5, "20": 0.9}},
+        "random": {"curve": {"10": 0.5, "20": 0.6}}}}
+    lines = text_chart(results, width=20, height=5).splitlines()
+    assert lines[0].startswith(" 0.900 |") and lines[4].startswith(" 0.500 |")
+    # step functions: both hold 0.5 until their retraining at 20 labels (last column), where
+    # active-stream jumps to the top row and random to 0.6, one row above the bottom
+    assert lines[4][8:] == "#" * 19 + " "  # where they meet, the first strategy's mark shows
+    assert lines[0][8:] == " " * 19 + "#" and lines[3][8:] == " " * 19 + "o"
+    assert "# active-stream" in lines[-1] and "o random" in lines[-1]
