@@ -6,9 +6,9 @@ Wire-up: `add_parser(subparsers)` adds `label-efficiency` to a `bench` sub-comma
 `func`; `main(argv)` runs it stand-alone (also `python -m services.evaluation`). Expected failures
 (bad data set, bad option) print one line on stderr and return 2.
 
-Hidden options (for policy studies, not in --help): `--policy-json` (a JSON object, or @FILE,
-of `SelectorPolicy` overrides, nested by sub-policy: {"mode": "threshold"}; applied after
-`--budget`, which sets the policy's budget share), `--batch-size` (events the model service
+`--policy-json` (a JSON object, or @FILE, of `SelectorPolicy` overrides, nested by sub-policy:
+{"mode": "threshold"}) is applied after `--budget`, which sets the policy's budget share.
+Hidden options (for protocol studies, not in --help): `--batch-size` (events the model service
 streams per round, default 50: see harness.py), `--event-spacing` (seconds of event time between
 stream events, default 1), `--random-state` (root seed, default 0), `--test-share` (default 0.3).
 """
@@ -52,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-delay", type=float, default=0.0,
                    help="--mode kafka: seconds the oracle annotator waits before answering")
     hidden = argparse.SUPPRESS
-    p.add_argument("--policy-json", default=None, help=hidden)
+    p.add_argument("--policy-json", default=None,
+                   help="selector policy overrides, as ACTIVE_STREAM_SCORER_POLICY takes them: "
+                        "a JSON object or @FILE, e.g. '{\"mode\": \"threshold\"}'")
     p.add_argument("--batch-size", type=int, default=50, help=hidden)
     p.add_argument("--event-spacing", type=float, default=1.0, help=hidden)
     p.add_argument("--random-state", type=int, default=0, help=hidden)
