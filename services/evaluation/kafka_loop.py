@@ -164,10 +164,10 @@ class KafkaLoop:
             "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": str(self.workdir / f"{prefix}sink-data"),
         }
         logs = self.workdir / f"seed-{seed}"
-        return (ServiceProcess("scorer", scorer_env, logs / "scorer.log",
-                               "ACTIVE_STREAM_SCORER_METRICS_PORT"),
-                ServiceProcess("label-sink", sink_env, logs / "label-sink.log",
-                               "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT"))
+        return (ServiceProcess("scorer", scorer_env, "ACTIVE_STREAM_SCORER_METRICS_PORT",
+                               logs / "scorer.log"),
+                ServiceProcess("label-sink", sink_env, "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT",
+                               logs / "label-sink.log"))
 
 
 def selector_seed(ctx: SeedContext) -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,10 +30,13 @@ class ServiceDied(RuntimeError):
 class ServiceProcess:
     """`python -m services.cli COMMAND` with `env` on top of this process's environment."""
 
-    def __init__(self, command: str, env: dict[str, str], log: Path, port_var: str) -> None:
+    def __init__(self, command: str, env: dict[str, str], port_var: str,
+                 log: Path | None = None) -> None:
+        """`port_var`: the variable naming the service's metrics port (a free port is put in
+        it); `log`: where its output goes (a new temp dir when None)."""
         self.command = command
         self.port = free_port()
-        self.log = log
+        self.log = log or Path(tempfile.mkdtemp(prefix=f"{command}-")) / "service.log"
         self.env = {**os.environ, **env, port_var: str(self.port)}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -53,7 +57,7 @@ class ServiceProcess:
         if not self.alive():
             raise ServiceDied(f"{self.command} exited; log tail:\n{self.tail()}")
 
-    def wait_ready(self, timeout_s: float) -> float:
+    def wait_ready(self, timeout_s: float = 60.0) -> float:
         """Seconds until /readyz answered 200."""
         started = time.monotonic()
         wait_until(lambda: self._ready(), timeout_s, f"{self.command} not ready", self.check)
@@ -68,6 +72,12 @@ class ServiceProcess:
     def metrics(self) -> Samples:
         self.check()
         return scrape(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, for tests) and reap."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait; SIGKILL past `timeout_s`. Returns the exit code. Idempotent."""

@@ -3,81 +3,17 @@ real), topic readers and writers, and a metrics scraper."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from services.evaluation.processes import http_get, scrape
-from services.evaluation.processes import metric as metric  # re-exported for the tests
-from services.streaming.embedded import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class ServiceProcess:
-    """`python -m services.cli <command>` with its own environment, log file and metrics port."""
-
-    def __init__(self, command: str, env: dict[str, str], port: int | None = None) -> None:
-        self.command = command
-        self.port = port or free_port()
-        self.log = Path(tempfile.mkdtemp(prefix=f"{command}-")) / "service.log"
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServiceProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", self.command],
-                                         cwd=REPO, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-        return self
-
-    def wait_ready(self, timeout_s: float = 60.0) -> float:
-        """Seconds until /readyz answered 200; fails with the log tail otherwise."""
-        started = time.monotonic()
-        wait_for(lambda: self._ready(), timeout_s, f"{self.command} not ready; log:\n{self.tail()}")
-        return time.monotonic() - started
-
-    def _ready(self) -> bool:
-        alive = self.proc is not None and self.proc.poll() is None
-        assert alive, f"{self.command} died:\n{self.tail()}"
-        try:
-            return http_get(self.port, "/readyz")[0] == 200
-        except OSError:
-            return False
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return scrape(self.port)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM and wait (graceful); returns the exit code. Safe to call twice."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+# The service subprocess and the metrics scraper are the closed loop's (re-exported here).
+from services.evaluation.processes import ServiceProcess as ServiceProcess
+from services.evaluation.processes import http_get as http_get
+from services.evaluation.processes import metric as metric
+from services.evaluation.processes import scrape as scrape
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str) -> Any:

@@ -10,7 +10,6 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from services.streaming import topics
-from services.streaming.embedded import free_port
 from services.streaming.events import encode_event
 from services.streaming.topics import TopicSpec, create_topics
 from tests.integration.kafka_support import ServiceProcess
@@ -29,14 +28,12 @@ class SinkProcess(ServiceProcess):
     """`active-stream label-sink` with a private app id, topic prefix and metrics port."""
 
     def __init__(self, bootstrap: str, app_id: str, prefix: str, **options: Any) -> None:
-        port = free_port()
         data_dir = tempfile.mkdtemp(prefix="label-sink-data-")
         env = dict(os.environ)
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ACTIVE_STREAM_LABEL_SINK_APP_ID": app_id,
             "ACTIVE_STREAM_LABEL_SINK_METRICS_HOST": "127.0.0.1",
-            "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT": str(port),
             "ACTIVE_STREAM_LABEL_SINK_TOPIC_PREFIX": prefix,
             "ACTIVE_STREAM_LABEL_SINK_SESSION_TIMEOUT_S": "6",
             "ACTIVE_STREAM_LABEL_SINK_HEARTBEAT_INTERVAL_S": "1",
@@ -44,7 +41,7 @@ class SinkProcess(ServiceProcess):
             "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": data_dir,
         })
         env.update({f"ACTIVE_STREAM_LABEL_SINK_{k.upper()}": str(v) for k, v in options.items()})
-        super().__init__("label-sink", env, port)
+        super().__init__("label-sink", env, "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT")
 
 
 def label(label_id: str, classes: list[str], *, at: float, request_id: str | None = None,

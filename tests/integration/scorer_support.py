@@ -3,7 +3,6 @@ scorer in-process or as a subprocess, and the reference output computed without 
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections import defaultdict
@@ -48,9 +47,7 @@ def scorer_env(bootstrap: str, prefix: str, group: str, **settings: Any) -> dict
 
 class ScorerProcess(ServiceProcess):
     def __init__(self, env: dict[str, str]) -> None:
-        port_env = dict(env)
-        super().__init__("scorer", {**os.environ, **port_env})
-        self.env["ACTIVE_STREAM_SCORER_METRICS_PORT"] = str(self.port)
+        super().__init__("scorer", env, "ACTIVE_STREAM_SCORER_METRICS_PORT")
 
 
 @contextmanager
