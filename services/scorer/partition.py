@@ -24,6 +24,7 @@ from services.streaming.events import (
     decode_inference_event,
     encode_event,
 )
+from services.streaming.inference_batch import decode_inference_batch
 
 SERVICE = "scorer"
 CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
@@ -145,22 +146,22 @@ class PartitionScorer:
         return result
 
     def _process(self, records: Sequence[Record], emit: bool, result: BatchResult) -> None:
-        events: list[InferenceEvent] = []
-        offsets: list[int] = []
-        for record in records:
-            try:
-                events.append(decode_inference_event(record.value or b""))
-                offsets.append(record.offset)
-            except InvalidEvent as exc:
-                result.invalid_codes.append(str(exc.code))
-                if emit:
-                    result.dead_letters.append(self._dead_letter(record, exc))
-        result.valid += len(events)
+        decoded = decode_inference_batch([record.value for record in records])
+        for i, exc in decoded.errors:
+            result.invalid_codes.append(str(exc.code))
+            if emit:
+                result.dead_letters.append(self._dead_letter(records[i], exc))
+        result.valid += len(decoded.index)
         if not emit:
             result.suppressed += len(records)
-        selection = self.state.select(PredictionBatch.from_events(events, offsets))
+        valid = [records[i] for i in decoded.index]
+        offsets = [record.offset for record in valid]
+        selection = self.state.select(PredictionBatch.from_parts(decoded.parts, offsets))
         for sel in selection.selected:
-            event = events[sel.asset_index] if sel.asset_index >= 0 else self._refetch(sel.ref)
+            # Only the ~2% selected need the event itself: decode their record again (it is
+            # valid), rather than build an object for every event of the batch.
+            event = (decode_inference_event(valid[sel.asset_index].value or b"")
+                     if sel.asset_index >= 0 else self._refetch(sel.ref))
             if event is None:
                 result.lost_deferred += 1
                 continue
