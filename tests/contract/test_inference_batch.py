@@ -194,3 +194,35 @@ def test_sums_at_the_tolerance_are_judged_by_fsum() -> None:
         "a": 0.5, "b": float(np.nextafter(0.5 + s, 1.0)) if i % 2 else 0.5 + s}}]))
         for i, s in enumerate(near * 10)]
     _assert_agrees(values)
+
+
+def _variants(i: int) -> dict[str, Any]:
+    """Event i of a mixed stream: mostly the fast shape, sometimes invalid or of other shapes."""
+    kind = i * 7919 % 23
+    scores = {"cat": 0.25, "dog": 0.75}
+    changes: dict[str, Any] = {
+        0: {"predictions": [{"scores": {"cat": 0.75, "dog": 0.75}}]},  # not normalised
+        1: {"asset_id": ""},  # empty
+        2: {"predictions": [{"scores": scores}, {"scores": scores}]},  # valid, two objects
+        3: {"predictions": [{"label": "cat", "confidence": 0.5}]},  # valid, top-1
+        4: {"predictions": [{"scores": {"cat": -0.25, "dog": 1.25}}]},  # out of range
+        5: {"timestamp": 1.7e12},  # milliseconds
+    }.get(kind, {})
+    return _bench_event(i, **changes)
+
+
+def test_mixed_streams_agree_whichever_route_each_event_takes() -> None:
+    """Routing by shape, cutting runs around bad distributions and splitting within (and past)
+    the work budget all give the exact decoder's verdicts."""
+    values: list[bytes | None] = [orjson.dumps(_variants(i)) for i in range(3000)]
+    values[17], values[1200] = None, b"{"
+    for batch in (values[:1000], values[1000:1017], values[1017:], values[::7]):
+        _assert_agrees(batch)
+        with mock.patch.object(inference_batch, "_CHECKS_PER_EVENT", 0):
+            _assert_agrees(batch)
+    clean = [orjson.dumps(_bench_event(i, predictions=[{"scores": {"a": 0.5, "b": 0.5}}]))
+             for i in range(1000)]
+    clean[300] = orjson.dumps(_variants(0))
+    got = decode_inference_batch(clean)
+    assert [i for i, _ in got.errors] == [300]
+    assert sum(len(p) for p in got.parts if not isinstance(p, ScoreColumns)) <= 32
