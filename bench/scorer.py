@@ -70,7 +70,7 @@ from services.core import SelectorPolicy, SelectorState
 from services.scorer.partition import PartitionScorer, Record
 from services.scorer.service import Scorer
 from services.streaming.embedded import EmbeddedBroker
-from services.streaming.events import decode_inference_event
+from services.streaming.inference_batch import decode_inference_batch
 from services.streaming.settings import ScorerSettings
 from services.streaming.topics import INFERENCE_EVENTS, create_topics, loop_topics
 
@@ -518,7 +518,7 @@ def _end_process(proc: Any, go: Any, stop: Any) -> None:
 @dataclass
 class Core:
     """CPU seconds (this thread's: robust to other load) spent in PartitionScorer.process, and in
-    decode_inference_event alone, on the same `events` records."""
+    decode_inference_batch alone (the scorer's decoder), on the same `events` records."""
 
     events: int = 0
     process_s: float = 0.0
@@ -529,7 +529,7 @@ def core_only(n: int, partitions: int, policy: SelectorPolicy, seed: int,
               progress: Progress) -> Core:
     """PartitionScorer.process (decode -> select -> encode requests) on `n` events made in
     memory, `partitions` states fed ~1,000 / partitions records a call as the scorer does, and,
-    timed apart, decode_inference_event over the same records. Deferred (control-arm) picks are
+    timed apart, decode_inference_batch over the same records. Deferred (control-arm) picks are
     not read back here (a couple per window)."""
     rng = np.random.default_rng(seed + 1)
     scorers = [PartitionScorer("bench", p, SelectorState.create(policy.scaled(1 / partitions), p),
@@ -545,8 +545,7 @@ def core_only(n: int, partitions: int, policy: SelectorPolicy, seed: int,
                                                     body + stamp(T0 + i * DT), 0.0))
             start = time.thread_time()
             for records in parts:
-                for record in records:
-                    decode_inference_event(record.value or b"")
+                decode_inference_batch([record.value for record in records])
             middle = time.thread_time()
             for scorer, records in zip(scorers, parts, strict=True):
                 scorer.process(records)
@@ -711,7 +710,7 @@ def breakdown(phase: Phase, core: Core | None) -> list[str]:
         decode = core.decode_s / core.events * 1e6
         rest = (core.process_s - core.decode_s) / core.events * 1e6
         lines.append(f"                      {cpu:5.1f} ms CPU  = {decode:5.1f} ms "
-                     f"decode_inference_event + {rest:5.1f} ms select and encode (both measured "
+                     f"decode_inference_batch + {rest:5.1f} ms select and encode (both measured "
                      f"without Kafka) + {cpu - decode - rest:5.1f} ms the Kafka shell (messages, "
                      "produce, metrics, checkpoints)")
     requests = phase.d("requests")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from services.core.codec import stable_hashes64
-from services.core.events import InferenceEventLike
+from services.core.events import InferenceEventLike, ScoreColumns
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +79,27 @@ class PredictionBatch:
             builder.add(event)
         return builder.build(tuple(refs))
 
+    @classmethod
+    def from_parts(
+        cls, parts: Sequence[Sequence[InferenceEventLike] | ScoreColumns], refs: Sequence[Any]
+    ) -> PredictionBatch:
+        """Like `from_events` over the events of `parts` in order, where a part is a sequence of
+        events or a `ScoreColumns` run; `refs` has one entry per event. Equal, array for array,
+        to `from_events` of the same events. Pure; raises ValueError as `from_events` does."""
+        builder = _Builder()
+        for part in parts:
+            if isinstance(part, ScoreColumns):
+                builder.add_columns(part)
+            else:
+                for event in part:
+                    builder.add(event)
+        if len(refs) != len(builder.times):
+            raise ValueError(f"{len(refs)} refs for {len(builder.times)} events")
+        return builder.build(tuple(refs))
+
+
+_Bucket = tuple[list[int], list[list[float]], list[np.ndarray], list[np.ndarray]]
+
 
 class _Builder:
     """Accumulates one batch; rows sharing a class-key tuple are written into `probs` together."""
@@ -86,7 +107,8 @@ class _Builder:
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}
         self.models: dict[tuple[str, str], int] = {}
-        self.layouts: dict[tuple[str, ...], tuple[list[int], list[list[float]]]] = {}
+        # class tuple -> (rows, value rows) of single events, (rows, values) arrays of columns
+        self.layouts: dict[tuple[str, ...], _Bucket] = {}
         self.top1_rows: list[int] = []
         self.top1_class: list[int] = []
         self.top1_conf: list[float] = []
@@ -118,11 +140,38 @@ class _Builder:
                 names = tuple(scores)
                 bucket = layouts.get(names)
                 if bucket is None:
-                    bucket = layouts[names] = ([], [])
+                    bucket = layouts[names] = ([], [], [], [])
                 bucket[0].append(row)
                 bucket[1].append(list(scores.values()))
             row += 1
         self.starts.append(row)
+
+    def add_columns(self, cols: ScoreColumns) -> None:
+        """Append a run of single-distribution events; per event only C-level passes (map,
+        zip, extend) unless an asset repeats."""
+        n, first, row = len(cols), len(self.times), self.starts[-1]
+        keys = list(zip(cols.model_ids, cols.model_versions, strict=True))
+        for key in dict.fromkeys(keys):  # register new model versions in order of appearance
+            self.models.setdefault(key, len(self.models))
+        models = list(map(self.models.__getitem__, keys))
+        self.asset_models.extend(models)
+        assets = list(zip(cols.asset_ids, models, strict=True))
+        if self.seen.isdisjoint(assets) and len(set(assets)) == n:
+            self.seen.update(assets)
+        else:
+            for i, asset in enumerate(assets, first):
+                if asset in self.seen:
+                    self.repeats.append(i)
+                self.seen.add(asset)
+        self.times.extend(map(float, cols.timestamps))
+        self.asset_ids.extend(cols.asset_ids)
+        self.starts.extend(range(row + 1, row + n + 1))
+        for names, rows, values in zip(cols.layouts, cols.rows, cols.values, strict=True):
+            bucket = self.layouts.get(names)
+            if bucket is None:
+                bucket = self.layouts[names] = ([], [], [], [])
+            bucket[2].append(rows + row)
+            bucket[3].append(values)
 
     def _add_top1(self, row: int, pred: Any) -> None:
         if pred.label is None or pred.confidence is None:
@@ -143,10 +192,14 @@ class _Builder:
         top_class = np.zeros(n, dtype=np.int32)
         top_conf = np.zeros(n, dtype=np.float64)
         pred_layout = np.full(n, -1, dtype=np.int32)
-        for layout, (names, (rows, values)) in enumerate(self.layouts.items()):
-            idx = np.asarray(rows)
+        for layout, (names, (rows, values, row_runs, value_runs)) in enumerate(
+                self.layouts.items()):
             cols = np.asarray(columns[names], dtype=np.int64)
-            vals = np.asarray(values, dtype=np.float64)
+            idx = np.asarray(rows, dtype=np.int64)
+            vals = np.asarray(values, dtype=np.float64).reshape(len(rows), len(names))
+            if row_runs:  # row order within a layout is free: every row is written on its own
+                idx = np.concatenate([idx, *row_runs])
+                vals = np.concatenate([vals, *value_runs])
             probs[idx[:, None], cols] = vals
             n_classes[idx] = len(names)
             best = vals.argmax(axis=1)

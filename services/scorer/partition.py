@@ -24,6 +24,7 @@ from services.streaming.events import (
     decode_inference_event,
     encode_event,
 )
+from services.streaming.inference_batch import decode_inference_batch
 
 SERVICE = "scorer"
 CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
@@ -134,33 +135,46 @@ class PartitionScorer:
         Records below `next_offset` (a redelivery) are skipped. The batch is cut at
         `suppress_below`, so replayed records and new ones never share a selector call.
         """
-        fresh = [r for r in records if r.offset >= self.next_offset]
+        return self.process_columns([r.offset for r in records], [r.value for r in records],
+                                    records.__getitem__)
+
+    def process_columns(self, offsets: Sequence[int], values: Sequence[bytes | None],
+                        record: Callable[[int], Record]) -> BatchResult:
+        """`process` for records given as columns -- `offsets[i]` (ascending), `values[i]` --
+        with `record(i)` the whole i-th record, asked for only to dead-letter it. Lets the shell
+        hand over a batch without building a `Record` per event."""
+        if offsets and min(offsets) < self.next_offset:  # a redelivery: drop what was processed
+            keep = [i for i, offset in enumerate(offsets) if offset >= self.next_offset]
+            return self.process_columns([offsets[i] for i in keep], [values[i] for i in keep],
+                                        lambda j: record(keep[j]))
         result = BatchResult()
-        cut = sum(1 for r in fresh if r.offset < self.suppress_below)
-        for part, emit in ((fresh[:cut], False), (fresh[cut:], True)):
-            if part:
-                self._process(part, emit, result)
-        if fresh:
-            self.next_offset = fresh[-1].offset + 1
+        n, cut = len(offsets), sum(map(self.suppress_below.__gt__, offsets))
+        for lo, hi, emit in ((0, cut, False), (cut, n, True)):
+            if hi > lo:
+                self._process(offsets[lo:hi], values[lo:hi], record, lo, emit, result)
+        if n:
+            self.next_offset = offsets[-1] + 1
         return result
 
-    def _process(self, records: Sequence[Record], emit: bool, result: BatchResult) -> None:
-        events: list[InferenceEvent] = []
-        offsets: list[int] = []
-        for record in records:
-            try:
-                events.append(decode_inference_event(record.value or b""))
-                offsets.append(record.offset)
-            except InvalidEvent as exc:
-                result.invalid_codes.append(str(exc.code))
-                if emit:
-                    result.dead_letters.append(self._dead_letter(record, exc))
-        result.valid += len(events)
+    def _process(self, offsets: Sequence[int], values: Sequence[bytes | None],
+                 record: Callable[[int], Record], first: int, emit: bool,
+                 result: BatchResult) -> None:
+        """One selector call; `record(first + i)` is the record of `values[i]`."""
+        decoded = decode_inference_batch(values)
+        for i, exc in decoded.errors:
+            result.invalid_codes.append(str(exc.code))
+            if emit:
+                result.dead_letters.append(self._dead_letter(record(first + i), exc))
+        result.valid += len(decoded.index)
         if not emit:
-            result.suppressed += len(records)
-        selection = self.state.select(PredictionBatch.from_events(events, offsets))
+            result.suppressed += len(values)
+        refs = list(map(offsets.__getitem__, decoded.index))
+        selection = self.state.select(PredictionBatch.from_parts(decoded.parts, refs))
         for sel in selection.selected:
-            event = events[sel.asset_index] if sel.asset_index >= 0 else self._refetch(sel.ref)
+            # Only the ~2% selected need the event itself: decode their record again (it is
+            # valid), rather than build an object for every event of the batch.
+            event = (decode_inference_event(values[decoded.index[sel.asset_index]] or b"")
+                     if sel.asset_index >= 0 else self._refetch(sel.ref))
             if event is None:
                 result.lost_deferred += 1
                 continue

@@ -163,7 +163,12 @@ ANNOTATION_REQUIRED = ("label",)
 
 def decode_inference_event(data: bytes) -> InferenceEvent:
     """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input."""
-    obj = load_object(data, MAX_EVENT_BYTES)
+    return read_inference_event(load_object(data, MAX_EVENT_BYTES))
+
+
+def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
+    """Check one inference event already parsed from at most MAX_EVENT_BYTES of JSON into an
+    object (`decode_inference_event` = `load_object` + this); raises `InvalidEvent` (only)."""
     check_version(obj, SCHEMA_VERSION)
     check_keys(obj, INFERENCE_FIELDS, INFERENCE_REQUIRED, "")
     raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)

@@ -1,15 +1,18 @@
-"""PredictionBatch.from_events: flat arrays, vocabularies, refs, top-1 and multi-object events."""
+"""PredictionBatch.from_events: flat arrays, vocabularies, refs, top-1 and multi-object events;
+from_parts (column runs) equal to it."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
 from services.core.codec import stable_hashes64
-from tests.unit.core.synth import Event, Pred
+from services.core.events import ScoreColumns
+from tests.unit.core.synth import Event, Pred, dirichlet_events
 
 
 def _events() -> list[Event]:
@@ -76,3 +79,40 @@ def test_multi_object_selection_reports_driving_instances() -> None:
     for s in picks:
         assert s.driving_predictions == (1,) and s.class_name == "shoulder"
         assert np.isclose(s.score, 0.8)
+
+
+def _columns(events: list[Event]) -> ScoreColumns:
+    """`events` (one `scores` prediction each) as the columns a decoder's fast path builds."""
+    layouts = list(dict.fromkeys(tuple(e.predictions[0].scores or {}) for e in events))
+    rows = [np.asarray([i for i, e in enumerate(events)
+                        if tuple(e.predictions[0].scores or {}) == layout], dtype=np.int64)
+            for layout in layouts]
+    values = [np.asarray([list((events[i].predictions[0].scores or {}).values()) for i in r],
+                         dtype=np.float64).reshape(len(r), len(layout))
+              for r, layout in zip(rows, layouts, strict=True)]
+    return ScoreColumns([e.asset_id for e in events], [e.model_id for e in events],
+                        [e.model_version for e in events], [e.timestamp for e in events],
+                        tuple(layouts), tuple(rows), tuple(values))
+
+
+def test_from_parts_equals_from_events_array_for_array() -> None:
+    """Column runs mixed with event lists (top-1, multi-object, empty), repeated assets within
+    and across parts, two layouts in one run and a layout first seen in a later part."""
+    rng = np.random.default_rng(3)
+    run1 = dirichlet_events(rng, 40, n_classes=4, model=("m", "v1"))
+    run1 += dirichlet_events(rng, 10, n_classes=3, start=5, model=("m", "v2"))  # a5.. repeat
+    run1.insert(7, run1[2])  # the same asset and version twice in one run
+    run2 = dirichlet_events(rng, 20, n_classes=4, start=30, model=("m", "v1"))  # a30.. repeat
+    parts: list[Any] = [_events(), _columns(run1), _events()[1:], _columns(run2)]
+    flat = [*_events(), *run1, *_events()[1:], *run2]
+    refs = list(range(len(flat)))
+    a, b = PredictionBatch.from_parts(parts, refs), PredictionBatch.from_events(flat, refs)
+    assert (a.classes, a.model_keys, a.refs, a.layouts) == (b.classes, b.model_keys, b.refs,
+                                                             b.layouts)
+    assert a.repeat.any()
+    for name in ("probs", "n_classes", "top_class", "top_conf", "asset_of", "position",
+                 "pred_start", "asset_time", "asset_model", "asset_hash", "repeat", "pred_layout"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x.dtype, x.shape, x.tobytes()) == (y.dtype, y.shape, y.tobytes()), name
+    with pytest.raises(ValueError, match="refs"):
+        PredictionBatch.from_parts(parts, refs[1:])
