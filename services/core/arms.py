@@ -199,8 +199,7 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
     idx = lo + np.flatnonzero(free)
     if idx.shape[0] == 0:
         return
-    state.control.offer(idx.shape[0], state.control_rng,
-                        lambda j: _payloads(view, "random_control", idx[j]))
+    state.control.offer(idx.shape[0], state.control_rng, lambda j: idx[j].tolist())
     if state.policy.mode != "reservoir":
         return
     b = view.batch
@@ -216,7 +215,21 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
             groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
     pr = view.asset_priority[mine]
     exp = state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets)[mine]
-    state.weighted.offer(pr, groups, pr, exp, lambda j: _payloads(view, "reservoir", mine[j]))
+    state.weighted.offer(pr, groups, pr, exp, lambda j: mine[j].tolist())
+
+
+def settle(state: SelectorState, view: BatchView) -> None:
+    """Build the payloads of reservoir entries that outlive the segment just decided (called by
+    `select` after each segment, while the batch view still describes them).
+
+    `_offer` stores a bare batch asset index as an entry's payload: most entries of a short
+    window are displaced or drained before their segment ends, so a payload is built only for a
+    pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
+    for payloads, strategy in ((state.weighted.payload, "reservoir"),
+                               (state.control.payload, "random_control")):
+        for k, p in enumerate(payloads):
+            if isinstance(p, int):
+                payloads[k] = _payloads(view, strategy, np.array([p]))[0]
 
 
 def _payloads(view: BatchView, strategy: str, idx: np.ndarray) -> list[Any]:
@@ -229,9 +242,11 @@ def _payloads(view: BatchView, strategy: str, idx: np.ndarray) -> list[Any]:
     return out
 
 
-def _restore(view: BatchView, payload: list[Any], strategy: str) -> tuple[Selected, int]:
+def _restore(view: BatchView, payload: Any, strategy: str) -> tuple[Selected, int]:
     """A reservoir payload as the Selected it becomes now (asset_index -1 unless from this
     batch) and its dedupe key."""
+    if isinstance(payload, int):  # offered in this segment: the view describes it directly
+        return view.describe(payload, strategy), int(view.dkey[payload])
     sel = Selected.from_json(payload[0])
     index = int(payload[2]) - view.first
     index = index if 0 <= index < view.batch.n_assets else -1

@@ -75,19 +75,22 @@ class WeightedReservoirState:
             return
         with np.errstate(divide="ignore"):
             new_key = -exponentials / np.maximum(weights, 1e-300)
-        key = np.r_[self.key, new_key]
-        group = np.r_[self.group, groups.astype(np.uint64)]
+        # np.concatenate, not np.r_: this runs once per segment and np.r_'s parsing dominated
+        key = np.concatenate((self.key, new_key))
+        group = np.concatenate((self.group, groups.astype(np.uint64)))
         order = np.lexsort((-key, group))
         g = group[order]
-        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        rank = np.arange(order.shape[0]) - np.repeat(first, np.diff(np.r_[first, g.shape[0]]))
+        starts = np.empty(g.shape[0], dtype=bool)
+        starts[0], starts[1:] = True, g[1:] != g[:-1]
+        first = np.flatnonzero(starts)
+        rank = np.arange(order.shape[0]) - np.repeat(first, np.diff(first, append=g.shape[0]))
         kept = order[rank < self.size]
         n_old = len(self.payload)
         fresh = kept[kept >= n_old] - n_old
         built = iter(make_payload(fresh))
         self.payload = [self.payload[i] if i < n_old else next(built) for i in kept.tolist()]
         self.key, self.group = key[kept], group[kept]
-        self.priority = np.r_[self.priority, priorities][kept]
+        self.priority = np.concatenate((self.priority, priorities))[kept]
 
     def drain(self) -> list[tuple[float, Any]]:
         """Empty the reservoirs; return (priority, payload) pairs, highest priority first (ties:

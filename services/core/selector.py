@@ -198,6 +198,7 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
         end = cuts.next(j)
         arms.segment(state, view, j, end, out)
         _after(state, view, j, end, out)
+        arms.settle(state, view)
         j = end
     return Selection(tuple(out), a, batch.n_predictions)
 

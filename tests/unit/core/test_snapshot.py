@@ -179,3 +179,17 @@ def test_state_is_bounded_in_versions_and_classes() -> None:
     assert len(state.versions) <= 3 and len(state.books) <= 2
     for book in state.books.values():
         assert len(book.names) <= 4 and book.names[-1] == "__other__"
+
+
+def test_reservoir_entries_in_a_snapshot_are_built_payloads() -> None:
+    """Entries offered in a segment hold a bare batch index until the segment ends (arms.py);
+    a snapshot between batches must hold built payloads only, whatever the window cut."""
+    policy = replace(SelectorPolicy(), reservoir=replace(SelectorPolicy().reservoir,
+                                                         window_assets=0))  # open windows
+    state = SelectorState.create(policy, 4)
+    for b in batches(dirichlet_events(np.random.default_rng(1), 700), 233):
+        select(state, b)
+        snap = state.snapshot()
+        entries = snap["weighted"]["payload"] + snap["control"]["payload"]
+        assert entries, "the open window should hold candidates"
+        assert all(isinstance(p, list) and len(p) == 3 for p in entries)
