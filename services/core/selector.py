@@ -126,6 +126,11 @@ class SelectorState:
                                 "threshold": None if np.isnan(thr[c]) else thr[c]}
                 for c in range(s.n_classes)}
 
+    def held_refs(self) -> list[Any]:
+        """The refs of assets the window's reservoirs hold: picks a later flush may grant, for
+        a caller that keeps their records at hand. Query (between `select` calls)."""
+        return [p[0][0] for p in self.weighted.payload] + [p[0][0] for p in self.control.payload]
+
     def budget_remaining(self, lane: str = "exploit") -> float:
         """Whole selections the lane could grant at the current position. Query."""
         wm = self.watermark if self.watermark > -math.inf else 0.0

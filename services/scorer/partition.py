@@ -8,6 +8,7 @@ wall clock, and dead letters carry the source record's own timestamp.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,10 @@ class PartitionScorer:
         self.suppress_below = suppress_below
         self.service_version = service_version
         self.fetch = fetch
+        # Raw values of the records the selector's reservoirs still hold (bounded by their
+        # size): a pick granted in a later batch needs its record, and reading it back from
+        # Kafka costs a fetch round trip per pick (slow at low load, when windows span batches).
+        self.held: dict[int, bytes | None] = {}
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Decode, select and encode one batch of consecutive records of this partition.
@@ -182,10 +187,25 @@ class PartitionScorer:
             if emit:
                 request = build_request(event, sel, self.topic, self.partition, int(sel.ref))
                 result.requests.append(Output(event.asset_id.encode(), encode_event(request)))
+        self._hold(offsets, values)
+
+    def _hold(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> None:
+        """Keep the raw values of the records the reservoirs now hold, drop the rest."""
+        held: dict[int, bytes | None] = {}
+        for ref in self.state.held_refs():
+            offset = int(ref)
+            if offset in self.held:
+                held[offset] = self.held[offset]
+                continue
+            i = bisect.bisect_left(offsets, offset)
+            if i < len(offsets) and offsets[i] == offset:
+                held[offset] = values[i]
+        self.held = held
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
-        """A reservoir pick from an earlier batch: decode its record again (it was valid)."""
-        raw = self.fetch(int(offset))
+        """A reservoir pick from an earlier batch: decode its record again (it was valid), kept
+        at hand or, after a restore, read back from Kafka."""
+        raw = self.held[offset] if offset in self.held else self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 
     def _dead_letter(self, record: Record, exc: InvalidEvent) -> Output:
