@@ -308,8 +308,12 @@ class Scorer:
             p = tp.partition
             state, offset = self._initial_state(latest.get(self._state_key(p)), share, p)
             done = committed.get(p, -1)
-            if offset is None:  # no checkpoint: a fresh state from the group's position or start
-                offset = done if done >= 0 else 0
+            if offset is None:
+                # No usable checkpoint (e.g. a crash before the partition's first one): rebuild
+                # the state from the partition's first record, replaying what the group already
+                # committed without output. Starting a fresh state at the committed offset
+                # instead would decide differently from an uninterrupted run.
+                offset = 0
             self.partitions[p] = PartitionScorer(
                 self.topic, p, state, offset, service_version=self.version,
                 fetch=self._fetch_from(p), suppress_below=max(done, offset))

@@ -84,6 +84,38 @@ def test_sigkill_three_times_during_a_50k_event_run(broker: object) -> None:
     assert_same_requests_as_reference(produced, expected)
 
 
+def test_a_crash_before_the_first_checkpoint_rebuilds_the_state_from_the_start(
+        broker: object) -> None:
+    """No checkpoint was ever written, but offsets were committed: the restarted scorer must
+    replay the partition from its first record (without output) to rebuild the state, not start
+    a fresh state at the committed offset (which decides differently from then on)."""
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group = prefix + INPUT, f"g-{prefix}"
+    events = inference_events(6000, seed=8, dt=0.1)
+    produce(bootstrap, topic, events[:3000])
+    first_half = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    env = scorer_env(bootstrap, prefix, group, batch_size=100,
+                     checkpoint_every_events=10**9, checkpoint_every_s=10**6)
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, first_half) >= 1.0, 120,
+             f"first half not committed; log:\n{proc.tail()}")
+    proc.kill()  # both partitions committed, no checkpoint: the case under test
+    states = read_all(bootstrap, prefix + "al.scorer-state.v1")
+    assert not [m for m in states if b"scorer-checkpoint" in (m.value() or b"")], \
+        "a checkpoint was written before the kill: the case under test did not happen"
+    produce(bootstrap, topic, events[3000:])
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    _finish(proc, bootstrap, group, topic, ends)
+    produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
+    expected = reference_requests(bootstrap, prefix, partitions=2)
+    assert len(expected) > 50
+    assert_same_requests_as_reference(produced, expected)
+
+
 def test_a_killed_instance_hands_its_partitions_and_state_to_the_survivor(broker: object) -> None:
     bootstrap = broker.bootstrap  # type: ignore[attr-defined]
     prefix = private_loop(bootstrap, partitions=4)
