@@ -42,10 +42,10 @@ from services.scorer.partition import partition_seed
 from services.streaming import topics
 from services.streaming.annotation_requests import decode_annotation_request
 from services.streaming.control_events import decode_class_feedback, decode_retrain_trigger
+from services.streaming.event_fields import SCHEMA_VERSION
 from services.streaming.events import encode_event
 from services.streaming.topics import create_topics, loop_topics
 
-SCHEMA_VERSION = 1
 # Tansu holds a waiting fetch for fetch.wait.max.ms (docs/brokers.md, quirk 8): keep it short so a
 # round settles in milliseconds; group timings as the integration tests use (quirk 1).
 CLIENT_TIMINGS = {"fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
