@@ -329,8 +329,8 @@ class Scorer:
             restored = read_checkpoint(raw, policy)
             if restored is not None:
                 return restored
-            log.warning("partition %d: checkpoint unreadable with this policy; starting fresh",
-                        partition)
+            log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
+                        "state from the partition's first record", partition)
         return SelectorState.create(policy, partition_seed(self.settings.seed, partition)), None
 
     def _marker_producer(self) -> Producer:
