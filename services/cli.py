@@ -95,7 +95,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     commit and leave the group."""
     settings = ScorerSettings.from_env(os.environ)
     _configure_logging()
-    from services.scorer.service import Scorer, ScorerUnavailable
+    from services.scorer.service import DeliveryFailed, Scorer, ScorerUnavailable
     from services.streaming.ceiling import DeadLetterCeilingExceeded
 
     try:
@@ -106,7 +106,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: scorer.stop())
     try:
         return scorer.run()
-    except DeadLetterCeilingExceeded as exc:
+    except (DeadLetterCeilingExceeded, DeliveryFailed) as exc:
         raise CliError(f"scorer stopped: {exc}") from None
 
 

@@ -63,5 +63,9 @@ class ScorerMetrics:
         self.feedback_invalid = Counter("scorer_feedback_invalid_total",
                                         "Class-feedback records dead-lettered, by reason code.",
                                         ["reason"], registry=registry)
+        self.delivery_failures = Counter("scorer_delivery_failures_total",
+                                         "Records the broker did not accept (requests, dead "
+                                         "letters, checkpoints), by topic: the scorer stops "
+                                         "without committing.", ["topic"], registry=registry)
         for lane in ("exploit", "explore"):
             self.budget.labels(lane)

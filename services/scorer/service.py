@@ -59,6 +59,14 @@ class ScorerUnavailable(RuntimeError):
     """The scorer cannot start (e.g. its topics are missing); the message says what to do."""
 
 
+class DeliveryFailed(RuntimeError):
+    """The broker refused records the scorer produced (a topic deleted, an ACL, a record over
+    the topic's size limit). `flush()` returning 0 does not mean delivered: a refused record
+    leaves the queue with an error report. The scorer stops without committing or checkpointing
+    anything after its last durable checkpoint, so a restart replays and reproduces the lost
+    output."""
+
+
 class Scorer:
     """One scorer instance in the consumer group `settings.group_id`.
 
@@ -78,6 +86,10 @@ class Scorer:
         self.partitions: dict[int, PartitionScorer] = {}
         self._last_checkpoint: dict[int, tuple[int, float]] = {}
         self._stop = threading.Event()
+        self._undelivered: list[tuple[str, KafkaError]] = []
+        # Set when the loop fails: the state may be ahead of the output the broker holds, so
+        # nothing may be checkpointed or committed from then on (a restart replays instead).
+        self._failed = False
         self._assigned_once = False
         self._heartbeat = time.monotonic()
         self._ceiling = DeadLetterWindow(DeadLetterCeiling())
@@ -94,8 +106,13 @@ class Scorer:
             "allow.auto.create.topics": False,
             "enable.idempotence": True,
             "linger.ms": 5,
-            # Dead letters of large bad records are ~4/3 of the original (topics.py).
-            "message.max.bytes": topics.DLQ_MAX_MESSAGE_BYTES,
+            # Dead letters of large bad records are ~4/3 of the original; checkpoints hold the
+            # dedupe memory (topics.py).
+            "message.max.bytes": max(topics.DLQ_MAX_MESSAGE_BYTES,
+                                     topics.STATE_MAX_MESSAGE_BYTES),
+            # Refused records are only seen in delivery reports; successes need none.
+            "on_delivery": self._on_delivery,
+            "delivery.report.only.error": True,
         }
         if self.eos:
             producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
@@ -103,7 +120,9 @@ class Scorer:
         self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"}),
                                        settings.feedback_topic, self.version)
         self._input_partitions = self._partition_count(self.topic)
-        self._partition_count(settings.state_topic)
+        for topic in (settings.state_topic, settings.requests_topic, topics.dlq(self.topic),
+                      topics.dlq(settings.feedback_topic)):
+            self._partition_count(topic)
         self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
                                          "enable.auto.commit": False}))
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
@@ -150,6 +169,9 @@ class Scorer:
                 if messages or self.feedback.dead_letters:
                     self._process(messages)
                 self._checkpoint_due()
+        except BaseException:
+            self._failed = True
+            raise
         finally:
             self._shutdown()
         return 0
@@ -199,17 +221,40 @@ class Scorer:
                 return
             except BufferError:
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending (e.g. the topic is gone)
+                self._on_delivery(exc.args[0], _Refused(topic))
+                self._raise_if_undelivered("not committing offsets")
 
     def _finish(self, offsets: list[TopicPartition]) -> None:
         if self.eos:
             meta = self.consumer.consumer_group_metadata()
             self.producer.send_offsets_to_transaction(offsets, meta, 30)
             self.producer.commit_transaction(60)
+            self._raise_if_undelivered("after the transaction")
             return
         if self.producer.flush(60) != 0:
             raise KafkaException("output not delivered within 60 s; not committing offsets")
+        self._raise_if_undelivered("not committing offsets")
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message | _Refused) -> None:
+        """librdkafka's report of a record it could not deliver (served by flush/poll)."""
+        if err is not None:
+            topic = msg.topic() or "?"
+            self._undelivered.append((topic, err))
+            self.metrics.delivery_failures.labels(topic).inc()
+
+    def _raise_if_undelivered(self, consequence: str) -> None:
+        if not self._undelivered:
+            return
+        by_topic: dict[str, list[KafkaError]] = defaultdict(list)
+        for topic, err in self._undelivered:
+            by_topic[topic].append(err)
+        detail = "; ".join(f"{len(errs)} to {topic} ({errs[0].str()})"
+                           for topic, errs in by_topic.items())
+        raise DeliveryFailed(f"the broker refused records: {detail}; {consequence}. A restart "
+                             "replays from the last checkpoint and produces them again.")
 
     def _observe(self, results: dict[int, BatchResult],
                  by_partition: dict[int, list[Message]], seconds: float) -> None:
@@ -287,13 +332,13 @@ class Scorer:
             self.producer.begin_transaction()
         for p in partitions:
             scorer = self.partitions[p]
-            self.producer.produce(self.settings.state_topic, scorer.checkpoint(),
-                                  self._state_key(p))
+            self._send(self.settings.state_topic, Output(self._state_key(p), scorer.checkpoint()))
             self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
         if self.eos:
             self.producer.commit_transaction(60)
         elif self.producer.flush(60) != 0:
             raise KafkaException("checkpoint not delivered within 60 s")
+        self._raise_if_undelivered("checkpoint not written")
         self.metrics.checkpoints.inc(len(partitions))
 
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
@@ -368,7 +413,7 @@ class Scorer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in partitions if tp.partition in self.partitions]
-        if mine:
+        if mine and not self._failed:
             self._checkpoint(mine)
             if not self.eos:
                 consumer.commit(offsets=[TopicPartition(self.topic, p,
@@ -391,7 +436,10 @@ class Scorer:
 
     def _shutdown(self) -> None:
         try:
-            if self.partitions:
+            if self._failed:
+                log.error("stopping after an error: no checkpoint or commit; a restart replays "
+                          "from the last checkpoint")
+            elif self.partitions:
                 self._checkpoint(list(self.partitions))
                 if not self.eos:
                     self.consumer.commit(offsets=[TopicPartition(self.topic, p, s.next_offset)
@@ -403,6 +451,16 @@ class Scorer:
             self.feedback.close()
             self.producer.flush(30)
             self.ops.stop()
+
+
+class _Refused:
+    """Stands in for the Message of a record that `produce()` refused outright."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
 
 
 def _without_eof(messages: list[Message]) -> list[Message]:

@@ -23,6 +23,10 @@ SCORER_STATE = "al.scorer-state.v1"
 DLQ_SUFFIX = ".dlq"
 
 _COMPACTED = {"cleanup.policy": "compact"}
+# A scorer checkpoint holds its dedupe memory: ~2.6 MB at the default cap of 250,000 keys
+# (measured; tests/unit/test_scorer_partition.py), over Kafka's ~1 MB default record limit.
+STATE_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+_STATE = {**_COMPACTED, "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
 # A dead letter carries the original bytes base64-encoded (4/3 of their size) plus metadata, so a
 # .dlq must accept records larger than its source topic's limit (Kafka's default is ~1 MB).
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -61,7 +65,7 @@ def loop_topics(partitions: int = 4, prefix: str = "") -> list[TopicSpec]:
     control = [
         TopicSpec(RETRAIN_TRIGGERS, 1),
         TopicSpec(CLASS_FEEDBACK, 1, _COMPACTED),
-        TopicSpec(SCORER_STATE, 1, _COMPACTED),
+        TopicSpec(SCORER_STATE, 1, _STATE),
     ]
     inputs = [INFERENCE_EVENTS, LABELS, ANNOTATION_REQUESTS, CLASS_FEEDBACK]
     dead_letters = [TopicSpec(dlq(name), 1, _DEAD_LETTERS) for name in inputs]

@@ -511,3 +511,46 @@ def test_a_waiting_fetch_is_not_answered_when_records_arrive(
     fast = _idle_delivery_ms(broker, unique_topic, 10)
     assert slow >= 40, (slow, fast)
     assert slow > 5 * fast, (slow, fast)
+
+
+# --- 9. a deleted topic keeps acknowledging --------------------------------------------------
+
+def test_a_deleted_topic_still_acknowledges_records_that_then_vanish(
+        broker: EmbeddedBroker) -> None:
+    """Kafka: once a topic is deleted, a produce to it fails (UNKNOWN_TOPIC_OR_PART, or the
+    producer's refreshed metadata refuses it at produce()). Tansu: a producer that wrote to the
+    topic before the deletion keeps getting acknowledgements, with offsets, for records nobody
+    can read: the topic is gone from metadata and no delivery report carries an error."""
+    name = f"quirk-deleted-{uuid.uuid4().hex[:8]}"
+    _create(broker, name)
+    reports: list[tuple[KafkaError | None, int | None]] = []
+    producer = _producer(broker, **{"linger.ms": 0, "on_delivery": lambda err, msg: reports.append(
+        (err, msg.offset()))})
+    producer.produce(name, b"before")
+    _flush(producer)
+    admin = _admin(broker)
+    admin.delete_topics([name])[name].result(IO_TIMEOUT_S)
+    assert _partition_count(broker, name) is None
+    for _ in range(3):
+        producer.produce(name, b"after")
+    _flush(producer)
+    assert [err for err, _ in reports] == [None] * 4  # acknowledged, no error
+    assert all(offset is not None and offset >= 0 for _, offset in reports), reports
+    assert _partition_count(broker, name) is None  # and nowhere to read them from
+
+
+# --- 10. max.message.bytes is not enforced --------------------------------------------------
+
+def test_a_topics_max_message_bytes_is_not_enforced(broker: EmbeddedBroker) -> None:
+    """Kafka: a record batch over the topic's max.message.bytes is refused
+    (MSG_SIZE_TOO_LARGE). Tansu: a 1,000-byte limit accepts 5 kB and 2 MB records."""
+    name = f"quirk-size-{uuid.uuid4().hex[:8]}"
+    _create(broker, name, config={"max.message.bytes": "1000"})
+    errors: list[KafkaError] = []
+    producer = _producer(broker, **{"message.max.bytes": 4_000_000,
+                                    "on_delivery": lambda err, _msg: errors.append(err)})
+    producer.produce(name, b"x" * 5000)
+    producer.produce(name, b"y" * 2_000_000)
+    _flush(producer)
+    assert errors == [None, None]
+    assert [len(m.value() or b"") for m in _read_topic(broker, name)] == [5000, 2_000_000]

@@ -143,3 +143,29 @@ def test_missing_topics_are_one_line_not_a_traceback(broker: object) -> None:
     assert "Traceback" not in result.stderr
     assert "topic never-created.al.inference-events.v1 does not exist" in result.stderr
     assert "active-stream topics create" in result.stderr
+
+
+
+def test_a_record_refused_after_produce_accepted_it_stops_the_batch_before_its_commit(
+    broker: object,
+) -> None:
+    """A record refused by the broker after `produce()` queued it shows only in librdkafka's
+    delivery report; `flush()` returns 0 all the same. The batch must end in DeliveryFailed
+    before any offset is committed. A topic that never existed, which the scorer's producer has
+    no metadata for, is refused that way (unknown topic) once the propagation wait is over."""
+    from services.scorer.partition import Output
+    from services.scorer.service import DeliveryFailed
+
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=1)
+    env = scorer_env(bootstrap, prefix, f"g-{prefix}")
+    env["ACTIVE_STREAM_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS"] = "1000"
+    produce(bootstrap, prefix + "al.inference-events.v1", inference_events(50, seed=6))
+    with scorer_in_thread(env) as scorer:
+        wait_for(lambda: consumed(scorer, 50), 60, "events not consumed")
+    nowhere = prefix + "never-created"
+    scorer._send(nowhere, Output(b"k", b"v"))  # queued: no metadata says the topic is missing
+    with pytest.raises(DeliveryFailed, match=f"1 to {nowhere} .*not committing offsets"):
+        scorer._finish([])
+    assert scorer.registry.get_sample_value("scorer_delivery_failures_total",
+                                            {"topic": nowhere}) == 1

@@ -5,6 +5,7 @@ duplicate is byte-identical to its twin."""
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import orjson
@@ -162,3 +163,54 @@ def test_exactly_once_mode_commits_requests_and_offsets_in_transactions(broker: 
     assert checkpoints is not None and checkpoints >= 2
     produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
     assert Counter(produced) == Counter(reference_requests(bootstrap, prefix, partitions=2))
+
+
+def test_records_the_broker_refuses_stop_the_scorer_before_it_commits(broker: object) -> None:
+    """A refused record leaves librdkafka's queue with only an error report: `flush()` returns 0
+    all the same. Deleting the requests topic mid-run makes every request refused; the scorer
+    must stop (exit 2, one line naming the topic) without committing past them, and once the
+    topic is back a restart must produce them: the requests from before the deletion plus those
+    after the restart are exactly the uninterrupted run's."""
+    from confluent_kafka.admin import AdminClient
+
+    from services.streaming.topics import create_topics, loop_topics
+
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    prefix = private_loop(bootstrap, partitions=1)
+    topic, group, requests = prefix + INPUT, f"g-{prefix}", prefix + REQUESTS
+    events = inference_events(4000, seed=11, dt=0.1)
+    produce(bootstrap, topic, events[:2000])
+    first_half = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0])
+    env = scorer_env(bootstrap, prefix, group, batch_size=200)
+    # The embedded broker still acknowledges (and drops) records for a deleted topic from a
+    # producer that has not refreshed its metadata (docs/brokers.md): refresh often, so the
+    # scorer's producer learns of the deletion and the records are refused, as on Apache Kafka.
+    env["ACTIVE_STREAM_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS"] = "300"
+    env["ACTIVE_STREAM_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS"] = "2000"
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, first_half) >= 1.0, 120,
+             f"first half not committed; log:\n{proc.tail()}")
+    before = [m.value() for m in read_all(bootstrap, requests)]
+    assert before, "nothing selected before the deletion: the case under test did not happen"
+    admin.delete_topics([requests])[requests].result(15)
+    wait_for(lambda: requests not in admin.list_topics(timeout=10).topics, 30, "not deleted")
+    time.sleep(3)  # ten metadata refreshes of the scorer's producer
+    produce(bootstrap, topic, events[2000:])
+    wait_for(lambda: not proc.alive(), 120,
+             f"the scorer kept running while its requests were refused; log:\n{proc.tail()}")
+    assert proc.stop() == 2, proc.tail()
+    assert "the broker refused records" in proc.tail() and requests in proc.tail(), proc.tail()
+    assert "Traceback" not in proc.tail(), proc.tail()
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0])
+    assert progress(bootstrap, group, topic, ends) < 1.0, "offsets committed past refused output"
+
+    create_topics(admin, [s for s in loop_topics(1, prefix=prefix) if s.name == requests])
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    _finish(proc, bootstrap, group, topic, ends)
+    after = [m.value() for m in read_all(bootstrap, requests)]
+    expected = reference_requests(bootstrap, prefix, partitions=1)
+    assert len(expected) > len(before) + 10
+    assert_same_requests_as_reference(before + after, expected)

@@ -140,3 +140,25 @@ def test_picks_granted_after_their_batch_need_no_read_back_from_kafka() -> None:
     assert fetched == []
     assert requests == whole.requests
     assert len(scorer.held) <= POLICY.reservoir.per_class * 10 + POLICY.reservoir.control_size
+
+
+def test_a_checkpoint_with_the_dedupe_memory_full_fits_the_state_topics_record_limit() -> None:
+    """The dedupe memory (up to `max_entries` random 64-bit keys, incompressible) dominates a
+    checkpoint: ~2.6 MB at the default cap, over Kafka's ~1 MB default record limit. The state
+    topic is created with a limit above it (Kafka refuses larger records; the embedded broker
+    does not, docs/brokers.md quirk 10), so a full memory must still fit, with room to spare."""
+    import numpy as np
+
+    from services.streaming.topics import SCORER_STATE, STATE_MAX_MESSAGE_BYTES, loop_topics
+
+    scorer = _scorer(records=_records(2000))
+    scorer.process(_records(2000))  # books, stats and reservoirs as in service
+    dedupe, policy = scorer.state.dedupe, POLICY.dedupe
+    keys = np.random.default_rng(1).integers(0, 2**64 - 1, policy.max_entries, dtype=np.uint64)
+    dedupe.add(policy, keys)
+    assert len(dedupe) == policy.max_entries
+    size = len(scorer.checkpoint())
+    assert 2_000_000 < size < STATE_MAX_MESSAGE_BYTES / 2, size
+    spec = next(s for s in loop_topics() if s.name == SCORER_STATE)
+    assert int(spec.configs["max.message.bytes"]) == STATE_MAX_MESSAGE_BYTES
+    assert spec.configs["cleanup.policy"] == "compact"
