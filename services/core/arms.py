@@ -253,12 +253,8 @@ def _restore(view: BatchView, payload: Any, strategy: str) -> tuple[Selected, in
     return replace(sel, asset_index=index, strategy=strategy), int(payload[1])
 
 
-def _seen(state: SelectorState, key: int) -> bool:
-    return bool(state.dedupe.contains(np.array([key], np.uint64))[0])
-
-
 def _grant(state: SelectorState, key: int, out: list[Selected], sel: Selected) -> None:
-    state.dedupe.add(state.policy.dedupe, np.array([key], np.uint64))
+    state.dedupe.add_one(state.policy.dedupe, key)
     out.append(sel)
 
 
@@ -277,17 +273,33 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
     entries = state.weighted.drain()
     limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
     granted = 0
+    limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for _, payload in entries:
         if granted >= limit or not state.budget.available(pol.budget, "exploit", n_seen, wm):
             break
-        sel, key = _restore(view, payload, "reservoir")
-        book = state.books.get(sel.model_id)
-        if _seen(state, key) or (book is not None and
-                                 not _class_spend(state, book, sel, n_seen)):
+        # Checked on the payload's identity first: most entries are passed over, and building
+        # the Selected (`_restore`) costs more than the checks.
+        key, model_id, class_name = _identity(view, payload)
+        book = state.books.get(model_id)
+        if state.dedupe.holds(key) or (book is not None and
+                                       not _class_spend(state, book, class_name, n_seen, limits)):
             continue
         state.budget.spend(pol.budget, "exploit", n_seen, wm)
-        _grant(state, key, out, sel)
+        _grant(state, key, out, _restore(view, payload, "reservoir")[0])
         granted += 1
+
+
+def _identity(view: BatchView, payload: Any) -> tuple[int, str, str | None]:
+    """(dedupe key, model id, class name) of a reservoir payload, as `_restore` would give."""
+    if isinstance(payload, int):
+        k = int(view.batch.asset_model[payload])
+        d = int(view.driver[payload])
+        book = view.books[k]
+        assert book is not None
+        name = book.names[int(view.gcls[d])] if d >= 0 else None
+        return int(view.dkey[payload]), view.batch.model_keys[k][0], name
+    row = payload[0]
+    return int(payload[1]), row[2], row[7]
 
 
 def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: float,
@@ -297,24 +309,30 @@ def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: flo
     payloads, offered = state.control.drain()
     chosen: list[tuple[Selected, int]] = []
     for payload in payloads:
-        sel, key = _restore(view, payload, "random_control")
-        if not _seen(state, key) and state.budget.available(pol.budget, "explore", n_seen, wm):
+        key = _identity(view, payload)[0]
+        if not state.dedupe.holds(key) and state.budget.available(pol.budget, "explore", n_seen,
+                                                                   wm):
             state.budget.spend(pol.budget, "explore", n_seen, wm)
-            chosen.append((sel, key))
-            state.dedupe.add(pol.dedupe, np.array([key], np.uint64))
+            chosen.append((_restore(view, payload, "random_control")[0], key))
+            state.dedupe.add_one(pol.dedupe, key)
     for sel, _ in chosen:
         incl = len(chosen) / max(offered, 1)
         out.append(replace(sel, inclusion_probability=incl))
 
 
-def _class_spend(state: SelectorState, book: Any, sel: Selected, n_seen: float) -> bool:
-    """Spend the class sub-budget of a deferred pick if it has a token; False if not."""
-    cls = book.index.get(sel.class_name) if sel.class_name is not None else None
+def _class_spend(state: SelectorState, book: Any, class_name: str | None, n_seen: float,
+                 limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Spend the class sub-budget of a deferred pick if it has a token; False if not.
+    `limits` caches the books' class limits for one flush (they change at refreshes only)."""
+    cls = book.index.get(class_name) if class_name is not None else None
     if cls is None:
         return True
-    rate, cap = class_limits(state.policy.budget, book.weights, book.published)
-    level = book.buckets.levels_at(np.array([cls]), np.array([n_seen]), rate, cap)[0]
-    if level < 1.0:
+    if book.model_id not in limits:
+        limits[book.model_id] = class_limits(state.policy.budget, book.weights, book.published)
+    rate, cap = limits[book.model_id]
+    buckets = book.buckets
+    gain = rate[cls] * max(n_seen - buckets.coord[cls], 0.0)  # ClassBuckets.levels_at, scalar
+    if min(cap[cls], buckets.level[cls] + gain) < 1.0:
         return False
-    book.buckets.spend(cls, n_seen, rate, cap)
+    buckets.spend(cls, n_seen, rate, cap)
     return True

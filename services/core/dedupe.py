@@ -101,6 +101,34 @@ class DedupeState:
         pos = np.searchsorted(self.recent_keys, new)
         self.recent_keys = np.insert(self.recent_keys, pos, new)
         self.recent_gens = np.insert(self.recent_gens, pos, self.generation)
+        self._bound(policy)
+
+    def holds(self, key: int) -> bool:
+        """`contains` of one key. Query."""
+        k = np.uint64(key)
+        for keys in (self.keys, self.recent_keys):
+            i = int(keys.searchsorted(k))
+            if i < keys.shape[0] and keys[i] == k:
+                return True
+        return False
+
+    def add_one(self, policy: DedupePolicy, key: int) -> None:
+        """`add` of one key (a window's grants come one at a time), without set operations."""
+        k = np.uint64(key)
+        for keys, gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
+            i = int(keys.searchsorted(k))
+            if i < keys.shape[0] and keys[i] == k:
+                gens[i] = self.generation
+                return
+        i = int(self.recent_keys.searchsorted(k))
+        rk, rg = self.recent_keys, self.recent_gens
+        self.recent_keys = np.concatenate((rk[:i], np.array([k], dtype=np.uint64), rk[i:]))
+        self.recent_gens = np.concatenate((rg[:i], np.array([self.generation], dtype=np.int64),
+                                           rg[i:]))
+        self._bound(policy)
+
+    def _bound(self, policy: DedupePolicy) -> None:
+        """Merge the recent keys in when due, then hold the memory to `max_entries`."""
         if self.recent_keys.shape[0] >= self.merge_at or len(self) > policy.max_entries:
             self.keys, self.gens = self._union()
             self.recent_keys = np.zeros(0, dtype=np.uint64)

@@ -149,3 +149,24 @@ def test_a_key_added_at_the_cap_does_not_copy_the_whole_memory() -> None:
     d.add(policy, np.array([10**9], dtype=np.uint64))
     assert d.keys is not big and len(d) == 100_000 + d.merge_at
     assert d.contains(np.array([1, 3, 10**9, 5], dtype=np.uint64)).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=60), st.integers(1, 6),
+       st.integers(3, 25))
+def test_one_key_at_a_time_is_the_same_as_arrays_of_one(steps: list, merge_at: int,
+                                                        cap: int) -> None:
+    """`add_one` / `holds` (the window flushes' path) against `add` / `contains`."""
+    policy = DedupePolicy(ttl_seconds=8.0, generations=2, max_entries=cap)
+    a, b = DedupeState(), DedupeState()
+    a.merge_at = b.merge_at = merge_at
+    wm = 1000.0
+    for advance, key in steps:
+        wm += 1.5 if advance else 0.0
+        a.advance(policy, wm)
+        b.advance(policy, wm)
+        assert a.holds(key) == bool(b.contains(np.array([key], dtype=np.uint64))[0])
+        a.add_one(policy, key)
+        b.add(policy, np.array([key], dtype=np.uint64))
+        assert a.snapshot() == b.snapshot()
+    assert a.holds(2**64 - 1) is False
