@@ -31,6 +31,16 @@ def broker() -> Iterator[EmbeddedBroker]:
         embedded.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_service_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way leaves its scorer or sink subprocess running, and it would
+    keep working against the shared broker for the rest of the session: reap it."""
+    yield
+    from services.evaluation.processes import ServiceProcess
+
+    ServiceProcess.kill_leftovers()
+
+
 @pytest.fixture
 def unique_topic() -> Iterator[str]:
     """A topic name no other test uses (the topic itself is not created)."""

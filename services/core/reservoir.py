@@ -73,17 +73,20 @@ class WeightedReservoirState:
         m = weights.shape[0]
         if m == 0:
             return
-        with np.errstate(divide="ignore"):
-            new_key = -exponentials / np.maximum(weights, 1e-300)
-        # np.concatenate, not np.r_: this runs once per segment and np.r_'s parsing dominated
+        # The divisor is >= 1e-300, so no division by zero: no errstate needed (it costs ~2 us).
+        new_key = -exponentials / np.maximum(weights, 1e-300)
+        # This runs once per segment, so numpy's fixed costs count: np.concatenate, not np.r_;
+        # ranks by a running maximum, not np.diff(append=) + np.repeat (~11 us).
         key = np.concatenate((self.key, new_key))
         group = np.concatenate((self.group, groups.astype(np.uint64)))
         order = np.lexsort((-key, group))
         g = group[order]
-        starts = np.empty(g.shape[0], dtype=bool)
-        starts[0], starts[1:] = True, g[1:] != g[:-1]
-        first = np.flatnonzero(starts)
-        rank = np.arange(order.shape[0]) - np.repeat(first, np.diff(first, append=g.shape[0]))
+        n = g.shape[0]
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(g[1:], g[:-1], out=starts[1:])
+        at = np.arange(n)
+        rank = at - np.maximum.accumulate(np.where(starts, at, 0))
         kept = order[rank < self.size]
         n_old = len(self.payload)
         fresh = kept[kept >= n_old] - n_old

@@ -28,7 +28,12 @@ class ServiceDied(RuntimeError):
 
 
 class ServiceProcess:
-    """`python -m services.cli COMMAND` with `env` on top of this process's environment."""
+    """`python -m services.cli COMMAND` with `env` on top of this process's environment.
+
+    `started` lists every instance started in this process, so a caller that fails half-way
+    (a test's assertion) can still reap what it started (`kill_leftovers`)."""
+
+    started: list[ServiceProcess] = []
 
     def __init__(self, command: str, env: dict[str, str], port_var: str,
                  log: Path | None = None) -> None:
@@ -47,7 +52,17 @@ class ServiceProcess:
             self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", self.command],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        ServiceProcess.started.append(self)
         return self
+
+    @classmethod
+    def kill_leftovers(cls) -> list[str]:
+        """SIGKILL every started instance still running; returns their commands."""
+        left = [p for p in cls.started if p.alive()]
+        for p in left:
+            p.kill()
+        cls.started.clear()
+        return [p.command for p in left]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
