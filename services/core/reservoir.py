@@ -99,7 +99,8 @@ class WeightedReservoirState:
         """Empty the reservoirs; return (priority, payload) pairs, highest priority first (ties:
         group order, then key). Command (it resets the window)."""
         order = np.argsort(-self.priority, kind="stable")
-        out = [(float(self.priority[i]), self.payload[i]) for i in order.tolist()]
+        priority = self.priority.tolist()
+        out = [(priority[i], self.payload[i]) for i in order.tolist()]
         self.__init__(self.size)  # type: ignore[misc]
         return out
 

@@ -322,7 +322,6 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
     state.assets_seen = view.first + hi
     state.watermark = float(view.watermark[hi - 1])
     state.window_count += hi - lo
-    times = b.asset_time[b.asset_of]
     for k, version in enumerate(view.versions):
         if version is None:
             continue
@@ -334,7 +333,7 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
                 continue
             last = lo + int(mine[-1])
         rows = view.predictions_in(lo, hi, k)
-        version.add_pending(view.gcls[rows], b.top_conf[rows], times[rows])
+        version.add_pending(view.gcls[rows], b.top_conf[rows], b.asset_time[b.asset_of[rows]])
         seen = float(view.watermark[last])
         version.last_seen = seen
         book = view.books[k]
