@@ -71,7 +71,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     if args.bootstrap:
         env["KAFKA_BOOTSTRAP_SERVERS"] = args.bootstrap
     kafka = KafkaSettings.from_env(env)
-    admin = AdminClient(kafka.client())
+    admin = AdminClient(kafka.client(role="admin"))
     try:
         results = create_topics(admin, loop_topics(args.partitions),
                                 replication_factor=args.replication_factor)

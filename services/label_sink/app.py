@@ -109,7 +109,7 @@ class SinkStatus:
 def partition_counts(settings: LabelSinkSettings, names: SinkTopics) -> int:
     """Partitions of the label topic; raises SinkUnavailable when the inputs are missing or not
     co-partitioned (the join needs equal partition counts)."""
-    admin = AdminClient(settings.kafka.client())
+    admin = AdminClient(settings.kafka.client(role="admin"))
     meta = admin.list_topics(timeout=15.0).topics
     counts = {}
     for name in (names.labels, names.requests):
@@ -123,7 +123,7 @@ def partition_counts(settings: LabelSinkSettings, names: SinkTopics) -> int:
 
 def is_tansu(settings: LabelSinkSettings) -> bool:
     """True when the cluster is the embedded Tansu broker (its cluster id says so)."""
-    admin = AdminClient(settings.kafka.client())
+    admin = AdminClient(settings.kafka.client(role="admin"))
     cluster = admin.describe_cluster(request_timeout=15).result(timeout=20)
     return str(cluster.cluster_id or "").startswith("tansu")
 

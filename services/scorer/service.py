@@ -95,7 +95,7 @@ class Scorer:
         self._ceiling = DeadLetterWindow(DeadLetterCeiling())
         self._plain_producer: Producer | None = None
         client = settings.kafka.client
-        self.consumer = Consumer(client({
+        self.consumer = Consumer(client(role="consumer", overrides={
             "group.id": settings.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -116,15 +116,16 @@ class Scorer:
         }
         if self.eos:
             producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
-        self.producer = Producer(client(producer_config))
-        self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"}),
+        self.producer = Producer(client(producer_config, role="producer"))
+        self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"},
+                                              role="consumer"),
                                        settings.feedback_topic, self.version)
         self._input_partitions = self._partition_count(self.topic)
         for topic in (settings.state_topic, settings.requests_topic, topics.dlq(self.topic),
                       topics.dlq(settings.feedback_topic)):
             self._partition_count(topic)
         self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
-                                         "enable.auto.commit": False}))
+                                         "enable.auto.commit": False}, role="consumer"))
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
                              health=self.health, ready=self.ready)
 
@@ -344,7 +345,7 @@ class Scorer:
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Build each assigned partition's scorer from its latest checkpoint; returns the
         partitions with the offsets to resume from."""
-        latest = load_latest(self.settings.kafka.client(), self.settings.state_topic,
+        latest = load_latest(self.settings.kafka.client(role="consumer"), self.settings.state_topic,
                              producer=self._marker_producer(), timeout_s=60)
         committed = {tp.partition: tp.offset for tp in self.consumer.committed(partitions, 30)}
         share = self.policy.scaled(1 / max(1, self._input_partitions))
@@ -384,7 +385,7 @@ class Scorer:
             return self.producer
         if self._plain_producer is None:
             self._plain_producer = Producer(
-                self.settings.kafka.client({"allow.auto.create.topics": False}))
+                self.settings.kafka.client({"allow.auto.create.topics": False}, role="producer"))
         return self._plain_producer
 
     def _fetch_from(self, partition: int) -> Callable[[int], bytes | None]:

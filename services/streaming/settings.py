@@ -67,6 +67,32 @@ def is_secret_key(key: str) -> bool:
     return any(marker in key.lower() for marker in _SECRET_MARKERS)
 
 
+# librdkafka properties one kind of client ignores, with a CONFWARN line on stderr at creation.
+# One ACTIVE_STREAM_KAFKA_* setting configures every client of a service, so `client(role=)`
+# leaves out what that client would ignore. Measured on librdkafka 2.16 by creating each client
+# with each property and reading its log (CONFWARN "... will be ignored by this ... instance").
+CONSUMER_ONLY = frozenset({
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "group.protocol", "group.remote.assignor",
+    "coordinator.query.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
+    "auto.commit.interval.ms", "enable.auto.offset.store", "queued.min.messages",
+    "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes",
+    "fetch.error.backoff.ms", "isolation.level", "enable.partition.eof", "check.crcs",
+    "auto.offset.reset",
+})
+PRODUCER_ONLY = frozenset({
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence", "enable.gapless.guarantee",
+    "queue.buffering.max.messages", "queue.buffering.max.kbytes", "queue.buffering.max.ms",
+    "linger.ms", "message.send.max.retries", "retries", "queue.buffering.backpressure.threshold",
+    "compression.codec", "compression.type", "batch.num.messages", "batch.size",
+    "delivery.report.only.error", "sticky.partitioning.linger.ms", "request.required.acks",
+    "acks", "request.timeout.ms", "message.timeout.ms", "delivery.timeout.ms", "partitioner",
+    "compression.level",
+})
+_IGNORED_BY = {"producer": CONSUMER_ONLY, "admin": CONSUMER_ONLY, "consumer": PRODUCER_ONLY}
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """How to reach the cluster: bootstrap servers plus librdkafka properties, passed unchanged."""
@@ -91,12 +117,17 @@ class KafkaSettings:
         wrapped = {k: Secret(v) if is_secret_key(k) else v for k, v in config.items()}
         return cls(bootstrap.strip(), wrapped)
 
-    def client(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def client(self, overrides: Mapping[str, Any] | None = None,
+               role: str | None = None) -> dict[str, Any]:
         """librdkafka config for a confluent-kafka client, secrets revealed: hand it to the client
-        and nowhere else. `overrides` (librdkafka keys) win over the configured properties."""
+        and nowhere else. `overrides` (librdkafka keys) win over the configured properties.
+        `role` ("producer", "consumer", "admin") leaves out the configured properties that kind
+        of client would ignore (and warn about); overrides are always kept."""
+        ignored = _IGNORED_BY[role] if role is not None else frozenset()
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
         for key, value in self.client_config.items():
-            config[key] = value.reveal() if isinstance(value, Secret) else value
+            if key not in ignored:
+                config[key] = value.reveal() if isinstance(value, Secret) else value
         config.update(overrides or {})
         return config
 

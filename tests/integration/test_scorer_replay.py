@@ -203,6 +203,7 @@ def test_records_the_broker_refuses_stop_the_scorer_before_it_commits(broker: ob
     assert proc.stop() == 2, proc.tail()
     assert "the broker refused records" in proc.tail() and requests in proc.tail(), proc.tail()
     assert "Traceback" not in proc.tail(), proc.tail()
+    assert "CONFWARN" not in proc.tail(), "a client got a property it ignores"
     ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0])
     assert progress(bootstrap, group, topic, ends) < 1.0, "offsets committed past refused output"
 

@@ -137,3 +137,45 @@ def test_scorer_policy_from_json_or_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"budget": {"labels_per_hour": 300}}))
     from_file = ScorerSettings.from_env(BASE | {"ACTIVE_STREAM_SCORER_POLICY": f"@{path}"})
     assert from_file.selector_policy().budget.labels_per_hour == 300
+
+
+def test_each_client_gets_only_the_properties_it_uses() -> None:
+    """One ACTIVE_STREAM_KAFKA_* setting reaches every client of a service; a property a client
+    ignores makes librdkafka print a CONFWARN line at every start, so `role` leaves it out.
+    Overrides (the service's own choices) are never dropped."""
+    import logging
+
+    from confluent_kafka import Consumer, Producer
+
+    kafka = KafkaSettings.from_env({
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "ACTIVE_STREAM_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "ACTIVE_STREAM_KAFKA_FETCH_WAIT_MAX_MS": "20",
+        "ACTIVE_STREAM_KAFKA_LINGER_MS": "7",
+        "ACTIVE_STREAM_KAFKA_SOCKET_TIMEOUT_MS": "5000",
+    })
+    producer = kafka.client({"enable.idempotence": True}, role="producer")
+    consumer = kafka.client({"group.id": "g"}, role="consumer")
+    assert "session.timeout.ms" not in producer and "fetch.wait.max.ms" not in producer
+    assert producer["linger.ms"] == "7" and producer["enable.idempotence"] is True
+    assert "linger.ms" not in consumer and consumer["session.timeout.ms"] == "6000"
+    assert producer["socket.timeout.ms"] == consumer["socket.timeout.ms"] == "5000"
+    assert "session.timeout.ms" in kafka.client()  # no role: everything, as before
+    assert "session.timeout.ms" not in kafka.client(role="admin")
+
+    warnings: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(record.getMessage())
+
+    log = logging.getLogger("test.librdkafka")
+    log.addHandler(Catch())
+    log.setLevel(logging.DEBUG)
+    unfiltered = Producer({**kafka.client(), "logger": log})
+    unfiltered.poll(0.1)  # a producer's log lines are served by poll()
+    assert any("CONFWARN" in w for w in warnings), "librdkafka no longer warns: recheck the sets"
+    warnings.clear()
+    Producer({**producer, "logger": log}).poll(0.1)
+    Consumer({**consumer, "logger": log}).close()
+    assert not [w for w in warnings if "CONFWARN" in w], warnings
