@@ -63,6 +63,17 @@ class ScorerMetrics:
         self.feedback_invalid = Counter("scorer_feedback_invalid_total",
                                         "Class-feedback records dead-lettered, by reason code.",
                                         ["reason"], registry=registry)
+        self.class_confidence = Gauge(
+            "scorer_class_confidence_mean_ratio",
+            "Rolling (EWMA) mean top-1 confidence per class of a model version, over this "
+            "instance's partitions weighted by their prediction counts.",
+            ["model_id", "model_version", "class"], registry=registry)
+        self.class_threshold = Gauge(
+            "scorer_class_confidence_threshold_ratio",
+            "Per class: the class-relative confidence threshold (its weighted low quantile of "
+            "top-1 confidence; below it a prediction counts as weak), mean over this instance's "
+            "partitions where the class's stats are ready.",
+            ["model_id", "model_version", "class"], registry=registry)
         self.delivery_failures = Counter("scorer_delivery_failures_total",
                                          "Records the broker did not accept (requests, dead "
                                          "letters, checkpoints), by topic: the scorer stops "

@@ -87,6 +87,9 @@ class Scorer:
         self._last_checkpoint: dict[int, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._undelivered: list[tuple[str, KafkaError]] = []
+        self._class_series: set[tuple[str, str, str]] = set()
+        self._threshold_series: set[tuple[str, str, str]] = set()
+        self._classes_observed = 0.0
         # Set when the loop fails: the state may be ahead of the output the broker holds, so
         # nothing may be checkpointed or committed from then on (a restart replays instead).
         self._failed = False
@@ -276,7 +279,36 @@ class Scorer:
             m.lost_deferred.inc(result.lost_deferred)
         self._observe_state()
 
+    def _observe_classes(self) -> None:
+        """Per-class confidence gauges from every owned partition's stats (at checkpoints and
+        at most every 5 s: computing the class quantiles per batch would cost more than it
+        tells). Series of versions no longer held are removed."""
+        self._classes_observed = time.monotonic()
+        weighted: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        thresholds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        for scorer in self.partitions.values():
+            for model_id, version in scorer.state.versions:
+                for name, stats in scorer.state.class_stats(model_id, version).items():
+                    key = (model_id, version, name)
+                    weighted[key][0] += stats["count"] * stats["mean"]
+                    weighted[key][1] += stats["count"]
+                    if stats["threshold"] is not None:
+                        thresholds[key].append(stats["threshold"])
+        means = {k: total / count for k, (total, count) in weighted.items() if count > 0}
+        mean_thresholds = {k: sum(v) / len(v) for k, v in thresholds.items()}
+        m = self.metrics
+        for gauge, values, held in ((m.class_confidence, means, self._class_series),
+                                    (m.class_threshold, mean_thresholds, self._threshold_series)):
+            for key, value in values.items():
+                gauge.labels(*key).set(value)
+            for key in held - set(values):
+                gauge.remove(*key)
+            held.clear()
+            held.update(values)
+
     def _observe_state(self) -> None:
+        if time.monotonic() - self._classes_observed >= 5.0:
+            self._observe_classes()
         m = self.metrics
         for lane in ("exploit", "explore"):
             m.budget.labels(lane).set(sum(s.state.budget_remaining(lane)
@@ -341,6 +373,7 @@ class Scorer:
             raise KafkaException("checkpoint not delivered within 60 s")
         self._raise_if_undelivered("checkpoint not written")
         self.metrics.checkpoints.inc(len(partitions))
+        self._observe_classes()
 
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Build each assigned partition's scorer from its latest checkpoint; returns the

@@ -84,6 +84,12 @@ def reference_requests(bootstrap: str, prefix: str, partitions: int,
                        seed: int = 0) -> list[bytes]:
     """The requests the scorer must produce, computed with no broker in the loop: each input
     partition's records (read back in offset order) through a fresh PartitionScorer."""
+    return reference_run(bootstrap, prefix, partitions, seed)[0]
+
+
+def reference_run(bootstrap: str, prefix: str, partitions: int,
+                  seed: int = 0) -> tuple[list[bytes], dict[int, SelectorState]]:
+    """`reference_requests`, plus each partition's selector state at the end of its input."""
     settings = ScorerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                                         "ACTIVE_STREAM_SCORER_TOPIC_PREFIX": prefix,
                                         "ACTIVE_STREAM_SCORER_SEED": str(seed)})
@@ -93,6 +99,7 @@ def reference_requests(bootstrap: str, prefix: str, partitions: int,
         records[msg.partition()].append(
             Record(msg.offset(), msg.key(), msg.value(), msg.timestamp()[1] / 1000.0))
     out: list[bytes] = []
+    states: dict[int, SelectorState] = {}
     for p, recs in sorted(records.items()):
         recs.sort(key=lambda r: r.offset)
         by_offset = {r.offset: r.value for r in recs}
@@ -100,7 +107,8 @@ def reference_requests(bootstrap: str, prefix: str, partitions: int,
         scorer = PartitionScorer(settings.input_topic, p, state, 0, service_version="ref",
                                  fetch=by_offset.get)
         out.extend(o.value for o in scorer.process(recs).requests)
-    return out
+        states[p] = state
+    return out, states
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

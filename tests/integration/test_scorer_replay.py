@@ -21,6 +21,7 @@ from tests.integration.scorer_support import (
     private_loop,
     progress,
     reference_requests,
+    reference_run,
     scorer_env,
     scorer_in_thread,
 )
@@ -43,9 +44,21 @@ def test_requests_equal_what_the_core_selector_decides_in_process(broker: object
         produce(bootstrap, prefix + "al.inference-events.v1", events[1500:])
         wait_for(lambda: consumed(scorer, 3000), 60, "second half not consumed")
     produced = [m.value() for m in read_all(bootstrap, prefix + "al.annotation-requests.v1")]
-    expected = reference_requests(bootstrap, prefix, partitions=2)
+    expected, states = reference_run(bootstrap, prefix, partitions=2)
     assert len(expected) > 20, "the reference selected too little to compare anything"
     assert Counter(produced) == Counter(expected)
+    # Per-class confidence gauges: the reference's final class stats, over both partitions.
+    stats = [s.class_stats("digits", "v1") for s in states.values()]
+    for name in stats[0]:
+        count = sum(st[name]["count"] for st in stats)
+        mean = sum(st[name]["count"] * st[name]["mean"] for st in stats) / count
+        labels = {"model_id": "digits", "model_version": "v1", "class": name}
+        got = scorer.registry.get_sample_value("scorer_class_confidence_mean_ratio", labels)
+        assert got == pytest.approx(mean, rel=1e-12), name
+        ready = [st[name]["threshold"] for st in stats if st[name]["threshold"] is not None]
+        got = scorer.registry.get_sample_value("scorer_class_confidence_threshold_ratio", labels)
+        assert got == (pytest.approx(sum(ready) / len(ready), rel=1e-12) if ready else None), name
+    assert any(st[n]["threshold"] is not None for st in stats for n in st), "no class ready"
     for value in produced:
         request = decode_annotation_request(value)
         assert request.source.topic == prefix + "al.inference-events.v1"
