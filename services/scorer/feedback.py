@@ -27,7 +27,6 @@ class FeedbackReader:
         meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                                for p in sorted(meta.partitions)])
-        self._held: Weights = {}
         # Every model's latest weights seen so far, for partitions assigned later.
         self.latest: Weights = {}
         # Dead letters of unusable feedback records, for the caller to produce to the .dlq.
@@ -35,9 +34,9 @@ class FeedbackReader:
         self.invalid_codes: list[str] = []
 
     def poll(self) -> Weights:
-        """New feedback since the last call (plus any held back), latest per model. Never blocks
-        for long: the scorer calls it once per batch."""
-        latest, self._held = self._held, {}
+        """New feedback since the last call, latest per model. Never blocks for long: the scorer
+        calls it once per batch."""
+        latest: Weights = {}
         for msg in self._consumer.consume(500, timeout=0):
             err = msg.error()
             if err is not None:
@@ -69,10 +68,6 @@ class FeedbackReader:
         out = (self.dead_letters, self.invalid_codes)
         self.dead_letters, self.invalid_codes = [], []
         return out
-
-    def hold(self, pending: Weights) -> None:
-        """Give back feedback the caller could not apply yet; the next poll returns it again."""
-        self._held = {**pending, **self._held}
 
     def close(self) -> None:
         self._consumer.close()

@@ -121,12 +121,15 @@ class PartitionScorer:
 
     def __init__(self, topic: str, partition: int, state: SelectorState, next_offset: int,
                  *, service_version: str, fetch: Callable[[int], bytes | None],
-                 suppress_below: int = 0) -> None:
+                 suppress_below: int = 0, feedback_from: int = 0) -> None:
         self.topic = topic
         self.partition = partition
         self.state = state
         self.next_offset = next_offset
         self.suppress_below = suppress_below
+        # Class feedback the state does not hold yet may be applied from this offset on (the
+        # service's rule: after a crash, not inside what the crashed instance may have output).
+        self.feedback_from = feedback_from
         self.service_version = service_version
         self.fetch = fetch
         # Raw values of the records the selector's reservoirs still hold (bounded by their
@@ -215,22 +218,33 @@ class PartitionScorer:
                              failed_at=record.timestamp, key=record.key)
         return Output(record.key, encode_event(letter))
 
-    def checkpoint(self) -> bytes:
-        """The state at `next_offset`, as the value of a state-topic record."""
+    def checkpoint(self, final: bool = False) -> bytes:
+        """The state at `next_offset`, as the value of a state-topic record. `final`: written
+        when this instance lets the partition go (revoke, shutdown) with its offsets committed,
+        so it processed nothing past it."""
         return encode_event({
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "topic": self.topic,
-            "partition": self.partition, "offset": self.next_offset,
+            "partition": self.partition, "offset": self.next_offset, "final": final,
             "state": self.state.snapshot(),
         })
 
 
-def read_checkpoint(raw: bytes, policy: Any) -> tuple[SelectorState, int] | None:
-    """(state, offset) from a checkpoint record, or None when it cannot be used with `policy`
+class Checkpoint(NamedTuple):
+    """A usable checkpoint: the state at `offset`, and whether it was the `final` one."""
+
+    state: SelectorState
+    offset: int
+    final: bool
+
+
+def read_checkpoint(raw: bytes, policy: Any) -> Checkpoint | None:
+    """The checkpoint in a state-topic record, or None when it cannot be used with `policy`
     (another format version, or a policy whose state layout differs): the caller starts fresh."""
     try:
         data = orjson.loads(raw)
         if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
             return None
-        return SelectorState.from_snapshot(data["state"], policy), int(data["offset"])
+        return Checkpoint(SelectorState.from_snapshot(data["state"], policy), int(data["offset"]),
+                          data.get("final") is True)
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
         return None

@@ -87,6 +87,11 @@ class Scorer:
         self._last_checkpoint: dict[int, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._undelivered: list[tuple[str, KafkaError]] = []
+        # Class feedback per partition not applied yet (weights, newest feedback seq in them),
+        # and feedback received but applied to no partition yet (for the metrics).
+        self._owed: dict[int, tuple[dict[str, dict[str, float]], int]] = {}
+        self._unannounced: dict[int, dict[str, dict[str, float]]] = {}
+        self._feedback_seq = 0
         self._class_series: set[tuple[str, str, str]] = set()
         self._threshold_series: set[tuple[str, str, str]] = set()
         self._classes_observed = 0.0
@@ -325,22 +330,39 @@ class Scorer:
 
     def _apply_feedback(self) -> None:
         """Apply class feedback at a batch boundary, then checkpoint at once, so any request a
-        new weight influenced comes after a durable checkpoint that holds that weight. Held back
-        while a partition is still replaying output that was produced before a restart."""
-        pending = self.feedback.poll()
-        if not pending:
+        new weight influenced comes after a durable checkpoint that holds that weight.
+
+        Per partition: a partition restored after a crash takes feedback its checkpoint lacks
+        only from `feedback_from` on (past the replay and past the most the crashed instance can
+        have processed, and produced output for, without that feedback: one batch), so the
+        replayed batch decides as the crashed one did. Fresh partitions, and those handed over
+        with a final checkpoint, take it at once."""
+        new = self.feedback.poll()
+        if new:
+            self._feedback_seq += 1
+            self._unannounced[self._feedback_seq] = new
+            for p in self.partitions:
+                self._owed.setdefault(p, ({}, 0))[0].update(new)
+                self._owed[p] = (self._owed[p][0], self._feedback_seq)
+        due = [p for p, scorer in self.partitions.items()
+               if self._owed.get(p, ({}, 0))[0] and scorer.next_offset >= scorer.feedback_from]
+        if not due:
             return
-        if any(s.next_offset < s.suppress_below for s in self.partitions.values()):
-            self.feedback.hold(pending)
-            return
-        for scorer in self.partitions.values():
+        for p in due:
+            weights, seq = self._owed.pop(p)
+            for model_id, classes in weights.items():
+                self.partitions[p].state.set_class_weights(model_id, classes)
+            self._announce(seq)
+        self._checkpoint(due)
+
+    def _announce(self, upto: int) -> None:
+        """Metrics for the feedback received up to `upto`, once it is applied anywhere."""
+        for seq in sorted(s for s in self._unannounced if s <= upto):
+            pending = self._unannounced.pop(seq)
             for model_id, weights in pending.items():
-                scorer.state.set_class_weights(model_id, weights)
-        for model_id, weights in pending.items():
-            for name, weight in weights.items():
-                self.metrics.class_weight.labels(model_id, name).set(weight)
-        self.metrics.feedback.inc(len(pending))
-        self._checkpoint(list(self.partitions))
+                for name, weight in weights.items():
+                    self.metrics.class_weight.labels(model_id, name).set(weight)
+            self.metrics.feedback.inc(len(pending))
 
     # -- state ----------------------------------------------------------------------------
 
@@ -359,13 +381,15 @@ class Scorer:
         if due:
             self._checkpoint(due)
 
-    def _checkpoint(self, partitions: list[int]) -> None:
-        """Write the state of `partitions` and wait until it is durable."""
+    def _checkpoint(self, partitions: list[int], final: bool = False) -> None:
+        """Write the state of `partitions` and wait until it is durable. `final`: the last one
+        before this instance lets them go, its offsets committed right after."""
         if self.eos:
             self.producer.begin_transaction()
         for p in partitions:
             scorer = self.partitions[p]
-            self._send(self.settings.state_topic, Output(self._state_key(p), scorer.checkpoint()))
+            self._send(self.settings.state_topic,
+                       Output(self._state_key(p), scorer.checkpoint(final)))
             self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
         if self.eos:
             self.producer.commit_transaction(60)
@@ -385,7 +409,8 @@ class Scorer:
         resume = []
         for tp in partitions:
             p = tp.partition
-            state, offset = self._initial_state(latest.get(self._state_key(p)), share, p)
+            state, offset, final = self._initial_state(latest.get(self._state_key(p)), share, p)
+            restored = offset is not None
             done = committed.get(p, -1)
             if offset is None:
                 # No usable checkpoint (e.g. a crash before the partition's first one): rebuild
@@ -393,9 +418,16 @@ class Scorer:
                 # committed without output. Starting a fresh state at the committed offset
                 # instead would decide differently from an uninterrupted run.
                 offset = 0
+            # What a crashed owner may have processed, and output, past its commit without
+            # feedback this state lacks: at most one batch (none after a final checkpoint, or
+            # when the partition was never committed nor checkpointed: a fresh start).
+            in_flight = not final and (done >= 0 or restored)
             self.partitions[p] = PartitionScorer(
                 self.topic, p, state, offset, service_version=self.version,
-                fetch=self._fetch_from(p), suppress_below=max(done, offset))
+                fetch=self._fetch_from(p), suppress_below=max(done, offset),
+                feedback_from=max(done, offset) + self.settings.batch_size if in_flight else 0)
+            self._owed[p] = ({m: dict(w) for m, w in self.feedback.latest.items()},
+                             self._feedback_seq)
             self._last_checkpoint[p] = (offset, time.monotonic())
             resume.append(TopicPartition(self.topic, p, offset if offset > 0 else OFFSET_BEGINNING))
             log.info("partition %d: resuming at offset %d (replaying to %d without output)",
@@ -403,14 +435,16 @@ class Scorer:
         return resume
 
     def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
-                       partition: int) -> tuple[SelectorState, int | None]:
+                       partition: int) -> tuple[SelectorState, int | None, bool]:
+        """(state, its offset or None when there is no usable checkpoint, final)."""
         if raw is not None:
             restored = read_checkpoint(raw, policy)
             if restored is not None:
-                return restored
+                return restored.state, restored.offset, restored.final
             log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
                         "state from the partition's first record", partition)
-        return SelectorState.create(policy, partition_seed(self.settings.seed, partition)), None
+        return (SelectorState.create(policy, partition_seed(self.settings.seed, partition)), None,
+                False)
 
     def _marker_producer(self) -> Producer:
         """Markers cannot be written inside a transaction: exactly_once uses a plain producer."""
@@ -439,16 +473,13 @@ class Scorer:
         resume = self._restore(partitions)
         self._heartbeat = time.monotonic()  # a long restore is progress, not a stuck loop
         consumer.assign(resume)
-        # Newly owned partitions get the latest known weights once their replay is done (a
-        # restored state may hold them already: setting equal weights changes nothing).
-        self.feedback.hold(dict(self.feedback.latest))
         self._assigned_once = True
         self.metrics.partitions.set(len(self.partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in partitions if tp.partition in self.partitions]
         if mine and not self._failed:
-            self._checkpoint(mine)
+            self._checkpoint(mine, final=True)
             if not self.eos:
                 consumer.commit(offsets=[TopicPartition(self.topic, p,
                                                         self.partitions[p].next_offset)
@@ -464,6 +495,7 @@ class Scorer:
         for p in partitions:
             self.partitions.pop(p, None)
             self._last_checkpoint.pop(p, None)
+            self._owed.pop(p, None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(p))
         self.metrics.partitions.set(len(self.partitions))
@@ -474,7 +506,7 @@ class Scorer:
                 log.error("stopping after an error: no checkpoint or commit; a restart replays "
                           "from the last checkpoint")
             elif self.partitions:
-                self._checkpoint(list(self.partitions))
+                self._checkpoint(list(self.partitions), final=True)
                 if not self.eos:
                     self.consumer.commit(offsets=[TopicPartition(self.topic, p, s.next_offset)
                                                   for p, s in self.partitions.items()],

@@ -228,3 +228,58 @@ def test_records_the_broker_refuses_stop_the_scorer_before_it_commits(broker: ob
     expected = reference_requests(bootstrap, prefix, partitions=1)
     assert len(expected) > len(before) + 10
     assert_same_requests_as_reference(before + after, expected)
+
+
+def test_feedback_that_arrived_during_the_crashed_batch_does_not_change_its_replay(
+        broker: object) -> None:
+    """The crash this covers: an instance consumed a batch past its last commit, produced the
+    batch's requests, and died before committing; class feedback arrived meanwhile, so it never
+    applied it. Its successor reads that feedback at once, but must decide the replayed batch as
+    the crashed instance did, without it: the successor's first requests must be byte-identical
+    to the crashed batch's. The crash is laid out by hand: a checkpoint and a commit at offset
+    1,000 (the reference PartitionScorer's state there), the feedback published, and the batch
+    the crashed instance was in (records 1,000-1,499) computed by the same reference."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from services.core import SelectorPolicy, SelectorState
+    from services.scorer.partition import PartitionScorer, Record, partition_seed
+    from services.streaming.events import encode_event
+
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=1)
+    topic, group = prefix + INPUT, f"g-{prefix}"
+    batch = 500
+    produce(bootstrap, topic, inference_events(3000, seed=12, dt=0.1))
+    records = [Record(m.offset(), m.key(), m.value(), m.timestamp()[1] / 1000.0)
+               for m in read_all(bootstrap, topic)]
+    state = SelectorState.create(SelectorPolicy().scaled(1.0), partition_seed(0, 0))
+    crashed = PartitionScorer(topic, 0, state, 0, service_version="crashed",
+                              fetch={r.offset: r.value for r in records}.get)
+    crashed.process(records[:1000])
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(prefix + "al.scorer-state.v1", crashed.checkpoint(),
+                     f"{group}/{topic}/0".encode())
+    assert producer.flush(15) == 0
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                          "enable.auto.commit": False})
+    committer.commit(offsets=[TopicPartition(topic, 0, 1000)], asynchronous=False)
+    committer.close()
+    in_flight = [o.value for o in crashed.process(records[1000:1000 + batch]).requests]
+    assert len(in_flight) >= 5, "the crashed batch selected too little to compare"
+    # Feedback that moves the budget to the easy classes: it changes what a window grants.
+    weights = {f"c{i}": (0.2 if i < 3 else 5.0) for i in range(10)}  # the clip range's ends
+    produce(bootstrap, prefix + "al.class-feedback.v1", [(b"digits", encode_event({
+        "schema_version": 1, "model_id": "digits", "updated_at": 1_700_000_000.0,
+        "classes": {name: {"labels_total": 40, "labels_since_trigger": 5, "agreement": 0.5,
+                           "weight": w} for name, w in weights.items()}}))])
+
+    env = scorer_env(bootstrap, prefix, group, batch_size=batch)
+    with scorer_in_thread(env) as scorer:
+        wait_for(lambda: consumed(scorer, 2000), 60, "input not consumed")
+        wait_for(lambda: scorer.registry.get_sample_value(
+            "scorer_class_weight", {"model_id": "digits", "class": "c0"}) == 0.2, 30,
+            "the feedback was never applied")
+        applied = scorer.partitions[0].state.class_weights("digits")
+    assert {name: applied[name] for name in weights} == weights
+    produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
+    assert produced[:len(in_flight)] == in_flight

@@ -105,8 +105,9 @@ def test_checkpoint_restores_state_and_offset() -> None:
     scorer.process(records[:600])
     restored = read_checkpoint(scorer.checkpoint(), POLICY)
     assert restored is not None
-    state, offset = restored
-    assert offset == 600 and state.snapshot() == scorer.state.snapshot()
+    state, offset, final = restored
+    assert offset == 600 and state.snapshot() == scorer.state.snapshot() and not final
+    assert read_checkpoint(scorer.checkpoint(final=True), POLICY).final  # type: ignore[union-attr]
     resumed = PartitionScorer(TOPIC, 0, state, offset, service_version="test",
                               fetch={r.offset: r.value for r in records}.get)
     assert resumed.process(records).requests == scorer.process(records).requests
