@@ -34,11 +34,13 @@ def broker() -> Iterator[EmbeddedBroker]:
 @pytest.fixture(autouse=True)
 def _no_service_outlives_its_test() -> Iterator[None]:
     """A test that fails half-way leaves its scorer or sink subprocess running, and it would
-    keep working against the shared broker for the rest of the session: reap it."""
-    yield
+    keep working against the shared broker for the rest of the session: reap it. Processes of
+    wider-scoped fixtures (started before this fixture's setup) are theirs to stop."""
     from services.evaluation.processes import ServiceProcess
 
-    ServiceProcess.kill_leftovers()
+    before = list(ServiceProcess.started)
+    yield
+    ServiceProcess.kill_leftovers(keep=before)
 
 
 @pytest.fixture

@@ -56,12 +56,14 @@ class ServiceProcess:
         return self
 
     @classmethod
-    def kill_leftovers(cls) -> list[str]:
-        """SIGKILL every started instance still running; returns their commands."""
-        left = [p for p in cls.started if p.alive()]
+    def kill_leftovers(cls, keep: list[ServiceProcess] | None = None) -> list[str]:
+        """SIGKILL every started instance still running except those in `keep`; returns their
+        commands. Forgets the ones that are no longer running."""
+        kept = keep or []
+        left = [p for p in cls.started if p.alive() and not any(p is k for k in kept)]
         for p in left:
             p.kill()
-        cls.started.clear()
+        cls.started[:] = [p for p in cls.started if p.alive()]
         return [p.command for p in left]
 
     def alive(self) -> bool:
