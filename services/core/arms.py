@@ -206,15 +206,19 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
     mine = idx[view.driver[idx] >= 0]
     if mine.shape[0] == 0:
         return
-    groups = np.zeros(mine.shape[0], dtype=np.uint64)
-    for k, book in enumerate(view.books):
-        if book is None:  # created at its first asset, later (its assets have no driver yet)
-            continue
-        sel = b.asset_model[mine] == k
-        if sel.any():
-            groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
+    if view.single_model and view.books[0] is not None:
+        groups = view.books[0].group_hash[view.asset_cls[mine]]
+    else:
+        groups = np.zeros(mine.shape[0], dtype=np.uint64)
+        for k, book in enumerate(view.books):
+            if book is None:  # created at its first asset, later (its assets have no driver yet)
+                continue
+            sel = b.asset_model[mine] == k
+            if sel.any():
+                groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
     pr = view.asset_priority[mine]
-    exp = state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets)[mine]
+    hi = int(mine[-1]) + 1
+    exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
     state.weighted.offer(pr, groups, pr, exp, lambda j: mine[j].tolist())
 
 
