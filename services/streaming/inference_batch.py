@@ -5,17 +5,19 @@ for everything else (the scorer's hot path).
 same `InvalidEvent` for each rejected value, because the fast path only ever *accepts*: it checks
 a whole run of parsed events at once for a shape that is sufficient for validity -- an object
 with exactly the required fields (plus `asset_uri`, `metadata`), one prediction holding only a
-`scores` distribution -- using C-level passes (`map`, `set`, numpy) instead of per-field Python
-calls. A run whose only failures are distributions' numbers (range, sum) is cut around those
-events; a run that fails any other check is split in two and each half tried again, within a
-work budget (`_CHECKS_PER_EVENT`). Runs of at most `_MIN_RUN` events go to the exact decoder
-event by event (`read_inference_event` on the object parsed already), which accepts an event
-(valid, just not of the fast shape) or raises the exact reason. The whole batch is checked
-first (the usual case: it passes); only a batch that fails is routed: events whose bytes do not
-name `scores` exactly once go to the exact decoder without trying the fast check again. So
-streams of other shapes pay for a check that fails at the prediction (~0.1-0.3 us an event) and
-the byte scan (~0.2-0.5 us) on top of the exact decoder. Accepted fast runs come out as
-`ScoreColumns` (no per-event objects); the exact decoder's events as `InferenceEvent`s.
+`scores` distribution -- using C-level passes (`map`, `list.count`, numpy) instead of per-field
+Python calls. A run whose only failures are distributions' numbers (range, sum) is cut around
+those events; a run that fails any other check is split in two and each half tried again,
+within a work budget (`_CHECKS_PER_EVENT`). Runs of at most `_MIN_RUN` events go to the exact
+decoder event by event (`read_inference_event` on the object parsed already), which accepts an
+event (valid, just not of the fast shape) or raises the exact reason. Accepted fast runs come
+out as `ScoreColumns` (no per-event objects); the exact decoder's events as `InferenceEvent`s.
+
+The whole batch is checked first (the usual case: it passes). Only a batch that fails is
+routed: events whose bytes do not name `scores` exactly once go to the exact decoder without
+trying the fast check again. So streams of other shapes pay for a check that fails at the
+prediction (~0.1-0.3 us an event) and for the byte scan (~0.2-0.5 us) on top of the exact
+decoder.
 
 The sum check is the one place where the fast path computes differently (numpy's sum instead of
 `math.fsum`): it accepts a row only when its numpy sum is within SUM_TOLERANCE - _SUM_MARGIN of 1.
@@ -64,13 +66,14 @@ than a distribution's numbers, before the rest goes to the exact decoder: bounds
 scattered malformed events to ~3 passes (~1 us each) on top of the exact decoder's."""
 _SUM_MARGIN = 1e-9
 """Rows whose numpy sum is this close to the tolerance go to the exact decoder (module doc)."""
+_SUM_LIMIT = SUM_TOLERANCE - _SUM_MARGIN
 
 _PREDICTIONS = itemgetter("predictions")
 _FIELDS = [itemgetter(name) for name in INFERENCE_REQUIRED if name != "predictions"]
 _FIRST = itemgetter(0)
 _SCORES = itemgetter("scores")
 _NUMBERS = frozenset({float, int})  # exact types: bool is not a number
-_STR, _LIST, _DICT = frozenset({str}), frozenset({list}), frozenset({dict})
+_STR = frozenset({str})
 _METADATA_TYPES = frozenset({dict, type(None)})
 
 
@@ -235,32 +238,48 @@ def _checked(objs: list[Any]) -> ScoreColumns | list[int] | None:
 
 
 def _columns(objs: list[Any]) -> ScoreColumns | list[int] | None:
-    if not objs or set(map(type, objs)) != _DICT:
+    if not objs or not _all(objs, dict):
         return None
     # The prediction first: events of other shapes (several predictions, top-1 labels) fail here,
     # before the costlier checks of every field.
     predictions = list(map(_PREDICTIONS, objs))  # KeyError: no predictions
-    if set(map(type, predictions)) != _LIST or set(map(len, predictions)) != {1}:
+    if not (_all(predictions, list) and _all_sized(predictions, 1)):
         return None
     preds = list(map(_FIRST, predictions))
-    if set(map(type, preds)) != _DICT or set(map(len, preds)) != {1}:
+    if not (_all(preds, dict) and _all_sized(preds, 1)):
         return None
     scores = list(map(_SCORES, preds))  # KeyError: the one field is not `scores`
-    if set(map(type, scores)) != _DICT:
+    if not _all(scores, dict):
         return None
     version, event_ids, asset_ids, model_ids, model_versions, times = (
         list(map(get, objs)) for get in _FIELDS)  # KeyError: a required field is missing
-    if set(map(len, objs)) != {len(INFERENCE_REQUIRED)} and not _optional_ok(objs):
+    if not _all_sized(objs, len(INFERENCE_REQUIRED)) and not _optional_ok(objs):
         return None
-    if not (set(map(type, version)) <= _NUMBERS and set(version) == {SCHEMA_VERSION}):
+    if not (_numbers(version) and version.count(SCHEMA_VERSION) == len(version)):
         return None
-    for ids in (event_ids, asset_ids, model_ids, model_versions):
-        if set(map(type, ids)) != _STR or not 0 < min(map(len, ids)) <= max(
-                map(len, ids)) <= MAX_ID_LENGTH:
-            return None
-    if not (set(map(type, times)) <= _NUMBERS and 0.0 <= min(times) <= max(times) <= MAX_TIMESTAMP):
+    ids = event_ids + asset_ids + model_ids + model_versions  # one pass per check, not four
+    if not (_all(ids, str) and all(ids) and max(map(len, ids)) <= MAX_ID_LENGTH):  # all: no ""
+        return None
+    if not (_numbers(times) and 0.0 <= min(times) <= max(times) <= MAX_TIMESTAMP):
         return None
     return _distributions(scores, asset_ids, model_ids, model_versions, times)
+
+
+def _all(items: list[Any], kind: type) -> bool:
+    """Every item is exactly of type `kind` (orjson makes no subclasses; bool is not an int)."""
+    return list(map(type, items)).count(kind) == len(items)  # count tries identity first
+
+
+def _all_sized(items: list[Any], size: int) -> bool:
+    """Every item has len `size`."""
+    return list(map(len, items)).count(size) == len(items)
+
+
+def _numbers(items: list[Any]) -> bool:
+    """Every item is an int or a float (exact types: bool is not a number)."""
+    kinds = list(map(type, items))
+    floats = kinds.count(float)
+    return floats == len(kinds) or floats + kinds.count(int) == len(kinds)
 
 
 def _optional_ok(objs: list[Any]) -> bool:
@@ -279,33 +298,57 @@ def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],
                    model_ids: Sequence[str], model_versions: Sequence[str],
                    times: Sequence[float]) -> ScoreColumns | list[int] | None:
     """Group the distributions by class layout and check them with numpy per layout."""
-    names = list(map(tuple, scores))
-    layouts = list(dict.fromkeys(names))
+    layouts, groups = _layouts(scores)
     for layout in layouts:
         if len(layout) < MIN_SCORE_CLASSES or not 0 < min(map(len, layout)) <= max(
                 map(len, layout)) <= MAX_ID_LENGTH:
             return None
-    if len(layouts) == 1:
-        groups = [(np.arange(len(scores), dtype=np.int64), scores)]
-    else:
-        members: dict[tuple[str, ...], list[int]] = {layout: [] for layout in layouts}
-        for i, layout in enumerate(names):
-            members[layout].append(i)
-        groups = [(np.asarray(rows, dtype=np.int64), [scores[i] for i in rows])
-                  for rows in members.values()]
     rows_out, values_out, bad = [], [], []
     for (rows, dists), layout in zip(groups, layouts, strict=True):
         flat = list(chain.from_iterable(map(dict.values, dists)))
-        if not set(map(type, flat)) <= _NUMBERS:
+        if not _numbers(flat):
             return None
         values = np.array(flat, dtype=np.float64).reshape(len(dists), len(layout))
-        ok = ((values >= 0.0) & (values <= 1.0)).all(axis=1)
-        ok &= np.abs(values.sum(axis=1) - 1.0) <= SUM_TOLERANCE - _SUM_MARGIN
-        if not ok.all():
-            bad.extend(rows[~ok].tolist())
+        failed = _failed_rows(values)
+        if failed is not None:
+            bad.extend(rows[failed].tolist())
         rows_out.append(rows)
         values_out.append(values)
     if bad:
         return sorted(bad)
     return ScoreColumns(asset_ids, model_ids, model_versions, times, tuple(layouts),
                         tuple(rows_out), tuple(values_out))
+
+
+def _layouts(scores: list[dict[str, Any]]
+             ) -> tuple[list[tuple[str, ...]], list[tuple[np.ndarray, list[dict[str, Any]]]]]:
+    """The distinct class layouts in order of first appearance, and for each the ascending rows
+    holding it and their distributions."""
+    n, first = len(scores), tuple(scores[0])
+    # One layout (the usual case) when all the keys, end to end, are `first` n times over. That
+    # is enough: a dict's keys are distinct, so no dict holds more than len(first) of them, so
+    # each holds exactly len(first), lined up with a copy of `first`. The comparison is cheap:
+    # orjson hands out the same str object for a repeated short key, and `==` tries identity.
+    if list(chain.from_iterable(scores)) == [*first] * n:
+        return [first], [(np.arange(n, dtype=np.int64), scores)]
+    names = list(map(tuple, scores))
+    members: dict[tuple[str, ...], list[int]] = {}
+    for i, layout in enumerate(names):
+        members.setdefault(layout, []).append(i)
+    groups = [(np.asarray(rows, dtype=np.int64), [scores[i] for i in rows])
+              for rows in members.values()]
+    return list(members), groups
+
+
+def _failed_rows(values: np.ndarray) -> np.ndarray | None:
+    """Indices of the rows with a value outside [0, 1] or a sum further than _SUM_LIMIT from 1;
+    None when there are none (the usual case: decided by whole-array bounds, without per-row
+    temporaries). The bounds are exact: rounding is monotonic, so `sums.min() - 1.0` is the
+    least of `sums - 1.0` and `sums.max() - 1.0` the greatest."""
+    sums = values.sum(axis=1)
+    if (values.min() >= 0.0 and values.max() <= 1.0
+            and sums.min() - 1.0 >= -_SUM_LIMIT and sums.max() - 1.0 <= _SUM_LIMIT):
+        return None
+    ok = ((values >= 0.0) & (values <= 1.0)).all(axis=1)
+    ok &= np.abs(sums - 1.0) <= _SUM_LIMIT
+    return np.flatnonzero(~ok)
