@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
+from types import NoneType
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,6 @@ from services.streaming.event_fields import (
     InvalidEvent,
 )
 from services.streaming.input_events import (
-    INFERENCE_FIELDS,
     INFERENCE_REQUIRED,
     InferenceEvent,
     decode_inference_event,
@@ -72,9 +72,8 @@ _PREDICTIONS = itemgetter("predictions")
 _FIELDS = [itemgetter(name) for name in INFERENCE_REQUIRED if name != "predictions"]
 _FIRST = itemgetter(0)
 _SCORES = itemgetter("scores")
-_NUMBERS = frozenset({float, int})  # exact types: bool is not a number
-_STR = frozenset({str})
-_METADATA_TYPES = frozenset({dict, type(None)})
+_OPTIONAL = ("asset_uri", "metadata")
+_ASSET_URI, _METADATA = map(itemgetter, _OPTIONAL)
 
 
 @dataclass
@@ -282,16 +281,34 @@ def _numbers(items: list[Any]) -> bool:
     return floats == len(kinds) or floats + kinds.count(int) == len(kinds)
 
 
-def _optional_ok(objs: list[Any]) -> bool:
-    """Every extra field is `asset_uri` (a 1..MAX_URI_LENGTH string or null) or `metadata`
-    (an object or null): the exact decoder checks nothing more of them."""
-    if not all(map(INFERENCE_FIELDS.issuperset, objs)):
+def _optional_ok(objs: list[dict[str, Any]]) -> bool:
+    """Every field besides the required ones (which every event of `objs` holds) is `asset_uri`
+    (a 1..MAX_URI_LENGTH string or null) or `metadata` (an object or null): the exact decoder
+    checks nothing more of them."""
+    n = len(objs)
+    if _all_sized(objs, len(INFERENCE_REQUIRED) + len(_OPTIONAL)):  # both in every event, usually
+        try:
+            uris, metadata = list(map(_ASSET_URI, objs)), list(map(_METADATA, objs))
+        except KeyError:  # an event without one of them has another field in its place
+            return False
+    else:
+        # An event's len - len(INFERENCE_REQUIRED) extra fields include those of _OPTIONAL it
+        # holds: when the totals are equal, no event holds any other.
+        found = sum(list(map(dict.__contains__, objs, repeat(name))).count(True)
+                    for name in _OPTIONAL)
+        if sum(map(len, objs)) - n * len(INFERENCE_REQUIRED) != found:
+            return False
+        uris = list(map(dict.get, objs, repeat("asset_uri")))  # None: null or absent
+        metadata = list(map(dict.get, objs, repeat("metadata")))
+    kinds = list(map(type, uris))
+    texts = kinds.count(str)
+    if texts + kinds.count(NoneType) != n:
         return False
-    uris = [uri for uri in map(dict.get, objs, repeat("asset_uri")) if uri is not None]
-    if uris and (set(map(type, uris)) != _STR
-                 or not 0 < min(map(len, uris)) <= max(map(len, uris)) <= MAX_URI_LENGTH):
+    present = list(filter(None, uris))  # the strings, less any empty one
+    if len(present) != texts or max(map(len, present), default=0) > MAX_URI_LENGTH:
         return False
-    return set(map(type, map(dict.get, objs, repeat("metadata")))) <= _METADATA_TYPES
+    kinds = list(map(type, metadata))
+    return kinds.count(dict) + kinds.count(NoneType) == n
 
 
 def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],

@@ -10,6 +10,7 @@ from unittest import mock
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,7 +76,7 @@ _PAST_LIMITS: list[tuple[tuple[Any, ...], list[Any]]] = [
     (("asset_id",), ["", "x" * 257, ["a"]]),
     (("model_version",), ["", "x" * 257, 1.5]),
     (("timestamp",), [1e10 + 1, 10**10 + 1, -1e-300, -1, True, False, "1"]),
-    (("asset_uri",), ["", "u" * 2049, 7, True]),
+    (("asset_uri",), ["", "u" * 2049, 7, 0, True]),
     (("metadata",), [[1], "m", 0, True]),
     (("predictions",), [[], {}, None]),
     (("predictions", 0), [[], None, {"scores": {"a": 1.0}, "label": "a"}]),
@@ -213,6 +214,15 @@ def _rows(draw: st.DrawFn, k: int) -> list[float]:
 @given(st.integers(2, 5).flatmap(lambda k: st.lists(_rows(k), min_size=1, max_size=30)))
 def test_numeric_checks_agree_row_by_row(rows: list[list[float]]) -> None:
     """The whole-array bounds decide exactly as the per-row checks would."""
+    _assert_rows_judged_alike(rows)
+
+
+def test_sums_one_ulp_either_side_of_the_limit() -> None:
+    for total in _SUMS_AT_LIMIT:
+        _assert_rows_judged_alike([[0.25, 0.75], [total - 0.5, 0.5]])
+
+
+def _assert_rows_judged_alike(rows: list[list[float]]) -> None:
     values = np.array(rows, dtype=np.float64)
     ok = ((values >= 0.0) & (values <= 1.0)).all(axis=1)
     ok &= np.abs(values.sum(axis=1) - 1.0) <= _LIMIT
@@ -229,18 +239,34 @@ def _bench_event(i: int, **changes: Any) -> dict[str, Any]:
     return {**event, **changes}
 
 
-def test_each_value_past_a_limit_is_refused_among_valid_events() -> None:
+@pytest.mark.parametrize("optional", [{}, {"asset_uri": "s3://x", "metadata": {"k": 1}}])
+def test_each_value_past_a_limit_is_refused_among_valid_events(optional: dict[str, Any]) -> None:
     """Each value of _PAST_LIMITS in one event of a batch otherwise valid and of the fast shape,
     so the whole-batch check meets it with nothing else to fail on."""
     for path, choices in _PAST_LIMITS:
         for choice in choices:
-            objs = [_bench_event(i) for i in range(40)]
+            objs = [_bench_event(i, **optional) for i in range(40)]
             target = objs[23]
             for key in path[:-1]:
                 target = target[key]
             target[path[-1]] = choice
             _assert_agrees([orjson.dumps(obj) for obj in objs])
             _assert_columns_sound(objs)
+
+
+@pytest.mark.parametrize("missing", ["asset_uri", "metadata"])
+def test_an_unknown_field_in_place_of_an_optional_one_is_refused(missing: str) -> None:
+    """As many fields as an event with both optional ones, but one of them is not in the contract
+    (the fast check counts fields)."""
+    objs = [_bench_event(i, asset_uri="s3://x", metadata=None) for i in range(40)]
+    del objs[23][missing]
+    objs[23]["extra"] = None
+    _assert_agrees([orjson.dumps(obj) for obj in objs])
+    _assert_columns_sound(objs)
+    for obj in objs[:10]:  # some events without optional fields: counted the other way
+        del obj["asset_uri"], obj["metadata"]
+    _assert_agrees([orjson.dumps(obj) for obj in objs])
+    _assert_columns_sound(objs)
 
 
 def test_common_shape_takes_the_fast_path() -> None:
