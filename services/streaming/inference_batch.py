@@ -28,6 +28,7 @@ accepts too, and rows near the tolerance go to the exact decoder.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
@@ -325,7 +326,10 @@ def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],
         flat = list(chain.from_iterable(map(dict.values, dists)))
         if not _numbers(flat):
             return None
-        values = np.array(flat, dtype=np.float64).reshape(len(dists), len(layout))
+        values = np.empty((len(dists), len(layout)), dtype=np.float64)
+        # Bit for bit np.array(flat), in half the time: the types are known (checked above), so
+        # numpy's discovery of types and shapes is wasted work. OverflowError: a huge int.
+        struct.pack_into(f"{len(flat)}d", values.data, 0, *flat)
         failed = _failed_rows(values)
         if failed is not None:
             bad.extend(rows[failed].tolist())
