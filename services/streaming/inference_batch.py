@@ -151,9 +151,9 @@ def _routes(values: Sequence[bytes | None]) -> list[tuple[int, int, bool]]:
 def _parse(values: Sequence[bytes | None]) -> list[Any]:
     """orjson.loads of each value; None where only the exact decoder can say what is wrong."""
     try:
-        if min(map(len, values)) > 0 and max(map(len, values)) <= MAX_EVENT_BYTES:  # type: ignore[arg-type]
+        if all(values) and max(map(len, values)) <= MAX_EVENT_BYTES:  # type: ignore[arg-type]
             return list(map(orjson.loads, values))  # type: ignore[arg-type]
-    except (TypeError, orjson.JSONDecodeError):  # a None value, or one that is not JSON
+    except orjson.JSONDecodeError:  # a value that is not JSON
         pass
     return [_parse_one(value) for value in values]
 
