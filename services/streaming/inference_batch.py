@@ -13,11 +13,12 @@ decoder event by event (`read_inference_event` on the object parsed already), wh
 event (valid, just not of the fast shape) or raises the exact reason. Accepted fast runs come
 out as `ScoreColumns` (no per-event objects); the exact decoder's events as `InferenceEvent`s.
 
-The whole batch is checked first (the usual case: it passes). Only a batch that fails is
-routed: events whose bytes do not name `scores` exactly once go to the exact decoder without
-trying the fast check again. So streams of other shapes pay for a check that fails at the
-prediction (~0.1-0.3 us an event) and for the byte scan (~0.2-0.5 us) on top of the exact
-decoder.
+The whole batch is checked first (the usual case: it passes), unless its first event's bytes do
+not name `scores` exactly once. A batch that fails, or is not checked whole, is routed: events
+whose bytes do not name `scores` exactly once (several predictions, top-1 labels, not JSON) go
+to the exact decoder without trying the fast check. So streams of other shapes pay for the byte
+scan (~0.2-0.5 us an event) on top of the exact decoder, and a batch that starts with the fast
+shape but fails also for a check that fails early (~0.1-0.3 us an event).
 
 The sum check is the one place where the fast path computes differently (numpy's sum instead of
 `math.fsum`): it accepts a row only when its numpy sum is within SUM_TOLERANCE - _SUM_MARGIN of 1.
@@ -73,6 +74,7 @@ _PREDICTIONS = itemgetter("predictions")
 _FIELDS = [itemgetter(name) for name in INFERENCE_REQUIRED if name != "predictions"]
 _FIRST = itemgetter(0)
 _SCORES = itemgetter("scores")
+_SCORES_KEY = b'"scores"'
 _OPTIONAL = ("asset_uri", "metadata")
 _ASSET_URI, _METADATA = map(itemgetter, _OPTIONAL)
 
@@ -110,8 +112,10 @@ def decode_inference_batch(values: Sequence[bytes | None]) -> DecodedBatch:
     objs = _parse(values)
     budget = [_CHECKS_PER_EVENT * n]
     # The usual batch is one run of the fast shape: check it whole first, so that only a batch
-    # that fails pays for routing (~0.2 us an event for the byte scan).
-    whole = n > _MIN_RUN and budget[0] >= n
+    # that fails pays for routing (~0.2 us an event for the byte scan). Unless its first event
+    # is not a candidate (see _routes): then the batch is likely all of another shape (top-1
+    # labels, several predictions), and checking it whole would only fail.
+    whole = n > _MIN_RUN and budget[0] >= n and (values[0] or b"").count(_SCORES_KEY) == 1
     if whole:
         budget[0] -= n
         found = _checked(objs)
@@ -130,13 +134,12 @@ def decode_inference_batch(values: Sequence[bytes | None]) -> DecodedBatch:
 
 def _routes(values: Sequence[bytes | None]) -> list[tuple[int, int, bool]]:
     """(lo, hi, candidate) runs covering `values`: routing only (the fast check still checks
-    everything). Events whose bytes do not name `scores` exactly once (several predictions, top-1
-    labels, not JSON) cannot pass the fast check, so they skip it rather than fail it at every
-    split."""
+    everything). Events whose bytes do not name `scores` exactly once cannot pass the fast check,
+    so they skip it rather than fail it at every split."""
     try:
-        counts = list(map(bytes.count, values, repeat(b'"scores"')))  # type: ignore[arg-type]
+        counts = list(map(bytes.count, values, repeat(_SCORES_KEY)))  # type: ignore[arg-type]
     except TypeError:  # a None value (tombstone)
-        counts = [value.count(b'"scores"') if value is not None else 0 for value in values]
+        counts = [value.count(_SCORES_KEY) if value is not None else 0 for value in values]
     n, ones = len(counts), counts.count(1)
     if ones in (0, n):  # the usual cases: the batch is one run
         return [(0, n, ones == n)]

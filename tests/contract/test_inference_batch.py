@@ -277,6 +277,17 @@ def test_common_shape_takes_the_fast_path() -> None:
     assert [type(part) for part in got.parts] == [ScoreColumns]
 
 
+def test_a_batch_of_another_shape_skips_the_fast_check() -> None:
+    """Routing only: a batch that starts with an event of another shape is not checked whole
+    (it would only fail); one of the common shape is checked once, whole."""
+    top1 = [orjson.dumps(_variants(i)) for i in range(3000) if i * 7919 % 23 == 3][:40]
+    common = [orjson.dumps(_bench_event(i)) for i in range(40)]
+    for values, checks in ((top1, 0), (common, 1), (top1[:1] + common, 1)):
+        with mock.patch.object(inference_batch, "_checked", wraps=inference_batch._checked) as m:
+            _assert_agrees(values)
+        assert m.call_count == checks
+
+
 def test_one_bad_event_costs_only_a_short_run_of_exact_decoding() -> None:
     values: list[bytes | None] = [orjson.dumps(_bench_event(i)) for i in range(1000)]
     values[500] = orjson.dumps(_bench_event(500, timestamp=1.7e12))  # milliseconds by mistake
