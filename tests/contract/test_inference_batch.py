@@ -10,6 +10,7 @@ from unittest import mock
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,18 +71,21 @@ fast_shaped = st.fixed_dictionaries(
 
 # Values just past a limit, for each place the fast path checks one.
 _PAST_LIMITS: list[tuple[tuple[Any, ...], list[Any]]] = [
-    (("schema_version",), [True, 2, "1", None]),
+    (("schema_version",), [True, False, 2, 0, 1.5, "1", None]),
     (("event_id",), ["", "x" * 257, 7, None]),
     (("asset_id",), ["", "x" * 257, ["a"]]),
     (("model_version",), ["", "x" * 257, 1.5]),
-    (("timestamp",), [1e10 + 1, 10**10 + 1, -1e-300, -1, True, "1"]),
-    (("asset_uri",), ["", "u" * 2049, 7, True]),
+    (("timestamp",), [1e10 + 1, 10**10 + 1, -1e-300, -1, True, False, "1"]),
+    (("asset_uri",), ["", "u" * 2049, 7, 0, True]),
     (("metadata",), [[1], "m", 0, True]),
     (("predictions",), [[], {}, None]),
     (("predictions", 0), [[], None, {"scores": {"a": 1.0}, "label": "a"}]),
     (("predictions", 0, "scores"), [{}, {"a": 1.0}, {"": 0.5, "b": 0.5}, {"c" * 257: 0.5, "b": 0.5},
                                     {"a": True, "b": 0}, {"a": 0.5, "b": "0.5"},
-                                    {"a": 1.5, "b": -0.5}, {"a": 0.5, "b": None}, []]),
+                                    {"a": 1.5, "b": -0.5}, {"a": 0.5, "b": None}, [],
+                                    {"a": 0.0, "b": True}, {"a": 0.5, "b": 0.5, "c": False},
+                                    {"a": 0.5, "b": 0.5, "c": "0"}, {"a": 1.0005, "b": 0.0},
+                                    {"a": -1e-300, "b": 1.0}]),
     (("extra",), [1, None]),
 ]
 
@@ -151,6 +155,10 @@ def test_batch_decoder_agrees_with_the_exact_decoder(values: list[bytes | None])
 def test_fast_path_only_accepts_what_the_exact_decoder_accepts(objs: list[dict]) -> None:
     """Whole runs straight into the fast check (no splitting): when it accepts, every event is
     valid and the columns equal the exact decoder's events."""
+    _assert_columns_sound(objs)
+
+
+def _assert_columns_sound(objs: list[dict]) -> None:
     payloads = [orjson.dumps(obj) for obj in objs]
     columns = score_columns([orjson.loads(p) for p in payloads])
     if columns is None:
@@ -161,11 +169,104 @@ def test_fast_path_only_accepts_what_the_exact_decoder_accepts(objs: list[dict])
                           PredictionBatch.from_events(events, refs))
 
 
+# Distributions over a small pool of class names: layouts repeat, differ only in order, or hold a
+# subset or superset of another's classes (the one-layout shortcut must see every difference).
+_pooled = st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True).map(
+    lambda names: {name: 1.0 / len(names) for name in names})
+_pooled_events = fast_shaped.flatmap(lambda event: _pooled.map(
+    lambda scores: {**event, "predictions": [{"scores": scores}]}))
+
+
+@BATCHES
+@given(st.lists(_pooled_events, min_size=1, max_size=40), st.data())
+def test_layouts_are_told_apart(objs: list[dict], data: st.DataObject) -> None:
+    """Batches mostly of one layout, some events of a reordered, smaller or larger one."""
+    common = data.draw(_pooled_events)
+    objs = [common if data.draw(st.booleans()) else obj for obj in objs] * 2
+    _assert_agrees([orjson.dumps(obj) for obj in objs])
+    _assert_columns_sound(objs)
+
+
+_LIMIT = SUM_TOLERANCE - inference_batch._SUM_MARGIN
+# Sums one ulp either side of 1 -/+ the limit, as the rows [s - 0.5, 0.5] hold them exactly.
+_SUMS_AT_LIMIT = [float(np.nextafter(s, s + d)) for s in (1.0 - _LIMIT, 1.0 + _LIMIT)
+                  for d in (-1.0, 0.0, 1.0)]
+_edges = st.sampled_from([0.0, -0.0, 1.0, 1e-300, -1e-300, float(np.nextafter(1.0, 2.0)),
+                          float(np.nextafter(0.0, -1.0))])
+
+
+@st.composite
+def _rows(draw: st.DrawFn, k: int) -> list[float]:
+    """A row of k values summing to about 1 (+ an offset near the tolerance), some at a limit."""
+    if k == 2 and draw(st.integers(0, 3)) == 0:  # one value at a limit, the sum about 1
+        return draw(st.sampled_from([[s - 0.5, 0.5] for s in _SUMS_AT_LIMIT] + [
+            [float(np.nextafter(1.0, 2.0)), 0.0], [1.0 + _LIMIT / 2, 0.0], [-1e-300, 1.0]]))
+    weights = draw(st.lists(st.floats(0, 1), min_size=k, max_size=k))
+    total = sum(weights)
+    row = [w / total if total else 1.0 / k for w in weights]
+    row[0] += draw(_sum_offsets)
+    if draw(st.integers(0, 4)) == 0:
+        row[draw(st.integers(0, k - 1))] = draw(_edges)
+    return row
+
+
+@BATCHES
+@given(st.integers(2, 5).flatmap(lambda k: st.lists(_rows(k), min_size=1, max_size=30)))
+def test_numeric_checks_agree_row_by_row(rows: list[list[float]]) -> None:
+    """The whole-array bounds decide exactly as the per-row checks would."""
+    _assert_rows_judged_alike(rows)
+
+
+def test_sums_one_ulp_either_side_of_the_limit() -> None:
+    for total in _SUMS_AT_LIMIT:
+        _assert_rows_judged_alike([[0.25, 0.75], [total - 0.5, 0.5]])
+
+
+def _assert_rows_judged_alike(rows: list[list[float]]) -> None:
+    values = np.array(rows, dtype=np.float64)
+    ok = ((values >= 0.0) & (values <= 1.0)).all(axis=1)
+    ok &= np.abs(values.sum(axis=1) - 1.0) <= _LIMIT
+    failed = inference_batch._failed_rows(values)
+    assert (failed is None) == bool(ok.all())
+    if failed is not None:
+        assert failed.tolist() == np.flatnonzero(~ok).tolist()
+
+
 def _bench_event(i: int, **changes: Any) -> dict[str, Any]:
     event = {"schema_version": 1, "event_id": f"e{i}", "asset_id": f"a{i}", "model_id": "m",
              "model_version": "v1", "timestamp": 1.7e9 + i,
              "predictions": [{"scores": {"cat": 0.25, "dog": 0.75}}]}
     return {**event, **changes}
+
+
+@pytest.mark.parametrize("optional", [{}, {"asset_uri": "s3://x", "metadata": {"k": 1}}])
+def test_each_value_past_a_limit_is_refused_among_valid_events(optional: dict[str, Any]) -> None:
+    """Each value of _PAST_LIMITS in one event of a batch otherwise valid and of the fast shape,
+    so the whole-batch check meets it with nothing else to fail on."""
+    for path, choices in _PAST_LIMITS:
+        for choice in choices:
+            objs = [_bench_event(i, **optional) for i in range(40)]
+            target = objs[23]
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = choice
+            _assert_agrees([orjson.dumps(obj) for obj in objs])
+            _assert_columns_sound(objs)
+
+
+@pytest.mark.parametrize("missing", ["asset_uri", "metadata"])
+def test_an_unknown_field_in_place_of_an_optional_one_is_refused(missing: str) -> None:
+    """As many fields as an event with both optional ones, but one of them is not in the contract
+    (the fast check counts fields)."""
+    objs = [_bench_event(i, asset_uri="s3://x", metadata=None) for i in range(40)]
+    del objs[23][missing]
+    objs[23]["extra"] = None
+    _assert_agrees([orjson.dumps(obj) for obj in objs])
+    _assert_columns_sound(objs)
+    for obj in objs[:10]:  # some events without optional fields: counted the other way
+        del obj["asset_uri"], obj["metadata"]
+    _assert_agrees([orjson.dumps(obj) for obj in objs])
+    _assert_columns_sound(objs)
 
 
 def test_common_shape_takes_the_fast_path() -> None:
@@ -174,6 +275,17 @@ def test_common_shape_takes_the_fast_path() -> None:
     got = decode_inference_batch(values)
     assert not got.errors and got.index == list(range(1000))
     assert [type(part) for part in got.parts] == [ScoreColumns]
+
+
+def test_a_batch_of_another_shape_skips_the_fast_check() -> None:
+    """Routing only: a batch that starts with an event of another shape is not checked whole
+    (it would only fail); one of the common shape is checked once, whole."""
+    top1 = [orjson.dumps(_variants(i)) for i in range(3000) if i * 7919 % 23 == 3][:40]
+    common = [orjson.dumps(_bench_event(i)) for i in range(40)]
+    for values, checks in ((top1, 0), (common, 1), (top1[:1] + common, 1)):
+        with mock.patch.object(inference_batch, "_checked", wraps=inference_batch._checked) as m:
+            _assert_agrees(values)
+        assert m.call_count == checks
 
 
 def test_one_bad_event_costs_only_a_short_run_of_exact_decoding() -> None:
