@@ -103,23 +103,26 @@ class DedupeState:
         self.recent_gens = np.insert(self.recent_gens, pos, self.generation)
         self._bound(policy)
 
-    def holds(self, key: int) -> bool:
-        """`contains` of one key. Query."""
-        k = np.uint64(key)
-        for keys in (self.keys, self.recent_keys):
+    def _locate(self, k: np.uint64) -> tuple[np.ndarray, int] | None:
+        """(the generations array holding key k, its index there), or None. Query."""
+        for keys, gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
             i = int(keys.searchsorted(k))
             if i < keys.shape[0] and keys[i] == k:
-                return True
-        return False
+                return gens, i
+        return None
+
+    def holds(self, key: int) -> bool:
+        """`contains` of one key. Query."""
+        return self._locate(np.uint64(key)) is not None
 
     def add_one(self, policy: DedupePolicy, key: int) -> None:
         """`add` of one key (a window's grants come one at a time), without set operations."""
         k = np.uint64(key)
-        for keys, gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
-            i = int(keys.searchsorted(k))
-            if i < keys.shape[0] and keys[i] == k:
-                gens[i] = self.generation
-                return
+        found = self._locate(k)
+        if found is not None:
+            gens, i = found
+            gens[i] = self.generation
+            return
         i = int(self.recent_keys.searchsorted(k))
         rk, rg = self.recent_keys, self.recent_gens
         self.recent_keys = np.concatenate((rk[:i], np.array([k], dtype=np.uint64), rk[i:]))
