@@ -73,7 +73,7 @@ def is_secret_key(key: str) -> bool:
 # with each property and reading its log (CONFWARN "... will be ignored by this ... instance").
 CONSUMER_ONLY = frozenset({
     "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
-    "heartbeat.interval.ms", "group.protocol.type", "group.protocol", "group.remote.assignor",
+    "heartbeat.interval.ms", "group.protocol.type", "group.protocol",
     "coordinator.query.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
     "auto.commit.interval.ms", "enable.auto.offset.store", "queued.min.messages",
     "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
