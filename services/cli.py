@@ -43,15 +43,32 @@ def _print_topics(results: Sequence[TopicResult]) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    """Run the embedded broker in the foreground until SIGINT/SIGTERM."""
+    """Run a broker in the foreground until SIGINT/SIGTERM: the embedded Tansu broker, or with
+    --apache-kafka a real Apache Kafka (KRaft, one node, jars from Maven Central)."""
+    if args.apache_kafka:
+        from services.streaming import apache_kafka
+
+        if args.fetch_only:
+            missing = apache_kafka.unavailable_reason()
+            if missing is not None:
+                raise CliError(missing)
+            print(f"Apache Kafka {apache_kafka.kafka_version()} jars: "
+                  f"{apache_kafka.fetch_jars()}", flush=True)
+            return 0
+        broker: EmbeddedBroker | apache_kafka.ApacheKafka = apache_kafka.ApacheKafka(args.port)
+        what = f"Apache Kafka {apache_kafka.kafka_version()} (KRaft, one node"
+    else:
+        if args.fetch_only:
+            raise CliError("--fetch-only goes with --apache-kafka")
+        broker = EmbeddedBroker(args.port)
+        what = "embedded Tansu broker (memory storage"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    broker = EmbeddedBroker(args.port)
     try:
         broker.start()
         results = broker.create_topics(args.partitions)
-        print(f"embedded Tansu broker (memory storage, pid {broker.pid}); topics:")
+        print(f"{what}, pid {broker.pid}); topics:")
         _print_topics(results)
         print(f"bootstrap: {broker.bootstrap}")
         print(f"  export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}   # Ctrl-C stops the broker",
@@ -60,7 +77,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
             if not broker.running():
                 raise CliError(f"the broker exited on its own; log tail:\n{broker.log_tail()}")
     finally:
-        broker.stop()
+        if isinstance(broker, EmbeddedBroker):
+            broker.stop()
+        else:
+            broker.close()
     print("broker stopped", flush=True)
     return 0
 
@@ -148,8 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="active-stream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (dev/test)")
-    broker.add_argument("--port", type=int, default=None, help="loopback port (default: free)")
+    broker = sub.add_parser("broker", help="run a broker for development: the embedded one, or "
+                                           "Apache Kafka with --apache-kafka")
+    broker.add_argument("--apache-kafka", action="store_true",
+                        help="Apache Kafka (KRaft, one node; needs a JDK and Maven, fetches its "
+                             "jars from Maven Central once) instead of the embedded broker")
+    broker.add_argument("--fetch-only", action="store_true",
+                        help="with --apache-kafka: fetch the jars and exit")
+    broker.add_argument("--port", type=int, default=None,
+                        help="loopback port for clients (default: a free one)")
     broker.add_argument("--partitions", type=int, default=4, help="partitions of the data topics")
     broker.set_defaults(func=cmd_broker)
 

@@ -39,6 +39,12 @@ from tests.integration.end_offsets import true_end_offsets
 
 pytestmark = [pytest.mark.broker, pytest.mark.quirk]
 
+
+@pytest.fixture(scope="session")
+def broker(tansu: EmbeddedBroker) -> EmbeddedBroker:
+    """Every test here is about the embedded broker, whichever broker the suite runs on."""
+    return tansu
+
 # Generous upper bound for anything that should take milliseconds on loopback; only a broken
 # broker or a starved CI machine gets near it, and then the test fails instead of hanging.
 IO_TIMEOUT_S = 15.0

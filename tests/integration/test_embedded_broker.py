@@ -21,6 +21,12 @@ from tests.conftest import TEST_GROUP_TIMINGS
 
 pytestmark = pytest.mark.broker
 
+
+@pytest.fixture(scope="session")
+def broker(tansu: EmbeddedBroker) -> EmbeddedBroker:
+    """This module is about the embedded broker, whichever broker the suite runs on."""
+    return tansu
+
 CLI = [sys.executable, "-m", "services.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -349,7 +349,7 @@ def changelog_ends(bootstrap: str, topic: str) -> tuple[dict[int, int], dict[int
 
 
 def test_table_recovery_needs_the_high_watermark_shim_on_the_embedded_broker(
-        broker: Any) -> None:
+        tansu: Any) -> None:
     """Shows why services/label_sink/faust_compat.py exists (docs/brokers.md, high watermark).
 
     A sink stores annotation requests and stops cleanly (offsets committed). Restarted WITHOUT
@@ -357,6 +357,7 @@ def test_table_recovery_needs_the_high_watermark_shim_on_the_embedded_broker(
     row of a changelog partition's last batch but the first is lost, and since the requests'
     input offsets are committed they are never read again, so labels answering them are
     dead-lettered as unattributed. Restarted WITH the shim, the same changelog gives every row."""
+    broker = tansu
     prefix = f"lshw-{uuid.uuid4().hex[:8]}."
     create_sink_topics(broker.bootstrap, prefix)
     app_id, model, burst = f"label-sink-{prefix}", "m-hw", 100
