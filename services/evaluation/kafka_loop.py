@@ -44,6 +44,7 @@ from services.streaming.annotation_requests import decode_annotation_request
 from services.streaming.control_events import decode_class_feedback, decode_retrain_trigger
 from services.streaming.event_fields import SCHEMA_VERSION
 from services.streaming.events import encode_event
+from services.streaming.partitioning import KEYED_PARTITIONER
 from services.streaming.topics import create_topics, loop_topics
 
 # Tansu holds a waiting fetch for fetch.wait.max.ms (docs/brokers.md, quirk 8): keep it short so a
@@ -188,7 +189,8 @@ class _Round:
         self.input = prefix + topics.INFERENCE_EVENTS
         self.labels_topic = prefix + topics.LABELS
         self.producer = Producer({"bootstrap.servers": loop.bootstrap, "linger.ms": 2,
-                                  "allow.auto.create.topics": False})
+                                  "allow.auto.create.topics": False,
+                                  "partitioner": KEYED_PARTITIONER})
         self.requests = _Tail(loop.bootstrap, prefix + topics.ANNOTATION_REQUESTS)
         self.triggers = _Tail(loop.bootstrap, prefix + topics.RETRAIN_TRIGGERS)
         self.feedback = _Tail(loop.bootstrap, prefix + topics.CLASS_FEEDBACK)

@@ -23,6 +23,7 @@ from typing import Any
 
 from services.core import SelectorPolicy, with_overrides
 from services.streaming import topics
+from services.streaming.partitioning import KEYED_PARTITIONER
 
 KAFKA_PREFIX = "ACTIVE_STREAM_KAFKA_"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -122,9 +123,13 @@ class KafkaSettings:
         """librdkafka config for a confluent-kafka client, secrets revealed: hand it to the client
         and nowhere else. `overrides` (librdkafka keys) win over the configured properties.
         `role` ("producer", "consumer", "admin") leaves out the configured properties that kind
-        of client would ignore (and warn about); overrides are always kept."""
+        of client would ignore (and warn about); overrides are always kept. A producer hashes
+        keys Java's way (murmur2) unless `partitioner` is configured: services/streaming/
+        partitioning.py says why the loop's joins need it."""
         ignored = _IGNORED_BY[role] if role is not None else frozenset()
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if role == "producer":
+            config["partitioner"] = KEYED_PARTITIONER
         for key, value in self.client_config.items():
             if key not in ignored:
                 config[key] = value.reveal() if isinstance(value, Secret) else value

@@ -14,6 +14,7 @@ from services.evaluation.processes import ServiceProcess as ServiceProcess
 from services.evaluation.processes import http_get as http_get
 from services.evaluation.processes import metric as metric
 from services.evaluation.processes import scrape as scrape
+from services.streaming.partitioning import KEYED_PARTITIONER
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str) -> Any:
@@ -27,8 +28,9 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str) -> An
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    # Keys hashed as every writer of the loop hashes them (services/streaming/partitioning.py).
     producer = Producer({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False,
-                         "linger.ms": 5})
+                         "linger.ms": 5, "partitioner": KEYED_PARTITIONER})
     for key, value in records:
         producer.produce(topic, value=value, key=key)
     assert producer.flush(15) == 0
