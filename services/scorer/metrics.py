@@ -80,3 +80,8 @@ class ScorerMetrics:
                                          "without committing.", ["topic"], registry=registry)
         for lane in ("exploit", "explore"):
             self.budget.labels(lane)
+        self.fenced = Counter("scorer_fenced_commits_total",
+                              "Commits the consumer group refused because it had moved on "
+                              "without this instance (a zombie's): the batch's output was "
+                              "aborted or duplicated byte for byte, its partitions restored.",
+                              registry=registry)

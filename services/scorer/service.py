@@ -67,6 +67,25 @@ class DeliveryFailed(RuntimeError):
     output."""
 
 
+class _Fenced(Exception):
+    """The group no longer counts this instance as the owner of its partitions (it was frozen
+    or cut off past its session, and another member may own them now): what the batch produced
+    was aborted (exactly_once) or may be duplicated (at_least_once), and nothing was committed.
+    The loop forgets its partitions' in-memory state and restores them afresh."""
+
+
+# Errors that mean this member's generation or membership is over: a zombie's commit.
+_FENCED_CODES = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.FENCED_INSTANCE_ID,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError._FENCED, KafkaError.STALE_MEMBER_EPOCH,
+    KafkaError.FENCED_MEMBER_EPOCH,
+})
+# How long a transaction may stay open before the broker aborts it. An instance that froze or
+# died inside one blocks every read_committed reader of the partitions it wrote to until then;
+# a scorer's transaction lasts one batch (milliseconds), so 10 s instead of librdkafka's 60 s.
+_TRANSACTION_TIMEOUT_MS = 10_000
+
+
 class Scorer:
     """One scorer instance in the consumer group `settings.group_id`.
 
@@ -102,6 +121,7 @@ class Scorer:
         self._heartbeat = time.monotonic()
         self._ceiling = DeadLetterWindow(DeadLetterCeiling())
         self._plain_producer: Producer | None = None
+        self._in_transaction = False
         client = settings.kafka.client
         self.consumer = Consumer(client(role="consumer", overrides={
             "group.id": settings.group_id,
@@ -124,6 +144,8 @@ class Scorer:
         }
         if self.eos:
             producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
+            if "transaction.timeout.ms" not in settings.kafka.client_config:
+                producer_config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
         self.producer = Producer(client(producer_config, role="producer"))
         self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"},
                                               role="consumer"),
@@ -174,10 +196,15 @@ class Scorer:
                 self._heartbeat = time.monotonic()
                 messages = self.consumer.consume(self.settings.batch_size,
                                                  self.settings.batch_timeout_s)
-                self._apply_feedback()
-                if messages or self.feedback.dead_letters:
-                    self._process(messages)
-                self._checkpoint_due()
+                try:
+                    self._apply_feedback()
+                    if messages or self.feedback.dead_letters:
+                        self._process(messages)
+                    if len(messages) < self.settings.batch_size:
+                        self._advance_idle()
+                    self._checkpoint_due()
+                except _Fenced as exc:
+                    self._rewind(exc)
         except BaseException:
             self._failed = True
             raise
@@ -206,7 +233,7 @@ class Scorer:
         """Produce the batch's output, then commit its offsets: in one transaction (exactly_once)
         or after a flush (at_least_once: a crash before the commit replays identical output)."""
         if self.eos:
-            self.producer.begin_transaction()
+            self._begin_transaction()
         for result in results.values():
             for out in result.requests:
                 self._send(self.settings.requests_topic, out)
@@ -217,8 +244,7 @@ class Scorer:
             self._send(topics.dlq(self.settings.feedback_topic), out)
         for code in codes:
             self.metrics.feedback_invalid.labels(code).inc()
-        offsets = [TopicPartition(self.topic, p, self.partitions[p].next_offset) for p in results]
-        self._finish(offsets)
+        self._finish([self._commit_position(p) for p in results])
 
     def _send(self, topic: str, out: Output) -> None:
         """Produce one record; when librdkafka's bounded queue is full, wait for deliveries
@@ -234,18 +260,103 @@ class Scorer:
                 self._on_delivery(exc.args[0], _Refused(topic))
                 self._raise_if_undelivered("not committing offsets")
 
+    def _commit_position(self, partition: int) -> TopicPartition:
+        """What to commit for `partition`: its next offset, but never below the offset the group
+        had committed when this instance restored it. While it replays up to there (without
+        output) its next offset is behind, and committing it would move the group's offset
+        back: a second crash would then emit the replayed stretch again."""
+        scorer = self.partitions[partition]
+        return TopicPartition(self.topic, partition,
+                              max(scorer.next_offset, scorer.suppress_below))
+
     def _finish(self, offsets: list[TopicPartition]) -> None:
+        """Make the batch's output durable, then commit `offsets`: in the open transaction
+        (exactly_once) or after a flush (at_least_once). Raises DeliveryFailed when the broker
+        refused output, _Fenced when the group has moved on without this instance."""
         if self.eos:
-            meta = self.consumer.consumer_group_metadata()
-            self.producer.send_offsets_to_transaction(offsets, meta, 30)
-            self.producer.commit_transaction(60)
-            self._raise_if_undelivered("after the transaction")
+            self._commit_transaction(offsets)
             return
         if self.producer.flush(60) != 0:
             raise KafkaException("output not delivered within 60 s; not committing offsets")
         self._raise_if_undelivered("not committing offsets")
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() in _FENCED_CODES:
+                    raise _Fenced(exc.args[0].str()) from None
+                raise
+
+    def _begin_transaction(self) -> None:
+        self.producer.begin_transaction()
+        self._in_transaction = True
+
+    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        """Commit the open transaction with `offsets` and the group's metadata, so a zombie
+        (a member the group has fenced) cannot commit it. On failure the transaction is
+        aborted first: left open, it would hide every later record of its partitions from
+        read_committed readers until the broker times it out."""
+        try:
+            if offsets:
+                meta = self.consumer.consumer_group_metadata()
+                self.producer.send_offsets_to_transaction(offsets, meta, 30)
+            self.producer.commit_transaction(60)
+            self._in_transaction = False
+        except KafkaException as exc:
+            self._abort_transaction()
+            self._raise_if_undelivered("the transaction is aborted")
+            if exc.args[0].code() in _FENCED_CODES:
+                raise _Fenced(exc.args[0].str()) from None
+            raise
+        self._raise_if_undelivered("after the transaction")
+
+    def _abort_transaction(self) -> None:
+        """Abort the open transaction, if any; best effort (a fenced producer cannot, and its
+        successor's init_transactions has aborted it already)."""
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            log.warning("could not abort the open transaction: %s", exc.args[0].str())
+
+    def _rewind(self, fenced: _Fenced) -> None:
+        """After a fenced commit: the in-memory state of every partition is ahead of what the
+        group committed, and another member may own some of them now. Forget it all and restore
+        the partitions still assigned from their checkpoints and committed offsets (the group's
+        rebalance, served by the next consume, then revokes or keeps them as it decides)."""
+        log.warning("the group fenced this instance's commit (%s): output of the batch %s; "
+                    "restoring its partitions from their checkpoints", fenced,
+                    "aborted" if self.eos else "may be duplicated, byte for byte")
+        self.metrics.fenced.inc()
+        assigned = [tp for tp in self.consumer.assignment() if tp.topic == self.topic]
+        self._drop(list(self.partitions))
+        for tp in self._restore(assigned) if assigned else []:
+            self.consumer.seek(tp)
+
+    def _advance_idle(self) -> None:
+        """Move partitions past offsets that hold no records for this reader (transaction
+        markers, aborted records): the consumer's position is past them, the last record + 1
+        is not. Without it, a partition written by a transactional producer would show a lag
+        of at least 1 forever, to our metric and to every tool that reads the group's offsets.
+        Commits the moved partitions."""
+        if not self.partitions:
+            return
+        positions = self.consumer.position([TopicPartition(self.topic, p)
+                                            for p in self.partitions])
+        moved = [tp.partition for tp in positions
+                 if tp.partition in self.partitions
+                 and tp.offset > self.partitions[tp.partition].next_offset]
+        if not moved:
+            return
+        for tp in positions:
+            if tp.partition in moved:
+                self.partitions[tp.partition].next_offset = tp.offset
+        if self.eos:
+            self._begin_transaction()
+        self._finish([self._commit_position(p) for p in moved])
+        self._observe_lag()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message | _Refused) -> None:
         """librdkafka's report of a record it could not deliver (served by flush/poll)."""
@@ -321,10 +432,17 @@ class Scorer:
         for scorer in self.partitions.values():
             for (model, version), value in scorer.state.thresholds().items():
                 m.threshold.labels(model, version).set(value)
+        self._observe_lag()
+
+    def _observe_lag(self) -> None:
+        """Per partition: the high watermark the last fetch reported minus the next offset to
+        process (what a group-offsets tool shows once that offset is committed)."""
+        for scorer in self.partitions.values():
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(self.topic, scorer.partition), cached=True)
             if high >= 0:
-                m.lag.labels(str(scorer.partition)).set(max(0, high - scorer.next_offset))
+                self.metrics.lag.labels(str(scorer.partition)).set(
+                    max(0, high - scorer.next_offset))
 
     # -- feedback -------------------------------------------------------------------------
 
@@ -385,14 +503,16 @@ class Scorer:
         """Write the state of `partitions` and wait until it is durable. `final`: the last one
         before this instance lets them go, its offsets committed right after."""
         if self.eos:
-            self.producer.begin_transaction()
+            self._begin_transaction()
         for p in partitions:
             scorer = self.partitions[p]
             self._send(self.settings.state_topic,
                        Output(self._state_key(p), scorer.checkpoint(final)))
             self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
         if self.eos:
-            self.producer.commit_transaction(60)
+            # With the partitions' offsets (unchanged: a checkpoint is at the committed offset
+            # or, while replaying, behind it) so that a fenced zombie's checkpoint is aborted.
+            self._commit_transaction([self._commit_position(p) for p in partitions])
         elif self.producer.flush(60) != 0:
             raise KafkaException("checkpoint not delivered within 60 s")
         self._raise_if_undelivered("checkpoint not written")
@@ -479,12 +599,20 @@ class Scorer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in partitions if tp.partition in self.partitions]
         if mine and not self._failed:
-            self._checkpoint(mine, final=True)
-            if not self.eos:
-                consumer.commit(offsets=[TopicPartition(self.topic, p,
-                                                        self.partitions[p].next_offset)
-                                         for p in mine], asynchronous=False)
+            self._hand_over(mine)
         self._drop(mine)
+
+    def _hand_over(self, partitions: list[int]) -> None:
+        """The final checkpoint and commit of partitions this instance lets go (revoke,
+        shutdown). When the group has fenced this instance already, the new owner restores
+        from what was durable before: nothing to do but say so."""
+        try:
+            self._checkpoint(partitions, final=True)
+            if not self.eos:
+                self._finish([self._commit_position(p) for p in partitions])
+        except _Fenced as exc:
+            log.warning("partitions %s: the group fenced the hand-over (%s); their next owner "
+                        "restores from the last durable checkpoint", partitions, exc)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a clean revoke: another member may own them already, so
@@ -505,12 +633,10 @@ class Scorer:
             if self._failed:
                 log.error("stopping after an error: no checkpoint or commit; a restart replays "
                           "from the last checkpoint")
+                if self.eos:
+                    self._abort_transaction()
             elif self.partitions:
-                self._checkpoint(list(self.partitions), final=True)
-                if not self.eos:
-                    self.consumer.commit(offsets=[TopicPartition(self.topic, p, s.next_offset)
-                                                  for p, s in self.partitions.items()],
-                                         asynchronous=False)
+                self._hand_over(list(self.partitions))
         finally:
             self.consumer.close()
             self._fetcher.close()

@@ -36,11 +36,14 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     assert producer.flush(15) == 0
 
 
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of `topic` from the beginning to its true end (partition EOF)."""
+def read_all(bootstrap: str, topic: str, *, committed_only: bool = True) -> list[Any]:
+    """Every record of `topic` from the beginning to its true end (partition EOF), as a
+    `read_committed` reader sees them (`committed_only=False`: `read_uncommitted`, so records
+    of open and aborted transactions too)."""
+    isolation = "read_committed" if committed_only else "read_uncommitted"
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, "isolation.level": isolation})
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     remaining, out = set(meta.partitions), []

@@ -1,0 +1,167 @@
+"""The scorer's exactly-once and fencing guarantees, on Apache Kafka (which, unlike the embedded
+broker, hides aborted transactions from `read_committed` readers: docs/brokers.md quirk 3).
+
+- A scorer SIGKILLed while a transaction is open, its records already on the broker: a
+  `read_committed` reader never sees them, and after a restart it sees exactly the output of a
+  crash-free run, without a single duplicate.
+- A zombie (an instance stopped past its session while another took its partitions, then
+  resumed) never makes a write visible under `exactly_once`, and under `at_least_once` commits
+  no stale offset and duplicates only byte-identically.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from services.streaming.apache_kafka import ApacheKafka
+from tests.integration.end_offsets import true_end_offsets
+from tests.integration.kafka_support import metric, produce, read_all, wait_for
+from tests.integration.scorer_support import (
+    ScorerProcess,
+    assert_same_requests_as_reference,
+    committed,
+    private_loop,
+    progress,
+    reference_requests,
+    scorer_env,
+)
+from tests.synthetic_events import inference_events
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+
+INPUT = "al.inference-events.v1"
+REQUESTS = "al.annotation-requests.v1"
+
+
+def stable_and_end(bootstrap: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    """{partition: (last stable offset, high watermark)}: the "latest" offset as a
+    `read_committed` and as a `read_uncommitted` client is told it. They differ exactly while
+    a transaction holding records of that partition is open."""
+    latest: dict[str, list[int]] = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "lso-probe",
+                             "isolation.level": isolation})
+        try:
+            latest[isolation] = [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)]
+        finally:
+            consumer.close()
+    return {p: (latest["read_committed"][p], latest["read_uncommitted"][p])
+            for p in range(partitions)}
+
+
+def open_transaction(bootstrap: str, topic: str, partitions: int) -> bool:
+    return any(lso < end for lso, end in stable_and_end(bootstrap, topic, partitions).values())
+
+
+def stop_inside_a_transaction(proc: ScorerProcess, bootstrap: str, topic: str,
+                              partitions: int, attempts: int = 400) -> int:
+    """SIGSTOP the scorer at random moments until it is frozen with a transaction open whose
+    records are on the broker; returns the attempts it took. Raises when it never happens."""
+    assert proc.proc is not None
+    rng = random.Random(5)
+    for attempt in range(1, attempts + 1):
+        os.kill(proc.proc.pid, signal.SIGSTOP)
+        if open_transaction(bootstrap, topic, partitions):
+            return attempt
+        os.kill(proc.proc.pid, signal.SIGCONT)
+        time.sleep(rng.uniform(0.0, 0.03))
+    raise AssertionError(f"no open transaction caught in {attempts} stops; log:\n{proc.tail()}")
+
+
+def test_a_scorer_killed_inside_a_transaction_shows_nothing_of_it(kafka: ApacheKafka) -> None:
+    bootstrap = kafka.bootstrap
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group, requests = prefix + INPUT, f"g-{prefix}", prefix + REQUESTS
+    produce(bootstrap, topic, inference_events(60_000, seed=21, dt=0.05))
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    env = scorer_env(bootstrap, prefix, group, processing_guarantee="exactly_once",
+                     instance_id=f"i-{prefix}", batch_size=300, checkpoint_every_events=3000)
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, ends) > 0.05, 120,
+             f"no progress; log:\n{proc.tail()}")
+    tries = stop_inside_a_transaction(proc, bootstrap, requests, 2)
+    proc.kill()  # SIGKILL while frozen: the transaction stays open on the broker
+    assert open_transaction(bootstrap, requests, 2), "the open transaction vanished on its own"
+    visible = [m.value() for m in read_all(bootstrap, requests)]
+    restarted = ScorerProcess(env).start()  # the same transactional.id: fences and aborts it
+    restarted.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, ends) >= 1.0, 180,
+             f"input not fully committed; log:\n{restarted.tail()}")
+    assert restarted.stop() == 0, restarted.tail()
+    produced = [m.value() for m in read_all(bootstrap, requests)]
+    everything = [m.value() for m in read_all(bootstrap, requests, committed_only=False)]
+    expected = reference_requests(bootstrap, prefix, partitions=2)
+    print(f"\ncaught an open transaction after {tries} stops; {len(visible)} requests visible "
+          f"at the kill, {len(everything) - len(produced)} aborted records in the log")
+    assert len(everything) > len(produced), "no aborted record: the case did not happen"
+    assert not Counter(visible) - Counter(produced)  # what was visible stays, once
+    assert Counter(produced) == Counter(expected)  # not one duplicate for read_committed
+    assert set(everything) == set(expected)  # the aborted copies were the same bytes
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
+    """Two instances split 2 partitions. One is frozen (SIGSTOP) past its session timeout while
+    input keeps arriving, so the other takes its partition over; then it is resumed (SIGCONT)
+    holding records it fetched before the freeze. Whatever it does then, the group's output
+    stays the uninterrupted run's: no visible duplicate under exactly_once, only byte-identical
+    ones under at_least_once, and no committed offset ever moves backwards."""
+    bootstrap = kafka.bootstrap
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group, requests = prefix + INPUT, f"g-{prefix}", prefix + REQUESTS
+    events = inference_events(40_000, seed=22, dt=0.05)
+    produce(bootstrap, topic, events[:10_000])
+    base = scorer_env(bootstrap, prefix, group, processing_guarantee=guarantee, batch_size=200,
+                      checkpoint_every_events=2000)
+    zombie = ScorerProcess({**base, "ACTIVE_STREAM_SCORER_INSTANCE_ID": f"z-{prefix}"}).start()
+    other = ScorerProcess({**base, "ACTIVE_STREAM_SCORER_INSTANCE_ID": f"o-{prefix}"}).start()
+    commits: list[dict[int, int]] = []
+    try:
+        for proc in (zombie, other):
+            proc.wait_ready()
+        wait_for(lambda: all(metric(p.metrics(), "scorer_assigned_partitions") == 1
+                             for p in (zombie, other)), 60, "partitions not split 1/1")
+        produce(bootstrap, topic, events[10_000:20_000])
+        assert zombie.proc is not None
+        os.kill(zombie.proc.pid, signal.SIGSTOP)
+        produce(bootstrap, topic, events[20_000:30_000])
+        wait_for(lambda: metric(other.metrics(), "scorer_assigned_partitions") == 2, 60,
+                 f"the other instance did not take over; log:\n{other.tail()}")
+        commits.append(committed(bootstrap, group, topic, 2))
+        os.kill(zombie.proc.pid, signal.SIGCONT)
+        produce(bootstrap, topic, events[30_000:])
+        ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+
+        def done() -> bool:
+            commits.append(committed(bootstrap, group, topic, 2))
+            return progress(bootstrap, group, topic, ends) >= 1.0
+        wait_for(done, 180, f"input not fully committed; log:\n{other.tail()}")
+        time.sleep(2)  # give a zombie that is still around time to write what it would
+        commits.append(committed(bootstrap, group, topic, 2))
+    finally:
+        zombie_code = zombie.stop()
+        other.stop()
+    for p in (0, 1):
+        seen = [c[p] for c in commits]
+        assert seen == sorted(seen), f"partition {p}: a committed offset went back: {seen}"
+    produced = [m.value() for m in read_all(bootstrap, requests)]
+    expected = reference_requests(bootstrap, prefix, partitions=2)
+    print(f"\n{guarantee}: zombie exit code {zombie_code}; {len(produced)} requests visible, "
+          f"{len(expected)} expected; zombie log tail:\n{zombie.tail(8)}")
+    assert "the group fenced this instance's commit" in zombie.tail(200), \
+        "the zombie never tried to commit after it resumed: the case did not happen"
+    assert zombie_code == 0, "the zombie should rejoin, not crash"
+    if guarantee == "exactly_once":
+        assert Counter(produced) == Counter(expected)
+    else:
+        assert_same_requests_as_reference(produced, expected)
