@@ -31,6 +31,7 @@ from tests.integration.scorer_support import (
     progress,
     reference_requests,
     scorer_env,
+    scorer_in_thread,
 )
 from tests.synthetic_events import inference_events
 
@@ -165,3 +166,51 @@ def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
         assert Counter(produced) == Counter(expected)
     else:
         assert_same_requests_as_reference(produced, expected)
+
+
+def test_a_replay_after_restore_never_moves_the_committed_offset_back(kafka: ApacheKafka) -> None:
+    """Restored from a checkpoint at 1,000 with the group committed at 3,000, the scorer replays
+    1,000-3,000 without output. Had it committed its (lower) next offset meanwhile, a second
+    crash would re-emit what the first run already produced. Every commit it makes, on the
+    broker and as handed to the commit step, must be at or past 3,000."""
+    from confluent_kafka import Producer
+
+    from services.core import SelectorPolicy, SelectorState
+    from services.scorer.partition import PartitionScorer, Record, partition_seed
+
+    bootstrap = kafka.bootstrap
+    prefix = private_loop(bootstrap, partitions=1)
+    topic, group = prefix + INPUT, f"g-{prefix}"
+    produce(bootstrap, topic, inference_events(5000, seed=23, dt=0.1))
+    records = [Record(m.offset(), m.key(), m.value(), m.timestamp()[1] / 1000.0)
+               for m in read_all(bootstrap, topic)]
+    state = SelectorState.create(SelectorPolicy().scaled(1.0), partition_seed(0, 0))
+    earlier = PartitionScorer(topic, 0, state, 0, service_version="earlier",
+                              fetch={r.offset: r.value for r in records}.get)
+    earlier.process(records[:1000])
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(prefix + "al.scorer-state.v1", earlier.checkpoint(),
+                     f"{group}/{topic}/0".encode())
+    assert producer.flush(15) == 0
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                          "enable.auto.commit": False})
+    committer.commit(offsets=[TopicPartition(topic, 0, 3000)], asynchronous=False)
+    committer.close()
+
+    seen: list[int] = []
+    env = scorer_env(bootstrap, prefix, group, batch_size=200)
+    with scorer_in_thread(env) as scorer:
+        finish = scorer._finish
+
+        def recording(offsets: list[TopicPartition]) -> None:
+            seen.extend(tp.offset for tp in offsets)
+            finish(offsets)
+        scorer._finish = recording  # type: ignore[method-assign]
+
+        def committed_at_end() -> bool:
+            seen.append(committed(bootstrap, group, topic, 1)[0])
+            return seen[-1] == 5000
+        wait_for(committed_at_end, 60, "input not fully committed")
+    assert seen and min(seen) >= 3000, sorted(seen)[:5]
+    replayed = scorer.registry.get_sample_value("scorer_events_replayed_total")
+    assert replayed == 2000, "the replay from the checkpoint did not happen"
