@@ -140,8 +140,13 @@ def fetch_jars(timeout_s: float = 600.0) -> Path:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
+    Never one that starts with "-", which the storage tool would read as an option (Kafka's
+    own Uuid.randomUuid skips those for the same reason)."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
 
 
 _LOG4J = """status = warn
@@ -222,6 +227,8 @@ class ApacheKafka:
             if self._port is None or attempt > 0:
                 self._port = self._requested_port or free_port()
                 self._controller_port = free_port()
+                while self._controller_port == self._port:  # the OS may hand out one twice
+                    self._controller_port = free_port()
             self._write_config()
             if not (self.data_dir / "logs" / "meta.properties").is_file():
                 self._format(java, jars)
