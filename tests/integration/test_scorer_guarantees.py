@@ -78,6 +78,25 @@ def stop_inside_a_transaction(proc: ScorerProcess, bootstrap: str, topic: str,
     raise AssertionError(f"no open transaction caught in {attempts} stops; log:\n{proc.tail()}")
 
 
+def freeze_while_computing(proc: ScorerProcess, attempts: int = 500) -> int:
+    """SIGSTOP the scorer at a moment its main thread runs Python code (a batch between its
+    consume and its commit), not inside a blocking call such as consume(): resumed, it will
+    try to commit that batch. Returns the attempts it took. Linux: /proc/PID/syscall of a
+    stopped thread reads "-1 ..." when it was stopped outside a system call."""
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    for attempt in range(1, attempts + 1):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "T", 5,
+                 "the scorer did not stop")
+        with open(f"/proc/{pid}/syscall") as where:
+            if where.read().startswith("-1 "):
+                return attempt
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.003)
+    raise AssertionError(f"never caught the scorer computing in {attempts} stops")
+
+
 def test_a_scorer_killed_inside_a_transaction_shows_nothing_of_it(kafka: ApacheKafka) -> None:
     bootstrap = kafka.bootstrap
     prefix = private_loop(bootstrap, partitions=2)
@@ -112,9 +131,9 @@ def test_a_scorer_killed_inside_a_transaction_shows_nothing_of_it(kafka: ApacheK
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
-    """Two instances split 2 partitions. One is frozen (SIGSTOP) past its session timeout while
-    input keeps arriving, so the other takes its partition over; then it is resumed (SIGCONT)
-    holding records it fetched before the freeze. Whatever it does then, the group's output
+    """Two instances split 2 partitions. One is frozen (SIGSTOP) in the middle of a batch, past
+    its session timeout, while input keeps arriving, so the other takes its partition over;
+    then it is resumed (SIGCONT) and tries to commit that batch. Whatever it does then, the group's output
     stays the uninterrupted run's: no visible duplicate under exactly_once, only byte-identical
     ones under at_least_once, and no committed offset ever moves backwards."""
     bootstrap = kafka.bootstrap
@@ -134,7 +153,7 @@ def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
                              for p in (zombie, other)), 60, "partitions not split 1/1")
         produce(bootstrap, topic, events[10_000:20_000])
         assert zombie.proc is not None
-        os.kill(zombie.proc.pid, signal.SIGSTOP)
+        freeze_while_computing(zombie)  # with a batch in hand, to commit once resumed
         produce(bootstrap, topic, events[20_000:30_000])
         wait_for(lambda: metric(other.metrics(), "scorer_assigned_partitions") == 2, 60,
                  f"the other instance did not take over; log:\n{other.tail()}")
