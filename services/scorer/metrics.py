@@ -85,3 +85,10 @@ class ScorerMetrics:
                               "without this instance (a zombie's): the batch's output was "
                               "aborted or duplicated byte for byte, its partitions restored.",
                               registry=registry)
+        self.restore_records = Counter("scorer_restore_records_read_total",
+                                       "State-topic records read to restore partitions (one "
+                                       "per partition with a checkpoint pointer; the whole "
+                                       "topic without one).", registry=registry)
+        self.restore_seconds = Histogram("scorer_restore_duration_seconds",
+                                         "Wall time to find and read assigned partitions' "
+                                         "checkpoints.", registry=registry)

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from services import service_version
 from services.core import SelectorPolicy, SelectorState
+from services.scorer.checkpoint_store import CheckpointLocator, Located, pointer
 from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import (
@@ -48,7 +49,7 @@ from services.scorer.partition import (
 )
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
-from services.streaming.checkpoints import load_latest
+from services.streaming.checkpoints import CheckpointReadTimeout
 from services.streaming.ops import OpsServer
 from services.streaming.settings import ScorerSettings
 
@@ -80,6 +81,8 @@ _FENCED_CODES = frozenset({
     KafkaError.REBALANCE_IN_PROGRESS, KafkaError._FENCED, KafkaError.STALE_MEMBER_EPOCH,
     KafkaError.FENCED_MEMBER_EPOCH,
 })
+# How long a partition whose state could not be restored waits before the next attempt.
+_RESTORE_RETRY_S = 5.0
 # How long a transaction may stay open before the broker aborts it. An instance that froze or
 # died inside one blocks every read_committed reader of the partitions it wrote to until then;
 # a scorer's transaction lasts one batch (milliseconds), so 10 s instead of librdkafka's 60 s.
@@ -104,6 +107,13 @@ class Scorer:
         self.eos = settings.processing_guarantee == "exactly_once"
         self.partitions: dict[int, PartitionScorer] = {}
         self._last_checkpoint: dict[int, tuple[int, float]] = {}
+        # Per partition, the commit metadata that points at its latest durable checkpoint
+        # (checkpoint_store.py); state-topic positions of checkpoints delivered, by key.
+        self._pointers: dict[int, str] = {}
+        self._delivered: dict[bytes, tuple[int, int]] = {}
+        # Assigned partitions whose restore failed (state topic unreadable): paused, retried.
+        self._unrestored: dict[int, TopicPartition] = {}
+        self._restore_retry_at = 0.0
         self._stop = threading.Event()
         self._undelivered: list[tuple[str, KafkaError]] = []
         # Class feedback per partition not applied yet (weights, newest feedback seq in them),
@@ -138,9 +148,9 @@ class Scorer:
             # dedupe memory (topics.py).
             "message.max.bytes": max(topics.DLQ_MAX_MESSAGE_BYTES,
                                      topics.STATE_MAX_MESSAGE_BYTES),
-            # Refused records are only seen in delivery reports; successes need none.
+            # Refused records are only seen in delivery reports; a checkpoint's report also
+            # says where it landed (its pointer for the next commits).
             "on_delivery": self._on_delivery,
-            "delivery.report.only.error": True,
         }
         if self.eos:
             producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
@@ -156,6 +166,8 @@ class Scorer:
             self._partition_count(topic)
         self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
                                          "enable.auto.commit": False}, role="consumer"))
+        self.locator = CheckpointLocator(client(role="consumer"), settings.state_topic,
+                                         self._state_key, self._marker_producer)
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
                              health=self.health, ready=self.ready)
 
@@ -176,6 +188,9 @@ class Scorer:
     def ready(self) -> tuple[bool, str]:
         if not self._assigned_once:
             return False, "waiting for the group to assign partitions"
+        if self._unrestored:
+            return False, (f"partitions {sorted(self._unrestored)} not restored yet: their "
+                           "state topic could not be read (retrying)")
         return True, f"ready: {len(self.partitions)} partitions"
 
     def stop(self) -> None:
@@ -203,6 +218,7 @@ class Scorer:
                     if len(messages) < self.settings.batch_size:
                         self._advance_idle()
                     self._checkpoint_due()
+                    self._retry_restores()
                 except _Fenced as exc:
                     self._rewind(exc)
         except BaseException:
@@ -264,10 +280,14 @@ class Scorer:
         """What to commit for `partition`: its next offset, but never below the offset the group
         had committed when this instance restored it. While it replays up to there (without
         output) its next offset is behind, and committing it would move the group's offset
-        back: a second crash would then emit the replayed stretch again."""
+        back: a second crash would then emit the replayed stretch again. The metadata points
+        at the partition's latest durable checkpoint, for the next restore."""
         scorer = self.partitions[partition]
-        return TopicPartition(self.topic, partition,
-                              max(scorer.next_offset, scorer.suppress_below))
+        offset = max(scorer.next_offset, scorer.suppress_below)
+        where = self._pointers.get(partition)
+        if where is None:
+            return TopicPartition(self.topic, partition, offset)
+        return TopicPartition(self.topic, partition, offset, metadata=where)
 
     def _finish(self, offsets: list[TopicPartition]) -> None:
         """Make the batch's output durable, then commit `offsets`: in the open transaction
@@ -359,11 +379,14 @@ class Scorer:
         self._observe_lag()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message | _Refused) -> None:
-        """librdkafka's report of a record it could not deliver (served by flush/poll)."""
+        """librdkafka's report of a record (served by flush/poll): a refusal, or where a
+        checkpoint landed."""
         if err is not None:
             topic = msg.topic() or "?"
             self._undelivered.append((topic, err))
             self.metrics.delivery_failures.labels(topic).inc()
+        elif isinstance(msg, Message) and msg.topic() == self.settings.state_topic:
+            self._delivered[msg.key() or b""] = (int(msg.partition() or 0), int(msg.offset() or 0))
 
     def _raise_if_undelivered(self, consequence: str) -> None:
         if not self._undelivered:
@@ -500,36 +523,54 @@ class Scorer:
             self._checkpoint(due)
 
     def _checkpoint(self, partitions: list[int], final: bool = False) -> None:
-        """Write the state of `partitions` and wait until it is durable. `final`: the last one
-        before this instance lets them go, its offsets committed right after."""
+        """Write the state of `partitions`, wait until it is durable, then commit the
+        partitions' offsets with pointers to it (in the checkpoint's transaction under
+        exactly_once, so a fenced zombie's checkpoint is aborted). `final`: the last one before
+        this instance lets them go."""
         if self.eos:
             self._begin_transaction()
+        keys = {p: self._state_key(p) for p in partitions}
         for p in partitions:
-            scorer = self.partitions[p]
+            self._delivered.pop(keys[p], None)
             self._send(self.settings.state_topic,
-                       Output(self._state_key(p), scorer.checkpoint(final)))
-            self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
-        if self.eos:
-            # With the partitions' offsets (unchanged: a checkpoint is at the committed offset
-            # or, while replaying, behind it) so that a fenced zombie's checkpoint is aborted.
-            self._commit_transaction([self._commit_position(p) for p in partitions])
-        elif self.producer.flush(60) != 0:
+                       Output(keys[p], self.partitions[p].checkpoint(final)))
+        if self.producer.flush(60) != 0:
             raise KafkaException("checkpoint not delivered within 60 s")
         self._raise_if_undelivered("checkpoint not written")
+        previous = {p: self._pointers.get(p) for p in partitions}
+        for p in partitions:
+            if keys[p] in self._delivered:
+                self._pointers[p] = pointer(*self._delivered.pop(keys[p]))
+        try:
+            # The offsets are unchanged: a checkpoint is at the committed offset or, while
+            # replaying, behind it; only their metadata (the pointer) moves.
+            self._finish([self._commit_position(p) for p in partitions])
+        except BaseException:
+            for p, before in previous.items():  # not committed: the pointers stay as they were
+                if before is None:
+                    self._pointers.pop(p, None)
+                else:
+                    self._pointers[p] = before
+            raise
+        for p in partitions:
+            self._last_checkpoint[p] = (self.partitions[p].next_offset, time.monotonic())
         self.metrics.checkpoints.inc(len(partitions))
         self._observe_classes()
 
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Build each assigned partition's scorer from its latest checkpoint; returns the
-        partitions with the offsets to resume from."""
-        latest = load_latest(self.settings.kafka.client(role="consumer"), self.settings.state_topic,
-                             producer=self._marker_producer(), timeout_s=60)
-        committed = {tp.partition: tp.offset for tp in self.consumer.committed(partitions, 30)}
+        partitions with the offsets to resume from. Raises CheckpointReadTimeout or
+        KafkaException when the checkpoints cannot be read (the caller retries)."""
+        started = time.monotonic()
+        committed_tps = self.consumer.committed(partitions, 30)
+        located = self.locator.locate(committed_tps)
+        self._observe_restore(located, time.monotonic() - started)
+        committed = {tp.partition: tp.offset for tp in committed_tps}
         share = self.policy.scaled(1 / max(1, self._input_partitions))
         resume = []
         for tp in partitions:
             p = tp.partition
-            state, offset, final = self._initial_state(latest.get(self._state_key(p)), share, p)
+            state, offset, final = self._initial_state(located.raw.get(p), share, p)
             restored = offset is not None
             done = committed.get(p, -1)
             if offset is None:
@@ -546,6 +587,10 @@ class Scorer:
                 self.topic, p, state, offset, service_version=self.version,
                 fetch=self._fetch_from(p), suppress_below=max(done, offset),
                 feedback_from=max(done, offset) + self.settings.batch_size if in_flight else 0)
+            if restored and p in located.pointers:
+                self._pointers[p] = located.pointers[p]
+            else:
+                self._pointers.pop(p, None)
             self._owed[p] = ({m: dict(w) for m, w in self.feedback.latest.items()},
                              self._feedback_seq)
             self._last_checkpoint[p] = (offset, time.monotonic())
@@ -553,6 +598,13 @@ class Scorer:
             log.info("partition %d: resuming at offset %d (replaying to %d without output)",
                      p, offset, max(done, offset))
         return resume
+
+    def _observe_restore(self, located: Located, seconds: float) -> None:
+        self.metrics.restore_records.inc(located.records_read)
+        self.metrics.restore_seconds.observe(seconds)
+        log.info("restore: %d state records read in %.2f s%s", located.records_read, seconds,
+                 " (the whole state topic: some partitions had no checkpoint pointer)"
+                 if located.scanned else "")
 
     def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
                        partition: int) -> tuple[SelectorState, int | None, bool]:
@@ -590,13 +642,45 @@ class Scorer:
     # -- rebalance ------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        resume = self._restore(partitions)
+        try:
+            resume = self._restore(partitions)
+        except (CheckpointReadTimeout, KafkaException) as exc:
+            # Never a crash loop: take the partitions, hold them paused, not ready, and retry.
+            log.error("partitions %s: cannot restore their state (%s); they stay paused and "
+                      "the scorer not ready until a retry succeeds", sorted(
+                          tp.partition for tp in partitions), _reason(exc))
+            self._unrestored.update({tp.partition: tp for tp in partitions})
+            self._restore_retry_at = time.monotonic() + _RESTORE_RETRY_S
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+        else:
+            consumer.assign(resume)
         self._heartbeat = time.monotonic()  # a long restore is progress, not a stuck loop
-        consumer.assign(resume)
         self._assigned_once = True
         self.metrics.partitions.set(len(self.partitions))
 
+    def _retry_restores(self) -> None:
+        """Retry the restore of paused partitions (see `_on_assign`), every few seconds."""
+        if not self._unrestored or time.monotonic() < self._restore_retry_at:
+            return
+        waiting = list(self._unrestored.values())
+        try:
+            resume = self._restore(waiting)
+        except (CheckpointReadTimeout, KafkaException) as exc:
+            log.error("partitions %s: restore failed again (%s); retrying in %.0f s",
+                      sorted(self._unrestored), _reason(exc), _RESTORE_RETRY_S)
+            self._restore_retry_at = time.monotonic() + _RESTORE_RETRY_S
+            return
+        for tp in resume:
+            self.consumer.seek(tp)
+        self.consumer.resume(waiting)
+        self._unrestored.clear()
+        self.metrics.partitions.set(len(self.partitions))
+        log.info("partitions %s restored after a retry", sorted(tp.partition for tp in waiting))
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._unrestored.pop(tp.partition, None)
         mine = [tp.partition for tp in partitions if tp.partition in self.partitions]
         if mine and not self._failed:
             self._hand_over(mine)
@@ -607,9 +691,7 @@ class Scorer:
         shutdown). When the group has fenced this instance already, the new owner restores
         from what was durable before: nothing to do but say so."""
         try:
-            self._checkpoint(partitions, final=True)
-            if not self.eos:
-                self._finish([self._commit_position(p) for p in partitions])
+            self._checkpoint(partitions, final=True)  # commits the offsets too
         except _Fenced as exc:
             log.warning("partitions %s: the group fenced the hand-over (%s); their next owner "
                         "restores from the last durable checkpoint", partitions, exc)
@@ -617,12 +699,15 @@ class Scorer:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a clean revoke: another member may own them already, so
         writing their state now could overwrite newer state. Drop them."""
+        for tp in partitions:
+            self._unrestored.pop(tp.partition, None)
         self._drop([tp.partition for tp in partitions])
 
     def _drop(self, partitions: list[int]) -> None:
         for p in partitions:
             self.partitions.pop(p, None)
             self._last_checkpoint.pop(p, None)
+            self._pointers.pop(p, None)
             self._owed.pop(p, None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(p))
@@ -653,6 +738,13 @@ class _Refused:
 
     def topic(self) -> str:
         return self._topic
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a log: a KafkaError's own words, else the exception's."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return str(exc.args[0].str())
+    return str(exc)
 
 
 def _without_eof(messages: list[Message]) -> list[Message]:

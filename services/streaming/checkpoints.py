@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
@@ -20,6 +20,14 @@ MARKER_PREFIX = b"__marker__/"
 
 class CheckpointReadTimeout(RuntimeError):
     """The state topic could not be read to its end within the timeout."""
+
+
+class StateRecord(NamedTuple):
+    """The latest value of a key and where it sits in the topic."""
+
+    value: bytes
+    partition: int
+    offset: int
 
 
 def is_marker(key: bytes | None) -> bool:
@@ -32,12 +40,16 @@ def load_latest(
     *,
     producer: Producer,
     timeout_s: float = 30.0,
-) -> dict[bytes, bytes]:
-    """Every live key of `topic` with its latest value (a None value deletes the key).
+    on_record: Callable[[], None] | None = None,
+) -> dict[bytes, StateRecord]:
+    """Every live key of `topic` with its latest value and position (a None value deletes
+    the key). Reads the whole topic: its cost is the topic's size, which compaction bounds on
+    Apache Kafka (not on the embedded broker).
 
     Blocks until the whole topic up to this call has been read, or raises CheckpointReadTimeout.
     `producer` writes the markers (it may be the caller's transactional producer only outside a
-    transaction; pass a plain one otherwise). Reads `read_committed`.
+    transaction; pass a plain one otherwise). Reads `read_committed`. `on_record` is called once
+    per record read (markers included), to count what a read costs.
     """
     token = MARKER_PREFIX + uuid.uuid4().hex.encode()
     partitions = _partitions(producer, topic, timeout_s)
@@ -45,7 +57,7 @@ def load_latest(
         producer.produce(topic, None, token, partition=partition)
     if producer.flush(timeout_s) != 0:
         raise CheckpointReadTimeout(f"could not write read markers to {topic} in {timeout_s}s")
-    return _read_until(client_config, topic, partitions, token, timeout_s)
+    return _read_until(client_config, topic, partitions, token, timeout_s, on_record)
 
 
 def _partitions(producer: Producer, topic: str, timeout_s: float) -> list[int]:
@@ -57,15 +69,15 @@ def _partitions(producer: Producer, topic: str, timeout_s: float) -> list[int]:
 
 def _read_until(
     client_config: Mapping[str, Any], topic: str, partitions: list[int], token: bytes,
-    timeout_s: float,
-) -> dict[bytes, bytes]:
+    timeout_s: float, on_record: Callable[[], None] | None = None,
+) -> dict[bytes, StateRecord]:
     consumer = Consumer({
         **client_config,
         "group.id": "active-stream-checkpoint-reader",  # never commits: assign(), not subscribe()
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
     })
-    latest: dict[bytes, bytes] = {}
+    latest: dict[bytes, StateRecord] = {}
     pending = set(partitions)
     deadline = time.monotonic() + timeout_s
     try:
@@ -77,6 +89,8 @@ def _read_until(
             for msg in consumer.consume(1000, timeout=0.2):
                 if msg.error():
                     raise KafkaException(msg.error())
+                if on_record is not None:
+                    on_record()
                 key, value = msg.key(), msg.value()
                 if key == token:
                     pending.discard(msg.partition())
@@ -85,7 +99,8 @@ def _read_until(
                 elif value is None:
                     latest.pop(key, None)
                 else:
-                    latest[key] = value
+                    latest[key] = StateRecord(value, int(msg.partition() or 0),
+                                              int(msg.offset() or 0))
     finally:
         consumer.close()
     return latest

@@ -26,7 +26,11 @@ _COMPACTED = {"cleanup.policy": "compact"}
 # A scorer checkpoint holds its dedupe memory: ~2.6 MB at the default cap of 250,000 keys
 # (measured; tests/unit/test_scorer_partition.py), over Kafka's ~1 MB default record limit.
 STATE_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-_STATE = {**_COMPACTED, "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+# Compaction never touches the active segment: Kafka's 1 GiB default would let a restore that
+# scans the topic (checkpoint_store.py's fallback) read up to that much. Rolled at 64 MiB or
+# hourly, so an idle topic is compacted too.
+_STATE = {**_COMPACTED, "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES),
+          "segment.bytes": str(64 * 1024 * 1024), "segment.ms": str(3600 * 1000)}
 # A dead letter carries the original bytes base64-encoded (4/3 of their size) plus metadata, so a
 # .dlq must accept records larger than its source topic's limit (Kafka's default is ~1 MB).
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

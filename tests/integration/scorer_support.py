@@ -138,5 +138,7 @@ def assert_same_requests_as_reference(produced: list[bytes], expected: list[byte
     assert not differing, f"{len(differing)} request ids with differing bytes"
     expected_ids = {orjson.loads(v)["request_id"] for v in expected}
     assert len(expected_ids) == len(expected), "the reference itself repeats a request id"
-    assert set(by_id) == expected_ids
+    missing, extra = expected_ids - set(by_id), set(by_id) - expected_ids
+    assert not missing and not extra, (f"{len(missing)} requests of the reference missing, "
+                                       f"{len(extra)} not in it, of {len(expected_ids)}")
     assert {v for values in by_id.values() for v in values} == set(expected)

@@ -37,10 +37,16 @@ def test_latest_value_per_key_across_partitions(broker: EmbeddedBroker, unique_t
     del expected[b"k7"]
     producer.flush(10)
     config = {"bootstrap.servers": broker.bootstrap}
-    assert load_latest(config, unique_topic, producer=producer) == expected
+    latest = load_latest(config, unique_topic, producer=producer)
+    assert {key: record.value for key, record in latest.items()} == expected
+    assert {key: record.partition for key, record in latest.items()} == {
+        key: int(key[1:]) % 3 for key in expected}
+    # Round 3 is each partition's fourth pass: key i is that partition's (3 * 10 + i // 3)-th.
+    assert {key: record.offset for key, record in latest.items()} == {
+        key: 30 + int(key[1:]) // 3 for key in expected}
     producer.produce(unique_topic, b"late", b"k1", partition=1)
     producer.flush(10)
-    assert load_latest(config, unique_topic, producer=producer)[b"k1"] == b"late"
+    assert load_latest(config, unique_topic, producer=producer)[b"k1"].value == b"late"
 
 
 def test_reads_past_the_misreported_high_watermark(

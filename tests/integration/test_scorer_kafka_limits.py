@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
 from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.partitioning import KEYED_PARTITIONER
 from tests.integration.end_offsets import true_end_offsets
-from tests.integration.kafka_support import produce, read_all, wait_for
+from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.scorer_support import (
     ScorerProcess,
     assert_same_requests_as_reference,
@@ -151,4 +151,73 @@ def test_lag_is_zero_when_a_transactional_producer_writes_the_input(kafka: Apach
     assert sum(ends.values()) > 2000  # ... and so were the markers
     produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
     assert len(produced) > 10
+    assert_same_requests_as_reference(produced, reference_requests(bootstrap, prefix, 2))
+
+
+def set_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+               for k, v in configs.items()]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(15)
+
+
+def test_the_state_topic_compacts_and_a_restore_reads_one_record_per_partition(
+        kafka: ApacheKafka) -> None:
+    """Thousands of checkpoints later, the compacted state topic holds a few records, and a
+    restore reads exactly one per partition (the one its committed offset points at). Without
+    pointers (offsets committed by hand, as an older version would have), it scans the topic:
+    still only the few records compaction left. Either way the restored state decides the rest
+    of the stream exactly as an uninterrupted run does."""
+    bootstrap = kafka.bootstrap
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group, state = prefix + INPUT, f"g-{prefix}", prefix + STATE
+    # Small segments and an eager cleaner, so compaction happens within the test.
+    set_configs(bootstrap, state, {"segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+                                   "min.compaction.lag.ms": "0", "delete.retention.ms": "100"})
+    events = inference_events(48_000, seed=33, dt=0.05)
+    produce(bootstrap, topic, events[:40_000])
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    env = scorer_env(bootstrap, prefix, group, batch_size=20, checkpoint_every_events=20)
+
+    def restore_reads() -> float:
+        proc = ScorerProcess(env).start()
+        proc.wait_ready()
+        records = metric(proc.metrics(), "scorer_restore_records_read_total")
+        assert proc.stop() == 0, proc.tail()
+        return records
+
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, ends) >= 1.0, 240,
+             f"input not fully committed; log:\n{proc.tail()}")
+    written = metric(proc.metrics(), "scorer_checkpoints_total")
+    assert proc.stop() == 0, proc.tail()
+    assert written >= 1500, f"only {written} checkpoints: not the case under test"
+
+    def compacted() -> int | None:
+        left = len(read_all(bootstrap, state, committed_only=False))
+        return left if left <= 20 else None
+    left = wait_for(compacted, 120, "the state topic was never compacted")
+    print(f"\n{written:.0f} checkpoints written, {left} state records left after compaction")
+
+    assert restore_reads() == 2  # one pointed-at record per partition
+    # Offsets committed without pointers: the restore must scan, and finds only what is left.
+    plain = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+    plain.commit(offsets=[TopicPartition(topic, p, ends[p]) for p in (0, 1)], asynchronous=False)
+    plain.close()
+    scanned = restore_reads()
+    print(f"a restore without pointers read {scanned:.0f} state records")
+    assert 2 <= scanned <= 40
+
+    produce(bootstrap, topic, events[40_000:])
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, ends) >= 1.0, 120,
+             f"the rest not committed; log:\n{proc.tail()}")
+    assert proc.stop() == 0, proc.tail()
+    produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
     assert_same_requests_as_reference(produced, reference_requests(bootstrap, prefix, 2))
