@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,9 @@ class PromQLError(AssertionError):
     """Prometheus answered an API call with an error (bad PromQL, unknown parameter)."""
 
 
+@contextmanager
 def running(prometheus: Prometheus) -> Iterator[Prometheus]:
-    """Start it, yield it, stop it whatever happens (a fixture's body)."""
+    """Start it, and stop it however the block ends."""
     try:
         yield prometheus.start()
     finally:

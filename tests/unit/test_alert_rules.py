@@ -93,3 +93,26 @@ def test_every_metric_a_rule_reads_is_exported() -> None:
     exprs = [(rule.get("alert") or rule["record"], rule["expr"]) for rule in alert_rules()]
     assert len(exprs) == 18
     assert unknown_names(exprs) == []
+
+
+@pytest.mark.parametrize("uncomment", [None, "basic_auth", "authorization"])
+def test_the_compose_scrape_config_and_its_auth_examples_are_valid(uncomment: str | None,
+                                                                   tmp_path: Path) -> None:
+    """deploy/prometheus/prometheus.yml under `promtool check config`, its rule file pointed at
+    the real one and, in turn, each commented scrape-auth example switched on."""
+    text = (ALERTS.parent / "prometheus.yml").read_text()
+    text = text.replace("/etc/prometheus/alerts.yml", str(ALERTS))
+    if uncomment is not None:
+        assert f"# {uncomment}:" in text
+        text = text.replace(f"# {uncomment}:", f"{uncomment}:")
+        for secret in ("scorer-password", "scorer-token"):
+            (tmp_path / secret).write_text("s3cret\n")
+            text = text.replace(f"/etc/prometheus/{secret}", str(tmp_path / secret))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    out = subprocess.run([binary("promtool"), "check", "config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    if uncomment is not None:
+        job = yaml.safe_load(text)["scrape_configs"][0]
+        assert uncomment in job
