@@ -191,6 +191,7 @@ def _handler(routes: dict[str, Route], access: OpsAccess, read_timeout_s: float)
         def setup(self) -> None:
             super().setup()
             deadline = time.monotonic() + read_timeout_s
+            self.rfile.close()  # the plain reader setup() made; ours replaces it
             self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
 
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name

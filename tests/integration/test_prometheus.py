@@ -62,7 +62,7 @@ def targets(port: int) -> dict[str, Any]:
 @pytest.mark.broker
 @pytest.mark.timeout(300)
 def test_prometheus_scrapes_both_services_and_stores_what_they_produced(
-    broker: Any, prometheus_binary: str,
+    prometheus_binary: str, broker: Any,
 ) -> None:
     bootstrap = broker.bootstrap
     prefix = private_loop(bootstrap, partitions=2)
