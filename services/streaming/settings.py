@@ -209,6 +209,14 @@ class ScorerSettings:
     checkpoint_every_s: float = 10.0
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9310
+    # Who may read /metrics, /healthz and /readyz (services/streaming/ops.py): "none" (whoever
+    # reaches the port), "basic" (METRICS_USER + METRICS_PASSWORD) or "bearer" (METRICS_TOKEN);
+    # METRICS_AUTH_SCOPE=metrics protects /metrics only, leaving the probes open for a kubelet.
+    metrics_auth: str = "none"
+    metrics_user: str = ""
+    metrics_password: Secret = Secret("")
+    metrics_token: Secret = Secret("")
+    metrics_auth_scope: str = "all"
     seed: int = 0
     # Names this instance's transactional.id (exactly_once); must be stable across restarts so a
     # restarted instance fences its previous incarnation. Defaults to the host name.
@@ -259,6 +267,7 @@ class ScorerSettings:
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
         settings.selector_policy()  # fail at start-up, naming the variable
+        _check_metrics_auth(cls.PREFIX, settings)
         return settings
 
 
@@ -276,6 +285,14 @@ class LabelSinkSettings:
     app_id: str = "active-stream-label-sink"
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9311
+    # Who may read /metrics, /healthz and /readyz (services/streaming/ops.py): "none" (whoever
+    # reaches the port), "basic" (METRICS_USER + METRICS_PASSWORD) or "bearer" (METRICS_TOKEN);
+    # METRICS_AUTH_SCOPE=metrics protects /metrics only, leaving the probes open for a kubelet.
+    metrics_auth: str = "none"
+    metrics_user: str = ""
+    metrics_password: Secret = Secret("")
+    metrics_token: Secret = Secret("")
+    metrics_auth_scope: str = "all"
     # Prepended to every topic the sink reads or writes (tests isolate themselves with it).
     topic_prefix: str = ""
     trigger_min_labels: int = 100
@@ -310,7 +327,30 @@ class LabelSinkSettings:
         if settings.broker_compat not in BROKER_COMPAT:
             raise SettingsError(f"{cls.PREFIX}BROKER_COMPAT={settings.broker_compat!r}: "
                                 f"expected one of {', '.join(BROKER_COMPAT)}")
+        _check_metrics_auth(cls.PREFIX, settings)
         return settings
+
+
+METRICS_AUTH_MODES = ("none", "basic", "bearer")
+METRICS_AUTH_SCOPES = ("all", "metrics")
+
+
+def _check_metrics_auth(prefix: str, settings: Any) -> None:
+    """SettingsError when the ops endpoints' access settings are unknown or incomplete; the
+    message names variables, never a secret's value."""
+    mode, scope = settings.metrics_auth, settings.metrics_auth_scope
+    if mode not in METRICS_AUTH_MODES:
+        raise SettingsError(f"{prefix}METRICS_AUTH={mode!r}: expected one of "
+                            f"{', '.join(METRICS_AUTH_MODES)}")
+    if scope not in METRICS_AUTH_SCOPES:
+        raise SettingsError(f"{prefix}METRICS_AUTH_SCOPE={scope!r}: expected one of "
+                            f"{', '.join(METRICS_AUTH_SCOPES)}")
+    if mode == "basic" and (not settings.metrics_user or ":" in settings.metrics_user
+                            or not settings.metrics_password.reveal()):
+        raise SettingsError(f"{prefix}METRICS_AUTH=basic needs {prefix}METRICS_USER (without "
+                            f"':') and {prefix}METRICS_PASSWORD")
+    if mode == "bearer" and not settings.metrics_token.reveal():
+        raise SettingsError(f"{prefix}METRICS_AUTH=bearer needs {prefix}METRICS_TOKEN")
 
 
 def _require_positive(prefix: str, **values: int) -> None:
