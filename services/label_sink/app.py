@@ -399,7 +399,7 @@ def run(settings: LabelSinkSettings) -> int:
     producer flushed). Returns 0 after a clean stop, 70 if an agent hit a bug and crashed."""
     from prometheus_client import CollectorRegistry
 
-    from services.streaming.ops import OpsServer
+    from services.streaming.ops import OpsAccess, OpsServer
 
     # Before any network call: a security setting faust cannot apply stops start-up right here.
     security = faust_security(settings.kafka.client_config)
@@ -431,7 +431,8 @@ def run(settings: LabelSinkSettings) -> int:
     app = build_app(settings, metrics, status, partitions=partitions,
                     on_crash=on_crash, security=security)
     ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
-                    health=status.health, ready=status.ready).start()
+                    health=status.health, ready=status.ready,
+                    access=OpsAccess.of(settings)).start()
     worker = faust.Worker(app, loglevel="INFO", override_logging=False)
     holder["worker"] = worker
     log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s, internal topic "

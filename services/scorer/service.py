@@ -50,7 +50,7 @@ from services.scorer.partition import (
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
 from services.streaming.checkpoints import CheckpointReadTimeout
-from services.streaming.ops import OpsServer
+from services.streaming.ops import OpsAccess, OpsServer
 from services.streaming.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ class Scorer:
         self.locator = CheckpointLocator(client(role="consumer"), settings.state_topic,
                                          self._state_key, self._marker_producer)
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
-                             health=self.health, ready=self.ready)
+                             health=self.health, ready=self.ready,
+                             access=OpsAccess.of(settings))
 
     def _partition_count(self, topic: str) -> int:
         meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)

@@ -228,3 +228,41 @@ def test_slow_clients_hold_at_most_max_connections_threads() -> None:
             sock.close()
         wait_for(lambda: ops_threads() == 0, 30, "threads not released")
         assert get(server.port, "/healthz")[0] == 200
+
+
+@pytest.mark.broker
+def test_both_services_apply_their_access_settings(broker: object) -> None:
+    """The settings reach the servers the services really run: the scorer behind a bearer
+    token on every endpoint, the label sink behind basic auth on /metrics only."""
+    from tests.integration.label_sink_support import SinkProcess
+    from tests.integration.scorer_support import ScorerProcess, private_loop, scorer_env
+
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=1)
+    scorer = ScorerProcess({**scorer_env(bootstrap, prefix, f"g-{prefix}"),
+                            "ACTIVE_STREAM_SCORER_METRICS_AUTH": "bearer",
+                            "ACTIVE_STREAM_SCORER_METRICS_TOKEN": TOKEN}).start()
+    sink = SinkProcess(bootstrap, f"sink-{prefix}", prefix, metrics_auth="basic",
+                       metrics_user="prometheus", metrics_password=PASSWORD,
+                       metrics_auth_scope="metrics").start()
+    try:
+        def up(port: int, authorization: str) -> bool:
+            try:
+                return get(port, "/readyz", authorization)[0] == 200
+            except OSError:
+                return False
+        wait_for(lambda: up(scorer.port, f"Bearer {TOKEN}"), 60, "scorer not ready")
+        wait_for(lambda: up(sink.port, ""), 90, "sink not ready")
+        for path in PATHS:
+            assert get(scorer.port, path)[0] == 401, path
+            assert get(scorer.port, path, "Bearer wrong")[0] == 401, path
+            assert get(scorer.port, path, f"Bearer {TOKEN}")[0] == 200, path
+        assert get(sink.port, "/metrics")[0] == 401
+        status, _, text = get(sink.port, "/metrics", basic("prometheus", PASSWORD))
+        assert status == 200 and "label_sink_requests_total" in text
+        assert get(sink.port, "/healthz")[0] == 200  # probes stay open with scope "metrics"
+    finally:
+        assert scorer.stop() == 0, scorer.tail()
+        assert sink.stop() == 0, sink.tail()
+    for log in (scorer.tail(500), sink.tail(500)):
+        assert TOKEN not in log and PASSWORD not in log

@@ -133,9 +133,9 @@ def test_a_scorer_killed_inside_a_transaction_shows_nothing_of_it(kafka: ApacheK
 def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
     """Two instances split 2 partitions. One is frozen (SIGSTOP) in the middle of a batch, past
     its session timeout, while input keeps arriving, so the other takes its partition over;
-    then it is resumed (SIGCONT) and tries to commit that batch. Whatever it does then, the group's output
-    stays the uninterrupted run's: no visible duplicate under exactly_once, only byte-identical
-    ones under at_least_once, and no committed offset ever moves backwards."""
+    then it is resumed (SIGCONT) and tries to commit that batch. Whatever it does then, the
+    group's output stays the uninterrupted run's: no visible duplicate under exactly_once, only
+    byte-identical ones under at_least_once, and no committed offset ever moves backwards."""
     bootstrap = kafka.bootstrap
     prefix = private_loop(bootstrap, partitions=2)
     topic, group, requests = prefix + INPUT, f"g-{prefix}", prefix + REQUESTS
