@@ -26,9 +26,10 @@ def _blobs(path: Path) -> Path:
     return path
 
 
-def test_kafka_mode_selects_what_the_in_process_run_selects(broker: object,
+def test_kafka_mode_selects_what_the_in_process_run_selects(any_broker: object,
                                                             tmp_path: Path) -> None:
-    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    """On both brokers: the closed loop is the embedded broker's smoke test."""
+    bootstrap = any_broker.bootstrap  # type: ignore[attr-defined]
     data = load_dataset(str(_blobs(tmp_path / "blobs.npz")))
     settings = Settings(str(tmp_path / "blobs.npz"), seeds=2, seed_labels=10, budget=0.2,
                         retrain_every=5, strategies=("active-stream", "random"))
