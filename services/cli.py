@@ -115,7 +115,12 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     commit and leave the group."""
     settings = ScorerSettings.from_env(os.environ)
     _configure_logging()
-    from services.scorer.service import DeliveryFailed, Scorer, ScorerUnavailable
+    from services.scorer.service import (
+        DeliveryFailed,
+        InstanceReplaced,
+        Scorer,
+        ScorerUnavailable,
+    )
     from services.streaming.ceiling import DeadLetterCeilingExceeded
 
     try:
@@ -126,7 +131,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: scorer.stop())
     try:
         return scorer.run()
-    except (DeadLetterCeilingExceeded, DeliveryFailed) as exc:
+    except (DeadLetterCeilingExceeded, DeliveryFailed, InstanceReplaced) as exc:
         raise CliError(f"scorer stopped: {exc}") from None
 
 

@@ -92,3 +92,12 @@ class ScorerMetrics:
         self.restore_seconds = Histogram("scorer_restore_duration_seconds",
                                          "Wall time to find and read assigned partitions' "
                                          "checkpoints.", registry=registry)
+        self.commit_failures = Counter("scorer_commit_failures_total",
+                                       "Offset commits that failed for another reason than a "
+                                       "refusal by the group (e.g. the coordinator unreachable); "
+                                       "the next commit covers them.", registry=registry)
+        self.progress = Gauge("scorer_partition_progress_timestamp_seconds",
+                              "Per partition: Unix time at which its next offset last moved "
+                              "(set when this instance takes it). With lag, time() minus this "
+                              "is how long it has been stalled.", ["partition"],
+                              registry=registry)

@@ -68,11 +68,21 @@ class DeliveryFailed(RuntimeError):
     output."""
 
 
+class InstanceReplaced(RuntimeError):
+    """Another process joined with this instance's id (its group.instance.id or transactional.id),
+    so the group and the transaction coordinator now talk to it: this one must stop. That is
+    the point when it is this instance's own restart; otherwise two instances share an id."""
+
+
 class _Fenced(Exception):
-    """The group no longer counts this instance as the owner of its partitions (it was frozen
-    or cut off past its session, and another member may own them now): what the batch produced
-    was aborted (exactly_once) or may be duplicated (at_least_once), and nothing was committed.
-    The loop forgets its partitions' in-memory state and restores them afresh."""
+    """exactly_once: the group refused a transaction's offsets (this member was frozen or cut
+    off past its session, or a rebalance moved its generation on), so the transaction was
+    aborted. `partitions` are those whose in-memory state had moved past what is now
+    committed: the loop forgets that state and restores them from their checkpoints."""
+
+    def __init__(self, reason: str, partitions: list[int]) -> None:
+        super().__init__(reason)
+        self.partitions = partitions
 
 
 # Errors that mean this member's generation or membership is over: a zombie's commit.
@@ -81,6 +91,17 @@ _FENCED_CODES = frozenset({
     KafkaError.REBALANCE_IN_PROGRESS, KafkaError._FENCED, KafkaError.STALE_MEMBER_EPOCH,
     KafkaError.FENCED_MEMBER_EPOCH,
 })
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+# Group settings unless configured (docs/scorer.md, "Running on a cluster"; bench/takeover.py):
+# - a static member that stops for good (scale-in, a lost node) holds its partitions until its
+#   session expires (static members do not leave on close): 10 s instead of librdkafka's 45 s.
+#   Heartbeats come from librdkafka's own thread, so a busy Python loop does not miss them.
+# - a member learns of a rebalance at its next heartbeat: 3 s made a scale-out take ~4.5 s on
+#   Apache Kafka, 1 s ~2.5 s.
+# - cooperative-sticky: a rebalance moves only the partitions that change owner; the others
+#   keep flowing (an eager assignor revokes and restores every partition of every member).
+_GROUP_DEFAULTS = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1000,
+                  "partition.assignment.strategy": "cooperative-sticky"}
 # How long a partition whose state could not be restored waits before the next attempt.
 _RESTORE_RETRY_S = 5.0
 # How long a transaction may stay open before the broker aborts it. An instance that froze or
@@ -113,6 +134,8 @@ class Scorer:
         self._delivered: dict[bytes, tuple[int, int]] = {}
         # Assigned partitions whose restore failed (state topic unreadable): paused, retried.
         self._unrestored: dict[int, TopicPartition] = {}
+        # Per partition, the next offset when its progress gauge was last set.
+        self._progress: dict[int, int] = {}
         self._restore_retry_at = 0.0
         self._stop = threading.Event()
         self._undelivered: list[tuple[str, KafkaError]] = []
@@ -133,13 +156,22 @@ class Scorer:
         self._plain_producer: Producer | None = None
         self._in_transaction = False
         client = settings.kafka.client
-        self.consumer = Consumer(client(role="consumer", overrides={
+        consumer_config: dict[str, Any] = {
             "group.id": settings.group_id,
             "enable.auto.commit": False,
+            "on_commit": self._on_commit,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "allow.auto.create.topics": False,
-        }))
+        }
+        if settings.static_membership:
+            consumer_config["group.instance.id"] = settings.instance_id
+        for key, value in _GROUP_DEFAULTS.items():
+            if key not in settings.kafka.client_config:
+                consumer_config[key] = value
+        consumer_config = client(role="consumer", overrides=consumer_config)
+        self._cooperative = _cooperative(consumer_config)
+        self.consumer = Consumer(consumer_config)
         producer_config: dict[str, Any] = {
             "allow.auto.create.topics": False,
             "enable.idempotence": True,
@@ -290,23 +322,43 @@ class Scorer:
             return TopicPartition(self.topic, partition, offset)
         return TopicPartition(self.topic, partition, offset, metadata=where)
 
-    def _finish(self, offsets: list[TopicPartition]) -> None:
+    def _finish(self, offsets: list[TopicPartition], wait: bool = False) -> None:
         """Make the batch's output durable, then commit `offsets`: in the open transaction
         (exactly_once) or after a flush (at_least_once). Raises DeliveryFailed when the broker
-        refused output, _Fenced when the group has moved on without this instance."""
+        refused output, _Fenced when the group refused an exactly_once transaction.
+
+        at_least_once, the commit is sent without waiting for its answer unless `wait` (a
+        hand-over): the output it covers is durable already, commits of a partition reach
+        the coordinator in order, and waiting ~1-6 ms per batch on Apache Kafka would cost a
+        third of the scorer's time and block the loop through a rebalance. A commit the group
+        refuses (a zombie's, one racing a rebalance) or that fails is only noted
+        (`_on_commit`): the next commit of a partition still held covers it, and the new
+        owner of one taken away replays it, byte for byte."""
         if self.eos:
             self._commit_transaction(offsets)
             return
         if self.producer.flush(60) != 0:
             raise KafkaException("output not delivered within 60 s; not committing offsets")
         self._raise_if_undelivered("not committing offsets")
-        if offsets:
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                if exc.args[0].code() in _FENCED_CODES:
-                    raise _Fenced(exc.args[0].str()) from None
-                raise
+        if not offsets:
+            return
+        if not wait:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self._on_commit(exc.args[0], offsets)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The answer to a commit (served by consume): nothing to do unless it failed."""
+        if err is None:
+            return
+        if err.code() in _FENCED_CODES:
+            self._refused_commit(err.str(), "may be replayed by its partitions' next owner")
+            return
+        log.warning("committing offsets failed (%s); the next commit covers them", err.str())
+        self.metrics.commit_failures.inc()
 
     def _begin_transaction(self) -> None:
         self.producer.begin_transaction()
@@ -324,10 +376,11 @@ class Scorer:
             self.producer.commit_transaction(60)
             self._in_transaction = False
         except KafkaException as exc:
+            _raise_if_replaced(exc.args[0])
             self._abort_transaction()
             self._raise_if_undelivered("the transaction is aborted")
             if exc.args[0].code() in _FENCED_CODES:
-                raise _Fenced(exc.args[0].str()) from None
+                raise _Fenced(exc.args[0].str(), [tp.partition for tp in offsets]) from None
             raise
         self._raise_if_undelivered("after the transaction")
 
@@ -342,18 +395,34 @@ class Scorer:
         except KafkaException as exc:
             log.warning("could not abort the open transaction: %s", exc.args[0].str())
 
-    def _rewind(self, fenced: _Fenced) -> None:
-        """After a fenced commit: the in-memory state of every partition is ahead of what the
-        group committed, and another member may own some of them now. Forget it all and restore
-        the partitions still assigned from their checkpoints and committed offsets (the group's
-        rebalance, served by the next consume, then revokes or keeps them as it decides)."""
-        log.warning("the group fenced this instance's commit (%s): output of the batch %s; "
-                    "restoring its partitions from their checkpoints", fenced,
-                    "aborted" if self.eos else "may be duplicated, byte for byte")
+    def _refused_commit(self, reason: str, consequence: str) -> None:
+        log.warning("the group refused this instance's commit (%s): the batch's output %s",
+                    reason, consequence)
         self.metrics.fenced.inc()
-        assigned = [tp for tp in self.consumer.assignment() if tp.topic == self.topic]
-        self._drop(list(self.partitions))
-        for tp in self._restore(assigned) if assigned else []:
+
+    def _rewind(self, fenced: _Fenced) -> None:
+        """After an aborted transaction: forget the state of the partitions it covered (ahead of
+        what is committed) and restore those still assigned from their checkpoints and
+        committed offsets. The group's rebalance, served by the next consume, then revokes or
+        keeps them as it decides."""
+        self._refused_commit(str(fenced), "was aborted; restoring its partitions")
+        ahead = [p for p in fenced.partitions if p in self.partitions]
+        assigned = {tp.partition: tp for tp in self.consumer.assignment()
+                    if tp.topic == self.topic}
+        self._drop(ahead)
+        again = [assigned[p] for p in ahead if p in assigned]
+        if not again:
+            return
+        try:
+            resume = self._restore(again)
+        except (CheckpointReadTimeout, KafkaException) as exc:
+            log.error("partitions %s: cannot restore their state (%s); paused until a retry "
+                      "succeeds", sorted(tp.partition for tp in again), _reason(exc))
+            self._unrestored.update({tp.partition: tp for tp in again})
+            self._restore_retry_at = time.monotonic() + _RESTORE_RETRY_S
+            self.consumer.pause(again)
+            return
+        for tp in resume:
             self.consumer.seek(tp)
 
     def _advance_idle(self) -> None:
@@ -369,19 +438,21 @@ class Scorer:
         moved = [tp.partition for tp in positions
                  if tp.partition in self.partitions
                  and tp.offset > self.partitions[tp.partition].next_offset]
-        if not moved:
-            return
-        for tp in positions:
-            if tp.partition in moved:
-                self.partitions[tp.partition].next_offset = tp.offset
-        if self.eos:
-            self._begin_transaction()
-        self._finish([self._commit_position(p) for p in moved])
-        self._observe_lag()
+        if moved:
+            for tp in positions:
+                if tp.partition in moved:
+                    self.partitions[tp.partition].next_offset = tp.offset
+            if self.eos:
+                self._begin_transaction()
+            self._finish([self._commit_position(p) for p in moved])
+        self._observe_lag()  # an idle or stuck partition's lag must not freeze at its old value
 
     def _on_delivery(self, err: KafkaError | None, msg: Message | _Refused) -> None:
         """librdkafka's report of a record (served by flush/poll): a refusal, or where a
-        checkpoint landed."""
+        checkpoint landed. Records purged by our own abort of a transaction are not refused:
+        the abort is the point (their batch is rewound and decided again)."""
+        if err is not None and err.code() in _PURGED:
+            return
         if err is not None:
             topic = msg.topic() or "?"
             self._undelivered.append((topic, err))
@@ -460,13 +531,18 @@ class Scorer:
 
     def _observe_lag(self) -> None:
         """Per partition: the high watermark the last fetch reported minus the next offset to
-        process (what a group-offsets tool shows once that offset is committed)."""
-        for scorer in self.partitions.values():
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, scorer.partition), cached=True)
+        process (what a group-offsets tool shows once that offset is committed), and when its
+        next offset last moved (a partition with lag that does not move is stalled). Costs a
+        lookup in librdkafka's cache per partition."""
+        now = time.time()
+        for p, scorer in self.partitions.items():
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                          cached=True)
             if high >= 0:
-                self.metrics.lag.labels(str(scorer.partition)).set(
-                    max(0, high - scorer.next_offset))
+                self.metrics.lag.labels(str(p)).set(max(0, high - scorer.next_offset))
+            if self._progress.get(p) != scorer.next_offset:
+                self._progress[p] = scorer.next_offset
+                self.metrics.progress.labels(str(p)).set(now)
 
     # -- feedback -------------------------------------------------------------------------
 
@@ -545,7 +621,7 @@ class Scorer:
         try:
             # The offsets are unchanged: a checkpoint is at the committed offset or, while
             # replaying, behind it; only their metadata (the pointer) moves.
-            self._finish([self._commit_position(p) for p in partitions])
+            self._finish([self._commit_position(p) for p in partitions], wait=final)
         except BaseException:
             for p, before in previous.items():  # not committed: the pointers stay as they were
                 if before is None:
@@ -652,13 +728,21 @@ class Scorer:
                           tp.partition for tp in partitions), _reason(exc))
             self._unrestored.update({tp.partition: tp for tp in partitions})
             self._restore_retry_at = time.monotonic() + _RESTORE_RETRY_S
-            consumer.assign(partitions)
+            self._assign(consumer, partitions)
             consumer.pause(partitions)
         else:
-            consumer.assign(resume)
+            self._assign(consumer, resume)
         self._heartbeat = time.monotonic()  # a long restore is progress, not a stuck loop
         self._assigned_once = True
         self.metrics.partitions.set(len(self.partitions))
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take `partitions` in an assignment callback: added to what this member holds under a
+        cooperative protocol, the whole assignment under an eager one."""
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
 
     def _retry_restores(self) -> None:
         """Retry the restore of paused partitions (see `_on_assign`), every few seconds."""
@@ -694,7 +778,7 @@ class Scorer:
         try:
             self._checkpoint(partitions, final=True)  # commits the offsets too
         except _Fenced as exc:
-            log.warning("partitions %s: the group fenced the hand-over (%s); their next owner "
+            log.warning("partitions %s: the group refused the hand-over (%s); their next owner "
                         "restores from the last durable checkpoint", partitions, exc)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -710,8 +794,10 @@ class Scorer:
             self._last_checkpoint.pop(p, None)
             self._pointers.pop(p, None)
             self._owed.pop(p, None)
-            with contextlib.suppress(KeyError):
-                self.metrics.lag.remove(str(p))
+            self._progress.pop(p, None)
+            for gauge in (self.metrics.lag, self.metrics.progress):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(p))
         self.metrics.partitions.set(len(self.partitions))
 
     def _shutdown(self) -> None:
@@ -727,7 +813,11 @@ class Scorer:
             self.consumer.close()
             self._fetcher.close()
             self.feedback.close()
-            self.producer.flush(30)
+            if not self._failed:
+                # After a failure there is nothing left worth delivering (the transaction is
+                # aborted; at_least_once output past the last commit is replayed), and a fenced
+                # producer's reports break its delivery callback (seen: a SystemError).
+                self.producer.flush(30)
             self.ops.stop()
 
 
@@ -741,6 +831,30 @@ class _Refused:
         return self._topic
 
 
+def _cooperative(config: dict[str, Any]) -> bool:
+    """Whether the group hands out partitions incrementally: KIP-848's `consumer` protocol, or
+    the classic protocol with the cooperative-sticky assignor (librdkafka's Python binding does
+    not expose rd_kafka_rebalance_protocol, so it is read off the configuration)."""
+    return (str(config.get("group.protocol", "classic")).lower() == "consumer"
+            or "cooperative" in str(config.get("partition.assignment.strategy", "")).lower())
+
+
+def _raise_if_replaced(err: KafkaError) -> None:
+    """librdkafka reports a static member or a transactional producer fenced by a newer one with
+    the same id as a fatal error; say it in one line."""
+    replaced = err.code() in (KafkaError.FENCED_INSTANCE_ID, KafkaError.PRODUCER_FENCED,
+                              KafkaError._FENCED, KafkaError.UNRELEASED_INSTANCE_ID)
+    # A consumer's fatal error arrives as _FATAL with the broker's words in the text.
+    text = err.str().lower()
+    if err.code() == KafkaError._FATAL and ("fenced" in text or "instance id" in text):
+        replaced = True
+    if replaced:
+        raise InstanceReplaced(
+            f"another process joined with this instance's id ({err.str()}): stopping. Expected "
+            "when this instance was restarted; otherwise give every instance its own "
+            "ACTIVE_STREAM_SCORER_INSTANCE_ID")
+
+
 def _reason(exc: BaseException) -> str:
     """One line for a log: a KafkaError's own words, else the exception's."""
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
@@ -749,10 +863,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def _without_eof(messages: list[Message]) -> list[Message]:
-    """The records among `messages`; raises KafkaException for any error but partition EOF."""
+    """The records among `messages`; raises InstanceReplaced when another process took this
+    instance's place, KafkaException for any other error but partition EOF."""
     for msg in messages:
         err = msg.error()
         if err is not None and err.code() != KafkaError._PARTITION_EOF:
+            _raise_if_replaced(err)
             raise KafkaException(err)
     return [msg for msg in messages if msg.error() is None]
 

@@ -154,12 +154,21 @@ def _read_properties(path: Path) -> dict[str, str]:
     return props
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _read(environ: Mapping[str, str], prefix: str, name: str, default: Any) -> Any:
     """Parse `prefix+NAME` as the type of `default`; SettingsError names the variable."""
     var = prefix + name.upper()
     raw = environ.get(var)
     if raw is None:
         return default
+    if isinstance(default, bool):  # bool("false") is True: read the words people write
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise SettingsError(f"{var}={raw!r}: expected true or false")
     try:
         return type(default)(raw)
     except ValueError:
@@ -218,9 +227,14 @@ class ScorerSettings:
     metrics_token: Secret = Secret("")
     metrics_auth_scope: str = "all"
     seed: int = 0
-    # Names this instance's transactional.id (exactly_once); must be stable across restarts so a
-    # restarted instance fences its previous incarnation. Defaults to the host name.
+    # Names this instance's transactional.id (exactly_once) and, with static membership, its
+    # group.instance.id; must be stable across restarts (a StatefulSet's pod name) so a restarted
+    # instance fences its previous incarnation and takes its partitions back at once, and unique
+    # per instance. Defaults to the host name.
     instance_id: str = ""
+    # Join the group as a static member (group.instance.id = instance_id, KIP-345): a restarted
+    # instance gets its partitions back without waiting out its dead predecessor's session.
+    static_membership: bool = True
     # Prepended to every topic the scorer reads or writes (tests isolate themselves with it).
     topic_prefix: str = ""
     # SelectorPolicy overrides (the labeling budget, the mode, ...): a JSON object or @path of a

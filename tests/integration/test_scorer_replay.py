@@ -137,8 +137,9 @@ def test_a_killed_instance_hands_its_partitions_and_state_to_the_survivor(broker
     produce(bootstrap, topic, inference_events(20_000, seed=4, dt=0.1))
     ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1, 2, 3])
     env = scorer_env(bootstrap, prefix, group, batch_size=100, checkpoint_every_events=1000)
-    first = ScorerProcess(env).start()
-    second = ScorerProcess(env).start()
+    # Two instances: two ids (one id is one static member: a second would replace the first).
+    first = ScorerProcess({**env, "ACTIVE_STREAM_SCORER_INSTANCE_ID": f"a-{prefix}"}).start()
+    second = ScorerProcess({**env, "ACTIVE_STREAM_SCORER_INSTANCE_ID": f"b-{prefix}"}).start()
     try:
         for proc in (first, second):
             proc.wait_ready()
