@@ -92,6 +92,8 @@ _FENCED_CODES = frozenset({
     KafkaError.FENCED_MEMBER_EPOCH,
 })
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+# at_least_once commits sent and not yet answered before the next one waits (`_finish`).
+_MAX_COMMITS_IN_FLIGHT = 1
 # Group settings unless configured (docs/scorer.md, "Running on a cluster"; bench/takeover.py):
 # - a static member that stops for good (scale-in, a lost node) holds its partitions until its
 #   session expires (static members do not leave on close): 10 s instead of librdkafka's 45 s.
@@ -155,6 +157,7 @@ class Scorer:
         self._ceiling = DeadLetterWindow(DeadLetterCeiling())
         self._plain_producer: Producer | None = None
         self._in_transaction = False
+        self._commits_in_flight = 0
         client = settings.kafka.client
         consumer_config: dict[str, Any] = {
             "group.id": settings.group_id,
@@ -328,9 +331,11 @@ class Scorer:
         refused output, _Fenced when the group refused an exactly_once transaction.
 
         at_least_once, the commit is sent without waiting for its answer unless `wait` (a
-        hand-over): the output it covers is durable already, commits of a partition reach
-        the coordinator in order, and waiting ~1-6 ms per batch on Apache Kafka would cost a
-        third of the scorer's time and block the loop through a rebalance. A commit the group
+        hand-over) or an earlier one is still unanswered: the output it covers is durable
+        already, commits of a partition reach the coordinator in order, and waiting ~1-6 ms
+        per batch on Apache Kafka would cost a third of the scorer's time and block the loop
+        through a rebalance. So at most two batches are ever past the durable commit (the
+        unanswered one and the current one), which the feedback hold relies on (`_restore`). A commit the group
         refuses (a zombie's, one racing a rebalance) or that fails is only noted
         (`_on_commit`): the next commit of a partition still held covers it, and the new
         owner of one taken away replays it, byte for byte."""
@@ -342,16 +347,19 @@ class Scorer:
         self._raise_if_undelivered("not committing offsets")
         if not offsets:
             return
-        if not wait:
+        if not wait and self._commits_in_flight < _MAX_COMMITS_IN_FLIGHT:
+            self._commits_in_flight += 1
             self.consumer.commit(offsets=offsets, asynchronous=True)
             return
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             self._on_commit(exc.args[0], offsets)
+        self._commits_in_flight = 0  # answered in order: every earlier one is answered too
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The answer to a commit (served by consume): nothing to do unless it failed."""
+        self._commits_in_flight = max(0, self._commits_in_flight - 1)
         if err is None:
             return
         if err.code() in _FENCED_CODES:
@@ -657,13 +665,15 @@ class Scorer:
                 # instead would decide differently from an uninterrupted run.
                 offset = 0
             # What a crashed owner may have processed, and output, past its commit without
-            # feedback this state lacks: at most one batch (none after a final checkpoint, or
-            # when the partition was never committed nor checkpointed: a fresh start).
+            # feedback this state lacks: at most the batches past the durable commit (`_finish`;
+            # none after a final checkpoint, or when the partition was never committed nor
+            # checkpointed: a fresh start).
             in_flight = not final and (done >= 0 or restored)
+            past = (_MAX_COMMITS_IN_FLIGHT + 1) * self.settings.batch_size
             self.partitions[p] = PartitionScorer(
                 self.topic, p, state, offset, service_version=self.version,
                 fetch=self._fetch_from(p), suppress_below=max(done, offset),
-                feedback_from=max(done, offset) + self.settings.batch_size if in_flight else 0)
+                feedback_from=max(done, offset) + past if in_flight else 0)
             if restored and p in located.pointers:
                 self._pointers[p] = located.pointers[p]
             else:
