@@ -164,7 +164,7 @@ def check_rules(prometheus: Prometheus) -> None:
         return rules if rules and all(r["health"] != "unknown" for r in rules) else []
 
     rules = wait_for(evaluated, 30, "rules not evaluated")
-    assert len(rules) == 18
+    assert len(rules) == 19
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
     def active() -> set[tuple[str, str]]:
