@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +20,7 @@ from services.streaming.event_fields import (
     MAX_EVENT_BYTES,
     MAX_ID_LENGTH,
     MAX_PREDICTIONS,
+    MAX_SCORE_CELLS,
     MAX_TIMESTAMP,
     MAX_URI_LENGTH,
     MIN_SCORE_CLASSES,
@@ -26,10 +28,13 @@ from services.streaming.event_fields import (
     SUM_TOLERANCE,
     ErrorCode,
     array,
+    check_free_form,
     check_keys,
+    check_unique_keys,
     check_version,
     child,
     class_key,
+    class_name,
     fail,
     load_object,
     mapping,
@@ -162,8 +167,58 @@ ANNOTATION_REQUIRED = ("label",)
 
 
 def decode_inference_event(data: bytes) -> InferenceEvent:
-    """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input."""
-    return read_inference_event(load_object(data, MAX_EVENT_BYTES))
+    """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input.
+    A repeated key is checked last, on an event otherwise valid (`quote_count`)."""
+    obj = load_object(data, MAX_EVENT_BYTES, unique_keys=False)
+    event = read_inference_event(obj)
+    check_unique_keys(data, obj, quote_count(obj))
+    return event
+
+
+_GET = dict.get
+
+
+def quote_count(obj: dict[str, Any]) -> int:
+    """Twice the keys and string values of a parsed inference event that `read_inference_event`
+    accepted: the quote characters its JSON text holds when no key repeats and no string holds
+    an escaped quote. Counted from the contract's structure in C-level passes (the numbers in
+    distributions, boxes and embeddings are never visited); measured cheaper than re-encoding
+    the event, whose cost is formatting those numbers."""
+    preds = obj["predictions"]
+    keys = len(obj) + sum(map(len, preds))
+    strings = 4  # event_id, asset_id, model_id, model_version
+    if type(obj.get("asset_uri")) is str:
+        strings += 1
+    if len(preds) == 1:
+        pred = preds[0]
+        scores = pred.get("scores")
+        keys += 0 if scores is None else len(scores)
+        if len(pred) > 1:
+            strings += [type(pred.get(k)) for k in ("label", "instance_id", "track_id")].count(str)
+    else:
+        keys += sum(map(len, filter(None, map(_GET, preds, repeat("scores")))))
+        for name in ("label", "instance_id", "track_id"):
+            strings += list(map(type, map(_GET, preds, repeat(name)))).count(str)
+    metadata = obj.get("metadata")
+    if metadata:
+        keys += _free_form_keys_and_strings(metadata)
+    return 2 * (keys + strings)
+
+
+def _free_form_keys_and_strings(value: dict[str, Any]) -> int:
+    """Keys plus string values anywhere inside a free-form object (bounded: check_free_form)."""
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        items = node.values() if type(node) is dict else node
+        if type(node) is dict:
+            total += len(node)
+        kinds = list(map(type, items))
+        total += kinds.count(str)
+        if kinds.count(dict) or kinds.count(list):
+            stack.extend(x for x in items if type(x) is dict or type(x) is list)
+    return total
 
 
 def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
@@ -173,9 +228,14 @@ def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
     check_keys(obj, INFERENCE_FIELDS, INFERENCE_REQUIRED, "")
     raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)
     predictions = tuple([read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)])
+    if len(predictions) > 1:
+        _check_cells(predictions)
     metadata = obj.get("metadata")
     if metadata is not None:
-        metadata = MappingProxyType(mapping(metadata, "", "metadata"))
+        metadata = mapping(metadata, "", "metadata")
+        if metadata:
+            check_free_form(metadata, "", "metadata")
+        metadata = MappingProxyType(metadata)
     return InferenceEvent(
         schema_version=SCHEMA_VERSION,
         event_id=text(obj["event_id"], "", "event_id", MAX_ID_LENGTH),
@@ -187,6 +247,23 @@ def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
         predictions=predictions,
         metadata=metadata,
     )
+
+
+def _check_cells(predictions: tuple[Prediction, ...]) -> None:
+    """predictions x distinct class names <= MAX_SCORE_CELLS (one event's share of the dense
+    matrix a batch is laid out in). The distinct names are counted only when the sum of the
+    predictions' class counts does not already prove the bound."""
+    n = len(predictions)
+    total = sum(len(p.scores) if p.scores is not None else 1 for p in predictions)
+    if n * total <= MAX_SCORE_CELLS:
+        return
+    names: set[str] = set()
+    for p in predictions:
+        names.update(p.scores if p.scores is not None else (p.label,))  # type: ignore[arg-type]
+    if n * len(names) > MAX_SCORE_CELLS:
+        fail("predictions", ErrorCode.OUT_OF_RANGE,
+             f"{n} predictions x {len(names)} distinct classes = {n * len(names)} cells, "
+             f"limit {MAX_SCORE_CELLS}")
 
 
 def decode_label(data: bytes) -> Label:
@@ -221,7 +298,7 @@ def read_prediction(raw: Any, path: str) -> Prediction:
         fail(path, code, "needs exactly one of `scores` or `label` + `confidence`")
     if has_label:
         scores = None
-        label = text(raw["label"], path, "label", MAX_ID_LENGTH)
+        label = class_name(raw["label"], path, "label")
         confidence = number(raw["confidence"], path, "confidence", 0.0, 1.0)
     else:
         scores, label, confidence = _scores(raw["scores"], path + ".scores"), None, None
@@ -247,13 +324,16 @@ def _scores(raw: Any, path: str) -> Mapping[str, float]:
     has_ints = False
     for name, p in raw.items():  # measured faster than C-level passes (set/min/max) up to 1000
         kind = type(p)
-        if kind is float and 0.0 <= p <= 1.0 and 0 < len(name) <= MAX_ID_LENGTH:
+        # isascii is O(1) on str: an ASCII name's length is its UTF-8 size.
+        if kind is float and 0.0 <= p <= 1.0 and 0 < len(name) <= MAX_ID_LENGTH and \
+                name.isascii():
             continue
-        if kind is int and 0 <= p <= 1 and 0 < len(name) <= MAX_ID_LENGTH:
+        if kind is int and 0 <= p <= 1 and 0 < len(name) <= MAX_ID_LENGTH and name.isascii():
             has_ints = True
             continue
-        class_key(name, path, MAX_ID_LENGTH)
+        class_key(name, path, MAX_ID_LENGTH)  # raises, unless only non-ASCII sent it here
         number(p, path, name, 0.0, 1.0)
+        has_ints = has_ints or kind is int
     checked = {name: float(p) for name, p in raw.items()} if has_ints else raw
     total = math.fsum(checked.values())  # exact, like the contract tests' x-sum-to validator
     if abs(total - 1.0) > SUM_TOLERANCE:
@@ -294,7 +374,7 @@ def _annotation(raw: Any, path: str) -> Annotation:
         fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
     check_keys(raw, ANNOTATION_FIELDS, ANNOTATION_REQUIRED, path)
     return Annotation(
-        label=text(raw["label"], path, "label", MAX_ID_LENGTH),
+        label=class_name(raw["label"], path, "label"),
         instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
         bbox=_bbox(raw.get("bbox"), path),
     )
