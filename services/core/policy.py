@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
+from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
@@ -68,7 +69,8 @@ class SelectorPolicy:
     the cap share one `__other__` slot). `refresh_every`: the partition's class stats, readiness
     and sub-budget class counts are refreshed after every `refresh_every` assets (at absolute
     multiples, so never at a batch boundary); decisions in between use the last refresh (smaller:
-    fresher stats, a few more numpy calls per batch).
+    fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
+    partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
     """
 
     measure: Measure = "least_confidence"
@@ -82,6 +84,7 @@ class SelectorPolicy:
     dedupe: DedupePolicy = field(default_factory=DedupePolicy)
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
+    event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16

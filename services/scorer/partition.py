@@ -4,32 +4,49 @@ No Kafka here: the service hands in plain `Record`s and produces what comes back
 decode -> select -> encode path is unit-testable and byte-for-byte deterministic. A partition's
 output is a function of (policy, seed, the partition's records) only: request bytes carry no
 wall clock, and dead letters carry the source record's own timestamp.
+
+Memory per batch is bounded whatever the records hold: a batch is decoded and selected in
+chunks of at most MAX_CHUNK_BYTES of record values, and a chunk whose events would lay out into
+more than MAX_CHUNK_CELLS (prediction, class) cells is split further. The selector decides the
+same however the stream is cut (core/selector.py), so this changes no decision.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from services.core import PredictionBatch, Selected, SelectorState
+from services.core.eventtime import too_far_ahead
 from services.streaming.events import (
     SCHEMA_VERSION,
+    ErrorCode,
     InferenceEvent,
     InvalidEvent,
     dead_letter,
     decode_inference_event,
     encode_event,
 )
-from services.streaming.inference_batch import decode_inference_batch
+from services.streaming.inference_batch import DecodedBatch, decode_inference_batch
 
 SERVICE = "scorer"
 CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_CHUNK_BYTES = 2 * 1024 * 1024
+"""Record bytes decoded at once. Parsed JSON takes up to ~26x its bytes (256 KiB of nested empty
+objects: ~6.6 MB), so one chunk's parsed objects stay near 50 MB at worst (measured: a chunk of
+16 such events raised a process's peak RSS by ~100 MB, one of 1 by ~21 MB); a usual batch
+(1,000 events of ~0.5 KB) is one chunk."""
+MAX_CHUNK_CELLS = 2**22
+"""(prediction, class) cells of one selector call: its dense score matrix is 8 bytes a cell
+(32 MiB here). One event holds at most MAX_SCORE_CELLS (2^20)."""
 
 
 class Record(NamedTuple):
@@ -158,8 +175,8 @@ class PartitionScorer:
         result = BatchResult()
         n, cut = len(offsets), sum(map(self.suppress_below.__gt__, offsets))
         for lo, hi, emit in ((0, cut, False), (cut, n, True)):
-            if hi > lo:
-                self._process(offsets[lo:hi], values[lo:hi], record, lo, emit, result)
+            for a, b in _chunks(values, lo, hi):
+                self._process(offsets[a:b], values[a:b], record, a, emit, result)
         if n:
             self.next_offset = offsets[-1] + 1
         return result
@@ -167,9 +184,20 @@ class PartitionScorer:
     def _process(self, offsets: Sequence[int], values: Sequence[bytes | None],
                  record: Callable[[int], Record], first: int, emit: bool,
                  result: BatchResult) -> None:
-        """One selector call; `record(first + i)` is the record of `values[i]`."""
+        """One selector call; `record(first + i)` is the record of `values[i]`. A chunk whose
+        events would lay out into more than MAX_CHUNK_CELLS cells is halved instead."""
         decoded = decode_inference_batch(values)
-        for i, exc in decoded.errors:
+        if len(values) > 1 and decoded.cells() > MAX_CHUNK_CELLS and \
+                decoded.distinct_cells() > MAX_CHUNK_CELLS:
+            del decoded
+            mid = len(values) // 2
+            self._process(offsets[:mid], values[:mid], record, first, emit, result)
+            self._process(offsets[mid:], values[mid:], record, first + mid, emit, result)
+            return
+        errors = list(decoded.errors)
+        decoded = self._admit(decoded, record, first, errors)
+        errors.sort(key=lambda e: e[0])
+        for i, exc in errors:
             result.invalid_codes.append(str(exc.code))
             if emit:
                 result.dead_letters.append(self._dead_letter(record(first + i), exc))
@@ -191,6 +219,32 @@ class PartitionScorer:
                 request = build_request(event, sel, self.topic, self.partition, int(sel.ref))
                 result.requests.append(Output(event.asset_id.encode(), encode_event(request)))
         self._hold(offsets, values)
+
+    def _admit(self, decoded: DecodedBatch, record: Callable[[int], Record], first: int,
+               errors: list[tuple[int, InvalidEvent]]) -> DecodedBatch:
+        """`decoded` less the events stamped too far ahead of the stream (core/eventtime.py):
+        of the partition's watermark and of their record's timestamp. They join `errors` as
+        timestamp_out_of_range."""
+        state = self.state
+        if not decoded.index:
+            return decoded
+
+        def stamp(k: int) -> float:
+            t = record(first + decoded.index[k]).timestamp
+            return t if t > 0 else math.nan  # <= 0: the record carries no timestamp
+
+        times = decoded.times()
+        refused, reference = too_far_ahead(state.policy.event_time, times, state.last_time,
+                                           state.watermark, stamp)
+        if not refused.any():
+            return decoded
+        skew = state.policy.event_time.max_skew_s
+        for k in np.flatnonzero(refused).tolist():
+            detail = (f"event time {times[k]:.3f} is more than {skew:g} s ahead of the "
+                      f"stream ({reference[k]:.3f}) and of its record's Kafka timestamp")
+            errors.append((decoded.index[k], InvalidEvent(
+                "timestamp", ErrorCode.TIMESTAMP_OUT_OF_RANGE, detail)))
+        return decoded.without(refused)
 
     def _hold(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> None:
         """Keep the raw values of the records the reservoirs now hold, drop the rest."""
@@ -227,6 +281,23 @@ class PartitionScorer:
             "partition": self.partition, "offset": self.next_offset, "final": final,
             "state": self.state.snapshot(),
         })
+
+
+def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into runs of at most MAX_CHUNK_BYTES of values (a longer value alone)."""
+    if hi <= lo:
+        return []
+    sizes = [len(v) if v else 0 for v in values[lo:hi]]
+    if sum(sizes) <= MAX_CHUNK_BYTES:  # the usual batch
+        return [(lo, hi)]
+    out, start, total = [], lo, 0
+    for i, size in enumerate(sizes, lo):
+        if total and total + size > MAX_CHUNK_BYTES:
+            out.append((start, i))
+            start, total = i, 0
+        total += size
+    out.append((start, hi))
+    return out
 
 
 class Checkpoint(NamedTuple):

@@ -105,6 +105,66 @@ class DecodedBatch:
         self.parts.append(columns)
         self.index.extend(range(start, start + len(columns)))
 
+    def times(self) -> np.ndarray:
+        """Event time of each valid event, in `index` order (float64 seconds)."""
+        parts = [np.asarray(part.timestamps, dtype=np.float64) if isinstance(part, ScoreColumns)
+                 else np.array([e.timestamp for e in part], dtype=np.float64)
+                 for part in self.parts]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def cells(self) -> int:
+        """An upper bound of (predictions x distinct class names) of the valid events: the
+        size of the dense matrix they would be laid out in (core/batch.py). Exact when the
+        names' count has to be taken."""
+        rows, names = 0, 0
+        for part in self.parts:
+            if isinstance(part, ScoreColumns):
+                rows += len(part)
+                names += sum(map(len, part.layouts))
+            else:
+                for event in part:
+                    rows += len(event.predictions)
+                    names += sum(1 if p.scores is None else len(p.scores)
+                                 for p in event.predictions)
+        return rows * names
+
+    def distinct_cells(self) -> int:
+        """(predictions x distinct class names) of the valid events, exactly."""
+        rows, names = 0, set[str]()
+        for part in self.parts:
+            if isinstance(part, ScoreColumns):
+                rows += len(part)
+                names.update(chain.from_iterable(part.layouts))
+            else:
+                for event in part:
+                    rows += len(event.predictions)
+                    for p in event.predictions:
+                        if p.scores is None:
+                            names.add(p.label or "")
+                        else:
+                            names.update(p.scores)
+        return rows * len(names)
+
+    def without(self, drop: np.ndarray) -> DecodedBatch:
+        """The batch less the valid events flagged in `drop` (bool, `index` order), which
+        become no one's: the caller accounts for them. `errors` are kept."""
+        out = DecodedBatch(errors=self.errors)
+        k = 0
+        for part in self.parts:
+            n = len(part)
+            keep = np.flatnonzero(~drop[k:k + n])
+            positions = [self.index[k + int(i)] for i in keep]
+            if len(keep) == n:
+                out.parts.append(part)
+            elif len(keep) and isinstance(part, ScoreColumns):
+                out.parts.append(_take_columns(part, keep))
+            elif len(keep):
+                assert isinstance(part, list)
+                out.parts.append([part[int(i)] for i in keep])
+            out.index.extend(positions)
+            k += n
+        return out
+
     def _add_events(self, positions: list[int], events: list[InferenceEvent]) -> None:
         last = self.parts[-1] if self.parts else None
         if isinstance(last, list):
@@ -112,6 +172,27 @@ class DecodedBatch:
         else:
             self.parts.append(events)
         self.index.extend(positions)
+
+
+def _take_columns(cols: ScoreColumns, keep: np.ndarray) -> ScoreColumns:
+    """The events `keep` (ascending indices) of `cols`, as columns of their own."""
+    pick = keep.tolist()
+    new_index = np.full(len(cols), -1, dtype=np.int64)
+    new_index[keep] = np.arange(keep.shape[0])
+    layouts, rows, values = [], [], []
+    for layout, layout_rows, layout_values in zip(cols.layouts, cols.rows, cols.values,
+                                                  strict=True):
+        mine = new_index[layout_rows] >= 0
+        if mine.any():
+            layouts.append(layout)
+            rows.append(new_index[layout_rows[mine]])
+            values.append(layout_values[mine])
+    order = sorted(range(len(rows)), key=lambda g: int(rows[g][0]))  # first appearance
+    layouts, rows, values = ([seq[g] for g in order] for seq in (layouts, rows, values))
+    return ScoreColumns([cols.asset_ids[i] for i in pick], [cols.model_ids[i] for i in pick],
+                        [cols.model_versions[i] for i in pick],
+                        [cols.timestamps[i] for i in pick], tuple(layouts), tuple(rows),
+                        tuple(values))
 
 
 def decode_inference_batch(values: Sequence[bytes | None]) -> DecodedBatch:
@@ -256,7 +337,9 @@ def _decode_exact(values: Sequence[bytes | None], objs: list[Any], lo: int, hi: 
             else:
                 event = decode_inference_event(values[i] or b"")
         except InvalidEvent as exc:
-            out.errors.append((i, exc))
+            # Without its traceback: the frames it holds reference this batch's parsed objects
+            # and `out`, which holds the error, a cycle only the garbage collector would break.
+            out.errors.append((i, exc.with_traceback(None)))
             continue
         events.append(event)
         positions.append(i)
