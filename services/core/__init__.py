@@ -2,7 +2,7 @@
 
 Typical use, one state per input partition:
 
-    policy = SelectorPolicy().scaled(1 / num_partitions)
+    policy = SelectorPolicy().for_partition(partition, num_partitions)
     state = SelectorState.create(policy, seed=partition)
     batch = PredictionBatch.from_events(events, refs)
     for s in select(state, batch).selected: ...

@@ -109,12 +109,22 @@ class SelectorPolicy:
             return self.exploration_rate
         return 0.8 * self.budget.exploration_share * self.budget.share
 
-    def scaled(self, fraction: float) -> SelectorPolicy:
-        """The policy for one of several partitions sharing this budget: pass 1 / num_partitions.
+    def for_partition(self, partition: int, partitions: int) -> SelectorPolicy:
+        """The policy of input partition `partition` of `partitions` sharing this budget:
+        `scaled(1 / partitions, slot=partition)`."""
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} is not one of {partitions}")
+        return self.scaled(1 / partitions, slot=partition)
+
+    def scaled(self, fraction: float, slot: int = 0) -> SelectorPolicy:
+        """The policy for one of several partitions sharing this budget: pass 1 / num_partitions
+        and the partition's index as `slot` (or use `for_partition`).
 
         Budget rates and capacities, the warm-up quota, the control-arm size and a fixed reservoir
         top_k are multiplied by `fraction` (rounded up / floored at 1 so each partition still
-        works); shares and thresholds are per partition already and stay.
+        works); shares and thresholds are per partition already and stay. `slot` phases the
+        time budget of lanes whose share of the burst is below one label (budget.py), so that
+        the group's burst holds whatever the number of partitions.
         """
         def part(n: int) -> int:
             return 0 if n == 0 else max(1, math.ceil(n * fraction))
@@ -123,7 +133,7 @@ class SelectorPolicy:
         top_k = None if res.top_k is None else part(res.top_k)
         return replace(
             self,
-            budget=self.budget.scaled(fraction),
+            budget=self.budget.scaled(fraction, slot),
             warmup=replace(self.warmup, quota=part(self.warmup.quota)),
             reservoir=replace(res, control_size=part(res.control_size), top_k=top_k),
         )

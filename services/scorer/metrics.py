@@ -78,5 +78,12 @@ class ScorerMetrics:
                                          "Records the broker did not accept (requests, dead "
                                          "letters, checkpoints), by topic: the scorer stops "
                                          "without committing.", ["topic"], registry=registry)
+        self.input_partitions = Gauge("scorer_input_partitions",
+                                      "Partitions of the input topic (the budget is divided by "
+                                      "the count read at start).", registry=registry)
+        self.partition_count_changes = Counter(
+            "scorer_partition_count_changes_total",
+            "Times the input topic's partition count was found changed while running (the "
+            "scorer stops, exit 3, to divide the budget anew).", registry=registry)
         for lane in ("exploit", "explore"):
             self.budget.labels(lane)

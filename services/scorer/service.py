@@ -54,6 +54,10 @@ from services.streaming.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
+PARTITIONS_CHECK_S = 30.0
+"""How often (wall clock) the scorer re-reads its input topic's partition count: a metadata
+round trip, cheap at this pace; a record of a new partition is noticed at once anyway."""
+
 
 class ScorerUnavailable(RuntimeError):
     """The scorer cannot start (e.g. its topics are missing); the message says what to do."""
@@ -129,6 +133,9 @@ class Scorer:
                                               role="consumer"),
                                        settings.feedback_topic, self.version)
         self._input_partitions = self._partition_count(self.topic)
+        self._partitions_checked = time.monotonic()
+        self._exit_code = 0
+        self.metrics.input_partitions.set(self._input_partitions)
         for topic in (settings.state_topic, settings.requests_topic, topics.dlq(self.topic),
                       topics.dlq(settings.feedback_topic)):
             self._partition_count(topic)
@@ -163,7 +170,8 @@ class Scorer:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until stopped; returns 0. Raises DeadLetterCeilingExceeded on a bad stream."""
+        """Serve until stopped; returns 0, or 3 when the input topic's partition count changed
+        (`_partition_count_changed`). Raises DeadLetterCeilingExceeded on a bad stream."""
         self.ops.start()
         if self.eos:
             self.producer.init_transactions(30)
@@ -183,7 +191,7 @@ class Scorer:
             raise
         finally:
             self._shutdown()
-        return 0
+        return self._exit_code
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -192,6 +200,8 @@ class Scorer:
         if any(map(Message.error, messages)):
             messages = _without_eof(messages)
         by_partition = _by_partition(messages)
+        if self._partition_count_changed(by_partition):
+            return  # nothing of this batch is processed under the old share of the budget
         results = {p: self.partitions[p].process_columns(
                        cast(list[int], list(map(Message.offset, msgs))),  # records have offsets
                        list(map(Message.value, msgs)), functools.partial(_record, msgs))
@@ -201,6 +211,34 @@ class Scorer:
         for result in results.values():
             self._ceiling.record_counts(result.valid, len(result.invalid_codes))
         self._ceiling.check()
+
+    def _partition_count_changed(self, consumed: dict[int, list[Message]]) -> bool:
+        """True (and the scorer stops, exit code 3) when the input topic's partition count
+        differs from the one the budget was divided by at start: each partition's share would
+        be wrong, and a partition past the old count would have none. Checked at once when a
+        record of such a partition arrives, else every PARTITIONS_CHECK_S of wall clock (a
+        metadata request). The stop is the graceful one (checkpoint, commit); a restart divides
+        the budget anew."""
+        now = time.monotonic()
+        beyond = any(p >= self._input_partitions for p in consumed)
+        if not beyond and now - self._partitions_checked < PARTITIONS_CHECK_S:
+            return False
+        self._partitions_checked = now
+        try:
+            count = self._partition_count(self.topic)
+        except (KafkaException, ScorerUnavailable) as exc:  # not this check's to judge
+            log.warning("could not read the partition count of %s: %s", self.topic, exc)
+            return False
+        self.metrics.input_partitions.set(count)
+        if count == self._input_partitions:
+            return False
+        log.error("the input topic %s now has %d partitions, not %d: the labeling budget is "
+                  "divided by the partition count, so the scorer stops (exit 3) to restart with "
+                  "the new division", self.topic, count, self._input_partitions)
+        self.metrics.partition_count_changes.inc()
+        self._exit_code = 3
+        self.stop()
+        return True
 
     def _produce(self, results: dict[int, BatchResult]) -> None:
         """Produce the batch's output, then commit its offsets: in one transaction (exactly_once)
@@ -405,11 +443,11 @@ class Scorer:
         latest = load_latest(self.settings.kafka.client(role="consumer"), self.settings.state_topic,
                              producer=self._marker_producer(), timeout_s=60)
         committed = {tp.partition: tp.offset for tp in self.consumer.committed(partitions, 30)}
-        share = self.policy.scaled(1 / max(1, self._input_partitions))
         resume = []
         for tp in partitions:
             p = tp.partition
-            state, offset, final = self._initial_state(latest.get(self._state_key(p)), share, p)
+            state, offset, final = self._initial_state(latest.get(self._state_key(p)),
+                                                       self._partition_policy(p), p)
             restored = offset is not None
             done = committed.get(p, -1)
             if offset is None:
@@ -433,6 +471,12 @@ class Scorer:
             log.info("partition %d: resuming at offset %d (replaying to %d without output)",
                      p, offset, max(done, offset))
         return resume
+
+    def _partition_policy(self, partition: int) -> SelectorPolicy:
+        """The selection policy of one input partition: its share of the group's budget, and
+        the phase of its time budget (core/budget.py)."""
+        partitions = max(1, self._input_partitions, partition + 1)
+        return self.policy.for_partition(partition, partitions)
 
     def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
                        partition: int) -> tuple[SelectorState, int | None, bool]:
