@@ -115,6 +115,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     commit and leave the group."""
     settings = ScorerSettings.from_env(os.environ)
     _configure_logging()
+    from services.scorer.partition import DeferredPickUnreadable
     from services.scorer.service import DeliveryFailed, Scorer, ScorerUnavailable
     from services.streaming.ceiling import DeadLetterCeilingExceeded
 
@@ -126,7 +127,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: scorer.stop())
     try:
         return scorer.run()
-    except (DeadLetterCeilingExceeded, DeliveryFailed) as exc:
+    except (DeadLetterCeilingExceeded, DeliveryFailed, DeferredPickUnreadable) as exc:
         raise CliError(f"scorer stopped: {exc}") from None
 
 

@@ -49,6 +49,14 @@ MAX_CHUNK_CELLS = 2**22
 (32 MiB here). One event holds at most MAX_SCORE_CELLS (2^20)."""
 
 
+class DeferredPickUnreadable(RuntimeError):
+    """A reservoir pick granted after a restore needs its record again, and reading it back from
+    Kafka failed (an error or a timeout, retried): raised by `fetch`, it stops the batch before
+    its offsets are committed, so a restart replays it and reads again. (A record that is gone
+    for good, below the partition's log start after retention, is not this: `fetch` returns
+    None and the pick is counted lost.)"""
+
+
 class Record(NamedTuple):
     """One consumed record: its offset, key, value and Kafka timestamp (epoch seconds)."""
 
@@ -133,7 +141,9 @@ class PartitionScorer:
     for exactly that position. `suppress_below` is the group's committed offset at restore: the
     records below it were already processed, and their output produced, before a crash; they are
     replayed to rebuild the state but produce nothing. `fetch(offset)` returns the raw value of an
-    earlier record of this partition (for reservoir picks decided after their batch), or None.
+    earlier record of this partition (for reservoir picks decided after their batch), None when
+    that record is gone for good (removed by retention: the pick is counted lost), and raises
+    DeferredPickUnreadable when it could not be read (the batch stops before its commit).
     """
 
     def __init__(self, topic: str, partition: int, state: SelectorState, next_offset: int,
@@ -261,7 +271,8 @@ class PartitionScorer:
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
         """A reservoir pick from an earlier batch: decode its record again (it was valid), kept
-        at hand or, after a restore, read back from Kafka."""
+        at hand or, after a restore, read back from Kafka. None: the record is gone for good;
+        DeferredPickUnreadable (from `fetch`) propagates: this batch must not be committed."""
         raw = self.held[offset] if offset in self.held else self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 

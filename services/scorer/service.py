@@ -40,6 +40,7 @@ from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import (
     BatchResult,
+    DeferredPickUnreadable,
     Output,
     PartitionScorer,
     Record,
@@ -47,12 +48,24 @@ from services.scorer.partition import (
     read_checkpoint,
 )
 from services.streaming import topics
-from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
+from services.streaming.ceiling import (
+    DeadLetterCeiling,
+    DeadLetterCeilingExceeded,
+    DeadLetterWindow,
+)
 from services.streaming.checkpoints import load_latest
+from services.streaming.events import redact_dead_letter, redacted_key
 from services.streaming.ops import OpsServer
 from services.streaming.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
+
+FETCH_ATTEMPTS = 3
+FETCH_TIMEOUT_S = 10.0
+"""Reading a reservoir pick's record back after a restore: tries, and the time each may take
+(a metadata round trip, then a fetch; seconds on a healthy cluster). 3 x 10 s bounds the wait
+near the 30 s a single try used to take before dropping the pick."""
+_UNREAD = object()
 
 PARTITIONS_CHECK_S = 30.0
 """How often (wall clock) the scorer re-reads its input topic's partition count: a metadata
@@ -104,7 +117,9 @@ class Scorer:
         self._failed = False
         self._assigned_once = False
         self._heartbeat = time.monotonic()
-        self._ceiling = DeadLetterWindow(DeadLetterCeiling())
+        self._ceilings: dict[int, DeadLetterWindow] = {}  # per input partition
+        self._halted: set[int] = set()  # partitions stopped at the dead-letter ceiling
+        self._version_series: set[tuple[str, str]] = set()  # scorer_threshold_ratio's
         self._plain_producer: Producer | None = None
         client = settings.kafka.client
         self.consumer = Consumer(client(role="consumer", overrides={
@@ -206,11 +221,41 @@ class Scorer:
                        cast(list[int], list(map(Message.offset, msgs))),  # records have offsets
                        list(map(Message.value, msgs)), functools.partial(_record, msgs))
                    for p, msgs in by_partition.items() if p in self.partitions}
+        self._apply_ceiling(results)
         self._produce(results)
         self._observe(results, by_partition, time.perf_counter() - started)
-        for result in results.values():
-            self._ceiling.record_counts(result.valid, len(result.invalid_codes))
-        self._ceiling.check()
+
+    def _apply_ceiling(self, results: dict[int, BatchResult]) -> None:
+        """The dead-letter ceiling, per partition and before the commit: a partition most of
+        whose recent records were invalid is stopped -- this batch of it neither produced nor
+        committed, the partition paused and let go of (no checkpoint, no commit: a restart or
+        a rebalance resumes it from its last commit, and stops it again if it is still bad) --
+        while the other partitions carry on. When every partition is stopped, the scorer
+        stops (DeadLetterCeilingExceeded): nothing is left to serve."""
+        for p in list(results):
+            window = self._ceilings.setdefault(p, DeadLetterWindow(DeadLetterCeiling()))
+            result = results[p]
+            window.record_counts(result.valid, len(result.invalid_codes))
+            try:
+                window.check()
+            except DeadLetterCeilingExceeded as exc:
+                del results[p]
+                self._halt(p, str(exc))
+        halted = {p for p in self._halted if p not in self.partitions}
+        self.metrics.halted.set(len(halted))
+        if halted and not self.partitions:
+            raise DeadLetterCeilingExceeded(
+                f"every partition of this instance stopped at the dead-letter ceiling "
+                f"({', '.join(map(str, sorted(halted)))}): is the producer upstream sending the "
+                "right schema? See the .dlq topic for reasons.")
+
+    def _halt(self, partition: int, why: str) -> None:
+        log.error("partition %d stopped, not committing its batch: %s", partition, why)
+        self.metrics.ceiling_trips.labels(str(partition)).inc()
+        self._halted.add(partition)
+        self._ceilings.pop(partition, None)
+        self.consumer.pause([TopicPartition(self.topic, partition)])
+        self._drop([partition])
 
     def _partition_count_changed(self, consumed: dict[int, list[Message]]) -> bool:
         """True (and the scorer stops, exit code 3) when the input topic's partition count
@@ -249,14 +294,21 @@ class Scorer:
             for out in result.requests:
                 self._send(self.settings.requests_topic, out)
             for out in result.dead_letters:
-                self._send(topics.dlq(self.topic), out)
+                self._send(topics.dlq(self.topic), self._letter(out))
         letters, codes = self.feedback.take_dead_letters()
         for out in letters:
-            self._send(topics.dlq(self.settings.feedback_topic), out)
+            self._send(topics.dlq(self.settings.feedback_topic), self._letter(out))
         for code in codes:
             self.metrics.feedback_invalid.labels(code).inc()
         offsets = [TopicPartition(self.topic, p, self.partitions[p].next_offset) for p in results]
         self._finish(offsets)
+
+    def _letter(self, out: Output) -> Output:
+        """A dead letter as produced: redacted (hashes and sizes, no payload, key or quoted
+        values) when ACTIVE_STREAM_SCORER_DEAD_LETTER_REDACT is set."""
+        if not self.settings.dead_letter_redact:
+            return out
+        return Output(redacted_key(out.key), redact_dead_letter(out.value))
 
     def _send(self, topic: str, out: Output) -> None:
         """Produce one record; when librdkafka's bounded queue is full, wait for deliveries
@@ -313,7 +365,7 @@ class Scorer:
             for code in result.invalid_codes:
                 m.invalid.labels(code).inc()
             for sel in result.selected:
-                m.selected.labels(sel.strategy, sel.class_name or "").inc()
+                m.selected.labels(sel.strategy, m.class_label(sel.class_name or "")).inc()
             if result.requests:
                 m.requests.inc(len(result.requests))
                 for sel in result.selected:
@@ -332,7 +384,7 @@ class Scorer:
         for scorer in self.partitions.values():
             for model_id, version in scorer.state.versions:
                 for name, stats in scorer.state.class_stats(model_id, version).items():
-                    key = (model_id, version, name)
+                    key = (model_id, version, self.metrics.class_label(name))
                     weighted[key][0] += stats["count"] * stats["mean"]
                     weighted[key][1] += stats["count"]
                     if stats["threshold"] is not None:
@@ -356,9 +408,15 @@ class Scorer:
         for lane in ("exploit", "explore"):
             m.budget.labels(lane).set(sum(s.state.budget_remaining(lane)
                                           for s in self.partitions.values()))
+        thresholds: dict[tuple[str, str], float] = {}
         for scorer in self.partitions.values():
-            for (model, version), value in scorer.state.thresholds().items():
-                m.threshold.labels(model, version).set(value)
+            thresholds.update(scorer.state.thresholds())
+        for key, value in thresholds.items():
+            m.threshold.labels(*key).set(value)
+        for key in self._version_series - set(thresholds):  # versions no partition holds
+            m.threshold.remove(*key)
+        self._version_series = set(thresholds)
+        for scorer in self.partitions.values():
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(self.topic, scorer.partition), cached=True)
             if high >= 0:
@@ -398,8 +456,12 @@ class Scorer:
         for seq in sorted(s for s in self._unannounced if s <= upto):
             pending = self._unannounced.pop(seq)
             for model_id, weights in pending.items():
+                labelled: dict[str, list[float]] = defaultdict(list)
                 for name, weight in weights.items():
-                    self.metrics.class_weight.labels(model_id, name).set(weight)
+                    labelled[self.metrics.class_label(name)].append(weight)
+                for label, values in labelled.items():  # __other__: their mean
+                    self.metrics.class_weight.labels(model_id, label).set(
+                        sum(values) / len(values))
             self.metrics.feedback.inc(len(pending))
 
     # -- state ----------------------------------------------------------------------------
@@ -500,16 +562,45 @@ class Scorer:
         return self._plain_producer
 
     def _fetch_from(self, partition: int) -> Callable[[int], bytes | None]:
+        """`PartitionScorer.fetch` for one input partition: the value of the record at an
+        offset; None when the record is gone for good (below the partition's log start, i.e.
+        removed by retention); DeferredPickUnreadable when it could not be read in
+        FETCH_ATTEMPTS tries of FETCH_TIMEOUT_S each (each failed try counted)."""
         def fetch(offset: int) -> bytes | None:
-            self._fetcher.assign([TopicPartition(self.topic, partition, offset)])
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                msg = self._fetcher.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                return msg.value() if msg.offset() == offset else None
-            return None
+            tp = TopicPartition(self.topic, partition, offset)
+            for _ in range(FETCH_ATTEMPTS):
+                found = self._fetch_once(tp)
+                if found is not _UNREAD:
+                    return cast(bytes | None, found)
+                self.metrics.deferred_read_failures.inc()
+            raise DeferredPickUnreadable(
+                f"could not read back {self.topic}[{partition}]@{offset}, a reservoir pick held "
+                f"across a restore, in {FETCH_ATTEMPTS} tries of {FETCH_TIMEOUT_S:g} s; not "
+                "committing offsets: a restart replays the batch and reads it again")
         return fetch
+
+    def _fetch_once(self, tp: TopicPartition) -> bytes | None | object:
+        """One try of `fetch`: the value, None (gone), or _UNREAD (error or timeout)."""
+        try:
+            low, _ = self._fetcher.get_watermark_offsets(tp, timeout=FETCH_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset, exc)
+            return _UNREAD
+        if tp.offset < low:
+            return None  # removed by retention: no try will ever read it
+        self._fetcher.assign([tp])
+        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = self._fetcher.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset,
+                            msg.error())
+                continue
+            # A later offset: the record itself is no longer there (compacted away).
+            return msg.value() if msg.offset() == tp.offset else None
+        return _UNREAD
 
     # -- rebalance ------------------------------------------------------------------------
 

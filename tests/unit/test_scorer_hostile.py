@@ -175,3 +175,51 @@ def test_a_batch_of_wide_vocabularies_is_split_before_it_is_laid_out() -> None:
     with mock.patch.object(partition, "MAX_CHUNK_CELLS", 2**40):
         whole = _scorer().process(records)
     assert split.requests == whole.requests and split.valid == whole.valid == 400
+
+
+def _restored_with_held_picks() -> tuple[bytes, list[Record], int, list]:
+    """A checkpoint taken while the reservoirs hold picks of earlier records, the records
+    after it, and the requests an uninterrupted run makes from them."""
+    records = _records([v for _, v in inference_events(400, seed=9)])
+    whole = _scorer()
+    expected = [o for lo in range(0, 400, 7) for o in whole.process(records[lo:lo + 7]).requests]
+    scorer = _scorer()
+    produced = []
+    for lo in range(0, 133, 7):  # a cut found to leave a pick to grant from before it
+        produced += scorer.process(records[lo:lo + 7]).requests
+    assert scorer.state.held_refs(), "no pick is held across the checkpoint"
+    return scorer.checkpoint(), records, scorer.next_offset, expected[len(produced):]
+
+
+def _from_checkpoint(raw: bytes, fetch: object) -> PartitionScorer:
+    restored = partition.read_checkpoint(raw, SelectorPolicy())
+    assert restored is not None
+    return PartitionScorer(TOPIC, 0, restored.state, restored.offset, service_version="test",
+                           fetch=fetch)  # type: ignore[arg-type]
+
+
+def test_a_held_pick_that_cannot_be_read_back_stops_the_batch_and_is_not_dropped() -> None:
+    """After a restore a held pick's record is read back from Kafka; when that fails the batch
+    raises (the service then stops before committing), instead of dropping the pick with its
+    budget spent. The retry after the restart produces what the uninterrupted run did."""
+    raw, records, offset, expected = _restored_with_held_picks()
+
+    def failing(_: int) -> bytes | None:
+        raise partition.DeferredPickUnreadable("broker unreachable")
+
+    scorer = _from_checkpoint(raw, failing)
+    with pytest.raises(partition.DeferredPickUnreadable):
+        for lo in range(offset, 400, 7):
+            scorer.process(records[lo:lo + 7])
+    by_offset = {r.offset: r.value for r in records}
+    retried = _from_checkpoint(raw, by_offset.get)
+    again = [o for lo in range(offset, 400, 7)
+             for o in retried.process(records[lo:lo + 7]).requests]
+    assert again == expected
+
+
+def test_a_held_pick_gone_for_good_is_counted_lost() -> None:
+    raw, records, offset, _ = _restored_with_held_picks()
+    scorer = _from_checkpoint(raw, lambda _: None)
+    lost = sum(scorer.process(records[lo:lo + 7]).lost_deferred for lo in range(offset, 400, 7))
+    assert lost >= 1
