@@ -89,15 +89,26 @@ class SelectorState:
         return self.versions[key]
 
     def apply_feedback(self, model_id: str, agreement: Mapping[str, float],
-                       label_counts: Mapping[str, float] | None = None) -> None:
+                       label_counts: Mapping[str, float] | None = None) -> bool:
         """Set class weights from human-model agreement per class (see feedback.py). Weak classes
-        gain budget, mastered ones lose it, none reaches zero. Idempotent for equal input."""
+        gain budget, mastered ones lose it, none reaches zero. Idempotent for equal input.
+        False when not applied (`set_class_weights`)."""
         weights = weights_from_agreement(self.policy.feedback, agreement, label_counts)
-        self.set_class_weights(model_id, weights)
+        return self.set_class_weights(model_id, weights)
 
-    def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> None:
-        """Set class weights directly (floored at feedback.min_weight > 0)."""
+    def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> bool:
+        """Set class weights directly (floored at feedback.min_weight > 0); False when not
+        applied. Feedback never grows the state past its caps: a model the stream has not
+        shown yet gets a book only while there is room under `max_models`, or in place of
+        another book only feedback made (never of a model the stream has shown); its classes
+        count against `max_classes` (past it they share `__other__`)."""
+        if model_id not in self.books and len(self.books) >= self.policy.max_models:
+            unseen = [m for m, b in self.books.items() if b.last_seen == -np.inf]
+            if not unseen:
+                return False
+            del self.books[unseen[0]]  # the oldest feedback-only book
         self.book(model_id).set_weights(weights, self.policy.feedback.min_weight)
+        return True
 
     def class_weights(self, model_id: str) -> dict[str, float]:
         """Current weight per known class of `model_id`. Query."""

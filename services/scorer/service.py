@@ -44,6 +44,8 @@ from services.scorer.partition import (
     Output,
     PartitionScorer,
     Record,
+    checkpoint_records,
+    chunk_key,
     partition_seed,
     read_checkpoint,
 )
@@ -120,6 +122,8 @@ class Scorer:
         self._ceilings: dict[int, DeadLetterWindow] = {}  # per input partition
         self._halted: set[int] = set()  # partitions stopped at the dead-letter ceiling
         self._version_series: set[tuple[str, str]] = set()  # scorer_threshold_ratio's
+        # Per partition: the chunk slot its latest checkpoint's head names (partition.py).
+        self._chunk_slots: dict[int, str | None] = {}
         self._plain_producer: Producer | None = None
         client = settings.kafka.client
         self.consumer = Consumer(client(role="consumer", overrides={
@@ -486,11 +490,10 @@ class Scorer:
         before this instance lets them go, its offsets committed right after."""
         if self.eos:
             self.producer.begin_transaction()
+        heads = self._send_chunks(partitions, final)
         for p in partitions:
-            scorer = self.partitions[p]
-            self._send(self.settings.state_topic,
-                       Output(self._state_key(p), scorer.checkpoint(final)))
-            self._last_checkpoint[p] = (scorer.next_offset, time.monotonic())
+            self._send(self.settings.state_topic, heads[p])
+            self._last_checkpoint[p] = (self.partitions[p].next_offset, time.monotonic())
         if self.eos:
             self.producer.commit_transaction(60)
         elif self.producer.flush(60) != 0:
@@ -498,6 +501,24 @@ class Scorer:
         self._raise_if_undelivered("checkpoint not written")
         self.metrics.checkpoints.inc(len(partitions))
         self._observe_classes()
+
+    def _send_chunks(self, partitions: list[int], final: bool) -> dict[int, Output]:
+        """Send the chunks of the checkpoints too large for one record (partition.py,
+        `checkpoint_records`) and, outside a transaction, wait until they are durable, before
+        any head names them; returns each partition's head (or whole checkpoint) record."""
+        heads, chunked = {}, False
+        for p in partitions:
+            groups, slot = checkpoint_records(
+                self._state_key(p), self.partitions[p].checkpoint(final), self._chunk_slots.get(p))
+            for out in groups[0] if len(groups) > 1 else ():
+                self._send(self.settings.state_topic, out)
+                chunked = True
+            heads[p], self._chunk_slots[p] = groups[-1][0], slot
+        if chunked and not self.eos:
+            if self.producer.flush(60) != 0:  # as for every checkpoint: 60 s, then stop
+                raise KafkaException("checkpoint chunks not delivered within 60 s")
+            self._raise_if_undelivered("checkpoint chunks not written")
+        return heads
 
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Build each assigned partition's scorer from its latest checkpoint; returns the
@@ -508,8 +529,9 @@ class Scorer:
         resume = []
         for tp in partitions:
             p = tp.partition
-            state, offset, final = self._initial_state(latest.get(self._state_key(p)),
-                                                       self._partition_policy(p), p)
+            key = self._state_key(p)
+            state, offset, final = self._initial_state(
+                latest.get(key), self._partition_policy(p), p, _chunks_in(latest, key))
             restored = offset is not None
             done = committed.get(p, -1)
             if offset is None:
@@ -540,12 +562,16 @@ class Scorer:
         partitions = max(1, self._input_partitions, partition + 1)
         return self.policy.for_partition(partition, partitions)
 
-    def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
-                       partition: int) -> tuple[SelectorState, int | None, bool]:
-        """(state, its offset or None when there is no usable checkpoint, final)."""
+    def _initial_state(self, raw: bytes | None, policy: SelectorPolicy, partition: int,
+                       chunk: Callable[[str, int], bytes | None] | None = None
+                       ) -> tuple[SelectorState, int | None, bool]:
+        """(state, its offset or None when there is no usable checkpoint, final). `chunk`:
+        the chunks of a checkpoint kept in several records (partition.read_checkpoint)."""
+        self._chunk_slots.pop(partition, None)
         if raw is not None:
-            restored = read_checkpoint(raw, policy)
+            restored = read_checkpoint(raw, policy, chunk)
             if restored is not None:
+                self._chunk_slots[partition] = restored.slot
                 return restored.state, restored.offset, restored.final
             log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
                         "state from the partition's first record", partition)
@@ -682,6 +708,11 @@ def _by_partition(messages: list[Message]) -> dict[int, list[Message]]:
     for partition, msg in zip(partitions, messages, strict=True):
         grouped[int(partition or 0)].append(msg)
     return grouped
+
+
+def _chunks_in(latest: dict[bytes, bytes], key: bytes) -> Callable[[str, int], bytes | None]:
+    """The chunk reader of the checkpoint kept at `key`, over the state topic's latest values."""
+    return lambda slot, i: latest.get(chunk_key(key, slot, i))
 
 
 def _record(messages: list[Message], i: int) -> Record:
