@@ -204,6 +204,8 @@ class Scorer:
                 self._apply_feedback()
                 if messages or self.feedback.dead_letters:
                     self._process(messages)
+                else:  # idle: a partition nobody consumes from yet is noticed here
+                    self._partition_count_changed({})
                 self._checkpoint_due()
         except BaseException:
             self._failed = True
@@ -297,8 +299,12 @@ class Scorer:
         for result in results.values():
             for out in result.requests:
                 self._send(self.settings.requests_topic, out)
-            for out in result.dead_letters:
-                self._send(topics.dlq(self.topic), self._letter(out))
+            # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
+            # 256 KiB record) go as soon as it is queued, not when the batch is done.
+            letters_out, result.dead_letters = result.dead_letters, []
+            letters_out.reverse()
+            while letters_out:
+                self._send(topics.dlq(self.topic), self._letter(letters_out.pop()))
         letters, codes = self.feedback.take_dead_letters()
         for out in letters:
             self._send(topics.dlq(self.settings.feedback_topic), self._letter(out))
