@@ -336,6 +336,10 @@ def check_free_form(value: dict[str, Any], path: str, key: str) -> None:
     MAX_METADATA_NODES values. Walks level by level and stops at the first bound crossed, so a
     hostile value costs at most MAX_METADATA_NODES steps; scalars are only counted, by type in
     C-level passes."""
+    if len(value) <= MAX_METADATA_NODES:  # the usual metadata: flat and small
+        kinds = list(map(type, value.values()))
+        if not (kinds.count(dict) or kinds.count(list)):
+            return
     nodes, depth, level = 0, 1, [value]
     while level:
         deeper: list[Any] = []

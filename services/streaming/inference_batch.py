@@ -332,7 +332,7 @@ def _decode_exact(values: Sequence[bytes | None], objs: list[Any], lo: int, hi: 
         obj = objs[i]
         try:
             if type(obj) is dict:
-                event = read_inference_event(obj)
+                event = read_inference_event(obj, ascii_only=values[i].isascii())  # type: ignore[union-attr]
                 check_unique_keys(values[i], obj, quote_count(obj))  # type: ignore[arg-type]
             else:
                 event = decode_inference_event(values[i] or b"")

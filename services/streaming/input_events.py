@@ -170,7 +170,7 @@ def decode_inference_event(data: bytes) -> InferenceEvent:
     """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input.
     A repeated key is checked last, on an event otherwise valid (`quote_count`)."""
     obj = load_object(data, MAX_EVENT_BYTES, unique_keys=False)
-    event = read_inference_event(obj)
+    event = read_inference_event(obj, ascii_only=data.isascii())
     check_unique_keys(data, obj, quote_count(obj))
     return event
 
@@ -201,7 +201,11 @@ def quote_count(obj: dict[str, Any]) -> int:
             strings += list(map(type, map(_GET, preds, repeat(name)))).count(str)
     metadata = obj.get("metadata")
     if metadata:
-        keys += _free_form_keys_and_strings(metadata)
+        kinds = list(map(type, metadata.values()))
+        if kinds.count(dict) or kinds.count(list):
+            keys += _free_form_keys_and_strings(metadata)
+        else:  # flat, the usual metadata
+            keys, strings = keys + len(metadata), strings + kinds.count(str)
     return 2 * (keys + strings)
 
 
@@ -221,13 +225,16 @@ def _free_form_keys_and_strings(value: dict[str, Any]) -> int:
     return total
 
 
-def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
+def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> InferenceEvent:
     """Check one inference event already parsed from at most MAX_EVENT_BYTES of JSON into an
-    object (`decode_inference_event` = `load_object` + this); raises `InvalidEvent` (only)."""
+    object (`decode_inference_event` = `load_object` + this); raises `InvalidEvent` (only).
+    `ascii_only`: the JSON text was ASCII (bytes.isascii, a fast C pass), so every string's
+    length is its UTF-8 size and class names need no byte count."""
     check_version(obj, SCHEMA_VERSION)
     check_keys(obj, INFERENCE_FIELDS, INFERENCE_REQUIRED, "")
     raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)
-    predictions = tuple([read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)])
+    predictions = tuple([read_prediction(p, f"predictions[{i}]", ascii_only)
+                         for i, p in enumerate(raw)])
     if len(predictions) > 1:
         _check_cells(predictions)
     metadata = obj.get("metadata")
@@ -284,8 +291,9 @@ def decode_label(data: bytes) -> Label:
     )
 
 
-def read_prediction(raw: Any, path: str) -> Prediction:
-    """Check one parsed prediction object found at `path` (shared with annotation requests)."""
+def read_prediction(raw: Any, path: str, ascii_only: bool = False) -> Prediction:
+    """Check one parsed prediction object found at `path` (shared with annotation requests);
+    `ascii_only` as for `read_inference_event`."""
     if type(raw) is not dict:
         fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
     check_keys(raw, PREDICTION_FIELDS, (), path)
@@ -301,7 +309,8 @@ def read_prediction(raw: Any, path: str) -> Prediction:
         label = class_name(raw["label"], path, "label")
         confidence = number(raw["confidence"], path, "confidence", 0.0, 1.0)
     else:
-        scores, label, confidence = _scores(raw["scores"], path + ".scores"), None, None
+        scores, label, confidence = _scores(raw["scores"], path + ".scores", ascii_only), None, \
+            None
     if len(raw) == 1:  # fast path: a bare distribution has no optional fields to read
         return Prediction(scores=scores)
     return Prediction(
@@ -315,7 +324,7 @@ def read_prediction(raw: Any, path: str) -> Prediction:
     )
 
 
-def _scores(raw: Any, path: str) -> Mapping[str, float]:
+def _scores(raw: Any, path: str, ascii_only: bool = False) -> Mapping[str, float]:
     if type(raw) is not dict:
         fail(path, ErrorCode.WRONG_TYPE, f"expected class -> probability, got {show(raw)}")
     if len(raw) < MIN_SCORE_CLASSES:
@@ -324,16 +333,17 @@ def _scores(raw: Any, path: str) -> Mapping[str, float]:
     has_ints = False
     for name, p in raw.items():  # measured faster than C-level passes (set/min/max) up to 1000
         kind = type(p)
-        # isascii is O(1) on str: an ASCII name's length is its UTF-8 size.
-        if kind is float and 0.0 <= p <= 1.0 and 0 < len(name) <= MAX_ID_LENGTH and \
-                name.isascii():
+        if kind is float and 0.0 <= p <= 1.0 and 0 < len(name) <= MAX_ID_LENGTH:
             continue
-        if kind is int and 0 <= p <= 1 and 0 < len(name) <= MAX_ID_LENGTH and name.isascii():
+        if kind is int and 0 <= p <= 1 and 0 < len(name) <= MAX_ID_LENGTH:
             has_ints = True
             continue
-        class_key(name, path, MAX_ID_LENGTH)  # raises, unless only non-ASCII sent it here
+        class_key(name, path, MAX_ID_LENGTH)
         number(p, path, name, 0.0, 1.0)
-        has_ints = has_ints or kind is int
+    if not ascii_only:  # a name's UTF-8 size, counted once for the whole distribution
+        for name in raw:
+            if not name.isascii():
+                class_key(name, path, MAX_ID_LENGTH)
     checked = {name: float(p) for name, p in raw.items()} if has_ints else raw
     total = math.fsum(checked.values())  # exact, like the contract tests' x-sum-to validator
     if abs(total - 1.0) > SUM_TOLERANCE:
