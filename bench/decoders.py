@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/decoders.py [--seconds 1.0]. Prints one line per case; best of five
 timed rounds, so background noise inflates nothing. The payloads are built here, compact JSON as a
-producer would send it.
+producer would send it. The `batch` cases time the scorer's batch decoder
+(`decode_inference_batch`) on 1,000 events and print the time per event.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from services.streaming.events import decode_inference_event, decode_label
+from services.streaming.inference_batch import decode_inference_batch
 
 
 def _inference(classes: int, predictions: int, embedding: int = 0) -> bytes:
@@ -61,7 +64,51 @@ CASES: list[tuple[str, Callable[[bytes], object], bytes]] = [
 ]
 
 
-def _rate(decode: Callable[[bytes], object], data: bytes, seconds: float) -> float:
+def _batch(event: bytes, n: int = 1000) -> list[bytes]:
+    """n copies of `event` with distinct ids (the decoder's fast shape keeps no per-event state
+    beyond them)."""
+    out = []
+    for i in range(n):
+        obj = orjson.loads(event)
+        obj["event_id"], obj["asset_id"] = f"ev-{i}", f"asset-{i}"
+        out.append(orjson.dumps(obj))
+    return out
+
+
+def _mixed(n: int = 1000) -> list[bytes]:
+    """Like tests/synthetic_events.py: 10 classes, every 7th event a top-1 label, no optional
+    fields."""
+    out = []
+    for i, value in enumerate(_batch(_inference(10, 1), n)):
+        obj = orjson.loads(value)
+        del obj["asset_uri"], obj["metadata"]
+        if i % 7 == 0:
+            obj["predictions"] = [{"label": "class-3", "confidence": 0.4}]
+        out.append(orjson.dumps(obj))
+    return out
+
+
+def _mixed(n: int = 1000) -> list[bytes]:
+    """Like tests/synthetic_events.py: 10 classes, every 7th event a top-1 label, no optional
+    fields."""
+    out = []
+    for i, value in enumerate(_batch(_inference(10, 1), n)):
+        obj = orjson.loads(value)
+        del obj["asset_uri"], obj["metadata"]
+        if i % 7 == 0:
+            obj["predictions"] = [{"label": "class-3", "confidence": 0.4}]
+        out.append(orjson.dumps(obj))
+    return out
+
+
+BATCH_CASES: list[tuple[str, list[bytes]]] = [
+    ("batch: 10 classes, 1 prediction, metadata", _batch(_inference(10, 1))),
+    ("batch: 1 in 7 events top-1, no metadata", _mixed()),
+    ("batch: 10 classes, 20 detections", _batch(_inference(10, 20))),
+]
+
+
+def _rate(decode: Callable[[Any], object], data: Any, seconds: float) -> float:
     n = 1
     while True:  # calibrate a batch size that takes about seconds / 5
         start = time.perf_counter()
@@ -87,6 +134,10 @@ def main() -> None:
     for name, decode, data in CASES:
         rate = _rate(decode, data, args.seconds)
         print(f"{name:42s} {len(data):7d} B  {rate:12,.0f} events/s  {1e6 / rate:8.2f} µs/event")
+    for name, values in BATCH_CASES:
+        size = sum(map(len, values)) // len(values)
+        rate = _rate(decode_inference_batch, values, args.seconds) * len(values)
+        print(f"{name:42s} {size:7d} B  {rate:12,.0f} events/s  {1e6 / rate:8.2f} µs/event")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     commit and leave the group."""
     settings = ScorerSettings.from_env(os.environ)
     _configure_logging()
+    from services.scorer.partition import DeferredPickUnreadable
     from services.scorer.service import (
         DeliveryFailed,
         InstanceReplaced,
@@ -131,7 +132,8 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: scorer.stop())
     try:
         return scorer.run()
-    except (DeadLetterCeilingExceeded, DeliveryFailed, InstanceReplaced) as exc:
+    except (DeadLetterCeilingExceeded, DeliveryFailed, DeferredPickUnreadable,
+            InstanceReplaced) as exc:
         raise CliError(f"scorer stopped: {exc}") from None
 
 

@@ -2,7 +2,7 @@
 
 Typical use, one state per input partition:
 
-    policy = SelectorPolicy().scaled(1 / num_partitions)
+    policy = SelectorPolicy().for_partition(partition, num_partitions)
     state = SelectorState.create(policy, seed=partition)
     batch = PredictionBatch.from_events(events, refs)
     for s in select(state, batch).selected: ...
@@ -13,6 +13,7 @@ from services.core.batch import PredictionBatch
 from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
 from services.core.events import InferenceEventLike, PredictionLike
+from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
 from services.core.policy import SelectorPolicy, WarmupPolicy, with_overrides
 from services.core.reservoir import ReservoirPolicy
@@ -26,6 +27,7 @@ __all__ = [
     "BudgetPolicy",
     "ConfidenceStatsPolicy",
     "DedupePolicy",
+    "EventTimePolicy",
     "FeedbackPolicy",
     "InferenceEventLike",
     "PredictionBatch",

@@ -9,6 +9,19 @@ time seen, seconds), so late or out-of-order events never refill anything. Each 
 explore) has its own pair of buckets; a selection needs a token from both buckets of its lane.
 Summed over lanes: selections over the first n assets <= sum(count capacities) + share * n, and over
 any watermark interval of d seconds <= sum(time capacities) + labels_per_hour * d / 3600.
+
+Across partitions (`BudgetPolicy.scaled`): each of P partitions gets 1/P of the hourly rate and
+of `burst`. A token bucket whose capacity is below one token could never grant, and flooring it
+at one token made the group's burst P per lane (128 instead of 50 with 64 partitions). So a time
+bucket whose share of `burst` is below one token is a `PhasedBucket`: its tokens arrive one at a
+time, at event times (k + phase) / rate, and each stays usable for capacity / rate seconds. With
+phase = partition / P, the P partitions' arrival times interleave into one lattice of the
+group's rate, so over any interval of event time that the partitions' watermarks share, the
+group grants at most burst + 1 + labels_per_hour * d / 3600 per lane, whatever P. (A token not
+used within its window is lost: a partition that flushes less often than its window, ~3 min by
+default, can select a little below its share.) Count buckets count a partition's own assets,
+which no two partitions share, so they keep the floor: at most one token per lane and
+partition beyond `share_burst`, spent once (they refill per asset).
 """
 
 from __future__ import annotations
@@ -42,27 +55,30 @@ class BudgetPolicy:
     burst: float = 50.0
     exploration_share: float = 0.1
     class_cap_factor: float = 3.0
+    phase: float = 0.0  # in [0, 1): where this partition's tokens fall (module doc; `scaled`)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0 or not 0.0 <= self.exploration_share < 1.0:
             raise ValueError("share must be in [0, 1] and exploration_share in [0, 1)")
-        if self.labels_per_hour < 0 or self.share_burst < 1 or self.burst < 1:
-            raise ValueError("labels_per_hour >= 0 and share_burst, burst >= 1 are required")
-        if self.class_cap_factor <= 0:
-            raise ValueError("class_cap_factor must be > 0")
+        if self.labels_per_hour < 0 or self.share_burst < 1 or self.burst <= 0:
+            raise ValueError("labels_per_hour >= 0, share_burst >= 1 and burst > 0 are required")
+        if self.class_cap_factor <= 0 or not 0.0 <= self.phase < 1.0:
+            raise ValueError("class_cap_factor must be > 0 and phase in [0, 1)")
 
-    def scaled(self, fraction: float) -> BudgetPolicy:
-        """This budget for one of 1/fraction partitions: rates and capacities times `fraction`
-        (capacities floored at 1 label so every partition can select). `share` is a fraction of
-        the partition's own assets and stays. Summed over partitions the capacities may exceed the
-        global ones by < 1 label per partition."""
+    def scaled(self, fraction: float, slot: int = 0) -> BudgetPolicy:
+        """This budget for partition `slot` of 1/fraction partitions: rates and capacities times
+        `fraction`; `share` is a fraction of the partition's own assets and stays. The count
+        capacity is floored at 1 label (so every partition can select); the time capacity is
+        not: below one token its lanes are phased (module doc), `slot` x fraction the phase, so
+        that summed over the partitions the burst stays within one label a lane of `burst`."""
         if not 0.0 < fraction <= 1.0:
             raise ValueError("fraction must be in (0, 1]")
         return replace(
             self,
             share_burst=max(1.0, self.share_burst * fraction),
             labels_per_hour=self.labels_per_hour * fraction,
-            burst=max(1.0, self.burst * fraction),
+            burst=self.burst * fraction,
+            phase=(slot * fraction) % 1.0,
         )
 
     def lane(self, name: str) -> tuple[float, float, float, float]:
@@ -75,8 +91,9 @@ class BudgetPolicy:
         for name in LANES:
             f = self.exploration_share if name == "explore" else 1.0 - self.exploration_share
             floor = 1.0 if f > 0.0 else 0.0  # a lane with no share is closed, not 1 token wide
+            # Time capacities below one token stay as they are: those lanes are phased.
             out[name] = (self.share * f, max(floor, self.share_burst * f),
-                         self.labels_per_hour * f / 3600.0, max(floor, self.burst * f))
+                         self.labels_per_hour * f / 3600.0, self.burst * f)
         return out
 
 
@@ -111,12 +128,54 @@ class TokenBucket:
         return i
 
 
+class PhasedBucket:
+    """A token bucket of capacity `cap` < 1 token (a partition's share of a group's burst):
+    token k arrives at coordinate (k + phase) / rate and can be spent until cap / rate later;
+    at most one is ever available. `coord` is the arrival of the last token spent (-inf: none),
+    `level` unused (kept so snapshots of both kinds have one shape). Same interface as
+    TokenBucket; the `rate`, `cap` arguments are the lane's."""
+
+    __slots__ = ("level", "coord", "phase")
+
+    def __init__(self, coord: float, phase: float) -> None:
+        self.level = 0.0
+        self.coord = coord
+        self.phase = phase
+
+    def _last(self, coord: float, rate: float) -> float:
+        """Arrival of the last token at or before `coord`."""
+        return (math.floor(coord * rate - self.phase) + self.phase) / rate
+
+    def level_at(self, coord: float, rate: float, cap: float) -> float:
+        """1.0 when a token is usable at `coord`, else 0.0. Query."""
+        if rate <= 0.0 or cap <= 0.0:
+            return 0.0
+        last = self._last(coord, rate)
+        return 1.0 if last > coord - cap / rate and last > self.coord else 0.0
+
+    def spend(self, coord: float, rate: float, cap: float) -> None:
+        """Take the token usable at `coord`. The caller checked `level_at(...) >= 1`."""
+        self.coord = self._last(coord, rate)
+
+    def first_index(self, coords: np.ndarray, start: int, rate: float, cap: float) -> int:
+        """First i >= start with a token usable at coords[i]; len(coords) if none."""
+        n = coords.shape[0]
+        if start >= n or rate <= 0.0 or cap <= 0.0:
+            return n if start < n else start
+        c = coords[start:]
+        last = (np.floor(c * rate - self.phase) + self.phase) / rate
+        ok = (last > c - cap / rate) & (last > self.coord)
+        return start + int(np.argmax(ok)) if ok.any() else n
+
+
 class BudgetState:
-    """Per-lane count and time buckets. Starts full. Not thread-safe; deterministic."""
+    """Per-lane count and time buckets (a lane's time bucket phased when its capacity is below
+    one token). Starts full. Not thread-safe; deterministic."""
 
     def __init__(self, policy: BudgetPolicy) -> None:
         self.count = {name: TokenBucket(policy.lane(name)[1], 0.0) for name in LANES}
-        self.time = {name: TokenBucket(policy.lane(name)[3], 0.0) for name in LANES}
+        self.time = {name: _time_bucket(policy, name, policy.lane(name)[3], None)
+                     for name in LANES}
 
     def available(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> bool:
         """True when `lane` can grant one selection at (assets seen, watermark). Query."""
@@ -150,18 +209,33 @@ class BudgetState:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able and exact (Python floats round-trip through JSON)."""
-        def enc(b: TokenBucket) -> list[float]:
-            return [b.level, b.coord]
+        def enc(b: TokenBucket | PhasedBucket) -> list[float | None]:
+            return [b.level, None if b.coord == -math.inf else b.coord]  # -inf: none spent
         return {"count": {k: enc(v) for k, v in self.count.items()},
                 "time": {k: enc(v) for k, v in self.time.items()}}
 
     @classmethod
     def from_snapshot(cls, policy: BudgetPolicy, data: dict[str, Any]) -> BudgetState:
+        """The state `snapshot` described, under `policy`. Either kind of time bucket reads the
+        other's snapshot safely (never more tokens than it held): after a change of the
+        partition count, a phased bucket's spent-up-to coordinate is a continuous bucket's last
+        refill coordinate and conversely (a phased snapshot restores as an empty bucket)."""
         state = cls(policy)
-        for kind in ("count", "time"):
-            for name, (level, coord) in data[kind].items():
-                getattr(state, kind)[name] = TokenBucket(float(level), float(coord))
+        for name, (level, coord) in data["count"].items():
+            state.count[name] = TokenBucket(float(level), float(coord))
+        for name, (level, coord) in data["time"].items():
+            state.time[name] = _time_bucket(policy, name, float(level),
+                                            None if coord is None else float(coord))
         return state
+
+
+def _time_bucket(policy: BudgetPolicy, lane: str, level: float, coord: float | None
+                 ) -> TokenBucket | PhasedBucket:
+    """The time bucket of `lane` (phased when its capacity is below one token) at `level`,
+    `coord` (None: a fresh bucket)."""
+    if policy.lane(lane)[3] < 1.0:
+        return PhasedBucket(-math.inf if coord is None else coord, policy.phase)
+    return TokenBucket(level, 0.0 if coord is None else coord)
 
 
 class ClassBuckets:

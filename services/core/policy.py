@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
+from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
@@ -68,7 +69,8 @@ class SelectorPolicy:
     the cap share one `__other__` slot). `refresh_every`: the partition's class stats, readiness
     and sub-budget class counts are refreshed after every `refresh_every` assets (at absolute
     multiples, so never at a batch boundary); decisions in between use the last refresh (smaller:
-    fresher stats, a few more numpy calls per batch).
+    fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
+    partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
     """
 
     measure: Measure = "least_confidence"
@@ -82,6 +84,7 @@ class SelectorPolicy:
     dedupe: DedupePolicy = field(default_factory=DedupePolicy)
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
+    event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16
@@ -106,12 +109,22 @@ class SelectorPolicy:
             return self.exploration_rate
         return 0.8 * self.budget.exploration_share * self.budget.share
 
-    def scaled(self, fraction: float) -> SelectorPolicy:
-        """The policy for one of several partitions sharing this budget: pass 1 / num_partitions.
+    def for_partition(self, partition: int, partitions: int) -> SelectorPolicy:
+        """The policy of input partition `partition` of `partitions` sharing this budget:
+        `scaled(1 / partitions, slot=partition)`."""
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} is not one of {partitions}")
+        return self.scaled(1 / partitions, slot=partition)
+
+    def scaled(self, fraction: float, slot: int = 0) -> SelectorPolicy:
+        """The policy for one of several partitions sharing this budget: pass 1 / num_partitions
+        and the partition's index as `slot` (or use `for_partition`).
 
         Budget rates and capacities, the warm-up quota, the control-arm size and a fixed reservoir
         top_k are multiplied by `fraction` (rounded up / floored at 1 so each partition still
-        works); shares and thresholds are per partition already and stay.
+        works); shares and thresholds are per partition already and stay. `slot` phases the
+        time budget of lanes whose share of the burst is below one label (budget.py), so that
+        the group's burst holds whatever the number of partitions.
         """
         def part(n: int) -> int:
             return 0 if n == 0 else max(1, math.ceil(n * fraction))
@@ -120,7 +133,7 @@ class SelectorPolicy:
         top_k = None if res.top_k is None else part(res.top_k)
         return replace(
             self,
-            budget=self.budget.scaled(fraction),
+            budget=self.budget.scaled(fraction, slot),
             warmup=replace(self.warmup, quota=part(self.warmup.quota)),
             reservoir=replace(res, control_size=part(res.control_size), top_k=top_k),
         )

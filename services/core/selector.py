@@ -15,7 +15,9 @@ changes -- an event-time or count window closes (reservoir flush), the stats ref
 sub-budgets' class counts are re-published), a new dedupe generation, an asset repeating within
 the segment, a model version created under the LRU cap -- and decides each segment in arrival
 order (see arms.py), vectorised. Random numbers are drawn by absolute asset position (draws.py).
-No clock, no global RNG: event time comes from the events, randomness from the seed.
+No clock, no global RNG: event time comes from the events, randomness from the seed. The clocks
+run on the watermark, which moves only when two consecutive events agree (eventtime.py), so
+one event stamped far in the future (or past) moves none of them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SelectorState:
             [self.seed, _CONTROL_STREAM])))
         self.assets_seen = 0
         self.watermark = -math.inf
+        self.last_time: float | None = None  # event time of the last asset (eventtime.py)
         self.window_id: int | None = None
         self.window_count = 0
         self.budget = BudgetState(policy.budget)
@@ -86,15 +89,26 @@ class SelectorState:
         return self.versions[key]
 
     def apply_feedback(self, model_id: str, agreement: Mapping[str, float],
-                       label_counts: Mapping[str, float] | None = None) -> None:
+                       label_counts: Mapping[str, float] | None = None) -> bool:
         """Set class weights from human-model agreement per class (see feedback.py). Weak classes
-        gain budget, mastered ones lose it, none reaches zero. Idempotent for equal input."""
+        gain budget, mastered ones lose it, none reaches zero. Idempotent for equal input.
+        False when not applied (`set_class_weights`)."""
         weights = weights_from_agreement(self.policy.feedback, agreement, label_counts)
-        self.set_class_weights(model_id, weights)
+        return self.set_class_weights(model_id, weights)
 
-    def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> None:
-        """Set class weights directly (floored at feedback.min_weight > 0)."""
+    def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> bool:
+        """Set class weights directly (floored at feedback.min_weight > 0); False when not
+        applied. Feedback never grows the state past its caps: a model the stream has not
+        shown yet gets a book only while there is room under `max_models`, or in place of
+        another book only feedback made (never of a model the stream has shown); its classes
+        count against `max_classes` (past it they share `__other__`)."""
+        if model_id not in self.books and len(self.books) >= self.policy.max_models:
+            unseen = [m for m, b in self.books.items() if b.last_seen == -np.inf]
+            if not unseen:
+                return False
+            del self.books[unseen[0]]  # the oldest feedback-only book
         self.book(model_id).set_weights(weights, self.policy.feedback.min_weight)
+        return True
 
     def class_weights(self, model_id: str) -> dict[str, float]:
         """Current weight per known class of `model_id`. Query."""
@@ -143,6 +157,7 @@ class SelectorState:
             "format": FORMAT, "version": FORMAT_VERSION, "seed": str(self.seed),
             "control_rng": encode_rng(self.control_rng), "assets_seen": self.assets_seen,
             "watermark": None if self.watermark == -math.inf else self.watermark,
+            "last_time": self.last_time,
             "window_id": self.window_id, "window_count": self.window_count,
             "budget": self.budget.snapshot(), "dedupe": self.dedupe.snapshot(),
             "books": [b.snapshot() for b in self.books.values()],
@@ -160,6 +175,8 @@ class SelectorState:
         state.control_rng = decode_rng(data["control_rng"])
         state.assets_seen = int(data["assets_seen"])
         state.watermark = -math.inf if data["watermark"] is None else float(data["watermark"])
+        last = data.get("last_time")  # absent in checkpoints written before it existed
+        state.last_time = None if last is None else float(last)
         state.window_id, state.window_count = data["window_id"], int(data["window_count"])
         state.budget = BudgetState.from_snapshot(policy.budget, data["budget"])
         state.dedupe = DedupeState.from_snapshot(data["dedupe"])
@@ -194,7 +211,7 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     books: list[ModelBook | None] = [state.books.get(m) for m, _ in batch.model_keys]
     versions: list[VersionState | None] = [state.versions.get(k) for k in batch.model_keys]
     view = BatchView(batch, books, versions, pol.measure, pol.aggregation, pol.top_k,
-                     state.assets_seen, state.watermark)
+                     state.assets_seen, state.watermark, state.last_time)
     cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
@@ -321,6 +338,7 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
     b = view.batch
     state.assets_seen = view.first + hi
     state.watermark = float(view.watermark[hi - 1])
+    state.last_time = float(b.asset_time[hi - 1])
     state.window_count += hi - lo
     for k, version in enumerate(view.versions):
         if version is None:

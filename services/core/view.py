@@ -15,6 +15,7 @@ import numpy as np
 
 from services.core.batch import PredictionBatch
 from services.core.codec import combine64
+from services.core.eventtime import watermarks
 from services.core.registry import OTHER_CLASS, ModelBook, VersionState
 from services.core.selection import Selected
 from services.core.uncertainty import Aggregation, aggregate, driving_predictions, score_predictions
@@ -24,12 +25,14 @@ class BatchView:
     """Derived arrays of one batch. Prediction level: `u` (uncertainty), `priority` (class-weighted
     u), `gcls` (class index in the model's vocabulary). Asset level: `asset_priority`, `driver`
     (prediction index, -1 if none), `asset_cls`, `pos` (absolute stream position, 0-based),
-    `n_seen` / `watermark` (budget coordinates), `dkey` (dedupe key). `books` / `versions`: the
+    `n_seen` / `watermark` (budget coordinates; the watermark after each asset, see
+    eventtime.py), `dkey` (dedupe key). `books` / `versions`: the
     state objects of each batch model key (None until created)."""
 
     def __init__(self, batch: PredictionBatch, books: list[ModelBook | None],
                  versions: list[VersionState | None], measure: Any, aggregation: Aggregation,
-                 top_k: int, assets_seen: int, watermark: float) -> None:
+                 top_k: int, assets_seen: int, watermark: float,
+                 last_time: float | None = None) -> None:
         self.batch, self.books, self.versions = batch, books, versions
         self.aggregation, self.top_k = aggregation, top_k
         self.single_model = len(versions) == 1
@@ -38,7 +41,8 @@ class BatchView:
         self.first = assets_seen
         self.pos = assets_seen + np.arange(a, dtype=np.int64)
         self.n_seen = self.pos + 1.0
-        self.watermark = np.maximum.accumulate(np.maximum(batch.asset_time, watermark))
+        # Two consecutive events must agree to move the watermark (eventtime.py).
+        self.watermark = watermarks(batch.asset_time, last_time, watermark)
         self.pred_model = (np.zeros(batch.n_predictions, dtype=np.int32) if self.single_model
                            else batch.asset_model[batch.asset_of])
         self.gcls = np.full(batch.n_predictions, -1, dtype=np.int64)

@@ -21,11 +21,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from services.scorer.partition import CHUNKED_FORMAT
 from services.streaming.checkpoints import CheckpointReadTimeout, load_latest
 
 log = logging.getLogger(__name__)
 
 _POINTER = re.compile(r"^checkpoint@(\d+):(\d+)$")
+
+
+def _is_chunk_head(raw: bytes) -> bool:
+    """Whether a state record is the head of a checkpoint split into chunks (partition.py)."""
+    return len(raw) < 4096 and CHUNKED_FORMAT.encode() in raw
 
 
 def pointer(partition: int, offset: int) -> str:
@@ -42,12 +48,15 @@ def parse_pointer(metadata: str | None) -> tuple[int, int] | None:
 @dataclass
 class Located:
     """What a restore found: per input partition its raw checkpoint (None: none exists) and the
-    pointer to it; how many state records it read, and whether it had to scan the topic."""
+    pointer to it; how many state records it read, and whether it had to scan the topic. After
+    a scan, `latest` holds every key's latest value (the chunks of a checkpoint too large for
+    one record are read from it: partition.py, `checkpoint_records`)."""
 
     raw: dict[int, bytes | None] = field(default_factory=dict)
     pointers: dict[int, str] = field(default_factory=dict)
     records_read: int = 0
     scanned: bool = False
+    latest: dict[bytes, bytes] | None = None
 
 
 class CheckpointLocator:
@@ -74,7 +83,8 @@ class CheckpointLocator:
             for partition, where in pointed.items():
                 raw = None if where is None or reader is None else self._read_at(reader, *where)
                 found.records_read += where is not None
-                if raw is None:
+                if raw is None or _is_chunk_head(raw):
+                    # A head's chunks have no pointers of their own: read them in the scan.
                     missing.append(partition)
                     continue
                 found.raw[partition] = raw
@@ -120,6 +130,7 @@ class CheckpointLocator:
                              timeout_s=self.timeout_s, on_record=lambda: counted.append(1))
         found.scanned = True
         found.records_read += len(counted)
+        found.latest = {key: record.value for key, record in latest.items()}
         for partition in partitions:
             record = latest.get(self._key_of(partition))
             found.raw[partition] = None if record is None else record.value

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 Weights = dict[str, dict[str, float]]  # model_id -> class -> weight
 
+MAX_MODELS = 1024
+"""Models whose latest weights are kept for partitions assigned later (least recently updated
+dropped first): the topic's keys are whatever the label sink was given, so unbounded."""
+
 
 class FeedbackReader:
     def __init__(self, config: dict[str, Any], topic: str, service_version: str) -> None:
@@ -53,7 +57,11 @@ class FeedbackReader:
                 self.dead_letters.append(self._dead_letter(msg, exc))
                 continue
             weights = {name: stats.weight for name, stats in feedback.classes.items()}
-            latest[feedback.model_id] = self.latest[feedback.model_id] = weights
+            latest[feedback.model_id] = weights
+            self.latest.pop(feedback.model_id, None)  # most recently updated last
+            self.latest[feedback.model_id] = weights
+            while len(self.latest) > MAX_MODELS:
+                del self.latest[next(iter(self.latest))]
         return latest
 
     def _dead_letter(self, msg: Any, exc: InvalidEvent) -> Output:

@@ -5,7 +5,31 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.core.registry import OTHER_CLASS
 from services.streaming.events import ErrorCode
+
+MAX_CLASS_LABELS = 256
+"""Distinct class names the metrics label by; the classes met after them report as
+`__other__` (the class names come from the input stream: without a cap, a stream of invented
+names would grow every per-class series without bound)."""
+
+
+class ClassLabels:
+    """The class label values in use: the first MAX_CLASS_LABELS names met keep their own,
+    any later one is reported as `__other__`. Bounded; never forgets (so a series never
+    changes meaning)."""
+
+    def __init__(self, limit: int = MAX_CLASS_LABELS) -> None:
+        self.limit = limit
+        self._names: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        if name in self._names:
+            return name
+        if len(self._names) < self.limit:
+            self._names.add(name)
+            return name
+        return OTHER_CLASS
 
 # Event-to-request latency spans milliseconds (hot stream) to hours (replay, reservoir windows).
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
@@ -31,8 +55,13 @@ class ScorerMetrics:
                                 "Records re-processed after a restore to rebuild state, "
                                 "without producing output.", registry=registry)
         self.lost_deferred = Counter("scorer_deferred_picks_lost_total",
-                                     "Reservoir picks whose record could no longer be read.",
+                                     "Reservoir picks whose record is gone for good (removed "
+                                     "by retention before its window closed).",
                                      registry=registry)
+        self.deferred_read_failures = Counter(
+            "scorer_deferred_pick_read_failures_total",
+            "Failed tries to read a reservoir pick's record back after a restore; after 3 the "
+            "scorer stops before committing the batch.", registry=registry)
         self.threshold = Gauge("scorer_threshold_ratio",
                                "Current variable-uncertainty threshold (uncertainty units).",
                                ["model_id", "model_version"], registry=registry)
@@ -78,6 +107,21 @@ class ScorerMetrics:
                                          "Records the broker did not accept (requests, dead "
                                          "letters, checkpoints), by topic: the scorer stops "
                                          "without committing.", ["topic"], registry=registry)
+        self.input_partitions = Gauge("scorer_input_partitions",
+                                      "Partitions of the input topic (the budget is divided by "
+                                      "the count read at start).", registry=registry)
+        self.partition_count_changes = Counter(
+            "scorer_partition_count_changes_total",
+            "Times the input topic's partition count was found changed while running (the "
+            "scorer stops, exit 3, to divide the budget anew).", registry=registry)
+        self.ceiling_trips = Counter(
+            "scorer_dead_letter_ceiling_trips_total",
+            "Partitions stopped because most of their recent records were invalid (their batch "
+            "is neither produced nor committed).", ["partition"], registry=registry)
+        self.halted = Gauge("scorer_halted_partitions",
+                            "Partitions this instance stopped at the dead-letter ceiling.",
+                            registry=registry)
+        self.class_label = ClassLabels()
         for lane in ("exploit", "explore"):
             self.budget.labels(lane)
         self.fenced = Counter("scorer_fenced_commits_total",

@@ -4,32 +4,65 @@ No Kafka here: the service hands in plain `Record`s and produces what comes back
 decode -> select -> encode path is unit-testable and byte-for-byte deterministic. A partition's
 output is a function of (policy, seed, the partition's records) only: request bytes carry no
 wall clock, and dead letters carry the source record's own timestamp.
+
+Memory per batch is bounded whatever the records hold: a batch is decoded and selected in
+chunks of at most MAX_CHUNK_BYTES of record values, and a chunk whose events would lay out into
+more than MAX_CHUNK_CELLS (prediction, class) cells is split further. The selector decides the
+same however the stream is cut (core/selector.py), so this changes no decision.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from services.core import PredictionBatch, Selected, SelectorState
+from services.core.eventtime import too_far_ahead
 from services.streaming.events import (
     SCHEMA_VERSION,
+    ErrorCode,
     InferenceEvent,
     InvalidEvent,
     dead_letter,
     decode_inference_event,
     encode_event,
 )
-from services.streaming.inference_batch import decode_inference_batch
+from services.streaming.inference_batch import DecodedBatch, decode_inference_batch
 
 SERVICE = "scorer"
 CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_CHUNK_BYTES = 2 * 1024 * 1024
+"""Record bytes decoded at once. Parsed JSON takes up to ~26x its bytes (256 KiB of nested empty
+objects: ~6.6 MB), so one chunk's parsed objects stay near 50 MB at worst (measured: a chunk of
+16 such events raised a process's peak RSS by ~100 MB, one of 1 by ~21 MB); a usual batch
+(1,000 events of ~0.5 KB) is one chunk."""
+CHECKPOINT_CHUNK_BYTES = 3 * 1024 * 1024
+"""Largest state-topic record a checkpoint is written as; a larger checkpoint is split into
+chunks of this size (`checkpoint_records`). Below the state topic's 8 MiB record limit
+(topics.STATE_MAX_MESSAGE_BYTES) with room for Kafka's record overhead and below the 3 x
+1 MiB that many clusters' defaults would otherwise refuse in one fetch response."""
+CHUNKED_FORMAT = "active-stream/scorer-checkpoint-chunks"
+MAX_CHECKPOINT_CHUNKS = 1024
+"""A head naming more chunks than this is not ours (3 GiB of state): unusable."""
+MAX_CHUNK_CELLS = 2**22
+"""(prediction, class) cells of one selector call: its dense score matrix is 8 bytes a cell
+(32 MiB here). One event holds at most MAX_SCORE_CELLS (2^20)."""
+
+
+class DeferredPickUnreadable(RuntimeError):
+    """A reservoir pick granted after a restore needs its record again, and reading it back from
+    Kafka failed (an error or a timeout, retried): raised by `fetch`, it stops the batch before
+    its offsets are committed, so a restart replays it and reads again. (A record that is gone
+    for good, below the partition's log start after retention, is not this: `fetch` returns
+    None and the pick is counted lost.)"""
 
 
 class Record(NamedTuple):
@@ -116,7 +149,9 @@ class PartitionScorer:
     for exactly that position. `suppress_below` is the group's committed offset at restore: the
     records below it were already processed, and their output produced, before a crash; they are
     replayed to rebuild the state but produce nothing. `fetch(offset)` returns the raw value of an
-    earlier record of this partition (for reservoir picks decided after their batch), or None.
+    earlier record of this partition (for reservoir picks decided after their batch), None when
+    that record is gone for good (removed by retention: the pick is counted lost), and raises
+    DeferredPickUnreadable when it could not be read (the batch stops before its commit).
     """
 
     def __init__(self, topic: str, partition: int, state: SelectorState, next_offset: int,
@@ -158,8 +193,8 @@ class PartitionScorer:
         result = BatchResult()
         n, cut = len(offsets), sum(map(self.suppress_below.__gt__, offsets))
         for lo, hi, emit in ((0, cut, False), (cut, n, True)):
-            if hi > lo:
-                self._process(offsets[lo:hi], values[lo:hi], record, lo, emit, result)
+            for a, b in _chunks(values, lo, hi):
+                self._process(offsets[a:b], values[a:b], record, a, emit, result)
         if n:
             self.next_offset = offsets[-1] + 1
         return result
@@ -167,9 +202,20 @@ class PartitionScorer:
     def _process(self, offsets: Sequence[int], values: Sequence[bytes | None],
                  record: Callable[[int], Record], first: int, emit: bool,
                  result: BatchResult) -> None:
-        """One selector call; `record(first + i)` is the record of `values[i]`."""
+        """One selector call; `record(first + i)` is the record of `values[i]`. A chunk whose
+        events would lay out into more than MAX_CHUNK_CELLS cells is halved instead."""
         decoded = decode_inference_batch(values)
-        for i, exc in decoded.errors:
+        if len(values) > 1 and decoded.cells() > MAX_CHUNK_CELLS and \
+                decoded.distinct_cells() > MAX_CHUNK_CELLS:
+            del decoded
+            mid = len(values) // 2
+            self._process(offsets[:mid], values[:mid], record, first, emit, result)
+            self._process(offsets[mid:], values[mid:], record, first + mid, emit, result)
+            return
+        errors = list(decoded.errors)
+        decoded = self._admit(decoded, record, first, errors)
+        errors.sort(key=lambda e: e[0])
+        for i, exc in errors:
             result.invalid_codes.append(str(exc.code))
             if emit:
                 result.dead_letters.append(self._dead_letter(record(first + i), exc))
@@ -192,6 +238,32 @@ class PartitionScorer:
                 result.requests.append(Output(event.asset_id.encode(), encode_event(request)))
         self._hold(offsets, values)
 
+    def _admit(self, decoded: DecodedBatch, record: Callable[[int], Record], first: int,
+               errors: list[tuple[int, InvalidEvent]]) -> DecodedBatch:
+        """`decoded` less the events stamped too far ahead of the stream (core/eventtime.py):
+        of the partition's watermark and of their record's timestamp. They join `errors` as
+        timestamp_out_of_range."""
+        state = self.state
+        if not decoded.index:
+            return decoded
+
+        def stamp(k: int) -> float:
+            t = record(first + decoded.index[k]).timestamp
+            return t if t > 0 else math.nan  # <= 0: the record carries no timestamp
+
+        times = decoded.times()
+        refused, reference = too_far_ahead(state.policy.event_time, times, state.last_time,
+                                           state.watermark, stamp)
+        if not refused.any():
+            return decoded
+        skew = state.policy.event_time.max_skew_s
+        for k in np.flatnonzero(refused).tolist():
+            detail = (f"event time {times[k]:.3f} is more than {skew:g} s ahead of the "
+                      f"stream ({reference[k]:.3f}) and of its record's Kafka timestamp")
+            errors.append((decoded.index[k], InvalidEvent(
+                "timestamp", ErrorCode.TIMESTAMP_OUT_OF_RANGE, detail)))
+        return decoded.without(refused)
+
     def _hold(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> None:
         """Keep the raw values of the records the reservoirs now hold, drop the rest."""
         held: dict[int, bytes | None] = {}
@@ -207,7 +279,8 @@ class PartitionScorer:
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
         """A reservoir pick from an earlier batch: decode its record again (it was valid), kept
-        at hand or, after a restore, read back from Kafka."""
+        at hand or, after a restore, read back from Kafka. None: the record is gone for good;
+        DeferredPickUnreadable (from `fetch`) propagates: this batch must not be committed."""
         raw = self.held[offset] if offset in self.held else self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 
@@ -229,22 +302,93 @@ class PartitionScorer:
         })
 
 
+def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into runs of at most MAX_CHUNK_BYTES of values (a longer value alone)."""
+    if hi <= lo:
+        return []
+    sizes = [len(v) if v else 0 for v in values[lo:hi]]
+    if sum(sizes) <= MAX_CHUNK_BYTES:  # the usual batch
+        return [(lo, hi)]
+    out, start, total = [], lo, 0
+    for i, size in enumerate(sizes, lo):
+        if total and total + size > MAX_CHUNK_BYTES:
+            out.append((start, i))
+            start, total = i, 0
+        total += size
+    out.append((start, hi))
+    return out
+
+
 class Checkpoint(NamedTuple):
-    """A usable checkpoint: the state at `offset`, and whether it was the `final` one."""
+    """A usable checkpoint: the state at `offset`, whether it was the `final` one, and the
+    chunk slot it was read from (None: one record)."""
 
     state: SelectorState
     offset: int
     final: bool
+    slot: str | None = None
 
 
-def read_checkpoint(raw: bytes, policy: Any) -> Checkpoint | None:
+def checkpoint_records(key: bytes, payload: bytes, slot: str | None
+                       ) -> tuple[list[list[Output]], str | None]:
+    """The state-topic records of the checkpoint `payload` (`PartitionScorer.checkpoint`) kept
+    at `key`, as groups to make durable in order, and the chunk slot they use.
+
+    A payload of at most CHECKPOINT_CHUNK_BYTES is one record, as it always was. A larger one is
+    split into chunks of that size, written first under keys of their own in the slot (`a` or
+    `b`) other than `slot`, the one the current head names, then a small head at `key` naming
+    them with their SHA-256: until the head is durable, the previous checkpoint's chunks are
+    untouched, so a crash mid-write leaves the previous checkpoint whole. Every record is at
+    most CHECKPOINT_CHUNK_BYTES (+ the head's few hundred bytes): a checkpoint fits the state
+    topic's record limit whatever the state holds. Pure."""
+    if len(payload) <= CHECKPOINT_CHUNK_BYTES:
+        return [[Output(key, payload)]], slot
+    use = "b" if slot == "a" else "a"
+    pieces = [payload[i:i + CHECKPOINT_CHUNK_BYTES]
+              for i in range(0, len(payload), CHECKPOINT_CHUNK_BYTES)]
+    chunks = [Output(chunk_key(key, use, i), piece) for i, piece in enumerate(pieces)]
+    head = encode_event({"format": CHUNKED_FORMAT, "version": CHECKPOINT_VERSION, "slot": use,
+                         "chunks": len(pieces), "bytes": len(payload),
+                         "sha256": hashlib.sha256(payload).hexdigest()})
+    return [chunks, [Output(key, head)]], use
+
+
+def chunk_key(key: bytes, slot: str, index: int) -> bytes:
+    """The state-topic key of chunk `index` in `slot` of the checkpoint kept at `key`."""
+    return key + f"#{slot}/{index}".encode()
+
+
+def read_checkpoint(raw: bytes, policy: Any,
+                    chunk: Callable[[str, int], bytes | None] | None = None
+                    ) -> Checkpoint | None:
     """The checkpoint in a state-topic record, or None when it cannot be used with `policy`
-    (another format version, or a policy whose state layout differs): the caller starts fresh."""
+    (another format version, a policy whose state layout differs, or a chunked checkpoint whose
+    chunks `chunk(slot, index)` -- the latest value at `chunk_key(key, slot, index)` -- cannot
+    all give back intact): the caller starts fresh."""
     try:
         data = orjson.loads(raw)
+        slot = None
+        if data.get("format") == CHUNKED_FORMAT and chunk is not None:
+            slot, raw = _assemble(data, chunk)
+            data = orjson.loads(raw)
         if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
             return None
         return Checkpoint(SelectorState.from_snapshot(data["state"], policy), int(data["offset"]),
-                          data.get("final") is True)
+                          data.get("final") is True, slot)
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
         return None
+
+
+def _assemble(head: dict[str, Any], chunk: Callable[[str, int], bytes | None]
+              ) -> tuple[str, bytes]:
+    """(slot, payload) of a chunked checkpoint's head; ValueError when incomplete."""
+    if head.get("version") != CHECKPOINT_VERSION or head.get("slot") not in ("a", "b"):
+        raise ValueError("unknown chunked checkpoint")
+    count = int(head["chunks"])
+    if not 0 < count <= MAX_CHECKPOINT_CHUNKS:
+        raise ValueError(f"{count} chunks")
+    pieces = [chunk(head["slot"], i) for i in range(count)]
+    payload = b"".join(p for p in pieces if p is not None)
+    if None in pieces or hashlib.sha256(payload).hexdigest() != head["sha256"]:
+        raise ValueError("chunks missing or not those of the head")
+    return head["slot"], payload

@@ -41,19 +41,38 @@ from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import (
     BatchResult,
+    DeferredPickUnreadable,
     Output,
     PartitionScorer,
     Record,
+    checkpoint_records,
+    chunk_key,
     partition_seed,
     read_checkpoint,
 )
 from services.streaming import topics
-from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
+from services.streaming.ceiling import (
+    DeadLetterCeiling,
+    DeadLetterCeilingExceeded,
+    DeadLetterWindow,
+)
 from services.streaming.checkpoints import CheckpointReadTimeout
+from services.streaming.events import redact_dead_letter, redacted_key
 from services.streaming.ops import OpsAccess, OpsServer
 from services.streaming.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
+
+FETCH_ATTEMPTS = 3
+FETCH_TIMEOUT_S = 10.0
+"""Reading a reservoir pick's record back after a restore: tries, and the time each may take
+(a metadata round trip, then a fetch; seconds on a healthy cluster). 3 x 10 s bounds the wait
+near the 30 s a single try used to take before dropping the pick."""
+_UNREAD = object()
+
+PARTITIONS_CHECK_S = 30.0
+"""How often (wall clock) the scorer re-reads its input topic's partition count: a metadata
+round trip, cheap at this pace; a record of a new partition is noticed at once anyway."""
 
 
 class ScorerUnavailable(RuntimeError):
@@ -154,7 +173,11 @@ class Scorer:
         self._failed = False
         self._assigned_once = False
         self._heartbeat = time.monotonic()
-        self._ceiling = DeadLetterWindow(DeadLetterCeiling())
+        self._ceilings: dict[int, DeadLetterWindow] = {}  # per input partition
+        self._halted: set[int] = set()  # partitions stopped at the dead-letter ceiling
+        self._version_series: set[tuple[str, str]] = set()  # scorer_threshold_ratio's
+        # Per partition: the chunk slot its latest checkpoint's head names (partition.py).
+        self._chunk_slots: dict[int, str | None] = {}
         self._plain_producer: Producer | None = None
         self._in_transaction = False
         self._commits_in_flight = 0
@@ -196,6 +219,9 @@ class Scorer:
                                               role="consumer"),
                                        settings.feedback_topic, self.version)
         self._input_partitions = self._partition_count(self.topic)
+        self._partitions_checked = time.monotonic()
+        self._exit_code = 0
+        self.metrics.input_partitions.set(self._input_partitions)
         for topic in (settings.state_topic, settings.requests_topic, topics.dlq(self.topic),
                       topics.dlq(settings.feedback_topic)):
             self._partition_count(topic)
@@ -236,7 +262,8 @@ class Scorer:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until stopped; returns 0. Raises DeadLetterCeilingExceeded on a bad stream."""
+        """Serve until stopped; returns 0, or 3 when the input topic's partition count changed
+        (`_partition_count_changed`). Raises DeadLetterCeilingExceeded on a bad stream."""
         self.ops.start()
         if self.eos:
             self.producer.init_transactions(30)
@@ -251,6 +278,8 @@ class Scorer:
                     self._apply_feedback()
                     if messages or self.feedback.dead_letters:
                         self._process(messages)
+                    else:  # idle: a partition nobody consumes from yet is noticed here
+                        self._partition_count_changed({})
                     if len(messages) < self.settings.batch_size:
                         self._advance_idle()
                     self._checkpoint_due()
@@ -267,7 +296,7 @@ class Scorer:
             raise
         finally:
             self._shutdown()
-        return 0
+        return self._exit_code
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -276,15 +305,75 @@ class Scorer:
         if any(map(Message.error, messages)):
             messages = _without_eof(messages)
         by_partition = _by_partition(messages)
+        if self._partition_count_changed(by_partition):
+            return  # nothing of this batch is processed under the old share of the budget
         results = {p: self.partitions[p].process_columns(
                        cast(list[int], list(map(Message.offset, msgs))),  # records have offsets
                        list(map(Message.value, msgs)), functools.partial(_record, msgs))
                    for p, msgs in by_partition.items() if p in self.partitions}
+        self._apply_ceiling(results)
         self._produce(results)
         self._observe(results, by_partition, time.perf_counter() - started)
-        for result in results.values():
-            self._ceiling.record_counts(result.valid, len(result.invalid_codes))
-        self._ceiling.check()
+
+    def _apply_ceiling(self, results: dict[int, BatchResult]) -> None:
+        """The dead-letter ceiling, per partition and before the commit: a partition most of
+        whose recent records were invalid is stopped -- this batch of it neither produced nor
+        committed, the partition paused and let go of (no checkpoint, no commit: a restart or
+        a rebalance resumes it from its last commit, and stops it again if it is still bad) --
+        while the other partitions carry on. When every partition is stopped, the scorer
+        stops (DeadLetterCeilingExceeded): nothing is left to serve."""
+        for p in list(results):
+            window = self._ceilings.setdefault(p, DeadLetterWindow(DeadLetterCeiling()))
+            result = results[p]
+            window.record_counts(result.valid, len(result.invalid_codes))
+            try:
+                window.check()
+            except DeadLetterCeilingExceeded as exc:
+                del results[p]
+                self._halt(p, str(exc))
+        halted = {p for p in self._halted if p not in self.partitions}
+        self.metrics.halted.set(len(halted))
+        if halted and not self.partitions:
+            raise DeadLetterCeilingExceeded(
+                f"every partition of this instance stopped at the dead-letter ceiling "
+                f"({', '.join(map(str, sorted(halted)))}): is the producer upstream sending the "
+                "right schema? See the .dlq topic for reasons.")
+
+    def _halt(self, partition: int, why: str) -> None:
+        log.error("partition %d stopped, not committing its batch: %s", partition, why)
+        self.metrics.ceiling_trips.labels(str(partition)).inc()
+        self._halted.add(partition)
+        self._ceilings.pop(partition, None)
+        self.consumer.pause([TopicPartition(self.topic, partition)])
+        self._drop([partition])
+
+    def _partition_count_changed(self, consumed: dict[int, list[Message]]) -> bool:
+        """True (and the scorer stops, exit code 3) when the input topic's partition count
+        differs from the one the budget was divided by at start: each partition's share would
+        be wrong, and a partition past the old count would have none. Checked at once when a
+        record of such a partition arrives, else every PARTITIONS_CHECK_S of wall clock (a
+        metadata request). The stop is the graceful one (checkpoint, commit); a restart divides
+        the budget anew."""
+        now = time.monotonic()
+        beyond = any(p >= self._input_partitions for p in consumed)
+        if not beyond and now - self._partitions_checked < PARTITIONS_CHECK_S:
+            return False
+        self._partitions_checked = now
+        try:
+            count = self._partition_count(self.topic)
+        except (KafkaException, ScorerUnavailable) as exc:  # not this check's to judge
+            log.warning("could not read the partition count of %s: %s", self.topic, exc)
+            return False
+        self.metrics.input_partitions.set(count)
+        if count == self._input_partitions:
+            return False
+        log.error("the input topic %s now has %d partitions, not %d: the labeling budget is "
+                  "divided by the partition count, so the scorer stops (exit 3) to restart with "
+                  "the new division", self.topic, count, self._input_partitions)
+        self.metrics.partition_count_changes.inc()
+        self._exit_code = 3
+        self.stop()
+        return True
 
     def _produce(self, results: dict[int, BatchResult]) -> None:
         """Produce the batch's output, then commit its offsets: in one transaction (exactly_once)
@@ -294,14 +383,25 @@ class Scorer:
         for result in results.values():
             for out in result.requests:
                 self._send(self.settings.requests_topic, out)
-            for out in result.dead_letters:
-                self._send(topics.dlq(self.topic), out)
+            # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
+            # 256 KiB record) go as soon as it is queued, not when the batch is done.
+            letters_out, result.dead_letters = result.dead_letters, []
+            letters_out.reverse()
+            while letters_out:
+                self._send(topics.dlq(self.topic), self._letter(letters_out.pop()))
         letters, codes = self.feedback.take_dead_letters()
         for out in letters:
-            self._send(topics.dlq(self.settings.feedback_topic), out)
+            self._send(topics.dlq(self.settings.feedback_topic), self._letter(out))
         for code in codes:
             self.metrics.feedback_invalid.labels(code).inc()
         self._finish([self._commit_position(p) for p in results])
+
+    def _letter(self, out: Output) -> Output:
+        """A dead letter as produced: redacted (hashes and sizes, no payload, key or quoted
+        values) when ACTIVE_STREAM_SCORER_DEAD_LETTER_REDACT is set."""
+        if not self.settings.dead_letter_redact:
+            return out
+        return Output(redacted_key(out.key), redact_dead_letter(out.value))
 
     def _send(self, topic: str, out: Output) -> None:
         """Produce one record; when librdkafka's bounded queue is full, wait for deliveries
@@ -495,7 +595,7 @@ class Scorer:
             for code in result.invalid_codes:
                 m.invalid.labels(code).inc()
             for sel in result.selected:
-                m.selected.labels(sel.strategy, sel.class_name or "").inc()
+                m.selected.labels(sel.strategy, m.class_label(sel.class_name or "")).inc()
             if result.requests:
                 m.requests.inc(len(result.requests))
                 for sel in result.selected:
@@ -514,7 +614,7 @@ class Scorer:
         for scorer in self.partitions.values():
             for model_id, version in scorer.state.versions:
                 for name, stats in scorer.state.class_stats(model_id, version).items():
-                    key = (model_id, version, name)
+                    key = (model_id, version, self.metrics.class_label(name))
                     weighted[key][0] += stats["count"] * stats["mean"]
                     weighted[key][1] += stats["count"]
                     if stats["threshold"] is not None:
@@ -538,9 +638,14 @@ class Scorer:
         for lane in ("exploit", "explore"):
             m.budget.labels(lane).set(sum(s.state.budget_remaining(lane)
                                           for s in self.partitions.values()))
+        thresholds: dict[tuple[str, str], float] = {}
         for scorer in self.partitions.values():
-            for (model, version), value in scorer.state.thresholds().items():
-                m.threshold.labels(model, version).set(value)
+            thresholds.update(scorer.state.thresholds())
+        for key, value in thresholds.items():
+            m.threshold.labels(*key).set(value)
+        for key in self._version_series - set(thresholds):  # versions no partition holds
+            m.threshold.remove(*key)
+        self._version_series = set(thresholds)
         self._observe_lag()
 
     def _observe_lag(self) -> None:
@@ -592,8 +697,12 @@ class Scorer:
         for seq in sorted(s for s in self._unannounced if s <= upto):
             pending = self._unannounced.pop(seq)
             for model_id, weights in pending.items():
+                labelled: dict[str, list[float]] = defaultdict(list)
                 for name, weight in weights.items():
-                    self.metrics.class_weight.labels(model_id, name).set(weight)
+                    labelled[self.metrics.class_label(name)].append(weight)
+                for label, values in labelled.items():  # __other__: their mean
+                    self.metrics.class_weight.labels(model_id, label).set(
+                        sum(values) / len(values))
             self.metrics.feedback.inc(len(pending))
 
     # -- state ----------------------------------------------------------------------------
@@ -620,11 +729,11 @@ class Scorer:
         this instance lets them go."""
         if self.eos:
             self._begin_transaction()
+        heads = self._send_chunks(partitions, final)
         keys = {p: self._state_key(p) for p in partitions}
         for p in partitions:
             self._delivered.pop(keys[p], None)
-            self._send(self.settings.state_topic,
-                       Output(keys[p], self.partitions[p].checkpoint(final)))
+            self._send(self.settings.state_topic, heads[p])
         if self.producer.flush(60) != 0:
             raise KafkaException("checkpoint not delivered within 60 s")
         self._raise_if_undelivered("checkpoint not written")
@@ -632,6 +741,7 @@ class Scorer:
         for p in partitions:
             if keys[p] in self._delivered:
                 self._pointers[p] = pointer(*self._delivered.pop(keys[p]))
+        self._delivered.clear()  # the chunks' positions (the heads point at them, not us)
         try:
             # The offsets are unchanged: a checkpoint is at the committed offset or, while
             # replaying, behind it; only their metadata (the pointer) moves.
@@ -648,6 +758,24 @@ class Scorer:
         self.metrics.checkpoints.inc(len(partitions))
         self._observe_classes()
 
+    def _send_chunks(self, partitions: list[int], final: bool) -> dict[int, Output]:
+        """Send the chunks of the checkpoints too large for one record (partition.py,
+        `checkpoint_records`) and, outside a transaction, wait until they are durable, before
+        any head names them; returns each partition's head (or whole checkpoint) record."""
+        heads, chunked = {}, False
+        for p in partitions:
+            groups, slot = checkpoint_records(
+                self._state_key(p), self.partitions[p].checkpoint(final), self._chunk_slots.get(p))
+            for out in groups[0] if len(groups) > 1 else ():
+                self._send(self.settings.state_topic, out)
+                chunked = True
+            heads[p], self._chunk_slots[p] = groups[-1][0], slot
+        if chunked and not self.eos:
+            if self.producer.flush(60) != 0:  # as for every checkpoint: 60 s, then stop
+                raise KafkaException("checkpoint chunks not delivered within 60 s")
+            self._raise_if_undelivered("checkpoint chunks not written")
+        return heads
+
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Build each assigned partition's scorer from its latest checkpoint; returns the
         partitions with the offsets to resume from. Raises CheckpointReadTimeout or
@@ -657,11 +785,13 @@ class Scorer:
         located = self.locator.locate(committed_tps)
         self._observe_restore(located, time.monotonic() - started)
         committed = {tp.partition: tp.offset for tp in committed_tps}
-        share = self.policy.scaled(1 / max(1, self._input_partitions))
         resume = []
         for tp in partitions:
             p = tp.partition
-            state, offset, final = self._initial_state(located.raw.get(p), share, p)
+            key = self._state_key(p)
+            chunks = _chunks_in(located.latest, key) if located.latest is not None else None
+            state, offset, final = self._initial_state(
+                located.raw.get(p), self._partition_policy(p), p, chunks)
             restored = offset is not None
             done = committed.get(p, -1)
             if offset is None:
@@ -699,12 +829,22 @@ class Scorer:
                  " (the whole state topic: some partitions had no checkpoint pointer)"
                  if located.scanned else "")
 
-    def _initial_state(self, raw: bytes | None, policy: SelectorPolicy,
-                       partition: int) -> tuple[SelectorState, int | None, bool]:
-        """(state, its offset or None when there is no usable checkpoint, final)."""
+    def _partition_policy(self, partition: int) -> SelectorPolicy:
+        """The selection policy of one input partition: its share of the group's budget, and
+        the phase of its time budget (core/budget.py)."""
+        partitions = max(1, self._input_partitions, partition + 1)
+        return self.policy.for_partition(partition, partitions)
+
+    def _initial_state(self, raw: bytes | None, policy: SelectorPolicy, partition: int,
+                       chunk: Callable[[str, int], bytes | None] | None = None
+                       ) -> tuple[SelectorState, int | None, bool]:
+        """(state, its offset or None when there is no usable checkpoint, final). `chunk`:
+        the chunks of a checkpoint kept in several records (partition.read_checkpoint)."""
+        self._chunk_slots.pop(partition, None)
         if raw is not None:
-            restored = read_checkpoint(raw, policy)
+            restored = read_checkpoint(raw, policy, chunk)
             if restored is not None:
+                self._chunk_slots[partition] = restored.slot
                 return restored.state, restored.offset, restored.final
             log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
                         "state from the partition's first record", partition)
@@ -721,16 +861,45 @@ class Scorer:
         return self._plain_producer
 
     def _fetch_from(self, partition: int) -> Callable[[int], bytes | None]:
+        """`PartitionScorer.fetch` for one input partition: the value of the record at an
+        offset; None when the record is gone for good (below the partition's log start, i.e.
+        removed by retention); DeferredPickUnreadable when it could not be read in
+        FETCH_ATTEMPTS tries of FETCH_TIMEOUT_S each (each failed try counted)."""
         def fetch(offset: int) -> bytes | None:
-            self._fetcher.assign([TopicPartition(self.topic, partition, offset)])
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                msg = self._fetcher.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                return msg.value() if msg.offset() == offset else None
-            return None
+            tp = TopicPartition(self.topic, partition, offset)
+            for _ in range(FETCH_ATTEMPTS):
+                found = self._fetch_once(tp)
+                if found is not _UNREAD:
+                    return cast(bytes | None, found)
+                self.metrics.deferred_read_failures.inc()
+            raise DeferredPickUnreadable(
+                f"could not read back {self.topic}[{partition}]@{offset}, a reservoir pick held "
+                f"across a restore, in {FETCH_ATTEMPTS} tries of {FETCH_TIMEOUT_S:g} s; not "
+                "committing offsets: a restart replays the batch and reads it again")
         return fetch
+
+    def _fetch_once(self, tp: TopicPartition) -> bytes | None | object:
+        """One try of `fetch`: the value, None (gone), or _UNREAD (error or timeout)."""
+        try:
+            low, _ = self._fetcher.get_watermark_offsets(tp, timeout=FETCH_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset, exc)
+            return _UNREAD
+        if tp.offset < low:
+            return None  # removed by retention: no try will ever read it
+        self._fetcher.assign([tp])
+        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = self._fetcher.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset,
+                            msg.error())
+                continue
+            # A later offset: the record itself is no longer there (compacted away).
+            return msg.value() if msg.offset() == tp.offset else None
+        return _UNREAD
 
     # -- rebalance ------------------------------------------------------------------------
 
@@ -900,6 +1069,11 @@ def _by_partition(messages: list[Message]) -> dict[int, list[Message]]:
     for partition, msg in zip(partitions, messages, strict=True):
         grouped[int(partition or 0)].append(msg)
     return grouped
+
+
+def _chunks_in(latest: dict[bytes, bytes], key: bytes) -> Callable[[str, int], bytes | None]:
+    """The chunk reader of the checkpoint kept at `key`, over the state topic's latest values."""
+    return lambda slot, i: latest.get(chunk_key(key, slot, i))
 
 
 def _record(messages: list[Message], i: int) -> Record:

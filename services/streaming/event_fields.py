@@ -8,12 +8,22 @@ event pays for no path formatting beyond one `predictions[i]`-style prefix per l
 
 Agreement with JSON Schema (draft 2020-12), which the contract tests check:
 - a number is an int or float, never a bool; an integer is an int or an integral float (`1.0`);
-- lengths count code points (Python `len` on str), like `minLength`/`maxLength`;
+- lengths count code points (Python `len` on str), like `minLength`/`maxLength`; a class name is
+  also bounded in UTF-8 bytes (`x-max-utf8-bytes`), because the scorer keeps class names in its
+  checkpointed state and a character bound lets 4-byte characters quadruple it;
 - a bad object key is blamed on the object (like `propertyNames`), a bad value on its own path.
+
+Beyond the schemas (they describe parsed JSON, where a repeated key is already gone): a payload
+that repeats a key inside one object is rejected (`duplicate_key`). JSON leaves the meaning of a
+repeated key open, so a gateway that reads the first value and a consumer that reads the last
+(orjson) would disagree about the same bytes. `load_object` checks it first; the inference-event
+decoders check it last, on an event otherwise valid, where its structure makes the check cheap
+(`input_events.quote_count`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from enum import StrEnum
@@ -35,6 +45,19 @@ MAX_ANNOTATIONS = 1000
 MAX_EMBEDDING = 4096
 MAX_ID_LENGTH = 256
 """Longest id or class name, in characters."""
+MAX_CLASS_BYTES = 256
+"""Longest class name in UTF-8 bytes (as well as MAX_ID_LENGTH characters); schemas'
+`x-max-utf8-bytes`."""
+MAX_METADATA_DEPTH = 8
+"""Deepest nesting of `metadata` (the object itself is depth 1); schema's `x-max-depth`."""
+MAX_METADATA_NODES = 1024
+"""Most JSON values inside `metadata` (containers and scalars, not counting the object itself;
+keys are not values); schema's `x-max-nodes`. With MAX_EVENT_BYTES this bounds the memory a
+parsed `metadata` can take: measured, 256 KiB of nested empty objects parse to ~6.6 MB."""
+MAX_SCORE_CELLS = 2**20
+"""Most (prediction, class) pairs in one inference event: predictions x distinct class names
+over all its predictions; schema's `x-max-cells`. The scorer lays a batch's distributions out
+as one dense matrix (predictions x classes), so one event must not be able to make it huge."""
 MAX_URI_LENGTH = 2048
 MAX_TIMESTAMP = 1e10
 """Largest epoch-seconds value (year 2286): rejects milliseconds sent by mistake (~1.7e12)."""
@@ -64,6 +87,8 @@ class ErrorCode(StrEnum):
     NOT_FINITE = "not_finite"  # a number that does not fit a finite double (e.g. 1e999)
     UNKNOWN_FIELD = "unknown_field"
     CONFLICT = "conflict"  # mutually exclusive fields both present (scores and label)
+    DUPLICATE_KEY = "duplicate_key"  # an object repeats a key: ambiguous, never guessed
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # event time too far ahead of the stream
 
 
 class InvalidEvent(Exception):
@@ -118,8 +143,10 @@ def fail(path: str, code: ErrorCode, detail: str) -> NoReturn:
     raise InvalidEvent(path or ROOT, code, detail)
 
 
-def load_object(data: bytes | None, max_bytes: int) -> dict[str, Any]:
-    """Parse one record value into a JSON object, enforcing `max_bytes` before parsing."""
+def load_object(data: bytes | None, max_bytes: int, unique_keys: bool = True
+                ) -> dict[str, Any]:
+    """Parse one record value into a JSON object, enforcing `max_bytes` before parsing and,
+    unless the caller checks them itself, unique keys right after (`check_unique_keys`)."""
     if not data:
         fail(ROOT, ErrorCode.EMPTY, "record has no value (tombstone or empty payload)")
     if len(data) > max_bytes:
@@ -131,9 +158,55 @@ def load_object(data: bytes | None, max_bytes: int) -> dict[str, Any]:
         if "infinity" in str(exc):
             fail(ROOT, ErrorCode.NOT_FINITE, f"number too large for a double: {exc}")
         fail(ROOT, ErrorCode.NOT_JSON, f"not UTF-8 JSON: {exc}")
+    if unique_keys:
+        check_unique_keys(data, obj)
     if type(obj) is not dict:
         fail(ROOT, ErrorCode.WRONG_TYPE, f"expected an object, got {show(obj)}")
     return obj
+
+
+def has_duplicate_keys(data: bytes, obj: Any, quotes: int | None = None) -> bool:
+    """True when the JSON text `data`, which parsed to `obj`, repeats a key in some object.
+
+    JSON text holds two quote characters per key and per string value, plus one per escaped
+    quote (`\\"`) inside a string; so without a backslash in `data` its quote count equals twice
+    the keys and strings of `obj` exactly when no key repeats (a repeat drops a key, and its
+    value). `quotes`, when the caller knows it, is that count for `obj`; otherwise it is taken
+    from orjson's re-encoding of `obj` (no escapes either: `obj`'s strings hold no quote, no
+    backslash, no control character). With backslashes, the stdlib parser reports every key
+    pair instead (~5x slower, exact)."""
+    if b"\\" not in data:
+        expected = orjson.dumps(obj).count(b'"') if quotes is None else quotes
+        return data.count(b'"') != expected
+    return repeated_key(data) is not None
+
+
+def repeated_key(data: bytes) -> str | None:
+    """The first key that repeats within an object of the (valid) JSON text `data`, or None."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if not found and len(out) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    found.append(key)
+                    break
+                seen.add(key)
+        return out
+
+    json.loads(data, object_pairs_hook=pairs)
+    return found[0] if found else None
+
+
+def check_unique_keys(data: bytes, obj: Any, quotes: int | None = None) -> None:
+    """Raise InvalidEvent(duplicate_key) when `data` repeats a key (`has_duplicate_keys`)."""
+    if has_duplicate_keys(data, obj, quotes):
+        key = repeated_key(data) or "?"
+        shown = key if len(key) <= _SHOWN_CHARS else key[:_SHOWN_CHARS] + "…"
+        fail(ROOT, ErrorCode.DUPLICATE_KEY,
+             f"key {orjson.dumps(shown).decode()} appears twice in one object: ambiguous")
 
 
 def check_version(obj: dict[str, Any], version: int) -> int:
@@ -242,6 +315,47 @@ def class_key(name: str, where: str, max_len: int) -> None:
     if not 0 < len(name) <= max_len:
         code = ErrorCode.EMPTY if not name else ErrorCode.OUT_OF_RANGE
         fail(where, code, f"class name {show(name)} must have 1..{max_len} characters")
+    if not name.isascii() and len(name.encode()) > MAX_CLASS_BYTES:
+        fail(where, ErrorCode.OUT_OF_RANGE,
+             f"class name {show(name)} is {len(name.encode())} UTF-8 bytes, limit "
+             f"{MAX_CLASS_BYTES}")
+
+
+def class_name(value: Any, path: str, key: str) -> str:
+    """A class name as a value (a top-1 `label`): 1..MAX_ID_LENGTH characters and at most
+    MAX_CLASS_BYTES UTF-8 bytes."""
+    name = text(value, path, key, MAX_ID_LENGTH)
+    if not name.isascii() and len(name.encode()) > MAX_CLASS_BYTES:
+        fail(child(path, key), ErrorCode.OUT_OF_RANGE,
+             f"{len(name.encode())} UTF-8 bytes, limit {MAX_CLASS_BYTES}")
+    return name
+
+
+def check_free_form(value: dict[str, Any], path: str, key: str) -> None:
+    """A free-form object (`metadata`) within MAX_METADATA_DEPTH levels (itself the first) and
+    MAX_METADATA_NODES values. Walks level by level and stops at the first bound crossed, so a
+    hostile value costs at most MAX_METADATA_NODES steps; scalars are only counted, by type in
+    C-level passes."""
+    if len(value) <= MAX_METADATA_NODES:  # the usual metadata: flat and small
+        kinds = list(map(type, value.values()))
+        if not (kinds.count(dict) or kinds.count(list)):
+            return
+    nodes, depth, level = 0, 1, [value]
+    while level:
+        deeper: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            nodes += len(items)
+            if nodes > MAX_METADATA_NODES:
+                fail(child(path, key), ErrorCode.OUT_OF_RANGE,
+                     f"holds more than {MAX_METADATA_NODES} values")
+            kinds = list(map(type, items))
+            if kinds.count(dict) or kinds.count(list):
+                deeper.extend(x for x in items if type(x) is dict or type(x) is list)
+        if deeper and depth == MAX_METADATA_DEPTH:
+            fail(child(path, key), ErrorCode.OUT_OF_RANGE,
+                 f"nested deeper than {MAX_METADATA_DEPTH} levels")
+        level, depth = deeper, depth + 1
 
 
 def not_greater(obj: dict[str, Any], path: str, low_key: str, high_key: str) -> None:

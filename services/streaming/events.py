@@ -17,6 +17,7 @@ module adds the producing side: `encode_event` and `dead_letter`.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -102,6 +103,8 @@ __all__ = [
     "decode_retrain_trigger",
     "encode_event",
     "format_path",
+    "redact_dead_letter",
+    "redacted_key",
 ]
 
 MAX_REASON_LENGTH = 4096
@@ -162,3 +165,28 @@ def dead_letter(
 
 
 _CODES = frozenset(code.value for code in ErrorCode)
+
+
+def redact_dead_letter(letter: bytes) -> bytes:
+    """A dead letter (as `encode_event` wrote it) without the payload, key or values it
+    carried, for streams whose records may hold personal data: the original's and the key's
+    SHA-256 (hex) and sizes stay, so a record can still be matched against its source and its
+    size judged; the reason keeps the field path and drops the detail (which may quote a
+    value). Pure and deterministic: the same letter always redacts to the same bytes."""
+    record = orjson.loads(letter)
+    original = base64.b64decode(record["original_b64"])
+    key = record["key_b64"]
+    field = record["reason"].split(": ", 1)[0]
+    record.update(
+        original_b64="", redacted=True, original_size=len(original),
+        original_sha256=hashlib.sha256(original).hexdigest(),
+        reason=f"{field}: {record['code']} (detail redacted)",
+        key_b64=None,
+        key_sha256=None if key is None else hashlib.sha256(base64.b64decode(key)).hexdigest(),
+    )
+    return encode_event(record)
+
+
+def redacted_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a redacted dead letter: the SHA-256 (hex) of the original key."""
+    return None if key is None else hashlib.sha256(key).hexdigest().encode()

@@ -20,6 +20,13 @@ to the exact decoder without trying the fast check. So streams of other shapes p
 scan (~0.2-0.5 us an event) on top of the exact decoder, and a batch that starts with the fast
 shape but fails also for a check that fails early (~0.1-0.3 us an event).
 
+A key repeated inside an object (`duplicate_key`) is judged last, on an event otherwise valid:
+a run the fast check accepts is let through only when the quote characters of its bytes match
+the keys and strings of its parsed events (`_quotes_match`, one numpy pass); otherwise each
+event is judged by the exact decoder, which counts them per event (`quote_count`). Metadata
+passes the fast check only when flat and within its bounds; any other goes to the exact
+decoder, which measures it.
+
 The sum check is the one place where the fast path computes differently (numpy's sum instead of
 `math.fsum`): it accepts a row only when its numpy sum is within SUM_TOLERANCE - _SUM_MARGIN of 1.
 For k values in [0, 1] summing to about 1 the two sums differ by at most ~k * 2.2e-16 (k < 2**17
@@ -42,19 +49,23 @@ import orjson
 
 from services.core.events import ScoreColumns
 from services.streaming.event_fields import (
+    MAX_CLASS_BYTES,
     MAX_EVENT_BYTES,
     MAX_ID_LENGTH,
+    MAX_METADATA_NODES,
     MAX_TIMESTAMP,
     MAX_URI_LENGTH,
     MIN_SCORE_CLASSES,
     SCHEMA_VERSION,
     SUM_TOLERANCE,
     InvalidEvent,
+    check_unique_keys,
 )
 from services.streaming.input_events import (
     INFERENCE_REQUIRED,
     InferenceEvent,
     decode_inference_event,
+    quote_count,
     read_inference_event,
 )
 
@@ -75,6 +86,7 @@ _FIELDS = [itemgetter(name) for name in INFERENCE_REQUIRED if name != "predictio
 _FIRST = itemgetter(0)
 _SCORES = itemgetter("scores")
 _SCORES_KEY = b'"scores"'
+_QUOTE = ord('"')
 _OPTIONAL = ("asset_uri", "metadata")
 _ASSET_URI, _METADATA = map(itemgetter, _OPTIONAL)
 
@@ -93,6 +105,66 @@ class DecodedBatch:
         self.parts.append(columns)
         self.index.extend(range(start, start + len(columns)))
 
+    def times(self) -> np.ndarray:
+        """Event time of each valid event, in `index` order (float64 seconds)."""
+        parts = [np.asarray(part.timestamps, dtype=np.float64) if isinstance(part, ScoreColumns)
+                 else np.array([e.timestamp for e in part], dtype=np.float64)
+                 for part in self.parts]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def cells(self) -> int:
+        """An upper bound of (predictions x distinct class names) of the valid events: the
+        size of the dense matrix they would be laid out in (core/batch.py). Exact when the
+        names' count has to be taken."""
+        rows, names = 0, 0
+        for part in self.parts:
+            if isinstance(part, ScoreColumns):
+                rows += len(part)
+                names += sum(map(len, part.layouts))
+            else:
+                for event in part:
+                    rows += len(event.predictions)
+                    names += sum(1 if p.scores is None else len(p.scores)
+                                 for p in event.predictions)
+        return rows * names
+
+    def distinct_cells(self) -> int:
+        """(predictions x distinct class names) of the valid events, exactly."""
+        rows, names = 0, set[str]()
+        for part in self.parts:
+            if isinstance(part, ScoreColumns):
+                rows += len(part)
+                names.update(chain.from_iterable(part.layouts))
+            else:
+                for event in part:
+                    rows += len(event.predictions)
+                    for p in event.predictions:
+                        if p.scores is None:
+                            names.add(p.label or "")
+                        else:
+                            names.update(p.scores)
+        return rows * len(names)
+
+    def without(self, drop: np.ndarray) -> DecodedBatch:
+        """The batch less the valid events flagged in `drop` (bool, `index` order), which
+        become no one's: the caller accounts for them. `errors` are kept."""
+        out = DecodedBatch(errors=self.errors)
+        k = 0
+        for part in self.parts:
+            n = len(part)
+            keep = np.flatnonzero(~drop[k:k + n])
+            positions = [self.index[k + int(i)] for i in keep]
+            if len(keep) == n:
+                out.parts.append(part)
+            elif len(keep) and isinstance(part, ScoreColumns):
+                out.parts.append(_take_columns(part, keep))
+            elif len(keep):
+                assert isinstance(part, list)
+                out.parts.append([part[int(i)] for i in keep])
+            out.index.extend(positions)
+            k += n
+        return out
+
     def _add_events(self, positions: list[int], events: list[InferenceEvent]) -> None:
         last = self.parts[-1] if self.parts else None
         if isinstance(last, list):
@@ -100,6 +172,27 @@ class DecodedBatch:
         else:
             self.parts.append(events)
         self.index.extend(positions)
+
+
+def _take_columns(cols: ScoreColumns, keep: np.ndarray) -> ScoreColumns:
+    """The events `keep` (ascending indices) of `cols`, as columns of their own."""
+    pick = keep.tolist()
+    new_index = np.full(len(cols), -1, dtype=np.int64)
+    new_index[keep] = np.arange(keep.shape[0])
+    layouts, rows, values = [], [], []
+    for layout, layout_rows, layout_values in zip(cols.layouts, cols.rows, cols.values,
+                                                  strict=True):
+        mine = new_index[layout_rows] >= 0
+        if mine.any():
+            layouts.append(layout)
+            rows.append(new_index[layout_rows[mine]])
+            values.append(layout_values[mine])
+    order = sorted(range(len(rows)), key=lambda g: int(rows[g][0]))  # first appearance
+    layouts, rows, values = ([seq[g] for g in order] for seq in (layouts, rows, values))
+    return ScoreColumns([cols.asset_ids[i] for i in pick], [cols.model_ids[i] for i in pick],
+                        [cols.model_versions[i] for i in pick],
+                        [cols.timestamps[i] for i in pick], tuple(layouts), tuple(rows),
+                        tuple(values))
 
 
 def decode_inference_batch(values: Sequence[bytes | None]) -> DecodedBatch:
@@ -151,6 +244,30 @@ def _routes(values: Sequence[bytes | None]) -> list[tuple[int, int, bool]]:
     return runs
 
 
+@dataclass(frozen=True, eq=False)
+class _CheckedColumns(ScoreColumns):
+    """Columns the fast check accepted, with the quote characters their events' JSON text holds
+    if no key repeats (`_quotes_match`)."""
+
+    quotes: int = 0
+
+
+def _quotes_match(values: Sequence[bytes | None], found: _CheckedColumns) -> bool:
+    """True when no event of a run that the fast check accepted (`found`) repeats a key.
+
+    Without an escaped quote (`\\"`) in the bytes, JSON text holds two quote characters per key
+    and per string value, so the run's quote count equals twice the keys and strings of the
+    parsed events exactly when no key was repeated (a repeat drops a key, and its value). The
+    fast shape fixes what those are (counted by `_columns` from lists it builds anyway): the
+    event's keys, `scores`, the class names, four ids, `asset_uri` when a string, and the flat
+    `metadata`'s keys and strings. One numpy pass over the joined bytes, ~0.05 us an event.
+    False means "check each event" (the exact decoder does), not "repeated"."""
+    joined = b"".join(values)  # type: ignore[arg-type]  # the fast check saw only objects
+    if b"\\" in joined and b'\\"' in joined:  # memchr first: the 2-byte search is slower
+        return False
+    return int(np.count_nonzero(np.frombuffer(joined, dtype=np.uint8) == _QUOTE)) == found.quotes
+
+
 def _parse(values: Sequence[bytes | None]) -> list[Any]:
     """orjson.loads of each value; None where only the exact decoder can say what is wrong."""
     try:
@@ -185,8 +302,10 @@ def _settle(values: Sequence[bytes | None], objs: list[Any], lo: int, hi: int,
             found: ScoreColumns | list[int] | None, out: DecodedBatch, budget: list[int]) -> None:
     """Act on the fast check's verdict `found` on objs[lo:hi]: keep the columns, or split where
     it failed and recurse."""
-    if isinstance(found, ScoreColumns):
+    if isinstance(found, _CheckedColumns) and _quotes_match(values[lo:hi], found):
         out._add_run(lo, found)
+    elif isinstance(found, ScoreColumns):  # some event may repeat a key: judge each
+        _decode_exact(values, objs, lo, hi, out)
     elif found is None and hi - lo <= _MIN_RUN:
         _decode_exact(values, objs, lo, hi, out)
     elif found is None:  # something else failed somewhere: halve
@@ -213,12 +332,16 @@ def _decode_exact(values: Sequence[bytes | None], objs: list[Any], lo: int, hi: 
         obj = objs[i]
         try:
             if type(obj) is dict:
-                events.append(read_inference_event(obj))
+                event = read_inference_event(obj, ascii_only=values[i].isascii())  # type: ignore[union-attr]
+                check_unique_keys(values[i], obj, quote_count(obj))  # type: ignore[arg-type]
             else:
-                events.append(decode_inference_event(values[i] or b""))
+                event = decode_inference_event(values[i] or b"")
         except InvalidEvent as exc:
-            out.errors.append((i, exc))
+            # Without its traceback: the frames it holds reference this batch's parsed objects
+            # and `out`, which holds the error, a cycle only the garbage collector would break.
+            out.errors.append((i, exc.with_traceback(None)))
             continue
+        events.append(event)
         positions.append(i)
     if events:
         out._add_events(positions, events)
@@ -256,8 +379,15 @@ def _columns(objs: list[Any]) -> ScoreColumns | list[int] | None:
         return None
     version, event_ids, asset_ids, model_ids, model_versions, times = (
         list(map(get, objs)) for get in _FIELDS)  # KeyError: a required field is missing
-    if not _all_sized(objs, len(INFERENCE_REQUIRED)) and not _optional_ok(objs):
-        return None
+    # Keys and strings, for `_quotes_match`: each event's keys, its prediction's one key
+    # (`scores`), the four ids; the class names are added by `_distributions`.
+    sizes = list(map(len, objs))
+    quoted = sum(sizes) + 5 * len(objs)
+    if sizes.count(len(INFERENCE_REQUIRED)) != len(objs):
+        extra = _optional_quoted(objs)
+        if extra is None:
+            return None
+        quoted += extra
     if not (_numbers(version) and version.count(SCHEMA_VERSION) == len(version)):
         return None
     ids = event_ids + asset_ids + model_ids + model_versions  # one pass per check, not four
@@ -265,7 +395,7 @@ def _columns(objs: list[Any]) -> ScoreColumns | list[int] | None:
         return None
     if not (_numbers(times) and 0.0 <= min(times) <= max(times) <= MAX_TIMESTAMP):
         return None
-    return _distributions(scores, asset_ids, model_ids, model_versions, times)
+    return _distributions(scores, asset_ids, model_ids, model_versions, times, quoted)
 
 
 def _all(items: list[Any], kind: type) -> bool:
@@ -285,44 +415,60 @@ def _numbers(items: list[Any]) -> bool:
     return floats == len(kinds) or floats + kinds.count(int) == len(kinds)
 
 
-def _optional_ok(objs: list[dict[str, Any]]) -> bool:
-    """Every field besides the required ones (which every event of `objs` holds) is `asset_uri`
-    (a 1..MAX_URI_LENGTH string or null) or `metadata` (an object or null): the exact decoder
-    checks nothing more of them."""
+def _optional_quoted(objs: list[dict[str, Any]]) -> int | None:
+    """None unless every field besides the required ones (which every event of `objs` holds) is
+    `asset_uri` (a 1..MAX_URI_LENGTH string or null) or `metadata` (null, or an object within
+    its bounds whose values are scalars: the exact decoder measures any other): then the strings
+    and keys these fields add to the events (`asset_uri` strings, metadata keys and strings),
+    for `_quotes_match`."""
     n = len(objs)
     if _all_sized(objs, len(INFERENCE_REQUIRED) + len(_OPTIONAL)):  # both in every event, usually
         try:
             uris, metadata = list(map(_ASSET_URI, objs)), list(map(_METADATA, objs))
         except KeyError:  # an event without one of them has another field in its place
-            return False
+            return None
     else:
         # An event's len - len(INFERENCE_REQUIRED) extra fields include those of _OPTIONAL it
         # holds: when the totals are equal, no event holds any other.
         found = sum(list(map(dict.__contains__, objs, repeat(name))).count(True)
                     for name in _OPTIONAL)
         if sum(map(len, objs)) - n * len(INFERENCE_REQUIRED) != found:
-            return False
+            return None
         uris = list(map(dict.get, objs, repeat("asset_uri")))  # None: null or absent
         metadata = list(map(dict.get, objs, repeat("metadata")))
     kinds = list(map(type, uris))
     texts = kinds.count(str)
     if texts + kinds.count(NoneType) != n:
-        return False
+        return None
     present = list(filter(None, uris))  # the strings, less any empty one
     if len(present) != texts or max(map(len, present), default=0) > MAX_URI_LENGTH:
-        return False
+        return None
     kinds = list(map(type, metadata))
-    return kinds.count(dict) + kinds.count(NoneType) == n
+    if kinds.count(dict) + kinds.count(NoneType) != n:
+        return None
+    present = list(filter(None, metadata))
+    if not present:
+        return texts
+    if max(map(len, present)) > MAX_METADATA_NODES:
+        return None
+    kinds = list(map(type, chain.from_iterable(map(dict.values, present))))
+    if kinds.count(dict) or kinds.count(list):
+        return None
+    return texts + sum(map(len, present)) + kinds.count(str)
 
 
 def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],
                    model_ids: Sequence[str], model_versions: Sequence[str],
-                   times: Sequence[float]) -> ScoreColumns | list[int] | None:
-    """Group the distributions by class layout and check them with numpy per layout."""
+                   times: Sequence[float], quoted: int) -> ScoreColumns | list[int] | None:
+    """Group the distributions by class layout and check them with numpy per layout. `quoted`:
+    the events' keys and strings other than the class names (`_CheckedColumns.quotes`)."""
     layouts, groups = _layouts(scores)
     for layout in layouts:
         if len(layout) < MIN_SCORE_CLASSES or not 0 < min(map(len, layout)) <= max(
                 map(len, layout)) <= MAX_ID_LENGTH:
+            return None
+        if not all(map(str.isascii, layout)) and max(
+                map(len, map(str.encode, layout))) > MAX_CLASS_BYTES:
             return None
     rows_out, values_out, bad = [], [], []
     for (rows, dists), layout in zip(groups, layouts, strict=True):
@@ -340,8 +486,9 @@ def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],
         values_out.append(values)
     if bad:
         return sorted(bad)
-    return ScoreColumns(asset_ids, model_ids, model_versions, times, tuple(layouts),
-                        tuple(rows_out), tuple(values_out))
+    quoted += sum(len(layout) * len(rows) for layout, rows in zip(layouts, rows_out, strict=True))
+    return _CheckedColumns(asset_ids, model_ids, model_versions, times, tuple(layouts),
+                           tuple(rows_out), tuple(values_out), quotes=2 * quoted)
 
 
 def _layouts(scores: list[dict[str, Any]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +20,7 @@ from services.streaming.event_fields import (
     MAX_EVENT_BYTES,
     MAX_ID_LENGTH,
     MAX_PREDICTIONS,
+    MAX_SCORE_CELLS,
     MAX_TIMESTAMP,
     MAX_URI_LENGTH,
     MIN_SCORE_CLASSES,
@@ -26,10 +28,13 @@ from services.streaming.event_fields import (
     SUM_TOLERANCE,
     ErrorCode,
     array,
+    check_free_form,
     check_keys,
+    check_unique_keys,
     check_version,
     child,
     class_key,
+    class_name,
     fail,
     load_object,
     mapping,
@@ -162,20 +167,82 @@ ANNOTATION_REQUIRED = ("label",)
 
 
 def decode_inference_event(data: bytes) -> InferenceEvent:
-    """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input."""
-    return read_inference_event(load_object(data, MAX_EVENT_BYTES))
+    """Decode and check one inference event; raises `InvalidEvent` (only) for any bad input.
+    A repeated key is checked last, on an event otherwise valid (`quote_count`)."""
+    obj = load_object(data, MAX_EVENT_BYTES, unique_keys=False)
+    event = read_inference_event(obj, ascii_only=data.isascii())
+    check_unique_keys(data, obj, quote_count(obj))
+    return event
 
 
-def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
+_GET = dict.get
+
+
+def quote_count(obj: dict[str, Any]) -> int:
+    """Twice the keys and string values of a parsed inference event that `read_inference_event`
+    accepted: the quote characters its JSON text holds when no key repeats and no string holds
+    an escaped quote. Counted from the contract's structure in C-level passes (the numbers in
+    distributions, boxes and embeddings are never visited); measured cheaper than re-encoding
+    the event, whose cost is formatting those numbers."""
+    preds = obj["predictions"]
+    keys = len(obj) + sum(map(len, preds))
+    strings = 4  # event_id, asset_id, model_id, model_version
+    if type(obj.get("asset_uri")) is str:
+        strings += 1
+    if len(preds) == 1:
+        pred = preds[0]
+        scores = pred.get("scores")
+        keys += 0 if scores is None else len(scores)
+        if len(pred) > 1:
+            strings += [type(pred.get(k)) for k in ("label", "instance_id", "track_id")].count(str)
+    else:
+        keys += sum(map(len, filter(None, map(_GET, preds, repeat("scores")))))
+        for name in ("label", "instance_id", "track_id"):
+            strings += list(map(type, map(_GET, preds, repeat(name)))).count(str)
+    metadata = obj.get("metadata")
+    if metadata:
+        kinds = list(map(type, metadata.values()))
+        if kinds.count(dict) or kinds.count(list):
+            keys += _free_form_keys_and_strings(metadata)
+        else:  # flat, the usual metadata
+            keys, strings = keys + len(metadata), strings + kinds.count(str)
+    return 2 * (keys + strings)
+
+
+def _free_form_keys_and_strings(value: dict[str, Any]) -> int:
+    """Keys plus string values anywhere inside a free-form object (bounded: check_free_form)."""
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        items = node.values() if type(node) is dict else node
+        if type(node) is dict:
+            total += len(node)
+        kinds = list(map(type, items))
+        total += kinds.count(str)
+        if kinds.count(dict) or kinds.count(list):
+            stack.extend(x for x in items if type(x) is dict or type(x) is list)
+    return total
+
+
+def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> InferenceEvent:
     """Check one inference event already parsed from at most MAX_EVENT_BYTES of JSON into an
-    object (`decode_inference_event` = `load_object` + this); raises `InvalidEvent` (only)."""
+    object (`decode_inference_event` = `load_object` + this); raises `InvalidEvent` (only).
+    `ascii_only`: the JSON text was ASCII (bytes.isascii, a fast C pass), so every string's
+    length is its UTF-8 size and class names need no byte count."""
     check_version(obj, SCHEMA_VERSION)
     check_keys(obj, INFERENCE_FIELDS, INFERENCE_REQUIRED, "")
     raw = array(obj["predictions"], "", "predictions", 1, MAX_PREDICTIONS)
-    predictions = tuple([read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)])
+    predictions = tuple([read_prediction(p, f"predictions[{i}]", ascii_only)
+                         for i, p in enumerate(raw)])
+    if len(predictions) > 1:
+        _check_cells(predictions)
     metadata = obj.get("metadata")
     if metadata is not None:
-        metadata = MappingProxyType(mapping(metadata, "", "metadata"))
+        metadata = mapping(metadata, "", "metadata")
+        if metadata:
+            check_free_form(metadata, "", "metadata")
+        metadata = MappingProxyType(metadata)
     return InferenceEvent(
         schema_version=SCHEMA_VERSION,
         event_id=text(obj["event_id"], "", "event_id", MAX_ID_LENGTH),
@@ -187,6 +254,23 @@ def read_inference_event(obj: dict[str, Any]) -> InferenceEvent:
         predictions=predictions,
         metadata=metadata,
     )
+
+
+def _check_cells(predictions: tuple[Prediction, ...]) -> None:
+    """predictions x distinct class names <= MAX_SCORE_CELLS (one event's share of the dense
+    matrix a batch is laid out in). The distinct names are counted only when the sum of the
+    predictions' class counts does not already prove the bound."""
+    n = len(predictions)
+    total = sum(len(p.scores) if p.scores is not None else 1 for p in predictions)
+    if n * total <= MAX_SCORE_CELLS:
+        return
+    names: set[str] = set()
+    for p in predictions:
+        names.update(p.scores if p.scores is not None else (p.label,))  # type: ignore[arg-type]
+    if n * len(names) > MAX_SCORE_CELLS:
+        fail("predictions", ErrorCode.OUT_OF_RANGE,
+             f"{n} predictions x {len(names)} distinct classes = {n * len(names)} cells, "
+             f"limit {MAX_SCORE_CELLS}")
 
 
 def decode_label(data: bytes) -> Label:
@@ -207,8 +291,9 @@ def decode_label(data: bytes) -> Label:
     )
 
 
-def read_prediction(raw: Any, path: str) -> Prediction:
-    """Check one parsed prediction object found at `path` (shared with annotation requests)."""
+def read_prediction(raw: Any, path: str, ascii_only: bool = False) -> Prediction:
+    """Check one parsed prediction object found at `path` (shared with annotation requests);
+    `ascii_only` as for `read_inference_event`."""
     if type(raw) is not dict:
         fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
     check_keys(raw, PREDICTION_FIELDS, (), path)
@@ -221,10 +306,11 @@ def read_prediction(raw: Any, path: str) -> Prediction:
         fail(path, code, "needs exactly one of `scores` or `label` + `confidence`")
     if has_label:
         scores = None
-        label = text(raw["label"], path, "label", MAX_ID_LENGTH)
+        label = class_name(raw["label"], path, "label")
         confidence = number(raw["confidence"], path, "confidence", 0.0, 1.0)
     else:
-        scores, label, confidence = _scores(raw["scores"], path + ".scores"), None, None
+        scores, label, confidence = _scores(raw["scores"], path + ".scores", ascii_only), None, \
+            None
     if len(raw) == 1:  # fast path: a bare distribution has no optional fields to read
         return Prediction(scores=scores)
     return Prediction(
@@ -238,7 +324,7 @@ def read_prediction(raw: Any, path: str) -> Prediction:
     )
 
 
-def _scores(raw: Any, path: str) -> Mapping[str, float]:
+def _scores(raw: Any, path: str, ascii_only: bool = False) -> Mapping[str, float]:
     if type(raw) is not dict:
         fail(path, ErrorCode.WRONG_TYPE, f"expected class -> probability, got {show(raw)}")
     if len(raw) < MIN_SCORE_CLASSES:
@@ -254,6 +340,10 @@ def _scores(raw: Any, path: str) -> Mapping[str, float]:
             continue
         class_key(name, path, MAX_ID_LENGTH)
         number(p, path, name, 0.0, 1.0)
+    if not ascii_only:  # a name's UTF-8 size, counted once for the whole distribution
+        for name in raw:
+            if not name.isascii():
+                class_key(name, path, MAX_ID_LENGTH)
     checked = {name: float(p) for name, p in raw.items()} if has_ints else raw
     total = math.fsum(checked.values())  # exact, like the contract tests' x-sum-to validator
     if abs(total - 1.0) > SUM_TOLERANCE:
@@ -294,7 +384,7 @@ def _annotation(raw: Any, path: str) -> Annotation:
         fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
     check_keys(raw, ANNOTATION_FIELDS, ANNOTATION_REQUIRED, path)
     return Annotation(
-        label=text(raw["label"], path, "label", MAX_ID_LENGTH),
+        label=class_name(raw["label"], path, "label"),
         instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
         bbox=_bbox(raw.get("bbox"), path),
     )

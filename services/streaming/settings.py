@@ -28,7 +28,12 @@ from services.streaming.partitioning import KEYED_PARTITIONER
 KAFKA_PREFIX = "ACTIVE_STREAM_KAFKA_"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 CONFIG_FILE_ENV = "ACTIVE_STREAM_KAFKA_CONFIG_FILE"
-_SECRET_MARKERS = ("password", "secret", "token", "key.pem", "jaas", "private")
+_SECRET_MARKERS = ("password", "passphrase", "secret", "token", "key.pem", "jaas", "private")
+# Credential-bearing librdkafka properties no marker names: the OAUTHBEARER config string and
+# extensions (principal, scopes, tokens as key=value), the kinit command (may hold a password),
+# and the in-memory private key. tests/unit/test_settings.py reviews every librdkafka property.
+_SECRET_KEYS = frozenset({"sasl.oauthbearer.config", "sasl.oauthbearer.extensions",
+                          "sasl.kerberos.kinit.cmd", "ssl_key"})
 
 NO_BOOTSTRAP_HINT = (
     "no Kafka cluster configured: set KAFKA_BOOTSTRAP_SERVERS=host:port, or run "
@@ -65,7 +70,8 @@ class Secret:
 
 def is_secret_key(key: str) -> bool:
     """True for librdkafka properties that hold credentials (sasl.password, ssl.key.password...)."""
-    return any(marker in key.lower() for marker in _SECRET_MARKERS)
+    key = key.lower()
+    return key in _SECRET_KEYS or any(marker in key for marker in _SECRET_MARKERS)
 
 
 # librdkafka properties one kind of client ignores, with a CONFWARN line on stderr at creation.
@@ -155,7 +161,7 @@ def _read_properties(path: Path) -> dict[str, str]:
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})  # an empty variable: off
 
 
 def _read(environ: Mapping[str, str], prefix: str, name: str, default: Any) -> Any:
@@ -241,6 +247,9 @@ class ScorerSettings:
     # JSON file, nested by sub-policy: {"budget": {"share": 0.05, "labels_per_hour": 500}}.
     # The budget is the whole group's: each partition's selector gets its share (policy.scaled).
     policy: str = ""
+    # Dead letters without the record's value, key or the values a reason quotes (SHA-256 and
+    # size instead), for streams whose records may hold personal data (docs/scorer.md).
+    dead_letter_redact: bool = False
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 

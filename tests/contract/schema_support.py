@@ -8,6 +8,13 @@ this validator enforces them, independently of the decoders' code:
   differential tests produce; a pretty-printed file may be larger on disk.
 - `x-sum-to: {value, tolerance}` (object of numbers): |fsum(values) - value| <= tolerance.
 - `x-less-or-equal: [a, b]` (object): instance[a] <= instance[b] when both are numbers.
+- `x-max-utf8-bytes: N` (string): its UTF-8 encoding is at most N bytes.
+- `x-max-depth: N` (object or array): containers nest at most N levels, the instance itself
+  being level 1.
+- `x-max-nodes: N` (object or array): at most N JSON values below the instance (containers and
+  scalars; object keys are not values).
+- `x-max-cells: N` (array of predictions): len(array) x the number of distinct class names over
+  its items (`label` values and `scores` keys) is at most N.
 """
 
 from __future__ import annotations
@@ -82,9 +89,61 @@ def _less_or_equal(
         yield ValidationError(f"{high} {b} is less than {low} {a}", path=[high])
 
 
+def _max_utf8_bytes(
+    validator: Any, limit: int, instance: Any, schema: dict
+) -> Iterator[ValidationError]:
+    if isinstance(instance, str) and len(instance.encode()) > limit:
+        yield ValidationError(f"{len(instance.encode())} UTF-8 bytes, over {limit}")
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, list) else []
+
+
+def _depth(value: Any) -> int:
+    """Nesting levels of containers, `value` itself (a container) being 1."""
+    inner = [_depth(child) for child in _children(value) if isinstance(child, dict | list)]
+    return 1 + max(inner, default=0)
+
+
+def _nodes(value: Any) -> int:
+    return sum(1 + _nodes(child) for child in _children(value))
+
+
+def _max_depth(validator: Any, limit: int, instance: Any, schema: dict
+               ) -> Iterator[ValidationError]:
+    if isinstance(instance, dict | list) and _depth(instance) > limit:
+        yield ValidationError(f"nested {_depth(instance)} levels deep, over {limit}")
+
+
+def _max_nodes(validator: Any, limit: int, instance: Any, schema: dict
+               ) -> Iterator[ValidationError]:
+    if isinstance(instance, dict | list) and _nodes(instance) > limit:
+        yield ValidationError(f"holds {_nodes(instance)} values, over {limit}")
+
+
+def _max_cells(validator: Any, limit: int, instance: Any, schema: dict
+               ) -> Iterator[ValidationError]:
+    if not isinstance(instance, list):
+        return
+    names: set[str] = set()
+    for item in instance:
+        if isinstance(item, dict):
+            if isinstance(item.get("label"), str):
+                names.add(item["label"])
+            if isinstance(item.get("scores"), dict):
+                names.update(item["scores"])
+    if len(instance) * len(names) > limit:
+        yield ValidationError(f"{len(instance)} x {len(names)} cells, over {limit}")
+
+
 ContractValidator = validators.extend(
     Draft202012Validator,
-    {"x-max-bytes": _max_bytes, "x-sum-to": _sum_to, "x-less-or-equal": _less_or_equal},
+    {"x-max-bytes": _max_bytes, "x-sum-to": _sum_to, "x-less-or-equal": _less_or_equal,
+     "x-max-utf8-bytes": _max_utf8_bytes, "x-max-depth": _max_depth, "x-max-nodes": _max_nodes,
+     "x-max-cells": _max_cells},
 )
 
 

@@ -90,7 +90,13 @@ labels = st.fixed_dictionaries(
 KNOWN_NAMES = ["scores", "label", "confidence", "bbox", "instance_id", "schema_version", "asset_id"]
 # Weighted: perturbations and additions probe the subtle rules (sums, ranges, conflicts).
 _ADDED_VALUES = st.sampled_from([0.5, "cat", {"a": 0.5, "b": 0.5}, {"a": 1.0}])
-_MUTATIONS = ["perturb"] * 2 + ["add"] * 2 + ["retype"] * 2 + ["drop", "empty", "oversize"]
+_MUTATIONS = ["perturb"] * 2 + ["add"] * 2 + ["retype"] * 2 + [
+    "drop", "empty", "oversize", "multibyte", "nest"]
+# Strings within 256 characters whose UTF-8 size is at, just over or far over 256 bytes.
+_MULTIBYTE = st.sampled_from(["é" * 128, "é" * 129, "😀" * 64, "😀" * 65, "a" + "😀" * 200])
+# Values at and just past metadata's depth (8, counting metadata itself) and node (1024) bounds.
+_NESTED = st.sampled_from([[[[[[[[0]]]]]]], [[[[[[[[0]]]]]]]], list(range(1023)),
+                           list(range(1024)), [{"k": [0] * 600}, [0] * 500]])
 
 
 def _nodes(value: Any, path: tuple = ()) -> list[tuple]:
@@ -139,6 +145,29 @@ def _is_number(value: Any) -> bool:
 
 def _mutate(draw: st.DrawFn, event: Any) -> None:
     kind = draw(st.sampled_from(_MUTATIONS))
+    if kind == "nest":  # metadata near its bounds (made an object if need be), or elsewhere
+        if "event_id" in event and draw(st.integers(0, 3)):
+            if not isinstance(event.get("metadata"), dict):
+                event["metadata"] = {}
+            target = event["metadata"]
+        else:
+            target = _at(event, draw(st.sampled_from(_containers(event))))
+        target[draw(st.sampled_from(["n", *KNOWN_NAMES]))] = copy.deepcopy(draw(_NESTED))
+        return
+    if kind == "multibyte":  # a long-in-bytes class name (a `scores` key) or string value
+        # Only free-form keys are renamed: an unknown field's name is cut short in the reason.
+        free = [p for p in _containers(event) if p and p[-1] in ("scores", "metadata", "counts",
+                                                                 "classes")]
+        target = _at(event, draw(st.sampled_from(free))) if free else {}
+        if target and draw(st.booleans()):
+            old = draw(st.sampled_from(sorted(target)))
+            target[draw(_MULTIBYTE)] = target.pop(old)
+        else:
+            strings = [p for p in _nodes(event) if isinstance(_at(event, p), str)]
+            if strings:
+                where = draw(st.sampled_from(strings))
+                _at(event, where[:-1])[where[-1]] = draw(_MULTIBYTE)
+        return
     if kind == "add":
         target = _at(event, draw(st.sampled_from(_containers(event))))
         name = draw(st.sampled_from(KNOWN_NAMES) | st.text(max_size=12))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
+import orjson
 import pytest
 
 from services.streaming import events
@@ -50,3 +52,22 @@ def test_dead_letter_rejects_an_unknown_code() -> None:
             b"", topic="t", partition=0, offset=0, reason="r", code="boom", service="s",
             service_version="1", failed_at=0.0,
         )  # fmt: skip
+
+
+def test_a_redacted_dead_letter_keeps_hashes_and_sizes_not_the_payload() -> None:
+    original, key = b'{"asset_id": "patient-0042.dcm", "timestamp": "x"}', b"patient-0042.dcm"
+    letter = events.encode_event(events.dead_letter(
+        original, topic="t", partition=0, offset=5, reason='timestamp: got "x"',
+        code=ErrorCode.WRONG_TYPE, service="scorer", service_version="1", failed_at=1.0,
+        key=key))
+    redacted = events.redact_dead_letter(letter)
+    assert b"patient" not in redacted and b'"x"' not in redacted
+    record = orjson.loads(redacted)
+    assert list(validator("dead-letter").iter_errors(record)) == []
+    assert record["original_b64"] == "" and record["key_b64"] is None and record["redacted"]
+    assert record["original_size"] == len(original)
+    assert record["original_sha256"] == hashlib.sha256(original).hexdigest()
+    assert record["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert record["reason"] == "timestamp: wrong_type (detail redacted)"
+    assert events.redact_dead_letter(letter) == redacted
+    assert events.redacted_key(key) == hashlib.sha256(key).hexdigest().encode()

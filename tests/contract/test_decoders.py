@@ -29,7 +29,16 @@ from services.streaming.control_events import (
     RANGE_FIELDS,
     TRIGGER_FIELDS,
 )
-from services.streaming.event_fields import MAX_COUNT, MAX_OFFSET, MAX_PARTITION, MAX_TOPIC_LENGTH
+from services.streaming.event_fields import (
+    MAX_CLASS_BYTES,
+    MAX_COUNT,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_NODES,
+    MAX_OFFSET,
+    MAX_PARTITION,
+    MAX_SCORE_CELLS,
+    MAX_TOPIC_LENGTH,
+)
 from services.streaming.events import ErrorCode, InvalidEvent
 from services.streaming.input_events import (
     ANNOTATION_FIELDS,
@@ -72,6 +81,10 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "empty-predictions": ("empty", "predictions"),
         "label-without-confidence": ("missing_field", "predictions[1].confidence"),
         "metadata-not-object": ("wrong_type", "metadata"),
+        "metadata-too-deep": ("out_of_range", "metadata"),
+        "metadata-too-many-values": ("out_of_range", "metadata"),
+        "class-name-too-many-bytes": ("out_of_range", "predictions[0].scores"),
+        "too-many-score-cells": ("out_of_range", "predictions"),
         "missing-asset_id": ("missing_field", "asset_id"),
         "missing-predictions": ("missing_field", "predictions"),
         "missing-schema_version": ("missing_field", "schema_version"),
@@ -205,6 +218,10 @@ LIMITS = (
         (events.MAX_ID_LENGTH, "inference-event", "/$defs/id/maxLength"),
         (events.MAX_ID_LENGTH, "inference-event", "/$defs/optional_id/maxLength"),
         (events.MAX_ID_LENGTH, "inference-event", "/$defs/class_name/maxLength"),
+        (MAX_CLASS_BYTES, "inference-event", "/$defs/class_name/x-max-utf8-bytes"),
+        (MAX_METADATA_DEPTH, "inference-event", "/properties/metadata/x-max-depth"),
+        (MAX_METADATA_NODES, "inference-event", "/properties/metadata/x-max-nodes"),
+        (MAX_SCORE_CELLS, "inference-event", "/properties/predictions/x-max-cells"),
         (events.MAX_URI_LENGTH, "inference-event", "/$defs/optional_uri/maxLength"),
         (events.MAX_TIMESTAMP, "inference-event", "/$defs/epoch_seconds/maximum"),
         (events.MAX_REASON_LENGTH, "dead-letter", "/properties/reason/maxLength"),

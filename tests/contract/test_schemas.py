@@ -22,7 +22,8 @@ from tests.contract.schema_support import (
 )
 
 INPUT_EVENTS = ("inference-event", "label")
-CUSTOM_KEYWORDS = {"x-max-bytes", "x-sum-to", "x-less-or-equal"}
+CUSTOM_KEYWORDS = {"x-max-bytes", "x-sum-to", "x-less-or-equal", "x-max-utf8-bytes",
+                   "x-max-depth", "x-max-nodes", "x-max-cells"}
 
 
 @pytest.mark.parametrize("event", EVENTS)

@@ -93,7 +93,6 @@ def reference_run(bootstrap: str, prefix: str, partitions: int,
     settings = ScorerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                                         "ACTIVE_STREAM_SCORER_TOPIC_PREFIX": prefix,
                                         "ACTIVE_STREAM_SCORER_SEED": str(seed)})
-    policy = SelectorPolicy().scaled(1 / partitions)
     records: dict[int, list[Record]] = defaultdict(list)
     for msg in read_all(bootstrap, settings.input_topic):
         records[msg.partition()].append(
@@ -103,7 +102,8 @@ def reference_run(bootstrap: str, prefix: str, partitions: int,
     for p, recs in sorted(records.items()):
         recs.sort(key=lambda r: r.offset)
         by_offset = {r.offset: r.value for r in recs}
-        state = SelectorState.create(policy, partition_seed(seed, p))
+        state = SelectorState.create(SelectorPolicy().for_partition(p, partitions),
+                                     partition_seed(seed, p))
         scorer = PartitionScorer(settings.input_topic, p, state, 0, service_version="ref",
                                  fetch=by_offset.get)
         out.extend(o.value for o in scorer.process(recs).requests)

@@ -105,7 +105,7 @@ def test_checkpoint_restores_state_and_offset() -> None:
     scorer.process(records[:600])
     restored = read_checkpoint(scorer.checkpoint(), POLICY)
     assert restored is not None
-    state, offset, final = restored
+    state, offset, final = restored.state, restored.offset, restored.final
     assert offset == 600 and state.snapshot() == scorer.state.snapshot() and not final
     assert read_checkpoint(scorer.checkpoint(final=True), POLICY).final  # type: ignore[union-attr]
     resumed = PartitionScorer(TOPIC, 0, state, offset, service_version="test",

@@ -105,6 +105,12 @@ CONFIGS: dict[str, Config] = {
                                            class_relative_q=0.0),
                 budget=_budget(share=1.0, labels_per_hour=3600.0, burst=10.0)),
         None, lambda bs: 10.0 + (N_EVENTS - BATCH) / 100.0),
+    # One partition of 8 sharing a burst of 4: its time lanes hold under one token (phased).
+    "phased_time_budget": Config(
+        _policy(thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.0,
+                                           class_relative_q=0.0),
+                budget=_budget(share=1.0, labels_per_hour=3600.0, burst=4.0)).scaled(1 / 8, 5),
+        None, lambda bs: (N_EVENTS - BATCH) / 100.0 / 8),
     "class_budget": Config(
         _policy(thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.0,
                                            class_relative_q=0.0),
@@ -176,7 +182,9 @@ def _hard_bound(policy: SelectorPolicy) -> float:
     b = policy.budget
     lanes = [b.lane(name) for name in ("exploit", "explore")]
     by_count = sum(cap for _, cap, _, _ in lanes) + b.share * N_EVENTS
-    by_time = sum(cap for _, _, _, cap in lanes) + b.labels_per_hour * (N_EVENTS / 100.0) / 3600
+    # A phased lane (capacity under one token) can still hold one token at a time.
+    by_time = sum(max(cap, 1.0) for _, _, _, cap in lanes) + \
+        b.labels_per_hour * (N_EVENTS / 100.0) / 3600
     return min(by_count, by_time)
 
 
@@ -196,4 +204,6 @@ def test_policy_scaled_divides_the_budget() -> None:
     assert part.budget.labels_per_hour == 300.0 and part.budget.burst == 10.0
     assert part.budget.share == policy.budget.share
     assert part.warmup.quota == 25 and part.reservoir.control_size == 1
-    assert policy.scaled(1 / 1000).budget.burst == 1.0
+    tiny = policy.scaled(1 / 1000, slot=7).budget
+    assert tiny.share_burst == 1.0  # counts stay floored at one label per partition
+    assert tiny.burst == 40.0 / 1000 and tiny.phase == 0.007  # times are phased (budget.py)
