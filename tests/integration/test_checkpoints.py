@@ -68,3 +68,40 @@ def test_unreadable_topic_times_out_with_a_reason(broker: EmbeddedBroker) -> Non
     _topic(broker, "test.checkpoints.unreachable", 1)
     with pytest.raises(CheckpointReadTimeout, match="markers of partitions \\[0\\] not seen"):
         load_latest(config, "test.checkpoints.unreachable", producer=producer, timeout_s=2)
+
+
+def test_a_pointer_to_a_chunked_checkpoint_reads_its_chunks_through_the_scan(
+        broker: EmbeddedBroker, unique_topic: str) -> None:
+    """A checkpoint too large for one record is chunks plus a head; a commit points at the
+    head only, so the locator must fall back to reading the topic, whose values carry the
+    chunks (services/scorer/partition.py, checkpoint_records)."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from services.scorer.checkpoint_store import CheckpointLocator, pointer
+    from services.scorer.partition import CHECKPOINT_CHUNK_BYTES, checkpoint_records, chunk_key
+    from services.streaming.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, create_topics
+
+    create_topics(AdminClient({"bootstrap.servers": broker.bootstrap}), [TopicSpec(
+        unique_topic, 1, {"max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)})])
+    producer = Producer({"bootstrap.servers": broker.bootstrap,
+                         "message.max.bytes": STATE_MAX_MESSAGE_BYTES})
+    key = b"group/input/0"
+    payload = b"x" * (2 * CHECKPOINT_CHUNK_BYTES + 10)  # three chunks
+    groups, slot = checkpoint_records(key, payload, None)
+    delivered: dict[bytes, int] = {}
+    for group in groups:
+        for out in group:
+            producer.produce(unique_topic, out.value, out.key, partition=0,
+                             on_delivery=lambda err, msg: delivered.__setitem__(msg.key(),
+                                                                                msg.offset()))
+        producer.flush(30)
+    config = {"bootstrap.servers": broker.bootstrap, "message.max.bytes": 8 * 1024 * 1024}
+    locator = CheckpointLocator(config, unique_topic, lambda p: key, lambda: producer)
+    found = locator.locate([TopicPartition("input", 0, 100,
+                                           metadata=pointer(0, delivered[key]))])
+    assert found.scanned and found.raw[0] == groups[-1][0].value
+    assert found.latest is not None
+    assert [found.latest[chunk_key(key, slot or "", i)] for i in range(3)] == [
+        out.value for out in groups[0]]
+    assert found.pointers[0] == pointer(0, delivered[key])
