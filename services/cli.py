@@ -142,6 +142,22 @@ def cmd_label_sink(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Run the HTTP ingest API in the foreground until SIGINT/SIGTERM (docs/ingest.md)."""
+    from services.ingest.app import IngestUnavailable, run
+    from services.ingest.settings import IngestSettings
+
+    settings = IngestSettings.from_env(os.environ)
+    if args.print_config:
+        print(json.dumps(describe(settings), indent=2, default=str))
+        return 0
+    _configure_logging()
+    try:
+        return run(settings)
+    except IngestUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
 def _configure_logging() -> None:
     logs.configure(os.environ)
 
@@ -201,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measurements (label efficiency)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     add_label_efficiency(bench_sub)
+
+    ingest = sub.add_parser("ingest", help="run the HTTP ingest API (inference events over HTTP "
+                                           "-> al.inference-events.v1)")
+    ingest.add_argument("--print-config", action="store_true",
+                        help="print the effective settings (token masked) and exit")
+    ingest.set_defaults(func=cmd_ingest)
 
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
     demo.add_argument("--dataset", default="digits", help="digits | segments | PATH.npz")
