@@ -158,6 +158,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_label_studio(args: argparse.Namespace) -> int:
+    """Run the Label Studio bridge in the foreground until SIGINT/SIGTERM
+    (docs/label-studio.md)."""
+    from services.label_studio.settings import BridgeSettings
+
+    settings = BridgeSettings.from_env(os.environ)
+    if args.print_config:
+        print(json.dumps(describe(settings), indent=2, default=str))
+        return 0
+    _configure_logging()
+    from services.label_studio.bridge import Bridge, BridgeUnavailable
+
+    bridge = Bridge(settings)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: bridge.stop())
+    try:
+        return bridge.run()
+    except BridgeUnavailable as exc:
+        raise CliError(f"label-studio bridge stopped: {exc}") from None
+
+
 def _configure_logging() -> None:
     logs.configure(os.environ)
 
@@ -223,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--print-config", action="store_true",
                         help="print the effective settings (token masked) and exit")
     ingest.set_defaults(func=cmd_ingest)
+
+    studio = sub.add_parser("label-studio", help="run the Label Studio bridge (requests -> "
+                                                 "tasks, annotations -> labels)")
+    studio.add_argument("--print-config", action="store_true",
+                        help="print the effective settings (secrets masked) and exit")
+    studio.set_defaults(func=cmd_label_studio)
 
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
     demo.add_argument("--dataset", default="digits", help="digits | segments | PATH.npz")
