@@ -195,6 +195,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "oracle labels it, the label sink triggers retraining, the trainer retrains.\n"
           "The same labels picked at random train a baseline model for comparison.",
           file=sys.stderr, flush=True)
+    if args.label_studio:
+        argv.append("--label-studio")
     code = label_efficiency(argv)
     if code == 0:
         print(f"plot: {os.path.join(args.out, 'label-efficiency.png')}", flush=True)
@@ -257,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds the oracle annotator takes to answer (default 0.2)")
     demo.add_argument("--seed", type=int, default=0, help="which seed (split and stream order)")
     demo.add_argument("--out", default="demo-output", help="results.json and the plot go here")
+    demo.add_argument("--label-studio", action="store_true",
+                      help="the annotator works through a local Label Studio (installed once "
+                           "into ~/.cache/active-stream): prints the project's URL, to watch or "
+                           "to label by hand with a longer --label-delay")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -155,6 +155,12 @@ class Bridge:
         log.info("connected to Label Studio %s, project %d", s.url, s.project_id)
 
     def _close(self) -> None:
+        if self._connected:  # the marks of the last webhooks, so a restart skips those labels
+            try:
+                self.reconciler.apply_marks()
+            except (Unavailable, Refused) as exc:
+                log.info("some task marks not written (their labels may be produced again, "
+                         "with the same label_id): %s", exc)
         if self.consumer is not None:
             self.consumer.close()
         self.webhooks.stop()

@@ -74,6 +74,7 @@ def to_label(project_id: int, annotation: Any, task: Any, empty_class: str = "")
             or not isinstance(updated_at, str)):
         raise BadAnnotation("annotation and task need integer ids, the annotation an updated_at",
                             ErrorCode.MISSING_FIELD)
+    labeled_at = epoch(updated_at)
     if annotation.get("was_cancelled"):
         raise Skip("cancelled", f"annotation {ann_id} was skipped by the annotator")
     asset_id, request_id, model_id = (data.get(k) for k in ("asset_id", "request_id",
@@ -92,7 +93,7 @@ def to_label(project_id: int, annotation: Any, task: Any, empty_class: str = "")
         "label_id": label_id(project_id, ann_id, updated_at),
         "asset_id": asset_id, "annotations": annotations,
         "annotator_id": f"label-studio-user-{annotation.get('completed_by')}",
-        "labeled_at": epoch(updated_at),
+        "labeled_at": labeled_at,
     }
     if isinstance(request_id, str):
         event["request_id"] = request_id

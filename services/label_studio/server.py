@@ -222,3 +222,34 @@ class LabelStudioServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m services.label_studio.server`: install Label Studio and build the template
+    (what `make label-studio` runs before the tests); prints what it did and how long it took."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.parse_args(argv)
+    started = time.monotonic()
+    was_installed = installed()
+    try:
+        path = install()
+        took = time.monotonic() - started
+        print(f"Label Studio {VERSION}: {path} "
+              f"({'present' if was_installed else f'installed in {took:.0f} s'})", flush=True)
+        if not (template_dir() / _CREDENTIALS).is_file():
+            started = time.monotonic()
+            server = LabelStudioServer()
+            server.start()
+            server.stop()
+            print(f"Label Studio data template: {template_dir()} (built in "
+                  f"{time.monotonic() - started:.0f} s)", flush=True)
+    except LabelStudioUnavailable as exc:
+        print(f"Label Studio unavailable: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
