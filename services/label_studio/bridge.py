@@ -249,6 +249,8 @@ class Bridge:
             log.warning("reconciliation pass postponed: %s", exc)
         except DeliveryFailed as exc:
             log.warning("reconciliation pass stopped, labels not delivered: %s", exc)
+        except Refused as exc:  # e.g. a task deleted while the pass read it: the next pass
+            log.warning("reconciliation pass stopped: %s", exc)
 
     def _retrying(self, action: Callable[[], Any]) -> bool:
         """Run `action` until Label Studio answers it; False when stopped or the partitions were
