@@ -117,6 +117,8 @@ class Ingest:
             body = await asyncio.wait_for(request.read(), s.read_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(None)
+        except TimeoutError:
+            return self._error(408, "timeout", f"body not received within {s.read_timeout_s} s")
         try:
             values = split_events(body, request.headers.get("Content-Type"), s.max_events)
         except BodyError as exc:

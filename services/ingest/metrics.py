@@ -7,10 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.streaming.events import ErrorCode
 
 # Every status the endpoint answers with: pre-created so a dashboard shows zeros, not gaps.
-STATUSES = ("200", "400", "401", "413", "415", "429", "503")
+STATUSES = ("200", "400", "401", "408", "413", "415", "429", "503")
 # Whole-request problems (services/ingest/body.py codes and the HTTP-level ones).
 REQUEST_ERRORS = ("not_json", "wrong_type", "empty", "too_many_events", "too_large",
-                  "unsupported_media_type", "unauthorized", "backpressure")
+                  "unsupported_media_type", "unauthorized", "backpressure", "timeout")
 # A request is parsed, checked and produced in milliseconds; the broker's acknowledgement
 # dominates, up to the delivery timeout (30 s by default).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

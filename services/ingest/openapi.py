@@ -119,6 +119,7 @@ def build(schemas_dir: Path = SCHEMAS) -> dict[str, Any]:
             "400": _error("The body is not a JSON array of events / has no NDJSON line."),
             "401": _error("Missing or wrong bearer token.", {"WWW-Authenticate": {
                 "description": "`Bearer`.", "schema": {"type": "string"}}}),
+            "408": _error("The body did not arrive within the read timeout."),
             "413": _error("Body over the byte limit, or more events than the limit."),
             "415": _error("Content-Type is neither JSON nor NDJSON."),
             "429": _error("Too many events await the broker's acknowledgement: nothing of this "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.events import InvalidEvent, decode_inference_event
 from services.streaming.partitioning import murmur2_partition
-from tests.integration.ingest_support import IngestProcess, ingest_topic
+from tests.integration.ingest_support import TOKEN, IngestProcess, ingest_topic
 from tests.integration.kafka_support import metric, read_all, wait_for
 from tests.synthetic_events import inference_events
 
@@ -32,7 +33,8 @@ PARTITIONS = 3
 def ingest(broker: Any) -> Iterator[tuple[IngestProcess, str]]:
     prefix = ingest_topic(broker.bootstrap, PARTITIONS)
     # Small limits so the tests can pass them cheaply.
-    service = IngestProcess(broker.bootstrap, prefix, max_body_bytes=2_000_000, max_events=500)
+    service = IngestProcess(broker.bootstrap, prefix, max_body_bytes=2_000_000, max_events=500,
+                            read_timeout_s=2)
     service.start()
     try:
         service.wait_ready(60)
@@ -143,6 +145,18 @@ def test_over_the_limits_is_413_and_other_media_types_415(
                        (b"[" * 100_000, "not_json")]:
         status, _, answer = service.post(body)
         assert (status, answer["error"]) == (400, code), body[:10]
+
+
+def test_a_body_that_stalls_gets_408_within_the_read_timeout(
+    ingest: tuple[IngestProcess, str],
+) -> None:
+    service, _ = ingest
+    with socket.create_connection(("127.0.0.1", service.api_port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/inference-events HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[")
+        answer = sock.recv(65536)  # the rest of the body never comes
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
 def test_backpressure_is_429_and_an_unacknowledged_event_is_a_503_never_a_silent_drop() -> None:
