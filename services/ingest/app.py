@@ -245,8 +245,9 @@ async def serve(settings: IngestSettings, registry: CollectorRegistry | None = N
     except KafkaException as exc:
         producer.close(0)
         raise IngestUnavailable(f"topic {settings.topic} is not available on "
-                                f"{settings.kafka.bootstrap_servers} ({exc.args[0]}): run "
-                                f"`active-stream topics create`") from None
+                                f"{settings.kafka.bootstrap_servers} ({exc.args[0]}): is the "
+                                f"cluster reachable, and the topic created (`active-stream "
+                                f"topics create`)?") from None
     metrics.in_flight.set_function(lambda: producer.in_flight)
     ingest = Ingest(settings, producer, metrics)
     ticker = asyncio.create_task(ingest.tick())
