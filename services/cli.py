@@ -149,6 +149,43 @@ def cmd_label_sink(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Run the HTTP ingest API in the foreground until SIGINT/SIGTERM (docs/ingest.md)."""
+    from services.ingest.app import IngestUnavailable, run
+    from services.ingest.settings import IngestSettings
+
+    settings = IngestSettings.from_env(os.environ)
+    if args.print_config:
+        print(json.dumps(describe(settings), indent=2, default=str))
+        return 0
+    _configure_logging()
+    try:
+        return run(settings)
+    except IngestUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_label_studio(args: argparse.Namespace) -> int:
+    """Run the Label Studio bridge in the foreground until SIGINT/SIGTERM
+    (docs/label-studio.md)."""
+    from services.label_studio.settings import BridgeSettings
+
+    settings = BridgeSettings.from_env(os.environ)
+    if args.print_config:
+        print(json.dumps(describe(settings), indent=2, default=str))
+        return 0
+    _configure_logging()
+    from services.label_studio.bridge import Bridge, BridgeUnavailable
+
+    bridge = Bridge(settings)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: bridge.stop())
+    try:
+        return bridge.run()
+    except BridgeUnavailable as exc:
+        raise CliError(f"label-studio bridge stopped: {exc}") from None
+
+
 def _configure_logging() -> None:
     logs.configure(os.environ)
 
@@ -165,6 +202,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "oracle labels it, the label sink triggers retraining, the trainer retrains.\n"
           "The same labels picked at random train a baseline model for comparison.",
           file=sys.stderr, flush=True)
+    if args.label_studio:
+        argv.append("--label-studio")
     code = label_efficiency(argv)
     if code == 0:
         print(f"plot: {os.path.join(args.out, 'label-efficiency.png')}", flush=True)
@@ -209,12 +248,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     add_label_efficiency(bench_sub)
 
+    ingest = sub.add_parser("ingest", help="run the HTTP ingest API (inference events over HTTP "
+                                           "-> al.inference-events.v1)")
+    ingest.add_argument("--print-config", action="store_true",
+                        help="print the effective settings (token masked) and exit")
+    ingest.set_defaults(func=cmd_ingest)
+
+    studio = sub.add_parser("label-studio", help="run the Label Studio bridge (requests -> "
+                                                 "tasks, annotations -> labels)")
+    studio.add_argument("--print-config", action="store_true",
+                        help="print the effective settings (secrets masked) and exit")
+    studio.set_defaults(func=cmd_label_studio)
+
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
     demo.add_argument("--dataset", default="digits", help="digits | segments | PATH.npz")
     demo.add_argument("--label-delay", type=float, default=0.2,
                       help="seconds the oracle annotator takes to answer (default 0.2)")
     demo.add_argument("--seed", type=int, default=0, help="which seed (split and stream order)")
     demo.add_argument("--out", default="demo-output", help="results.json and the plot go here")
+    demo.add_argument("--label-studio", action="store_true",
+                      help="the annotator works through a local Label Studio (installed once "
+                           "into ~/.cache/active-stream): prints the project's URL, to watch or "
+                           "to label by hand with a longer --label-delay")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--event-spacing", type=float, default=1.0, help=hidden)
     p.add_argument("--random-state", type=int, default=0, help=hidden)
     p.add_argument("--test-share", type=float, default=0.3, help=hidden)
+    # --mode kafka: the annotator works through a local Label Studio (`demo --label-studio`).
+    p.add_argument("--label-studio", action="store_true", help=hidden)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -160,7 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     say = status.say
     try:
         if args.mode == "kafka":
-            runs = _run_kafka(data, settings, overrides, out, status, args.label_delay)
+            runs = _run_kafka(data, settings, overrides, out, status, args.label_delay,
+                              label_studio=args.label_studio)
         else:
             runs = run_benchmark(data, settings, policy, progress=say)
     except DatasetError as exc:
@@ -204,7 +207,7 @@ class StatusLine:
 
 
 def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
-               status: StatusLine, label_delay_s: float) -> list[Any]:
+               status: StatusLine, label_delay_s: float, label_studio: bool = False) -> list[Any]:
     """active-stream through the services on the embedded broker (or the cluster in
     KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
     from services.evaluation.harness import run_benchmark
@@ -223,8 +226,14 @@ def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
             bootstrap = broker.bootstrap
             status.say(f"embedded Kafka-protocol broker at {bootstrap}; service logs in "
                        f"{out / 'services'}")
+        annotator = None
+        if label_studio:
+            from services.label_studio.demo import LabelStudioAnnotator
+
+            annotator = LabelStudioAnnotator(out / "services", data.classes, status.say)
+            stack.callback(annotator.close)
         loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
-                         on_round=on_round, label_delay_s=label_delay_s)
+                         on_round=on_round, label_delay_s=label_delay_s, annotator=annotator)
         try:
             return run_benchmark(data, settings, progress=status.say, active_runner=loop.run_seed,
                                  policy=None)

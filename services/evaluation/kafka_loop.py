@@ -29,8 +29,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -103,22 +104,38 @@ class _Tail:
         self.consumer.close()
 
 
+class Annotator(Protocol):
+    """Who answers the requests instead of the oracle's direct labels (`demo --label-studio`:
+    services/label_studio/demo.py). `answer` gets (request, true class) pairs and returns the
+    class given per request id; the labels it causes arrive on the labels topic."""
+
+    def start(self, bootstrap: str, prefix: str, seed: int) -> None: ...
+
+    def answer(self, requests: list[tuple[Any, str]], check: Callable[[], None]
+               ) -> dict[str, str]: ...
+
+    def stop_seed(self) -> None: ...
+
+
 class KafkaLoop:
     """The closed loop for one strategy (`active-stream`) on `bootstrap`; see the module doc.
 
     `policy_overrides`: the selector policy as ACTIVE_STREAM_SCORER_POLICY overrides (the same
     the in-process run applies); `label_delay_s`: wall-clock wait before the oracle answers a
-    round's requests; `workdir`: service logs and the sink's data (a temp dir when None)."""
+    round's requests; `workdir`: service logs and the sink's data (a temp dir when None);
+    `annotator`: answers the requests instead of the oracle's labels (None: the oracle)."""
 
     def __init__(self, bootstrap: str, settings: Settings, policy_overrides: Mapping[str, Any],
                  *, label_delay_s: float = 0.0, workdir: Path | None = None,
-                 on_round: Callable[[RoundReport], None] | None = None) -> None:
+                 on_round: Callable[[RoundReport], None] | None = None,
+                 annotator: Annotator | None = None) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
         self.policy_json = json.dumps(policy_overrides, sort_keys=True)
         self.label_delay_s = label_delay_s
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="active-stream-loop-"))
         self.on_round = on_round
+        self.annotator = annotator
 
     def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int) -> SeedRun:
         started = time.perf_counter()
@@ -131,8 +148,12 @@ class KafkaLoop:
                 service.start()
             for service in (scorer, sink):
                 service.wait_ready(STEP_TIMEOUT_S)
+            if self.annotator is not None:
+                self.annotator.start(self.bootstrap, prefix, seed)
             return _Round(self, prefix, scorer, sink, data, split, ctx, seed).run(started)
         finally:
+            if self.annotator is not None:
+                self.annotator.stop_seed()
             for service in (scorer, sink):
                 service.stop()
 
@@ -195,6 +216,7 @@ class _Round:
         self.triggers = _Tail(loop.bootstrap, prefix + topics.RETRAIN_TRIGGERS)
         self.feedback = _Tail(loop.bootstrap, prefix + topics.CLASS_FEEDBACK)
         self.labels = _Tail(loop.bootstrap, self.labels_topic)
+        self.given: dict[int, str] = {}  # row -> class a person gave that differs from the truth
 
     def check(self) -> None:
         self.scorer.check()
@@ -229,13 +251,19 @@ class _Round:
             self._wait_metric(self.sink, "label_sink_requests_total", requests)
             if batch and self.loop.label_delay_s:
                 time.sleep(self.loop.label_delay_s)
+            answers = []
             for request in batch:
                 if acquired >= cap:
                     break  # the hard cap: later picks are never labeled
                 p = int(request.asset_id.rsplit("-", 1)[1])
                 picked.append(p)
-                self._label(request, str(y[stream[p]]))
+                answers.append((request, str(y[stream[p]])))
                 acquired += 1
+            if self.loop.annotator is None:
+                for request, truth in answers:
+                    self._label(request, truth)
+            elif answers:
+                self.loop.annotator.answer(answers, self.check)
             if self.producer.flush(30) != 0:
                 raise RuntimeError("labels not delivered within 30 s")
             self._wait_metric(self.sink, "label_sink_label_records_total", acquired)
@@ -249,7 +277,7 @@ class _Round:
                 trained += self._rows(label_offset, r.end_offset)
                 label_offset = r.end_offset
                 version += 1
-                model = FittedModel(X[trained], y[trained], s.max_iter)
+                model = FittedModel(X[trained], self._classes(trained), s.max_iter)
                 curve.append((len(trained), model.accuracy(X_test, y_test)))
             if due:
                 triggered += due
@@ -259,7 +287,7 @@ class _Round:
             self._report(pos, requests, acquired, triggered, curve[-1][1], version)
         if acquired > label_offset:  # the final retraining on labels past the last trigger
             trained += self._rows(label_offset, acquired)
-            model = FittedModel(X[trained], y[trained], s.max_iter)
+            model = FittedModel(X[trained], self._classes(trained), s.max_iter)
             curve.append((len(trained), model.accuracy(X_test, y_test)))
             self._report(pos, requests, acquired, triggered, curve[-1][1], version)
         return SeedRun("active-stream", self.seed, acquired, curve,
@@ -298,10 +326,22 @@ class _Round:
             label = json.loads(msg.value() or b"")
             p = int(label["asset_id"].rsplit("-", 1)[1])
             row = int(self.split.stream[p])
-            if str(self.data.y[row]) != label["annotations"][0]["label"]:
-                raise RuntimeError(f"label {label['label_id']} disagrees with the data set")
+            given = label["annotations"][0]["label"]
+            if str(self.data.y[row]) != given:
+                if self.loop.annotator is None:
+                    raise RuntimeError(f"label {label['label_id']} disagrees with the data set")
+                self.given[row] = given  # a person's label: the trainer takes it as given
             rows.append(row)
         return rows
+
+    def _classes(self, rows: list[int]) -> np.ndarray:
+        """The classes the trainer learns for `rows`: the data set's, or a person's."""
+        y = self.data.y[rows]
+        if not self.given:
+            return y
+        given = [self.given.get(r) for r in rows]
+        return np.array([type(y[i])(g) if g is not None else y[i] for i, g in enumerate(given)],
+                        dtype=y.dtype)
 
     # -- settling -----------------------------------------------------------------------------
 
