@@ -62,6 +62,19 @@ class LabelSinkMetrics:
             "label_sink_turnaround_seconds",
             "Request to label time: labeled_at minus the requested inference event's timestamp.",
             buckets=TURNAROUND_BUCKETS, registry=registry)
+        self.out_of_order = Counter(
+            "label_sink_out_of_order_records_total",
+            "Input records not processed when they arrived, by topic and why: `replayed` (already "
+            "processed: a redelivery), `not_assigned` (a partition this worker does not own), "
+            "`after_seek` (fetched before a seek back), `hole_sought_back` (records were "
+            "missing before it: the consumer was sought back to them), `empty_hole` (processed: "
+            "the offsets before it hold no records).",
+            ["topic", "outcome"], registry=registry)
+        self.committed_lag = Gauge(
+            "label_sink_committed_offset_lag_records",
+            "Records of an input topic past the committed offset of this worker's group, summed "
+            "over the partitions this worker owns (the records a restart would re-read or read).",
+            ["topic"], registry=registry)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)
