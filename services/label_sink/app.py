@@ -74,8 +74,9 @@ log = logging.getLogger(__name__)
 SERVICE = "label-sink"
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                         "value_serializer": "raw"}
-# How often the offset timer runs: repeats a seek back that brought nothing (ordering.py) and
-# refreshes the committed-offset lag gauge. Each run costs a few metadata requests.
+# How often the offset timer runs: it seeks back a partition stalled with records left (ordering.py)
+# and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
+# is noticed after one to two periods.
 OFFSETS_INTERVAL_S = 5.0
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
@@ -178,6 +179,8 @@ def build_app(
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=(names.labels, names.requests, by_model.get_topic_name()),
                                    describe=consumer_state)
+    # The handlers below take a faust event or, for records the consumer skipped, an
+    # ordering.FetchedEvent: they use only `value` and `message.{topic,partition,offset,key}`.
     labels_dlq = app.topic(topics.dlq(names.labels), **_RAW)
     requests_dlq = app.topic(topics.dlq(names.requests), **_RAW)
     triggers_out = app.topic(names.triggers, **_RAW)
@@ -220,9 +223,7 @@ def build_app(
     @crashes_worker
     async def read_requests(stream: Any) -> None:
         async for event in stream.events():
-            if await order.admit(event):
-                await store_request(event)
-                order.done(event)
+            await order.process(event, store_request)
 
     async def store_request(event: Any) -> None:
         try:
@@ -244,9 +245,7 @@ def build_app(
     @crashes_worker
     async def read_labels(stream: Any) -> None:
         async for event in stream.events():
-            if await order.admit(event):
-                await forward_label(event)
-                order.done(event)
+            await order.process(event, forward_label)
 
     async def forward_label(event: Any) -> None:
         msg = event.message
@@ -277,9 +276,7 @@ def build_app(
     @crashes_worker
     async def count_labels(stream: Any) -> None:
         async for event in stream.events():
-            if await order.admit(event):
-                await count_label(event)
-                order.done(event)
+            await order.process(event, count_label)
 
     async def count_label(event: Any) -> None:
         row = orjson.loads(event.value)

@@ -64,11 +64,12 @@ class LabelSinkMetrics:
             buckets=TURNAROUND_BUCKETS, registry=registry)
         self.out_of_order = Counter(
             "label_sink_out_of_order_records_total",
-            "Input records not processed when they arrived, by topic and why: `replayed` (already "
-            "processed: a redelivery), `not_assigned` (a partition this worker does not own), "
-            "`after_seek` (fetched before a seek back), `hole_sought_back` (records were "
-            "missing before it: the consumer was sought back to them), `empty_hole` (processed: "
-            "the offsets before it hold no records).",
+            "Input records out of order, by topic and outcome: `replayed` (already processed: a "
+            "redelivery, skipped), `not_assigned` (a partition this worker does not own, "
+            "skipped), `hole_filled` (records the consumer skipped, read from the broker and "
+            "processed), `empty_hole` (a jump over offsets without records), "
+            "`stall_sought_back` (no progress for a check period with records left: the "
+            "consumer was sought back).",
             ["topic", "outcome"], registry=registry)
         self.committed_lag = Gauge(
             "label_sink_committed_offset_lag_records",

@@ -1,81 +1,82 @@
-"""The shell around `sequence.OffsetGuard`: every agent of the sink admits a record before it
-processes it and reports it done after, so no record past a hole is ever processed and the offset
-committed for a partition is exactly the next one the sink must see.
+"""The shell around `sequence.OffsetGuard`: every agent of the sink hands each record to
+`InOrder.process`, so records of a partition are processed in offset order, each once per
+assignment, none skipped, and the offset committed for a partition is exactly the next one the
+sink must see.
 
     async for event in stream.events():
-        if await order.admit(event):
-            await handle(event)
-            order.done(event)
+        await order.process(event, handle)
 
-On a hole (a record past the next offset), the broker is asked whether records exist in it:
-- none (transaction markers, compaction, retention): the hole is passed;
-- some: they were fetched and dropped before reaching the agent (the faust defect described in
-  docs/label-sink.md, "Skipped records"). The consumer is sought back to the first of them, with
-  one warning line naming the partition and the offsets, and the records still in flight past it
-  are not processed. If the missing record has not arrived `REWIND_PATIENCE_S` after a seek, the
-  seek is repeated; after `MAX_SEEKS` seeks the worker stops (`OutOfOrder`, one line) rather
-  than skip anything. Its committed offset stays at the hole, so a restart re-reads from there.
+On a hole (a record past the next offset), the sink reads the hole's records from the broker
+itself and processes them, in order, before the record that revealed the hole; one warning line
+names the partition and the offsets. Offsets without records (transaction markers, compaction)
+are passed. faust's own copies of those records, if they ever come, are skipped as replays. The
+hole is filled inside the agent, while faust's current event is the revealing record: table rows
+written for the filled records go to the changelog partition of that same input partition.
 
 A hole at the END of a partition shows no later record to reveal it, so `watch` (on a timer)
-also seeks back a partition whose next offset has not moved for a whole period while the
-broker holds records from it.
+seeks the consumer back where a partition's next offset has not moved for a whole period while
+the broker holds records from it; after `MAX_SEEKS` fruitless seeks the worker stops
+(`OutOfOrder`, one line) rather than leave records unprocessed. Its committed offset stays at
+the hole, so a restart re-reads from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 
-from services.label_sink.broker_offsets import BrokerOffsets, Partition
+from services.label_sink.broker_offsets import BrokerOffsets, Partition, Record
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.sequence import OffsetGuard, Verdict
 
 log = logging.getLogger(__name__)
 
-# After a seek back, records fetched before it may keep arriving for a moment (the rest of the
-# batch faust is handing over); the first record past the seek takes one fetch (~ms). Past 2 s
-# the seek is presumed lost (faust drops records below its read offset) and repeated: harmless
-# if it was not (the records come twice; the second copy is skipped as a replay).
-REWIND_PATIENCE_S = 2.0
 MAX_SEEKS = 5
+# Records read from the broker per request while filling a hole (bounded memory per request).
+FILL_BATCH = 1000
 
 Seek = Callable[[Any, int], Awaitable[None]]
+Handle = Callable[[Any], Awaitable[None]]
 
 
 class OutOfOrder(RuntimeError):
-    """The consumer would not hand over a partition's next record: the worker stops."""
+    """The consumer would not hand over a partition's next records: the worker stops."""
 
 
-@dataclass
-class _Rewind:
-    target: int
-    since: float
-    seeks: int
+@dataclass(frozen=True)
+class FetchedEvent:
+    """A record read from the broker to fill a hole, shaped like the faust event the handlers
+    take (`value`, and `message` with topic, partition, offset and key)."""
+
+    message: Record
+
+    @property
+    def value(self) -> bytes | None:
+        return self.message.value
 
 
 class InOrder:
     """Shared by the sink's agents. `seek(tp, offset)`: faust's consumer seek (tp: aiokafka's
-    TopicPartition); `topics`: the topics guarded (the sink's inputs); `clock`: seconds."""
+    TopicPartition); `topics`: the topics guarded (the sink's inputs); `describe(tp)`: faust's
+    view of a partition, for the log line of a stalled one."""
 
     def __init__(self, seek: Seek, broker: BrokerOffsets, metrics: LabelSinkMetrics,
-                 topics: Iterable[str], clock: Callable[[], float] = time.monotonic,
+                 topics: Iterable[str],
                  describe: Callable[[Partition], str] | None = None) -> None:
         self.guard = OffsetGuard()
-        self._describe = describe
         self.topics = frozenset(topics)
         self._seek = seek
         self._broker = broker
         self._metrics = metrics
-        self._clock = clock
+        self._describe = describe
         self._assigned: set[Partition] = set()
-        self._rewinding: dict[Partition, _Rewind] = {}
         self._watched: dict[Partition, int] = {}  # next offset at the previous `watch`
+        self._seeks: dict[Partition, int] = {}  # seeks back without progress since
 
     # -- rebalances ------------------------------------------------------------------------
 
@@ -90,8 +91,8 @@ class InOrder:
         self.guard.forget(gone)
         self._assigned -= gone
         for tp in gone:
-            self._rewinding.pop(tp, None)
             self._watched.pop(tp, None)
+            self._seeks.pop(tp, None)
 
     def assigned(self) -> set[Partition]:
         return set(self._assigned)
@@ -102,76 +103,65 @@ class InOrder:
 
     # -- the agents' side ------------------------------------------------------------------
 
-    async def admit(self, event: Any) -> bool:
-        """True if the agent must process `event` now (then call `done`); False to skip it.
-        Raises OutOfOrder when seeking back no longer brings a missing record."""
+    async def process(self, event: Any, handle: Handle) -> None:
+        """Run `handle` on `event` if it is the partition's next record, after the records of
+        a hole before it (read from the broker); skip it if it was processed already."""
         msg = event.message
         tp: Partition = (msg.topic, msg.partition)
-        while True:
-            if tp not in self._assigned:
-                self._count(msg.topic, "not_assigned")
-                return False
-            if self.guard.known(tp):
-                break
+        if not await self._known(tp):
+            self._count(msg.topic, "not_assigned")
+            return
+        verdict = self.guard.verdict(tp, msg.offset)
+        if verdict is Verdict.REPLAY:
+            self._count(msg.topic, "replayed")
+            return
+        if verdict is Verdict.GAP:
+            await self._fill(tp, msg.offset, handle)
+        await handle(event)
+        self.guard.advance(tp, msg.offset)
+        self._seeks.pop(tp, None)
+
+    async def _known(self, tp: Partition) -> bool:
+        """Whether `tp` is ours, starting its guard from the broker's offsets if need be."""
+        while tp in self._assigned and not self.guard.known(tp):
             starts = await asyncio.to_thread(self._broker.start_offsets, [tp])
             if tp in self._assigned and not self.guard.known(tp):
                 self.guard.start(tp, starts[tp])
-        verdict = self.guard.verdict(tp, msg.offset)
-        if verdict is Verdict.NEXT:
-            self._rewinding.pop(tp, None)
-            return True
-        if verdict is Verdict.REPLAY:
-            self._count(msg.topic, "replayed")
-            return False
-        if verdict is Verdict.UNKNOWN:
-            return False
-        return await self._hole(tp, msg.offset)
+        return tp in self._assigned
 
-    def done(self, event: Any) -> None:
-        msg = event.message
-        tp = (msg.topic, msg.partition)
-        if self.guard.known(tp):
-            self.guard.advance(tp, msg.offset)
-
-    # -- holes -----------------------------------------------------------------------------
-
-    async def _hole(self, tp: Partition, offset: int) -> bool:
+    async def _fill(self, tp: Partition, offset: int, handle: Handle) -> None:
+        """Process the records of `tp` the consumer skipped, from the next offset up to (not
+        including) `offset`."""
         expected = self.guard.frontier(tp)
         assert expected is not None
-        rewind = self._rewinding.get(tp)
-        if rewind is not None and self._clock() - rewind.since < REWIND_PATIENCE_S:
-            self._count(tp[0], "after_seek")  # fetched before the seek back; ours is coming
-            return False
-        first = await asyncio.to_thread(self._broker.first_at_or_after, tp, expected)
-        if self.guard.frontier(tp) != expected:
-            return False  # the assignment changed meanwhile: the record is no longer judged
-        if first is None or first >= offset:
-            # Nothing in between: offsets without records (transaction markers, compaction).
-            self.guard.skip_to(tp, offset)
+        filled = 0
+        start = expected
+        while start < offset:
+            records = await asyncio.to_thread(self._broker.read, tp, start, offset, FILL_BATCH)
+            if not records:
+                break
+            if filled == 0:
+                log.warning("%s[%d]: offset %d arrived while the next to process is %d; the "
+                            "consumer skipped records: processing them from the broker", tp[0],
+                            tp[1], offset, expected)
+            for record in records:
+                self.guard.skip_to(tp, record.offset)
+                await handle(FetchedEvent(record))
+                self.guard.advance(tp, record.offset)
+            filled += len(records)
+            start = records[-1].offset + 1
+        self.guard.skip_to(tp, offset)  # what is left holds no record
+        if filled:
+            self._metrics.out_of_order.labels(tp[0], "hole_filled").inc(filled)
+        else:
             self._count(tp[0], "empty_hole")
-            return True
-        await self._seek_back(tp, first, f"offset {offset} arrived while the next to process is "
-                                         f"{expected}")
-        return False
 
-    async def _seek_back(self, tp: Partition, first: int, why: str) -> None:
-        self.guard.skip_to(tp, first)
-        rewind = self._rewinding.get(tp)
-        seeks = 1 if rewind is None else rewind.seeks + 1
-        if seeks > MAX_SEEKS:
-            raise OutOfOrder(f"{tp[0]}[{tp[1]}]: records from offset {first} exist but "
-                             f"{MAX_SEEKS} seeks back did not bring them ({why}); stopping "
-                             "rather than skip them")
-        log.warning("%s[%d]: %s, and the broker holds records from %d: seeking back to %d "
-                    "(seek %d)", tp[0], tp[1], why, first, first, seeks)
-        self._count(tp[0], "hole_sought_back")
-        self._rewinding[tp] = _Rewind(first, self._clock(), seeks)
-        await self._seek(TopicPartition(*tp), first)
+    # -- stalls ----------------------------------------------------------------------------
 
     async def watch(self, ends: Mapping[Partition, int]) -> None:
-        """Called on a timer with the partitions' high watermarks. Seeks back a partition whose
-        next offset has not moved since the previous call although records exist from it, and
-        one whose seek back has not brought the missing record within the patience."""
+        """Called on a timer with the partitions' high watermarks. Seeks the consumer back where
+        a partition's next offset has not moved since the previous call although the broker
+        holds records from it; raises OutOfOrder after MAX_SEEKS such seeks in a row."""
         unknown = [tp for tp in sorted(self._assigned) if not self.guard.known(tp)]
         if unknown:
             # No record yet since the assignment: a partition the consumer never hands over
@@ -186,18 +176,27 @@ class InOrder:
                 continue
             previous = self._watched.get(tp)
             self._watched[tp] = expected
-            rewind = self._rewinding.get(tp)
-            if rewind is not None:
-                if self._clock() - rewind.since < REWIND_PATIENCE_S:
-                    continue
-            elif previous != expected or ends.get(tp, 0) <= expected:
-                continue  # progress, or nothing left to read
+            if previous != expected:
+                self._seeks.pop(tp, None)  # progress
+                continue
+            if ends.get(tp, 0) <= expected:
+                continue  # nothing left to read
             first = await asyncio.to_thread(self._broker.first_at_or_after, tp, expected)
             if first is None or self.guard.frontier(tp) != expected:
                 continue  # only markers past it, or progress meanwhile
+            seeks = self._seeks.get(tp, 0) + 1
+            if seeks > MAX_SEEKS:
+                raise OutOfOrder(f"{tp[0]}[{tp[1]}]: records from offset {first} exist but "
+                                 f"{MAX_SEEKS} seeks back did not bring them; stopping rather "
+                                 "than leave them unprocessed")
+            self._seeks[tp] = seeks
             state = f" ({self._describe(tp)})" if self._describe is not None else ""
-            await self._seek_back(tp, first, f"no record processed since offset {expected} for "
-                                             f"a whole check period{state}")
+            log.warning("%s[%d]: no record processed since offset %d for a whole check period "
+                        "while the broker holds records from %d%s: seeking back to %d (seek %d)",
+                        tp[0], tp[1], expected, first, state, first, seeks)
+            self._count(tp[0], "stall_sought_back")
+            self.guard.skip_to(tp, first)
+            await self._seek(TopicPartition(*tp), first)
 
     def _count(self, topic: str, outcome: str) -> None:
         self._metrics.out_of_order.labels(topic, outcome).inc()

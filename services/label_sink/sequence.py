@@ -8,7 +8,7 @@ a rebalance (records fetched before the seek to the committed offset, then dropp
 buffers while its read position had already passed them; faust issues #216, #221, #312, #318).
 Measured on Apache Kafka 4.1: a restarted sink passed over blocks of 6-18 label records per
 partition without a trace. With this guard a record past a hole is never processed: the shell
-asks the broker whether records exist in the hole and, if so, seeks back to them (or stops).
+reads the records of the hole from the broker and processes them first (ordering.py).
 
 Contract: for each partition the guard knows (`start`), records are processed in offset order,
 each offset at most once per assignment, and `frontier(tp)` is the offset up to which every

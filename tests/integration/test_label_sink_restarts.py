@@ -7,7 +7,7 @@ worker passing over a block of label records) was measured in 7 of 22 runs on Ap
 and in 5 of 5 first runs on a freshly started broker. Each round is one app id (its first start
 is a first start) restarted four times while labels keep arriving; the first round runs on the
 fresh broker. 2 rounds = 8 restarts: an event that happens at 1 restart in 3 goes unseen with
-probability (2/3)^8 = 4%. Printed: each round's time and the holes its last worker sought back.
+probability (2/3)^8 = 4%. Printed: each round's time, and the holes and stalls each worker met.
 """
 
 from __future__ import annotations
@@ -159,6 +159,9 @@ def test_restarts_mid_count_count_each_label_once_and_manifests_equal_totals(
     behind = {tp: (committed[tp], end) for tp, end in ends.items()
               if committed[tp] != end and not (end == 0 and committed[tp] is None)}
     assert behind == {}, f"(committed, end) after a graceful stop: {behind}"
-    holes = [s.log.read_text(errors="replace").count("seeking back to") for s in sinks]
+    logs = [s.log.read_text(errors="replace") for s in sinks]
+    holes = [text.count("the consumer skipped records") for text in logs]
+    stalls = [text.count("seeking back to") for text in logs]
     print(f"\n{'-'.join(restarts)}: {len(sc.labels)} label records through {len(restarts)} "
-          f"restarts in {time.monotonic() - started:.1f}s; holes sought back per worker: {holes}")
+          f"restarts in {time.monotonic() - started:.1f}s; holes filled per worker: {holes}, "
+          f"stalls sought back: {stalls}")

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.label_sink import faust_guards
+from services.label_sink.broker_offsets import Record
 from services.label_sink.metrics import LabelSinkMetrics
-from services.label_sink.ordering import REWIND_PATIENCE_S, InOrder, OutOfOrder
+from services.label_sink.ordering import MAX_SEEKS, InOrder, OutOfOrder
 from services.label_sink.sequence import OffsetGuard, Verdict
 
 TP = ("labels", 0)
@@ -41,111 +42,117 @@ class FakeBroker:
     def __init__(self, offsets: dict[tuple[str, int], list[int]],
                  committed: dict[tuple[str, int], int]) -> None:
         self.offsets, self.committed = offsets, committed
-        self.probes = 0
+        self.reads: list[tuple[int, int]] = []
 
     def start_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: self.committed[tp] for tp in tps}
 
     def first_at_or_after(self, tp: tuple[str, int], offset: int) -> int | None:
-        self.probes += 1
         return next((o for o in self.offsets[tp] if o >= offset), None)
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+    def read(self, tp: tuple[str, int], start: int, end: int, limit: int) -> list[Record]:
+        self.reads.append((start, end))
+        found = [o for o in self.offsets[tp] if start <= o < end][:limit]
+        return [Record(tp[0], tp[1], o, b"k", f"v{o}".encode()) for o in found]
 
 
 def event(offset: int, tp: tuple[str, int] = TP) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(topic=tp[0], partition=tp[1], offset=offset))
+    return SimpleNamespace(message=SimpleNamespace(topic=tp[0], partition=tp[1], offset=offset),
+                           value=f"v{offset}".encode())
 
 
-def make(offsets: list[int], committed: int) -> tuple[InOrder, FakeBroker, list, Clock]:
+def make(offsets: list[int], committed: int) -> tuple[InOrder, FakeBroker, list]:
     broker = FakeBroker({TP: offsets}, {TP: committed})
     seeks: list[tuple[Any, int]] = []
 
     async def seek(tp: Any, offset: int) -> None:
         seeks.append(((tp.topic, tp.partition), offset))
 
-    clock = Clock()
     order = InOrder(seek, broker, LabelSinkMetrics(CollectorRegistry()),  # type: ignore[arg-type]
-                    topics=["labels"], clock=clock)
+                    topics=["labels"])
     order.assign([SimpleNamespace(topic="labels", partition=0),
                   SimpleNamespace(topic="other", partition=0)])
-    return order, broker, seeks, clock
+    return order, broker, seeks
 
 
-def feed(order: InOrder, offsets: list[int]) -> list[int]:
-    """Offer the records in this order; returns the offsets processed."""
-    processed = []
+def feed(order: InOrder, offsets: list[int]) -> list[bytes]:
+    """Hand the records over in this order; returns the values processed, in order."""
+    processed: list[bytes] = []
+
+    async def handle(ev: Any) -> None:
+        processed.append(ev.value)
 
     async def go() -> None:
         for offset in offsets:
-            ev = event(offset)
-            if await order.admit(ev):
-                processed.append(offset)
-                order.done(ev)
+            await order.process(event(offset), handle)
 
     asyncio.run(go())
     return processed
 
 
+def values(*offsets: int) -> list[bytes]:
+    return [f"v{o}".encode() for o in offsets]
+
+
 def test_records_are_processed_once_in_order_from_the_committed_offset() -> None:
-    order, _, seeks, _ = make(list(range(20)), committed=3)
-    assert feed(order, [1, 2, 3, 4, 3, 4, 5]) == [3, 4, 5]  # older and replayed: skipped
-    assert order.frontier(TP) == 6 and seeks == []
+    order, broker, _ = make(list(range(20)), committed=3)
+    assert feed(order, [3, 4, 3, 4, 5]) == values(3, 4, 5)  # replayed ones: skipped
+    assert order.frontier(TP) == 6 and broker.reads == []
 
 
-def test_a_hole_over_existing_records_is_never_crossed_and_is_sought_back() -> None:
-    order, broker, seeks, clock = make(list(range(20)), committed=3)
-    # 5..7 were dropped by the consumer: 8 arrives after 4, then the rest of its batch.
-    assert feed(order, [3, 4, 8, 9, 10]) == [3, 4]
-    assert seeks == [(TP, 5)] and broker.probes == 1  # records after the seek: not re-probed
-    assert order.frontier(TP) == 5  # what a commit would write: nothing past the hole
-    assert feed(order, [5, 6, 7, 8, 9]) == [5, 6, 7, 8, 9]
-    assert order.frontier(TP) == 10
+def test_records_the_consumer_skipped_are_read_from_the_broker_and_processed_first() -> None:
+    order, broker, _ = make(list(range(20)), committed=3)
+    # 5..7 were dropped by the consumer: 8 arrives after 4, then faust's late copies of 5..7.
+    assert feed(order, [3, 4, 8, 9, 5, 6, 7, 10]) == values(3, 4, 5, 6, 7, 8, 9, 10)
+    assert broker.reads == [(5, 8)]  # one read of the hole; the late copies are replays
+    assert order.frontier(TP) == 11
 
 
-def test_a_hole_without_records_is_passed() -> None:
-    order, _, seeks, _ = make([0, 1, 2, 5, 6], committed=0)  # 3, 4: transaction markers
-    assert feed(order, [0, 1, 2, 5, 6]) == [0, 1, 2, 5, 6]
-    assert seeks == []
+def test_records_before_the_first_handed_over_are_processed() -> None:
+    order, _, _ = make(list(range(10)), committed=0)  # faust started at 4: 0..3 never came
+    assert feed(order, [4, 5]) == values(0, 1, 2, 3, 4, 5)
 
 
-def test_a_seek_back_that_brings_nothing_is_repeated_then_the_worker_stops() -> None:
-    order, _, seeks, clock = make(list(range(20)), committed=0)
-    assert feed(order, [0, 4]) == [0]
-    for _ in range(4):
-        clock.now += REWIND_PATIENCE_S
-        assert feed(order, [5]) == []
-    assert [o for _, o in seeks] == [1] * 5
-    clock.now += REWIND_PATIENCE_S
-    with pytest.raises(OutOfOrder, match=r"labels\[0\]: records from offset 1 exist"):
-        feed(order, [6])
-    assert order.frontier(TP) == 1
+def test_offsets_without_records_are_passed() -> None:
+    order, broker, _ = make([0, 1, 2, 5, 6], committed=0)  # 3, 4: transaction markers
+    assert feed(order, [0, 1, 2, 5, 6]) == values(0, 1, 2, 5, 6)
+    assert broker.reads == [(3, 5)]
 
 
-def test_watch_seeks_back_a_partition_that_stalled_with_records_left() -> None:
-    order, _, seeks, clock = make(list(range(10)), committed=0)
-    assert feed(order, [0, 1]) == [0, 1]  # 2..9 were dropped and nothing more arrives
+def test_watch_seeks_back_a_stalled_partition_then_stops_the_worker() -> None:
+    order, _, seeks = make(list(range(10)), committed=0)
+    assert feed(order, [0, 1]) == values(0, 1)  # 2..9 were dropped and nothing more arrives
 
     async def watch() -> None:
         await order.watch({TP: 10})
 
     asyncio.run(watch())
     assert seeks == []  # first look: no verdict yet
+    for _ in range(MAX_SEEKS):
+        asyncio.run(watch())
+    assert seeks == [(TP, 2)] * MAX_SEEKS
+    with pytest.raises(OutOfOrder, match=r"labels\[0\]: records from offset 2 exist"):
+        asyncio.run(watch())
+    assert order.frontier(TP) == 2  # what a commit writes: nothing past the unprocessed records
+
+
+def test_progress_after_a_seek_resets_the_count() -> None:
+    order, _, seeks = make(list(range(10)), committed=0)
+    assert feed(order, [0]) == values(0)
+
+    async def watch() -> None:
+        await order.watch({TP: 10})
+
     asyncio.run(watch())
-    assert seeks == [(TP, 2)]
-    assert feed(order, [2, 3]) == [2, 3]
     asyncio.run(watch())
-    assert seeks == [(TP, 2)]  # progress: nothing to do
+    assert feed(order, [1, 2]) == values(1, 2)
+    asyncio.run(watch())
+    asyncio.run(watch())
+    assert seeks == [(TP, 1), (TP, 3)] and order._seeks == {TP: 1}
 
 
 def test_records_of_partitions_not_assigned_are_not_processed() -> None:
-    order, _, _, _ = make(list(range(5)), committed=0)
+    order, _, _ = make(list(range(5)), committed=0)
     order.revoke([TP])
     assert feed(order, [0, 1]) == []
     assert order.frontier(TP) is None
