@@ -46,6 +46,7 @@ from services.core.triggers import Decision, Fired, trigger_id
 from services.label_sink.broker_offsets import BrokerOffsets
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
+from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import InOrder, OutOfOrder
 from services.label_sink.outputs import (
@@ -91,6 +92,7 @@ class SinkStatus:
     crashed: BaseException | None = None
     app: Any = None
     order: InOrder | None = None
+    delivery: DeliveryGuard | None = None
     dirty: set[str] = field(default_factory=set)
 
     def health(self) -> tuple[bool, str]:
@@ -155,6 +157,13 @@ def build_app(
         value_serializer="json",
     )
     status.app = app
+
+    def refused(exc: BaseException) -> None:
+        status.crashed = exc
+        on_crash(exc)
+
+    status.delivery = DeliveryGuard(refused)
+    app.sensors.add(status.delivery)
     labels_in = app.topic(names.labels, **_RAW)
     requests_in = app.topic(names.requests, **_RAW)
     by_model = app.topic(f"{settings.app_id}-labels-by-model", partitions=partitions,

@@ -21,6 +21,11 @@ touched. They stay when faust is upgraded until a test shows the defect gone (do
    commits past records nobody processed. With this guard the offset committed for a partition
    the sink guards is exactly the next offset the sink must see there (`OffsetGuard.frontier`),
    so a commit never passes an unprocessed record and never lags behind a processed one.
+
+3. **No commit after a refused record** (`refuse_commits_if`). faust flushes the producer, then
+   commits, and a record the broker refused during the flush is only logged. The wrapper around
+   faust's commit asks the sink's delivery guard first (services/label_sink/delivery.py) and
+   commits nothing once a record was refused.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ _commit_source: list[CommitSource | None] = [None]
 # a metadata request on faust's aiokafka client while it creates another topic was measured to
 # stall that creation until aiokafka's request timeout.
 _topic_visible: list[Callable[[str], bool] | None] = [None]
+# Whether a produced record was refused (then nothing is committed any more).
+_refused: list[Callable[[], bool] | None] = [None]
 
 
 async def wait_until_visible(visible: Callable[[str], bool], topic: str, timeout_s: float) -> None:
@@ -116,6 +123,25 @@ def _forget_below(consumer: Any, tp: Any, offset: int | None) -> None:
             gap.chop(0, offset)
 
 
+def _wrap_commit(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def commit(self: Any, offsets: Any) -> bool:
+        # faust awaited the producer's flush just before: let the delivery callbacks of the
+        # records it flushed run, so a refusal among them is seen now, not after the commit.
+        await asyncio.sleep(0)
+        refused = _refused[0]
+        if refused is not None and refused():
+            log.error("offsets not committed: a record the sink produced was refused")
+            return False
+        return bool(await original(self, offsets))
+
+    return commit
+
+
+def refuse_commits_if(refused: Callable[[], bool] | None) -> None:
+    """Commit nothing while `refused()` is true (process-wide; None: always commit)."""
+    _refused[0] = refused
+
+
 def set_commit_source(source: CommitSource | None) -> None:
     """For the topics `source` names, commit what it says and nothing else (process-wide;
     None: faust's own offsets everywhere)."""
@@ -126,13 +152,13 @@ def install(topic_visible: Callable[[str], bool]) -> None:
     """Install every guard. Idempotent; process-wide. `topic_visible(name)` says whether the
     broker's metadata lists a topic (blocking; called in a worker thread)."""
     _topic_visible[0] = topic_visible
-    transport = faust_aiokafka.Transport
-    if not getattr(transport, _FLAG, False):
-        transport._really_create_topic = _wrap_create_topic(  # type: ignore[method-assign]
-            transport._really_create_topic)
-        setattr(transport, _FLAG, True)
-    consumer = faust_consumer.Consumer
-    if not getattr(consumer, _FLAG, False):
-        consumer._filter_committable_offsets = _wrap_committable(  # type: ignore[method-assign]
-            consumer._filter_committable_offsets)
-        setattr(consumer, _FLAG, True)
+    # A flag per patched method, set in the class's own __dict__: a subclass's flag read through
+    # inheritance must not make us skip patching it.
+    for cls, name, wrap in ((faust_aiokafka.Transport, "_really_create_topic", _wrap_create_topic),
+                            (faust_consumer.ThreadDelegateConsumer, "_commit", _wrap_commit),
+                            (faust_consumer.Consumer, "_filter_committable_offsets",
+                             _wrap_committable)):
+        flag = f"{_FLAG}_{name}"
+        if not cls.__dict__.get(flag, False):
+            setattr(cls, name, wrap(getattr(cls, name)))
+            setattr(cls, flag, True)

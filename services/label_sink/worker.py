@@ -1,11 +1,11 @@
 """The label sink as a process: start-up checks, the faust worker, and a stop that always stops.
 
 Exit codes: 0 after a clean stop (offsets committed up to what was processed, producer flushed);
-70 when an agent crashed (a bug, a dead-letter ceiling, or a partition whose next record the
-consumer would not hand over); 75 when a stop (SIGTERM/SIGINT, or the stop after a crash) did not
-finish within `stop_timeout_s` (broker gone, faust stuck mid-rebalance): the process ends anyway,
-with one log line, and a restart re-reads from the committed offsets. Start-up failures inside
-faust keep faust's non-zero code.
+70 when an agent crashed (a bug, a dead-letter ceiling, a partition whose next record the consumer
+would not hand over) or the broker refused a record the sink produced (delivery.py); 75 when a
+stop (SIGTERM/SIGINT, or the stop after a crash) did not finish within `stop_timeout_s` (broker
+gone, faust stuck mid-rebalance): the process ends anyway, with one log line, and a restart
+re-reads from the committed offsets. Start-up failures inside faust keep faust's non-zero code.
 
 Why a watchdog: faust stops through several threads and services; measured on Apache Kafka, a
 sink whose broker had gone away ignored SIGTERM for good (its consumer thread died in its own
@@ -137,6 +137,9 @@ def run(settings: LabelSinkSettings) -> int:
     order = status.order
     assert order is not None
     faust_guards.set_commit_source((order.topics, order.frontier))
+    delivery = status.delivery
+    assert delivery is not None
+    faust_guards.refuse_commits_if(lambda: delivery.refused is not None)
     ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
                     health=status.health, ready=status.ready).start()
     worker = SinkWorker(app, watchdog, settings.stop_timeout_s, loglevel="INFO",
