@@ -114,6 +114,17 @@ class ScorerMetrics:
             "scorer_partition_count_changes_total",
             "Times the input topic's partition count was found changed while running (the "
             "scorer stops, exit 3, to divide the budget anew).", registry=registry)
+        self.offset_regressions = Counter(
+            "scorer_offset_regressions_total",
+            "Times an input partition's log was found ending before an offset the group had "
+            "processed (topic recreated or truncated): its state is reset, or the scorer "
+            "stops (ACTIVE_STREAM_SCORER_ON_OFFSET_REGRESSION).", ["partition"],
+            registry=registry)
+        self.redelivered = Counter(
+            "scorer_redelivered_records_total",
+            "Records delivered again below a partition's next offset while its log still "
+            "holds that offset (skipped: they were processed already).", ["partition"],
+            registry=registry)
         self.ceiling_trips = Counter(
             "scorer_dead_letter_ceiling_trips_total",
             "Partitions stopped because most of their recent records were invalid (their batch "

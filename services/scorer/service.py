@@ -161,6 +161,9 @@ class Scorer:
         self._unrestored: dict[int, TopicPartition] = {}
         # Per partition, the next offset when its progress gauge was last set.
         self._progress: dict[int, int] = {}
+        # Partitions whose state was reset because their log went backwards: checkpointed
+        # before anything of them is committed (`_flush_resets`).
+        self._reset: set[int] = set()
         self._restore_retry_at = 0.0
         # Why the loop is holding (a refusal, a missing permission), None when it is not; and
         # until when its partitions stay paused before it tries again.
@@ -317,6 +320,7 @@ class Scorer:
                                                  self.settings.batch_timeout_s)
                 try:
                     messages = self._consumer_errors(messages)
+                    self._flush_resets()
                     self._resume_after_hold()
                     self._apply_feedback()
                     if messages or self.feedback.dead_letters:
@@ -352,6 +356,8 @@ class Scorer:
         by_partition = _by_partition(messages)
         if self._partition_count_changed(by_partition):
             return  # nothing of this batch is processed under the old share of the budget
+        self._check_regressions(by_partition)
+        self._flush_resets()
         results = {p: self.partitions[p].process_columns(
                        cast(list[int], list(map(Message.offset, msgs))),  # records have offsets
                        list(map(Message.value, msgs)), functools.partial(_record, msgs))
@@ -784,14 +790,19 @@ class Scorer:
         next offset last moved (a partition with lag that does not move is stalled). Costs a
         lookup in librdkafka's cache per partition."""
         now = time.time()
+        regressed: list[int] = []
         for p, scorer in self.partitions.items():
             _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
                                                           cached=True)
             if high >= 0:
                 self.metrics.lag.labels(str(p)).set(max(0, high - scorer.next_offset))
+            if 0 <= high < scorer.next_offset:  # an idle partition whose log went backwards
+                regressed.append(p)
             if self._progress.get(p) != scorer.next_offset:
                 self._progress[p] = scorer.next_offset
                 self.metrics.progress.labels(str(p)).set(now)
+        if regressed:
+            self._check_regressions({p: [] for p in regressed})
 
     # -- feedback -------------------------------------------------------------------------
 
@@ -924,6 +935,10 @@ class Scorer:
                 located.raw.get(p), self._partition_policy(p), p, chunks)
             restored = offset is not None
             done = committed.get(p, -1)
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=FETCH_TIMEOUT_S)
+            if high < max(done, offset or 0) and self._regressed(p, max(done, offset or 0),
+                                                                 low, high):
+                state, offset, final, restored, done = self._fresh_state(p), low, False, False, -1
             if offset is None:
                 # No usable checkpoint (e.g. a crash before the partition's first one): rebuild
                 # the state from the partition's first record, replaying what the group already
@@ -951,6 +966,74 @@ class Scorer:
             log.info("partition %d: resuming at offset %d (replaying to %d without output)",
                      p, offset, max(done, offset))
         return resume
+
+    # -- offsets that go backwards -------------------------------------------------------
+
+    def _check_regressions(self, by_partition: dict[int, list[Message]]) -> None:
+        """Records below a partition's next offset are a redelivery (skipped, counted) while
+        its log still reaches past what was processed, and a regression when the log now ends
+        before it: the topic was recreated, or truncated. Checked against the broker's live
+        watermarks, and only then: never on an ordinary batch."""
+        for p, msgs in list(by_partition.items()):
+            scorer = self.partitions.get(p)
+            if scorer is None or p in self._reset or (
+                    msgs and cast(int, msgs[0].offset()) >= scorer.next_offset):
+                continue
+            was = max(scorer.next_offset, scorer.suppress_below)
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                            timeout=FETCH_TIMEOUT_S)
+            if high >= was:
+                below = sum(1 for m in msgs if cast(int, m.offset()) < scorer.next_offset)
+                if below:
+                    log.warning("partition %d: %d records delivered again below offset %d; "
+                                "skipped (processed already)", p, below, scorer.next_offset)
+                    self.metrics.redelivered.labels(str(p)).inc(below)
+                continue
+            if self._regressed(p, was, low, high):
+                self.partitions[p] = PartitionScorer(
+                    self.topic, p, self._fresh_state(p), low, service_version=self.version,
+                    fetch=self._fetch_from(p))
+                self._owed[p] = ({m: dict(w) for m, w in self.feedback.latest.items()},
+                                 self._feedback_seq)
+                self._last_checkpoint[p] = (low, time.monotonic())
+            else:
+                by_partition.pop(p, None)
+                self.consumer.pause([TopicPartition(self.topic, p)])
+
+    def _regressed(self, p: int, was: int, low: int, high: int) -> bool:
+        """Say loudly that partition `p`'s log ([low, high)) ends before offset `was`, which
+        this group processed; True when the policy is to reset its state (it is then
+        checkpointed before anything of it is committed), False when the scorer stops."""
+        self.metrics.offset_regressions.labels(str(p)).inc()
+        why = (f"partition {p} of {self.topic}: its log now ends at offset {high}, before "
+               f"offset {was} which this group processed (the topic was recreated or "
+               f"truncated)")
+        if self.settings.on_offset_regression == "stop":
+            log.error("%s; stopping (exit 4): ACTIVE_STREAM_SCORER_ON_OFFSET_REGRESSION=stop. "
+                      "Restart with =reset to rebuild its state from offset %d", why, low)
+            self._exit_code = 4
+            self.stop()
+            return False
+        log.error("%s; its selection state is reset and rebuilt from offset %d, the start of "
+                  "its log, as for a new partition", why, low)
+        self._pointers.pop(p, None)
+        self._chunk_slots.pop(p, None)
+        self._reset.add(p)
+        return True
+
+    def _fresh_state(self, p: int) -> SelectorState:
+        return SelectorState.create(self._partition_policy(p),
+                                    partition_seed(self.settings.seed, p))
+
+    def _flush_resets(self) -> None:
+        """Checkpoint the partitions just reset, and commit their new offsets with pointers to
+        it, before anything else of them is committed: a restart must find the new log's
+        state, not the old log's (which would be read as a regression again, and replayed
+        output emitted twice)."""
+        pending = sorted(p for p in self._reset if p in self.partitions)
+        self._reset.clear()
+        if pending:
+            self._checkpoint(pending)
 
     def _observe_restore(self, located: Located, seconds: float) -> None:
         self.metrics.restore_records.inc(located.records_read)

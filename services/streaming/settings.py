@@ -250,6 +250,11 @@ class ScorerSettings:
     # Dead letters without the record's value, key or the values a reason quotes (SHA-256 and
     # size instead), for streams whose records may hold personal data (docs/scorer.md).
     dead_letter_redact: bool = False
+    # When an input partition's log ends before an offset this group already processed (the
+    # topic was recreated, or truncated by an unclean leader election): "reset" rebuilds that
+    # partition's state from its log's first record, as for a new partition; "stop" stops the
+    # scorer (exit 4) for an operator to decide (docs/scorer.md, "Offsets that go backwards").
+    on_offset_regression: str = "reset"
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 
@@ -287,6 +292,10 @@ class ScorerSettings:
                 f"{cls.PREFIX}PROCESSING_GUARANTEE={settings.processing_guarantee!r}: "
                 f"expected one of {', '.join(PROCESSING_GUARANTEES)}"
             )
+        if settings.on_offset_regression not in OFFSET_REGRESSION_POLICIES:
+            raise SettingsError(
+                f"{cls.PREFIX}ON_OFFSET_REGRESSION={settings.on_offset_regression!r}: "
+                f"expected one of {', '.join(OFFSET_REGRESSION_POLICIES)}")
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
         settings.selector_policy()  # fail at start-up, naming the variable
@@ -295,6 +304,7 @@ class ScorerSettings:
 
 
 BROKER_COMPAT = ("auto", "tansu", "none")
+OFFSET_REGRESSION_POLICIES = ("reset", "stop")
 
 
 @dataclass(frozen=True)

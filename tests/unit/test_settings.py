@@ -122,6 +122,7 @@ def test_service_settings_are_frozen_and_typed() -> None:
         ("ACTIVE_STREAM_SCORER_POLICY", '{"budget": {"share": 3}}', "policy.budget: share"),
         ("ACTIVE_STREAM_SCORER_POLICY", '{"budgets": {}}', "no field 'budgets'"),
         ("ACTIVE_STREAM_SCORER_POLICY", "@/nonexistent/policy.json", "cannot read"),
+        ("ACTIVE_STREAM_SCORER_ON_OFFSET_REGRESSION", "ignore", "reset, stop"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
