@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaException
@@ -28,6 +30,11 @@ from services.streaming.settings import (
     describe,
 )
 from services.streaming.topics import TopicResult, create_topics, loop_topics
+
+# A scorer fenced by its own rejoin (SessionLost) rejoins in-process at most this many times
+# within the window; more means something else is wrong, and it stops.
+_MAX_REJOINS = 5
+_REJOIN_WINDOW_S = 600.0
 
 EXIT_USAGE = 2
 
@@ -175,20 +182,33 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         InstanceReplaced,
         Scorer,
         ScorerUnavailable,
+        SessionLost,
     )
     from services.streaming.ceiling import DeadLetterCeilingExceeded
 
-    try:
-        scorer = Scorer(settings)
-    except ScorerUnavailable as exc:
-        raise CliError(str(exc)) from None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: scorer.stop())
-    try:
-        return scorer.run()
-    except (DeadLetterCeilingExceeded, DeliveryFailed, DeferredPickUnreadable,
-            InstanceReplaced) as exc:
-        raise CliError(f"scorer stopped: {exc}") from None
+    rejoins: list[float] = []  # when each self-fence happened (monotonic clock)
+    while True:
+        try:
+            scorer = Scorer(settings)
+        except ScorerUnavailable as exc:
+            raise CliError(str(exc)) from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_, s=scorer: s.stop())  # type: ignore[misc]
+        try:
+            return scorer.run()
+        except SessionLost as exc:
+            # A broker restart longer than the session: a new consumer rejoins and restores,
+            # in-process, as a restart would. Past a few in a row something else is wrong.
+            now = time.monotonic()
+            rejoins = [t for t in rejoins if now - t < _REJOIN_WINDOW_S] + [now]
+            if len(rejoins) > _MAX_REJOINS:
+                raise CliError(f"scorer stopped: {exc}, {len(rejoins)} times in "
+                               f"{_REJOIN_WINDOW_S:.0f} s") from None
+            logging.getLogger("services.scorer").warning("%s: rejoining with a new consumer",
+                                                         exc)
+        except (DeadLetterCeilingExceeded, DeliveryFailed, DeferredPickUnreadable,
+                InstanceReplaced) as exc:
+            raise CliError(f"scorer stopped: {exc}") from None
 
 
 def cmd_label_sink(args: argparse.Namespace) -> int:

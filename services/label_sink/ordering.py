@@ -26,17 +26,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.structs import TopicPartition
+from confluent_kafka import KafkaException
 
 from services.label_sink.broker_offsets import BrokerOffsets, Partition, Record
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.sequence import OffsetGuard, Verdict
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_SEEKS = 5
+# A look-up the broker does not answer (it is restarting, unreachable) is asked again after this
+# long, for as long as it takes: the agent waits, it does not crash (a crash stops the worker).
+RETRY_S = 1.0
 # Records read from the broker per request while filling a hole (bounded memory per request).
 FILL_BATCH = 1000
 
@@ -124,10 +129,29 @@ class InOrder:
     async def _known(self, tp: Partition) -> bool:
         """Whether `tp` is ours, starting its guard from the broker's offsets if need be."""
         while tp in self._assigned and not self.guard.known(tp):
-            starts = await asyncio.to_thread(self._broker.start_offsets, [tp])
+            starts = await self._ask(self._broker.start_offsets, [tp])
             if tp in self._assigned and not self.guard.known(tp):
                 self.guard.start(tp, starts[tp])
         return tp in self._assigned
+
+    async def _ask(self, look_up: Callable[..., T], *args: Any) -> T:
+        """`look_up(*args)` on a thread, asked again every RETRY_S while the broker fails to
+        answer (one warning per outage, one line when it answers again)."""
+        failed = 0
+        while True:
+            try:
+                answer = await asyncio.to_thread(look_up, *args)
+            except KafkaException as exc:
+                if failed == 0:
+                    log.warning("the broker did not answer %s (%s); asking again every %.0f s",
+                                getattr(look_up, "__name__", "a look-up"), exc, RETRY_S)
+                failed += 1
+                await asyncio.sleep(RETRY_S)
+                continue
+            if failed:
+                log.info("the broker answered %s again after %d failed tries",
+                         getattr(look_up, "__name__", "a look-up"), failed)
+            return answer
 
     async def _fill(self, tp: Partition, offset: int, handle: Handle) -> None:
         """Process the records of `tp` the consumer skipped, from the next offset up to (not
@@ -137,7 +161,7 @@ class InOrder:
         filled = 0
         start = expected
         while start < offset:
-            records = await asyncio.to_thread(self._broker.read, tp, start, offset, FILL_BATCH)
+            records = await self._ask(self._broker.read, tp, start, offset, FILL_BATCH)
             if not records:
                 break
             if filled == 0:
@@ -166,7 +190,7 @@ class InOrder:
         if unknown:
             # No record yet since the assignment: a partition the consumer never hands over
             # must be noticed too.
-            starts = await asyncio.to_thread(self._broker.start_offsets, unknown)
+            starts = await self._ask(self._broker.start_offsets, unknown)
             for tp in unknown:
                 if tp in self._assigned and not self.guard.known(tp):
                     self.guard.start(tp, starts[tp])
@@ -181,7 +205,7 @@ class InOrder:
                 continue
             if ends.get(tp, 0) <= expected:
                 continue  # nothing left to read
-            first = await asyncio.to_thread(self._broker.first_at_or_after, tp, expected)
+            first = await self._ask(self._broker.first_at_or_after, tp, expected)
             if first is None or self.guard.frontier(tp) != expected:
                 continue  # only markers past it, or progress meanwhile
             seeks = self._seeks.get(tp, 0) + 1

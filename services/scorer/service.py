@@ -93,6 +93,19 @@ class InstanceReplaced(RuntimeError):
     the point when it is this instance's own restart; otherwise two instances share an id."""
 
 
+class SessionLost(InstanceReplaced):
+    """This instance's own rejoin fenced it: its group session timed out on its side (the
+    coordinator was unreachable past session.timeout.ms, as while a broker restarts), librdkafka
+    joined again under the same group.instance.id with a new member id, and the broker fenced
+    the old one, which is fatal to the consumer. Nobody else has the id: a new consumer (a new
+    Scorer, restoring from the checkpoints as a restart would) carries on (services/cli.py)."""
+
+
+# How long after its own session timeout a fence is taken for a self-fence (SessionLost): the
+# rejoin that causes it follows the timeout within a few seconds.
+_SELF_FENCE_WINDOW_S = 60.0
+
+
 class _Fenced(Exception):
     """exactly_once: the group refused a transaction's offsets (this member was frozen or cut
     off past its session, or a rebalance moved its generation on), so the transaction was
@@ -338,7 +351,7 @@ class Scorer:
         except KafkaException as exc:
             self._failed = True
             if exc.args and isinstance(exc.args[0], KafkaError):
-                _raise_if_replaced(exc.args[0])  # a fenced instance says so in one line
+                self._raise_if_replaced(exc.args[0])  # a fenced instance says so in one line
             raise
         except BaseException:
             self._failed = True
@@ -546,7 +559,7 @@ class Scorer:
             self.producer.commit_transaction(60)
             self._in_transaction = False
         except KafkaException as exc:
-            _raise_if_replaced(exc.args[0])
+            self._raise_if_replaced(exc.args[0])
             self._abort_transaction()
             self._raise_if_undelivered("the transaction is aborted")
             if exc.args[0].code() in _FENCED_CODES:
@@ -654,12 +667,23 @@ class Scorer:
                 continue
             kind = _authorization(err)
             if kind is None:
-                _raise_if_replaced(err)
+                self._raise_if_replaced(err)
                 raise KafkaException(err)
             self._denied(f"not authorized to READ {kind} "
                          f"{msg.topic() if kind == 'topic' else self.settings.group_id} "
                          f"({err.str()})")
         return [msg for msg in messages if msg.error() is None]
+
+    def _raise_if_replaced(self, err: KafkaError) -> None:
+        """`_raise_if_replaced`, telling a self-fence (SessionLost) from another process."""
+        try:
+            _raise_if_replaced(err)
+        except InstanceReplaced:
+            if self._errors.session_lost_within(_SELF_FENCE_WINDOW_S):
+                raise SessionLost(
+                    f"the group session expired while the coordinator was unreachable and the "
+                    f"rejoin fenced this instance's earlier membership ({err.str()})") from None
+            raise
 
     def _denied(self, reason: str) -> None:
         """A permission the reader needs is missing: not ready until no refusal has been seen
@@ -1222,6 +1246,7 @@ class Scorer:
                 # producer's reports break its delivery callback (seen: a SystemError).
                 self.producer.flush(30)
             self.ops.stop()
+            self._errors.detach("librdkafka.scorer")
 
 
 class _Refused:

@@ -235,7 +235,11 @@ class ApacheKafka:
 
     def start(self, timeout_s: float = 60.0) -> str:
         """Start the broker (fetching its jars first if needed) and wait until it serves.
-        Returns the bootstrap address. The first start picks free ports, retrying a lost race."""
+        Returns the bootstrap address. The first start picks free ports, retrying a lost race.
+        Idempotent: on a broker this object already runs, it returns the address (a second
+        JVM on the same ports and log directory would fail on the directory's lock)."""
+        if self.running():
+            return self.bootstrap
         jars = fetch_jars()
         java = _java()
         if java is None:

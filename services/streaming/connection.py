@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -38,12 +39,17 @@ class Errors(logging.Handler):
         self.last: Report | None = None
         self.settled: Report | None = None
         self._hang_ups = 0  # a broker restarting can hang up once; a TLS listener always does
+        # When librdkafka last gave up on the group session (monotonic clock), None if never.
+        self.session_lost_at: float | None = None
 
     def __call__(self, err: KafkaError) -> None:
         self._note(Report(err.code(), err.str()))
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
+        if text.startswith("SESSTMOUT"):
+            with self._guard:
+                self.session_lost_at = time.monotonic()
         if _PLAINTEXT_ON_TLS in text or (_HUNG_UP_AT_HELLO in text and "Disconnected" in text):
             self._note(Report(KafkaError._TRANSPORT, text))
 
@@ -56,6 +62,17 @@ class Errors(logging.Handler):
                                          or _PLAINTEXT_ON_TLS in report.text
                                          or self._hang_ups >= 3):
                 self.settled = report
+
+    def session_lost_within(self, seconds: float) -> bool:
+        """Whether the consumer's group session timed out on its side in the last `seconds`
+        (the coordinator unreachable past session.timeout.ms, e.g. while a broker restarts)."""
+        with self._guard:
+            lost = self.session_lost_at
+        return lost is not None and time.monotonic() - lost <= seconds
+
+    def detach(self, name: str) -> None:
+        """Stop hearing the logger `logger(name)` gave out (its client is closed)."""
+        logging.getLogger(name).removeHandler(self)
 
     def logger(self, name: str) -> logging.Logger:
         """A logger for librdkafka's `logger` setting: its lines go to the service's log (as

@@ -42,7 +42,9 @@ TRIGGERS = "al.retrain-triggers.v1"
 def own_kafka(kafka: ApacheKafka) -> Iterator[ApacheKafka]:
     """A broker of this test's own (`kafka` only makes the test need Apache Kafka)."""
     broker = ApacheKafka(properties=TEST_BROKER_PROPERTIES)
-    broker.start()
+    bootstrap, pid = broker.start(), broker.pid
+    # start() on a running broker is a no-op, not a second JVM fighting for the log dir's lock.
+    assert broker.start() == bootstrap and broker.pid == pid
     try:
         yield broker
     finally:

@@ -44,3 +44,35 @@ def test_a_plaintext_client_hung_up_on_three_times_is_told_so() -> None:
 
 def test_no_report_at_all_says_where_it_tried() -> None:
     assert "no answer from k:9093" in explain(None, CONFIG)
+
+
+FENCED = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
+                    "consumer with same group.instance.id: OffsetCommit failed")
+
+
+def test_a_fence_right_after_the_own_session_timed_out_is_a_self_fence() -> None:
+    """A broker restart longer than the session: librdkafka rejoins under the same static id and
+    the broker fences the old membership. That is SessionLost (the scorer rejoins in-process);
+    a fence without a lost session is another process with the same id (InstanceReplaced)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from services.scorer.service import InstanceReplaced, Scorer, SessionLost
+
+    errors = Errors()
+    log = errors.logger("librdkafka.test-self-fence")
+    scorer = SimpleNamespace(_errors=errors)
+    try:
+        with pytest.raises(InstanceReplaced) as other:
+            Scorer._raise_if_replaced(scorer, FENCED)  # type: ignore[arg-type]
+        assert not isinstance(other.value, SessionLost)
+        log.warning("SESSTMOUT [rdkafka#consumer-1] [thrd:main]: Consumer group session timed "
+                    "out (in join-state steady) after 6005 ms")
+        assert errors.session_lost_within(60)
+        with pytest.raises(SessionLost):
+            Scorer._raise_if_replaced(scorer, FENCED)  # type: ignore[arg-type]
+        Scorer._raise_if_replaced(scorer, KafkaError(KafkaError._TRANSPORT))  # not a fence
+    finally:
+        errors.detach("librdkafka.test-self-fence")
+    assert errors not in logging.getLogger("librdkafka.test-self-fence").handlers
