@@ -705,9 +705,12 @@ class Scorer:
             return
         positions = self.consumer.position([TopicPartition(self.topic, p)
                                             for p in self.partitions])
+        # Never past the partition's end: after the consumer was sent back to the start of a
+        # recreated topic, its position can still read the old log's (`_check_regressions`).
         moved = [tp.partition for tp in positions
                  if tp.partition in self.partitions
-                 and tp.offset > self.partitions[tp.partition].next_offset]
+                 and self.partitions[tp.partition].next_offset < tp.offset
+                 <= self.consumer.get_watermark_offsets(tp, cached=True)[1]]
         if moved:
             for tp in positions:
                 if tp.partition in moved:
