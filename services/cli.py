@@ -103,6 +103,60 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "mismatch" for r in results) else 0
 
 
+ACL_SERVICES = ("scorer", "label-sink", "label-studio", "ingest")
+
+
+def _service_settings(service: str, environ: dict[str, str]) -> object:
+    if service == "scorer":
+        return ScorerSettings.from_env(environ)
+    if service == "label-sink":
+        return LabelSinkSettings.from_env(environ)
+    if service == "label-studio":
+        from services.label_studio.settings import BridgeSettings
+
+        return BridgeSettings.from_env(environ)
+    from services.ingest.settings import IngestSettings
+
+    return IngestSettings.from_env(environ)
+
+
+def cmd_acls(args: argparse.Namespace) -> int:
+    """Print, create (--apply) or delete (--revoke) the ACLs a service needs, from the same
+    settings (topic prefix, group, guarantee) the service itself reads."""
+    from services.streaming import acls
+
+    env = dict(os.environ)
+    if not (args.apply or args.revoke):  # printing needs no cluster
+        env.setdefault("KAFKA_BOOTSTRAP_SERVERS", "unused:9092")
+    # What the service needs to run but its ACLs do not depend on.
+    unused = {"ingest": ("ACTIVE_STREAM_INGEST_TOKEN",),
+              "label-studio": ("ACTIVE_STREAM_LABEL_STUDIO_TOKEN",
+                               "ACTIVE_STREAM_LABEL_STUDIO_WEBHOOK_SECRET")}
+    for name in unused.get(args.service, ()):
+        env.setdefault(name, "unused")
+    if args.service == "label-studio":
+        env.setdefault("ACTIVE_STREAM_LABEL_STUDIO_URL", "http://unused")
+        env.setdefault("ACTIVE_STREAM_LABEL_STUDIO_PROJECT_ID", "1")
+    build = {"scorer": acls.scorer_acls, "label-sink": acls.label_sink_acls,
+             "label-studio": acls.bridge_acls, "ingest": acls.ingest_acls}[args.service]
+    needed = sorted(build(_service_settings(args.service, env), args.principal))
+    print(f"# {args.service}: {len(needed)} ACLs for {args.principal}")
+    print(f"# {'principal':22s} {'op':8s} {'resource':16s} {'pattern':8s} name")
+    for acl in needed:
+        print(acl.line())
+    if args.apply or args.revoke:
+        kafka = KafkaSettings.from_env(env)
+        admin = AdminClient(kafka.client(role="admin"))
+        try:
+            (acls.revoke if args.revoke else acls.apply)(admin, needed)
+        except KafkaException as exc:
+            raise CliError(f"{'deleting' if args.revoke else 'creating'} ACLs on "
+                           f"{kafka.bootstrap_servers} failed: {exc.args[0]}") from None
+        print(f"{'deleted' if args.revoke else 'created'} {len(needed)} ACLs on "
+              f"{kafka.bootstrap_servers}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the effective settings of a service, secrets masked."""
     cls = ScorerSettings if args.service == "scorer" else LabelSinkSettings
@@ -237,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print a service's effective settings (secrets masked)")
     config.add_argument("service", choices=["scorer", "label-sink"])
     config.set_defaults(func=cmd_config)
+
+    acl = sub.add_parser("acls", help="the Kafka ACLs a service needs: print, --apply, --revoke")
+    acl.add_argument("service", choices=ACL_SERVICES)
+    acl.add_argument("--principal", required=True, help="e.g. User:active-stream-scorer")
+    action = acl.add_mutually_exclusive_group()
+    action.add_argument("--apply", action="store_true",
+                        help="create them on KAFKA_BOOTSTRAP_SERVERS (as the admin the "
+                             "ACTIVE_STREAM_KAFKA_* settings name)")
+    action.add_argument("--revoke", action="store_true", help="delete exactly them")
+    acl.set_defaults(func=cmd_acls)
 
     scorer = sub.add_parser("scorer", help="run a scorer instance (events -> annotation requests)")
     scorer.set_defaults(func=cmd_scorer)

@@ -6,8 +6,11 @@
   `ACTIVE_STREAM_REQUIRE_APACHE_KAFKA=1` (set by CI) turns a missing Apache Kafka into a failure.
   `ACTIVE_STREAM_TEST_BROKER=tansu` runs the suite on Tansu on purpose.
 - `kafka`: Apache Kafka itself, for the tests of what only it shows (transactions hidden from
-  `read_committed` readers, compaction, `max.message.bytes`). Where it cannot run they skip with
-  the reason, except under ACTIVE_STREAM_REQUIRE_APACHE_KAFKA=1, where they fail.
+  `read_committed` readers, compaction, `max.message.bytes`, TLS, SASL and ACLs). Where it
+  cannot run they skip with the reason, except under ACTIVE_STREAM_REQUIRE_APACHE_KAFKA=1, where
+  they fail. Beside its plaintext listener (whose clients are super users: the suite's own
+  set-up) it has a SASL_SSL one with SCRAM users and the authorizer (`kafka.secure_bootstrap`,
+  `kafka.ca_location`, `SECURE_ADMIN`; more users with `add_scram_user`).
 - `tansu`: the embedded broker, for its quirk tests and a smoke subset of the loop (`any_broker`).
 - `any_broker`: parametrized over both, for the loop's smoke tests.
 Tests that need isolation create their own uniquely named topics with `unique_topic`.
@@ -26,6 +29,7 @@ import pytest
 from services.streaming import apache_kafka
 from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.embedded import EmbeddedBroker
+from services.streaming.kafka_security import Security
 from services.streaming.topics import TopicResult
 
 # Measured on Tansu: a consumer-group join takes about session.timeout.ms / 2 (docs/brokers.md),
@@ -43,6 +47,9 @@ TEST_BROKER_PROPERTIES = {
     "group.coordinator.append.linger.ms": "0",
     "log.cleaner.backoff.ms": "1000",
 }
+
+# The secured listener's super user; other users are made per test (add_scram_user).
+SECURE_ADMIN = ("admin", "admin-secret-7d1e")
 
 _counter = itertools.count()
 
@@ -98,7 +105,8 @@ def _apache_kafka() -> Iterator[ApacheKafka | str]:
                         pytrace=False)
         yield missing
         return
-    broker = ApacheKafka(properties=TEST_BROKER_PROPERTIES)
+    broker = ApacheKafka(properties=TEST_BROKER_PROPERTIES,
+                         security=Security(users=dict([SECURE_ADMIN]), admin=SECURE_ADMIN[0]))
     try:
         broker.start()
         broker.create_topics()
@@ -130,6 +138,23 @@ def any_broker(request: pytest.FixtureRequest) -> Broker:
         return tansu
     kafka: ApacheKafka = request.getfixturevalue("kafka")
     return kafka
+
+
+def add_scram_user(kafka: ApacheKafka, name: str, password: str) -> None:
+    """A SCRAM-SHA-512 user of the secured listener (made over the plaintext listener, whose
+    clients are super users)."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    upsert = UserScramCredentialUpsertion(
+        name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode())
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(30)
 
 
 @pytest.fixture(autouse=True)

@@ -16,12 +16,21 @@ Rules, checked in this order once the cooldown since the last trigger has passed
 4. `disagreement`: some class has >= `min_disagreement_labels` new compared annotations and a
    disagreement rate > `max_disagreement`.
 
-A fired trigger covers exactly the labels counted since the previous one; its manifest gives, per
-partition of the label topic, the half-open offset range [first counted offset, last + 1).
+A fired trigger covers exactly the labels counted since the previous one. Its manifest lists
+exactly their offsets in the label topic, as sorted, disjoint half-open runs [start, end) per
+partition: every offset in a run is a label this trigger counted, and no other. A partition
+has several runs where other records sit between its labels (other models' labels, duplicates,
+invalid labels, labels an earlier or later trigger counted). So the manifests of a model's
+triggers never share an offset, and reading a manifest gives exactly `total` labels with exactly
+`counts`, however the labels were interleaved, replayed or restarted.
+
+Bounded: a batch with `MAX_MANIFEST_RANGES` runs fires at once (rule `manifest_full`), whatever
+the other rules and the cooldown say, so a trigger record stays far below the 1 MiB record limit.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,7 +38,9 @@ from dataclasses import dataclass, field
 
 from services.core.agreement import ClassTally, Outcome
 
-RULES = ("label_count", "class_coverage", "label_age", "disagreement")
+RULES = ("label_count", "class_coverage", "label_age", "disagreement", "manifest_full")
+# ~70 bytes of JSON per run: 8,000 runs are ~560 KB, leaving room for counts within 1 MiB.
+MAX_MANIFEST_RANGES = 8_000
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,8 @@ class TriggerState:
     total: int = 0
     oldest: float | None = None
     pending: ClassTally = field(default_factory=ClassTally)
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    runs: dict[int, list[list[int]]] = field(default_factory=dict)  # partition -> [[s, e)...]
+    n_runs: int = 0
     watched: set[str] = field(default_factory=set)
     all_time: ClassTally = field(default_factory=ClassTally)
 
@@ -159,17 +171,22 @@ class TriggerState:
         self.pending.add(label.classes, label.outcomes)
         at = label.labeled_at
         self.oldest = at if self.oldest is None else min(self.oldest, at)
-        start, end = self.spans.get(label.partition, (label.offset, label.offset + 1))
-        self.spans[label.partition] = (min(start, label.offset), max(end, label.offset + 1))
+        self.n_runs += _add_offset(self.runs.setdefault(label.partition, []), label.offset)
 
     def should_trigger(self, policy: TriggerPolicy) -> Decision | None:
         """The trigger to fire now, or None. Does not change the state."""
         if self.total == 0 or self.clock is None:
             return None
         now = self.clock
-        if self.last_triggered_at is not None and now - self.last_triggered_at < policy.cooldown_s:
+        detail: tuple[str, str] | None
+        if self.n_runs >= MAX_MANIFEST_RANGES:
+            detail = "manifest_full", (f"the manifest holds {self.n_runs} offset runs, the most "
+                                       "a trigger carries")
+        elif (self.last_triggered_at is not None
+              and now - self.last_triggered_at < policy.cooldown_s):
             return None
-        detail = self._rule(policy, now)
+        else:
+            detail = self._rule(policy, now)
         if detail is None:
             return None
         rule, text = detail
@@ -205,8 +222,9 @@ class TriggerState:
         return None
 
     def ranges(self) -> tuple[OffsetSpan, ...]:
-        """The current batch's manifest: one span per partition with new labels, by partition."""
-        return tuple(OffsetSpan(p, s, e) for p, (s, e) in sorted(self.spans.items()))
+        """The current batch's manifest: its labels' offsets as runs, by partition and offset."""
+        return tuple(OffsetSpan(p, s, e) for p, runs in sorted(self.runs.items())
+                     for s, e in runs)
 
     def fire(self, decision: Decision) -> None:
         """Close the current batch: the labels in it belong to the trigger just published."""
@@ -215,8 +233,37 @@ class TriggerState:
         self.total = 0
         self.oldest = None
         self.pending = ClassTally()
-        self.spans = {}
+        self.runs = {}
+        self.n_runs = 0
 
     def since_trigger(self) -> Counter[str]:
         """Annotations per class since the last trigger."""
         return Counter(self.pending.labels)
+
+
+def _add_offset(runs: list[list[int]], offset: int) -> int:
+    """Insert `offset` into `runs` (sorted, disjoint, non-adjacent [start, end) pairs), merging
+    neighbours; returns the change in the number of runs (+1, 0 or -1). An offset already in a
+    run changes nothing (a label is counted once; the caller deduplicates)."""
+    i = bisect.bisect_right(runs, [offset, float("inf")])  # runs[:i] start at or before offset
+    before = runs[i - 1] if i > 0 else None
+    after = runs[i] if i < len(runs) else None
+    if before is not None and offset < before[1]:
+        return 0
+    joins_before = before is not None and before[1] == offset
+    joins_after = after is not None and after[0] == offset + 1
+    if joins_before and joins_after:
+        assert before is not None and after is not None
+        before[1] = after[1]
+        del runs[i]
+        return -1
+    if joins_before:
+        assert before is not None
+        before[1] = offset + 1
+        return 0
+    if joins_after:
+        assert after is not None
+        after[0] = offset
+        return 0
+    runs.insert(i, [offset, offset + 1])
+    return 1

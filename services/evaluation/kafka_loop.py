@@ -270,12 +270,16 @@ class _Round:
             due = acquired // s.retrain_every - triggered
             for msg in self.triggers.take(due, self.check):
                 trigger = decode_retrain_trigger(msg.value() or b"")
-                (r,) = trigger.manifest.ranges  # one partition
-                if r.start_offset != label_offset:
-                    raise RuntimeError(f"trigger {trigger.trigger_id} starts at {r.start_offset}"
-                                       f", after {label_offset} trained labels")
-                trained += self._rows(label_offset, r.end_offset)
-                label_offset = r.end_offset
+                # The ranges hold exactly the labels this trigger counted. Here every label is
+                # valid and counted once (one model, one partition), so they follow on from the
+                # previous trigger's without a gap.
+                for r in trigger.manifest.ranges:
+                    if r.start_offset != label_offset:
+                        raise RuntimeError(f"trigger {trigger.trigger_id} has a range from "
+                                           f"{r.start_offset}, after {label_offset} trained "
+                                           "labels")
+                    trained += self._rows(r.start_offset, r.end_offset)
+                    label_offset = r.end_offset
                 version += 1
                 model = FittedModel(X[trained], self._classes(trained), s.max_iter)
                 curve.append((len(trained), model.accuracy(X_test, y_test)))

@@ -15,6 +15,10 @@ trigger is published (and its delivery awaited) BEFORE the row of the label that
 written, so a crash in between republishes the same trigger (same labels, same deterministic
 trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id.
 
+Order: each agent admits a record through `ordering.InOrder` before processing it, so records of
+a partition are processed in offset order, each once per assignment, never past a hole; the
+offsets faust commits are the guard's (faust_guards.py). docs/label-sink.md, "Restarts".
+
 Co-partitioning: the join reads the `requests` table from the label's worker, so labels and
 requests must be keyed alike (by asset_id) with the same partition count. With one worker (the
 common case for a low-volume sink) any keying works.
@@ -22,7 +26,6 @@ common case for a low-volume sink) any keying works.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
@@ -34,14 +37,25 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException
 
 from services import service_version
 from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
-from services.core.triggers import Decision, Fired, TriggerPolicy, trigger_id
+from services.core.triggers import Decision, Fired, trigger_id
+from services.label_sink.broker_offsets import BrokerOffsets
+from services.label_sink.cluster import SinkTopics
+from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
+from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.metrics import LabelSinkMetrics
-from services.label_sink.security import FaustSecurity, faust_security, is_security_key
+from services.label_sink.ordering import InOrder, OutOfOrder
+from services.label_sink.outputs import (
+    export_committed_lag,
+    prune,
+    trigger_event,
+    trigger_policy,
+)
+from services.label_sink.security import FaustSecurity, faust_security
 from services.label_sink.tables import Ledger, joined_label, request_row, stored_row, to_record
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
@@ -54,33 +68,20 @@ from services.streaming.events import (
     decode_label,
     encode_event,
 )
-from services.streaming.settings import LabelSinkSettings, SettingsError
+from services.streaming.settings import LabelSinkSettings
 
 log = logging.getLogger(__name__)
 
 SERVICE = "label-sink"
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                         "value_serializer": "raw"}
+# How often the offset timer runs: it seeks back a partition stalled with records left (ordering.py)
+# and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
+# is noticed after one to two periods.
+OFFSETS_INTERVAL_S = 5.0
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
-
-
-class SinkUnavailable(RuntimeError):
-    """The sink cannot start (topics missing, partition counts differ); the message says why."""
-
-
-@dataclass(frozen=True)
-class SinkTopics:
-    labels: str
-    requests: str
-    triggers: str
-    feedback: str
-
-    @classmethod
-    def with_prefix(cls, prefix: str) -> SinkTopics:
-        return cls(prefix + topics.LABELS, prefix + topics.ANNOTATION_REQUESTS,
-                   prefix + topics.RETRAIN_TRIGGERS, prefix + topics.CLASS_FEEDBACK)
 
 
 @dataclass
@@ -90,6 +91,8 @@ class SinkStatus:
     assigned: bool = False
     crashed: BaseException | None = None
     app: Any = None
+    order: InOrder | None = None
+    delivery: DeliveryGuard | None = None
     dirty: set[str] = field(default_factory=set)
 
     def health(self) -> tuple[bool, str]:
@@ -106,28 +109,6 @@ class SinkStatus:
         return True, "ok"
 
 
-def partition_counts(settings: LabelSinkSettings, names: SinkTopics) -> int:
-    """Partitions of the label topic; raises SinkUnavailable when the inputs are missing or not
-    co-partitioned (the join needs equal partition counts)."""
-    admin = AdminClient(settings.kafka.client(role="admin"))
-    meta = admin.list_topics(timeout=15.0).topics
-    counts = {}
-    for name in (names.labels, names.requests):
-        if name not in meta or meta[name].error is not None:
-            raise SinkUnavailable(f"topic {name} does not exist: run `active-stream topics create`")
-        counts[name] = len(meta[name].partitions)
-    if len(set(counts.values())) != 1:
-        raise SinkUnavailable(f"labels and requests must have equal partition counts: {counts}")
-    return counts[names.labels]
-
-
-def is_tansu(settings: LabelSinkSettings) -> bool:
-    """True when the cluster is the embedded Tansu broker (its cluster id says so)."""
-    admin = AdminClient(settings.kafka.client(role="admin"))
-    cluster = admin.describe_cluster(request_timeout=15).result(timeout=20)
-    return str(cluster.cluster_id or "").startswith("tansu")
-
-
 def build_app(
     settings: LabelSinkSettings,
     metrics: LabelSinkMetrics,
@@ -136,10 +117,12 @@ def build_app(
     partitions: int,
     on_crash: Callable[[BaseException], None],
     security: FaustSecurity | None = None,
+    broker: BrokerOffsets | None = None,
 ) -> faust.App:
-    """The faust app with its topics, tables, agents and timer. Does not start anything.
+    """The faust app with its topics, tables, agents and timers. Does not start anything.
 
-    `security` defaults to `faust_security(settings.kafka.client_config)`."""
+    `security` defaults to `faust_security(settings.kafka.client_config)`; `broker` (offset
+    look-ups) to one built from `settings.kafka`. The agents' offset guard is `status.order`."""
     if security is None:
         security = faust_security(settings.kafka.client_config)
     names = SinkTopics.with_prefix(settings.topic_prefix)
@@ -174,10 +157,39 @@ def build_app(
         value_serializer="json",
     )
     status.app = app
+
+    def refused(exc: BaseException) -> None:
+        status.crashed = exc
+        on_crash(exc)
+
+    status.delivery = DeliveryGuard(refused)
+    app.sensors.add(status.delivery)
     labels_in = app.topic(names.labels, **_RAW)
     requests_in = app.topic(names.requests, **_RAW)
     by_model = app.topic(f"{settings.app_id}-labels-by-model", partitions=partitions,
                          internal=True, **_RAW)
+    if broker is None:
+        broker = BrokerOffsets(settings.kafka.client(role="consumer"), settings.app_id)
+
+    async def seek(tp: Any, offset: int) -> None:
+        # In the consumer's own thread (faust's `seek` calls aiokafka from this one).
+        await app.consumer.seek_wait({tp: offset})
+
+    def consumer_state(tp: tuple[str, int]) -> str:
+        """faust's view of a partition, for the log line of a stalled one."""
+        consumer: Any = app.consumer  # faust's Consumer (its internals are untyped)
+        return (f"flow active {consumer.flow_active}, flow control active "
+                f"{app.flow_control.is_active()}, partition active "
+                f"{tp in (consumer._active_partitions or ())}, paused "
+                f"{tp in consumer._paused_partitions}, buffered "
+                f"{tp in consumer._buffered_partitions}, read offset "
+                f"{consumer._read_offset.get(tp)}")
+
+    order = status.order = InOrder(seek, broker, metrics,
+                                   topics=(names.labels, names.requests, by_model.get_topic_name()),
+                                   describe=consumer_state)
+    # The handlers below take a faust event or, for records the consumer skipped, an
+    # ordering.FetchedEvent: they use only `value` and `message.{topic,partition,offset,key}`.
     labels_dlq = app.topic(topics.dlq(names.labels), **_RAW)
     requests_dlq = app.topic(topics.dlq(names.requests), **_RAW)
     triggers_out = app.topic(names.triggers, **_RAW)
@@ -220,73 +232,82 @@ def build_app(
     @crashes_worker
     async def read_requests(stream: Any) -> None:
         async for event in stream.events():
-            try:
-                request = decode_annotation_request(event.value)
-            except InvalidEvent as exc:
-                metrics.invalid_requests.labels(exc.code.value).inc()
-                await send_dead_letter(requests_dlq, event, exc)
-                continue
-            partition = event.message.partition
-            requests[request.request_id] = request_row(request, partition)
-            metrics.requests.inc()
-            newest[partition] = max(newest.get(partition, 0.0), request.event_timestamp)
-            inserted[0] += 1
-            if inserted[0] >= max(_PRUNE_EVERY, len(requests) // 2):
-                inserted[0] = 0
-                _prune(requests, partition, newest[partition] - settings.request_ttl_s)
+            await order.process(event, store_request)
+
+    async def store_request(event: Any) -> None:
+        try:
+            request = decode_annotation_request(event.value)
+        except InvalidEvent as exc:
+            metrics.invalid_requests.labels(exc.code.value).inc()
+            await send_dead_letter(requests_dlq, event, exc)
+            return
+        partition = event.message.partition
+        requests[request.request_id] = request_row(request, partition)
+        metrics.requests.inc()
+        newest[partition] = max(newest.get(partition, 0.0), request.event_timestamp)
+        inserted[0] += 1
+        if inserted[0] >= max(_PRUNE_EVERY, len(requests) // 2):
+            inserted[0] = 0
+            prune(requests, partition, newest[partition] - settings.request_ttl_s)
 
     @app.agent(labels_in)
     @crashes_worker
     async def read_labels(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            try:
-                label = decode_label(event.value)
-            except InvalidEvent as exc:
-                window.record(np.ones(1, dtype=bool))
-                metrics.invalid.labels(exc.code.value).inc()
-                await send_dead_letter(labels_dlq, event, exc)
-                window.check()  # raises past the ceiling: a broken producer must page someone
-                continue
-            window.record(np.zeros(1, dtype=bool))
-            request = requests.get(label.request_id) if label.request_id else None
-            if request is not None and label.labeled_at - request["t"] > settings.request_ttl_s:
-                request = None
-            row = joined_label(label, msg.partition, msg.offset, request)
-            if row is None:  # nothing to count it under: dead-letter it, never drop it
-                metrics.unattributed.inc()
-                orphan = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
-                                      f"absent, and request_id {label.request_id!r} answers no "
-                                      "known request (within request_ttl_s)")
-                metrics.invalid.labels(orphan.code.value).inc()
-                await send_dead_letter(labels_dlq, event, orphan)
-                continue
-            await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+            await order.process(event, forward_label)
+
+    async def forward_label(event: Any) -> None:
+        msg = event.message
+        try:
+            label = decode_label(event.value)
+        except InvalidEvent as exc:
+            window.record(np.ones(1, dtype=bool))
+            metrics.invalid.labels(exc.code.value).inc()
+            await send_dead_letter(labels_dlq, event, exc)
+            window.check()  # raises past the ceiling: a broken producer must page someone
+            return
+        window.record(np.zeros(1, dtype=bool))
+        request = requests.get(label.request_id) if label.request_id else None
+        if request is not None and label.labeled_at - request["t"] > settings.request_ttl_s:
+            request = None
+        row = joined_label(label, msg.partition, msg.offset, request)
+        if row is None:  # nothing to count it under: dead-letter it, never drop it
+            metrics.unattributed.inc()
+            orphan = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
+                                  f"absent, and request_id {label.request_id!r} answers no "
+                                  "known request (within request_ttl_s)")
+            metrics.invalid.labels(orphan.code.value).inc()
+            await send_dead_letter(labels_dlq, event, orphan)
+            return
+        await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
     @app.agent(by_model)
     @crashes_worker
     async def count_labels(stream: Any) -> None:
         async for event in stream.events():
-            row = orjson.loads(event.value)
-            if row["id"] in labels:
-                metrics.duplicates.inc()
-                continue
-            if not ledger.valid:
-                ledger.rebuild(labels.values())
-            model_id = row["m"]
-            state = ledger.get(model_id)
-            record = to_record(row, batch=state.batch)
-            state.record(record)
-            decision = state.should_trigger(policy)
-            fired = None
-            if decision is not None:
-                fired = await publish_trigger(model_id, decision)
-                state.fire(decision)
-            labels[row["id"]] = stored_row(row, record.batch, fired)
-            count_metrics(model_id, row, state)
-            status.dirty.add(model_id)
-            if fired is not None:
-                await publish_feedback(model_id)
+            await order.process(event, count_label)
+
+    async def count_label(event: Any) -> None:
+        row = orjson.loads(event.value)
+        if row["id"] in labels:
+            metrics.duplicates.inc()
+            return
+        if not ledger.valid:
+            ledger.rebuild(labels.values())
+        model_id = row["m"]
+        state = ledger.get(model_id)
+        record = to_record(row, batch=state.batch)
+        state.record(record)
+        decision = state.should_trigger(policy)
+        fired = None
+        if decision is not None:
+            fired = await publish_trigger(model_id, decision)
+            state.fire(decision)
+        labels[row["id"]] = stored_row(row, record.batch, fired)
+        count_metrics(model_id, row, state)
+        status.dirty.add(model_id)
+        if fired is not None:
+            await publish_feedback(model_id)
 
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
@@ -328,120 +349,46 @@ def build_app(
     @app.timer(interval=settings.feedback_interval_s)
     async def feedback_timer() -> None:
         if not ledger.valid:
-            return
+            if not status.ready()[0]:
+                return  # tables still recovering: a rebuild now would count half of them
+            # After a rebalance or a restart the last feedback of this worker's models may
+            # never have gone out (stopped between a count and the timer): publish it again
+            # once, from the rebuilt counts, instead of waiting for the next label.
+            ledger.rebuild(labels.values())
+            status.dirty.update(model_id for model_id, _ in ledger.items())
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
+
+    @app.timer(interval=OFFSETS_INTERVAL_S)
+    async def offsets_timer() -> None:
+        try:
+            ends = await export_committed_lag(order, broker, metrics)
+            await order.watch(ends)
+        except (KafkaException, TimeoutError) as exc:
+            log.info("offset check skipped (broker did not answer): %s", exc)
+        except OutOfOrder as exc:
+            log.critical("label sink stops: %s", exc)
+            status.crashed = exc
+            on_crash(exc)
 
     # mode's Signal.connect stubs want a `signal` keyword we receive through **kwargs.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         status.assigned = False
+        order.revoke(revoked)
         ledger.invalidate()  # rows may move to another worker: rebuild from what stays here
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        order.assign(assigned)
         status.assigned = True
         ledger.invalidate()
 
     return app
 
 
-def trigger_policy(settings: LabelSinkSettings) -> TriggerPolicy:
-    """The trigger policy the settings describe; SettingsError for an inconsistent combination."""
-    try:
-        return TriggerPolicy(
-            min_labels=settings.trigger_min_labels,
-            min_labels_per_class=settings.trigger_min_labels_per_class or None,
-            max_label_age_s=settings.trigger_max_label_age_s or None,
-            max_disagreement=(settings.trigger_max_disagreement
-                              if settings.trigger_max_disagreement < 1.0 else None),
-            min_disagreement_labels=settings.trigger_min_disagreement_labels,
-            cooldown_s=settings.trigger_cooldown_s,
-        )
-    except ValueError as exc:
-        raise SettingsError(f"{settings.PREFIX}TRIGGER_*: {exc}") from None
-
-
-def trigger_event(tid: str, model_id: str, topic: str, decision: Decision) -> dict[str, Any]:
-    """A retrain-trigger event (schemas/retrain-trigger.schema.json) for `decision`."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "trigger_id": tid,
-        "model_id": model_id,
-        "rule": decision.rule,
-        "detail": decision.detail[:1024],
-        "counts": dict(decision.counts),
-        "total": decision.total,
-        "triggered_at": decision.triggered_at,
-        "manifest": {
-            "topic": topic,
-            "ranges": [
-                {"partition": r.partition, "start_offset": r.start_offset,
-                 "end_offset": r.end_offset}
-                for r in decision.ranges
-            ],
-        },
-    }
-
-
-def _prune(requests: Any, partition: int, cutoff: float) -> None:
-    """Delete the expired requests of `partition` (the current event's partition, so each
-    tombstone goes to the changelog partition the row came from)."""
-    expired = [k for k, v in requests.items() if v["q"] == partition and v["t"] < cutoff]
-    for key in expired:
-        del requests[key]
-    if expired:
-        log.info("pruned %d expired requests of partition %d", len(expired), partition)
-
-
 def run(settings: LabelSinkSettings) -> int:
-    """Run the label sink in the foreground until SIGTERM/SIGINT (graceful: offsets committed,
-    producer flushed). Returns 0 after a clean stop, 70 if an agent hit a bug and crashed."""
-    from prometheus_client import CollectorRegistry
+    """Run the label sink in the foreground (services/label_sink/worker.py)."""
+    from services.label_sink.worker import run as run_worker
 
-    from services.streaming.ops import OpsAccess, OpsServer
-
-    # Before any network call: a security setting faust cannot apply stops start-up right here.
-    security = faust_security(settings.kafka.client_config)
-    names = SinkTopics.with_prefix(settings.topic_prefix)
-    partitions = partition_counts(settings, names)
-    compat = settings.broker_compat == "tansu" or (
-        settings.broker_compat == "auto" and is_tansu(settings))
-    if compat:
-        from services.label_sink.faust_compat import patch_faust_highwaters
-
-        patch_faust_highwaters()
-    if security.unused:
-        log.warning("Kafka security properties unused with security.protocol=%s (as in "
-                    "librdkafka): %s", security.protocol, list(security.unused))
-    ignored = sorted(k for k in settings.kafka.client_config if not is_security_key(k))
-    if ignored:
-        # Tuning keys (client.id, linger.ms...) reach the sink's admin client, not faust.
-        log.warning("librdkafka properties not applied to the faust client: %s", ignored)
-    registry = CollectorRegistry()
-    metrics = LabelSinkMetrics(registry)
-    status = SinkStatus()
-    holder: dict[str, Any] = {}
-
-    def on_crash(exc: BaseException) -> None:
-        worker = holder.get("worker")
-        if worker is not None:
-            asyncio.ensure_future(worker.stop())
-
-    app = build_app(settings, metrics, status, partitions=partitions,
-                    on_crash=on_crash, security=security)
-    ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
-                    health=status.health, ready=status.ready,
-                    access=OpsAccess.of(settings)).start()
-    worker = faust.Worker(app, loglevel="INFO", override_logging=False)
-    holder["worker"] = worker
-    log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s, internal topic "
-             "replication %d", settings.app_id, settings.metrics_host, ops.port,
-             "tansu" if compat else "off", security, settings.topic_replication_factor)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit:
-        pass
-    finally:
-        ops.stop()
-    return 70 if status.crashed is not None else 0
+    return run_worker(settings)

@@ -62,6 +62,20 @@ class LabelSinkMetrics:
             "label_sink_turnaround_seconds",
             "Request to label time: labeled_at minus the requested inference event's timestamp.",
             buckets=TURNAROUND_BUCKETS, registry=registry)
+        self.out_of_order = Counter(
+            "label_sink_out_of_order_records_total",
+            "Input records out of order, by topic and outcome: `replayed` (already processed: a "
+            "redelivery, skipped), `not_assigned` (a partition this worker does not own, "
+            "skipped), `hole_filled` (records the consumer skipped, read from the broker and "
+            "processed), `empty_hole` (a jump over offsets without records), "
+            "`stall_sought_back` (no progress for a check period with records left: the "
+            "consumer was sought back).",
+            ["topic", "outcome"], registry=registry)
+        self.committed_lag = Gauge(
+            "label_sink_committed_offset_lag_records",
+            "Records of an input topic past the committed offset of this worker's group, summed "
+            "over the partitions this worker owns (the records a restart would re-read or read).",
+            ["topic"], registry=registry)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)

@@ -65,12 +65,13 @@ class CheckpointLocator:
 
     def __init__(self, client_config: Mapping[str, Any], state_topic: str,
                  key_of: Callable[[int], bytes], marker_producer: Callable[[], Producer],
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, group: str = "active-stream-checkpoint-reader") -> None:
         self._config = dict(client_config)
         self.topic = state_topic
         self._key_of = key_of
         self._marker_producer = marker_producer
         self.timeout_s = timeout_s
+        self.group = group  # group.id of its readers: nothing joined or committed (ACLs name it)
 
     def locate(self, committed: list[TopicPartition]) -> Located:
         """The checkpoints of the partitions in `committed` (the group's committed offsets,
@@ -97,7 +98,7 @@ class CheckpointLocator:
         return found
 
     def _reader(self) -> Consumer:
-        return Consumer({**self._config, "group.id": "active-stream-checkpoint-reader",
+        return Consumer({**self._config, "group.id": self.group,
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
 
@@ -127,7 +128,8 @@ class CheckpointLocator:
         """Read the whole state topic for the partitions without a usable pointer."""
         counted: list[int] = []
         latest = load_latest(self._config, self.topic, producer=self._marker_producer(),
-                             timeout_s=self.timeout_s, on_record=lambda: counted.append(1))
+                             timeout_s=self.timeout_s, on_record=lambda: counted.append(1),
+                             group=self.group)
         found.scanned = True
         found.records_read += len(counted)
         found.latest = {key: record.value for key, record in latest.items()}

@@ -145,3 +145,7 @@ class ScorerMetrics:
                               "(set when this instance takes it). With lag, time() minus this "
                               "is how long it has been stalled.", ["partition"],
                               registry=registry)
+        self.holds = Counter("scorer_holds_total",
+                             "Times the scorer held (not ready, partitions paused) because the "
+                             "broker refused its output or a permission is missing; it retries "
+                             "by itself.", registry=registry)

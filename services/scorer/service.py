@@ -50,7 +50,7 @@ from services.scorer.partition import (
     partition_seed,
     read_checkpoint,
 )
-from services.streaming import topics
+from services.streaming import connection, topics
 from services.streaming.ceiling import (
     DeadLetterCeiling,
     DeadLetterCeilingExceeded,
@@ -82,9 +82,9 @@ class ScorerUnavailable(RuntimeError):
 class DeliveryFailed(RuntimeError):
     """The broker refused records the scorer produced (a topic deleted, an ACL, a record over
     the topic's size limit). `flush()` returning 0 does not mean delivered: a refused record
-    leaves the queue with an error report. The scorer stops without committing or checkpointing
-    anything after its last durable checkpoint, so a restart replays and reproduces the lost
-    output."""
+    leaves the queue with an error report. Nothing past the last durable output is committed;
+    the loop holds (`_hold`): not ready, its partitions rewound to their last checkpoint and
+    paused, and it tries again every few seconds until the broker accepts the output."""
 
 
 class InstanceReplaced(RuntimeError):
@@ -123,6 +123,10 @@ _MAX_COMMITS_IN_FLIGHT = 1
 # rolling restart left two partitions with no owner in 1 of 3 runs (measured on Kafka 4.1.1,
 # librdkafka 2.16); the scorer assigns incrementally if a user chooses it all the same.
 _GROUP_DEFAULTS = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1000}
+# How long the loop holds, paused, after the broker refused its output, before it tries again.
+_HOLD_S = 5.0
+# A refused read or commit (a missing ACL) counts as fixed after this long without another.
+_DENIED_QUIET_S = 10.0
 # How long a partition whose state could not be restored waits before the next attempt.
 _RESTORE_RETRY_S = 5.0
 # How long a transaction may stay open before the broker aborts it. An instance that froze or
@@ -158,6 +162,11 @@ class Scorer:
         # Per partition, the next offset when its progress gauge was last set.
         self._progress: dict[int, int] = {}
         self._restore_retry_at = 0.0
+        # Why the loop is holding (a refusal, a missing permission), None when it is not; and
+        # until when its partitions stay paused before it tries again.
+        self._held: str | None = None
+        self._hold_until = 0.0
+        self._denied_at = 0.0  # when the group or the input was last refused to this reader
         self._stop = threading.Event()
         self._undelivered: list[tuple[str, KafkaError]] = []
         # Class feedback per partition not applied yet (weights, newest feedback seq in them),
@@ -195,9 +204,13 @@ class Scorer:
         for key, value in _GROUP_DEFAULTS.items():
             if key not in settings.kafka.client_config:
                 consumer_config[key] = value
+        self._errors = connection.Errors()
+        consumer_config["error_cb"] = self._errors
+        consumer_config["logger"] = self._errors.logger("librdkafka.scorer")
         consumer_config = client(role="consumer", overrides=consumer_config)
         self._cooperative = _cooperative(consumer_config)
         self.consumer = Consumer(consumer_config)
+        self._connect()  # before anything else asks the cluster: one line if it cannot
         producer_config: dict[str, Any] = {
             "allow.auto.create.topics": False,
             "enable.idempotence": True,
@@ -209,12 +222,14 @@ class Scorer:
             # Refused records are only seen in delivery reports; a checkpoint's report also
             # says where it landed (its pointer for the next commits).
             "on_delivery": self._on_delivery,
+            "error_cb": self._errors,
         }
         if self.eos:
             producer_config["transactional.id"] = f"{settings.group_id}-{settings.instance_id}"
             if "transaction.timeout.ms" not in settings.kafka.client_config:
                 producer_config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
-        self.producer = Producer(client(producer_config, role="producer"))
+        self._producer_config = client(producer_config, role="producer")
+        self.producer = Producer(self._producer_config)
         self.feedback = FeedbackReader(client({"group.id": settings.group_id + "-feedback"},
                                               role="consumer"),
                                        settings.feedback_topic, self.version)
@@ -227,14 +242,38 @@ class Scorer:
             self._partition_count(topic)
         self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
                                          "enable.auto.commit": False}, role="consumer"))
+        # Every group.id the scorer's clients use starts with its group's name: one prefixed
+        # ACL covers them (`active-stream acls`).
         self.locator = CheckpointLocator(client(role="consumer"), settings.state_topic,
-                                         self._state_key, self._marker_producer)
+                                         self._state_key, self._marker_producer,
+                                         group=settings.group_id + "-restore")
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
                              health=self.health, ready=self.ready,
                              access=OpsAccess.of(settings))
 
+    def _connect(self, timeout_s: float = 30.0) -> None:
+        """Wait until the cluster answers; ScorerUnavailable with one line saying why not (a
+        refused password or CA is known within a second or two: no point waiting it out)."""
+        deadline = time.monotonic() + timeout_s
+        config = self.settings.kafka.client(role="consumer")
+        while True:
+            try:
+                self.consumer.list_topics(timeout=2.0)
+                return
+            except KafkaException:
+                self.consumer.poll(0.1)  # serves error_cb (nothing is assigned yet)
+            if self._errors.settled is not None:
+                raise ScorerUnavailable(connection.explain(self._errors.settled, config))
+            self.consumer.poll(0.1)  # serves the log lines of the failed attempt too
+            if time.monotonic() > deadline:
+                raise ScorerUnavailable(connection.explain(self._errors.last, config))
+
     def _partition_count(self, topic: str) -> int:
         meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is not None and meta.error is not None and _authorization(meta.error):
+            raise ScorerUnavailable(
+                f"not authorized to DESCRIBE topic {topic} ({meta.error.str()}): grant the "
+                "scorer's ACLs (`active-stream acls scorer --principal User:...`)")
         if meta is None or meta.error is not None or not meta.partitions:
             raise ScorerUnavailable(
                 f"topic {topic} does not exist: run `active-stream topics create`")
@@ -250,6 +289,8 @@ class Scorer:
     def ready(self) -> tuple[bool, str]:
         if not self._assigned_once:
             return False, "waiting for the group to assign partitions"
+        if self._held is not None:
+            return False, f"holding, retrying every {_HOLD_S:.0f} s: {self._held}"
         if self._unrestored:
             return False, (f"partitions {sorted(self._unrestored)} not restored yet: their "
                            "state topic could not be read (retrying)")
@@ -275,6 +316,8 @@ class Scorer:
                 messages = self.consumer.consume(self.settings.batch_size,
                                                  self.settings.batch_timeout_s)
                 try:
+                    messages = self._consumer_errors(messages)
+                    self._resume_after_hold()
                     self._apply_feedback()
                     if messages or self.feedback.dead_letters:
                         self._process(messages)
@@ -286,6 +329,8 @@ class Scorer:
                     self._retry_restores()
                 except _Fenced as exc:
                     self._rewind(exc)
+                except DeliveryFailed as exc:
+                    self._hold(str(exc))
         except KafkaException as exc:
             self._failed = True
             if exc.args and isinstance(exc.args[0], KafkaError):
@@ -395,6 +440,9 @@ class Scorer:
         for code in codes:
             self.metrics.feedback_invalid.labels(code).inc()
         self._finish([self._commit_position(p) for p in results])
+        if self._held is not None and self._hold_until == float("inf") and results:
+            log.info("the broker accepts the output again: resuming (%s)", self._held)
+            self._held = None
 
     def _letter(self, out: Output) -> Output:
         """A dead letter as produced: redacted (hashes and sizes, no payload, key or quoted
@@ -470,6 +518,9 @@ class Scorer:
         if err.code() in _FENCED_CODES:
             self._refused_commit(err.str(), "may be replayed by its partitions' next owner")
             return
+        if _authorization(err):
+            self._denied(f"not authorized to READ group {self.settings.group_id}, so offsets "
+                         f"cannot be committed ({err.str()})")
         log.warning("committing offsets failed (%s); the next commit covers them", err.str())
         self.metrics.commit_failures.inc()
 
@@ -513,12 +564,13 @@ class Scorer:
                     reason, consequence)
         self.metrics.fenced.inc()
 
-    def _rewind(self, fenced: _Fenced) -> None:
+    def _rewind(self, fenced: _Fenced, quiet: bool = False) -> None:
         """After an aborted transaction: forget the state of the partitions it covered (ahead of
         what is committed) and restore those still assigned from their checkpoints and
         committed offsets. The group's rebalance, served by the next consume, then revokes or
         keeps them as it decides."""
-        self._refused_commit(str(fenced), "was aborted; restoring its partitions")
+        if not quiet:
+            self._refused_commit(str(fenced), "was aborted; restoring its partitions")
         ahead = [p for p in fenced.partitions if p in self.partitions]
         assigned = {tp.partition: tp for tp in self.consumer.assignment()
                     if tp.topic == self.topic}
@@ -537,6 +589,81 @@ class Scorer:
             return
         for tp in resume:
             self.consumer.seek(tp)
+
+    def _hold(self, reason: str) -> None:
+        """The broker refused output: nothing of it is committed. Abort what is open, rewind
+        every partition to its last checkpoint (their in-memory state is past what the broker
+        holds), pause them, say why (not ready), and try again in a few seconds: a restored
+        ACL, a recreated topic, a raised size limit lets the scorer resume by itself, and the
+        replay produces exactly the output that was refused."""
+        if self._held != reason:
+            log.error("holding: %s; nothing is committed past the refused output; retrying "
+                      "every %.0f s", reason, _HOLD_S)
+        self._held = reason
+        self._hold_until = time.monotonic() + _HOLD_S
+        self.metrics.holds.inc()
+        self._abort_transaction()
+        if self.eos:
+            self._renew_producer()
+        self._undelivered.clear()
+        self._rewind_all()
+        self.consumer.pause([TopicPartition(self.topic, p) for p in self.partitions])
+
+    def _renew_producer(self) -> None:
+        """A new transactional producer under the same transactional.id. After a refused record
+        librdkafka's transactional producer can stay out of step with the broker (seen:
+        OUT_OF_ORDER_SEQUENCE_NUMBER on the next commit, after the record size limit was
+        raised); init_transactions starts a new epoch with fresh sequence numbers."""
+        self.producer.purge()
+        self.producer.flush(0)
+        self.producer = Producer(self._producer_config)
+        self.producer.init_transactions(30)
+
+    def _resume_after_hold(self) -> None:
+        if self._held is None:
+            return
+        if self._denied_at and time.monotonic() - self._denied_at > _DENIED_QUIET_S:
+            log.info("no refusal for %.0f s: the permission is back (%s)", _DENIED_QUIET_S,
+                     self._held)
+            self._held, self._denied_at = None, 0.0
+            return
+        if time.monotonic() < self._hold_until:
+            return
+        self.consumer.resume([TopicPartition(self.topic, p) for p in self.partitions])
+        self._hold_until = float("inf")  # until a batch's output is accepted (`_produce`)
+
+    def _rewind_all(self) -> None:
+        """Restore every partition still assigned from its checkpoint and committed offset."""
+        self._rewind(_Fenced("", list(self.partitions)), quiet=True)
+
+    def _consumer_errors(self, messages: list[Message]) -> list[Message]:
+        """The records among `messages`. A missing permission (to read the input topic, or the
+        group) is held, not fatal: librdkafka keeps asking, and once the ACL is there the
+        records flow again. Any other error but end-of-partition raises."""
+        if not any(map(Message.error, messages)):
+            return messages
+        for msg in messages:
+            err = msg.error()
+            if err is None or err.code() == KafkaError._PARTITION_EOF:
+                continue
+            kind = _authorization(err)
+            if kind is None:
+                _raise_if_replaced(err)
+                raise KafkaException(err)
+            self._denied(f"not authorized to READ {kind} "
+                         f"{msg.topic() if kind == 'topic' else self.settings.group_id} "
+                         f"({err.str()})")
+        return [msg for msg in messages if msg.error() is None]
+
+    def _denied(self, reason: str) -> None:
+        """A permission the reader needs is missing: not ready until no refusal has been seen
+        for a while (librdkafka keeps retrying; nothing is committed past what was processed)."""
+        if self._held != reason:
+            log.error("holding: %s; waiting for the permission", reason)
+            self.metrics.holds.inc()
+        self._held = reason
+        self._hold_until = float("inf")
+        self._denied_at = time.monotonic()
 
     def _advance_idle(self) -> None:
         """Move partitions past offsets that hold no records for this reader (transaction
@@ -580,10 +707,13 @@ class Scorer:
         for topic, err in self._undelivered:
             _raise_if_replaced(err)  # refused because a newer instance fenced this one
             by_topic[topic].append(err)
-        detail = "; ".join(f"{len(errs)} to {topic} ({errs[0].str()})"
-                           for topic, errs in by_topic.items())
-        raise DeliveryFailed(f"the broker refused records: {detail}; {consequence}. A restart "
-                             "replays from the last checkpoint and produces them again.")
+        detail = "; ".join(
+            f"{len(errs)} to {topic} ("
+            + (f"not authorized to WRITE to topic {topic}: {errs[0].str()}"
+               if _authorization(errs[0]) else errs[0].str()) + ")"
+            for topic, errs in by_topic.items())
+        self._undelivered.clear()
+        raise DeliveryFailed(f"the broker refused records: {detail}; {consequence}")
 
     def _observe(self, results: dict[int, BatchResult],
                  by_partition: dict[int, list[Message]], seconds: float) -> None:
@@ -962,6 +1092,9 @@ class Scorer:
         from what was durable before: nothing to do but say so."""
         try:
             self._checkpoint(partitions, final=True)  # commits the offsets too
+        except DeliveryFailed as exc:
+            log.error("partitions %s: their final checkpoint was refused (%s); their next owner "
+                      "restores from the last durable one", partitions, exc)
         except _Fenced as exc:
             log.warning("partitions %s: the group refused the hand-over (%s); their next owner "
                         "restores from the last durable checkpoint", partitions, exc)
@@ -1040,6 +1173,19 @@ def _raise_if_replaced(err: KafkaError) -> None:
             f"another process joined with this instance's id ({err.str()}): stopping. Expected "
             "when this instance was restarted; otherwise give every instance its own "
             "ACTIVE_STREAM_SCORER_INSTANCE_ID")
+
+
+_AUTHORIZATION = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "group",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "transactional id",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
+}
+
+
+def _authorization(err: KafkaError) -> str | None:
+    """The kind of resource an authorization error is about, or None for another error."""
+    return _AUTHORIZATION.get(err.code())
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from services.streaming.embedded import (
     _die_with_parent,
     free_port,
 )
+from services.streaming.kafka_security import Security, make_tls
 from services.streaming.topics import TopicResult, create_topics, loop_topics
 
 POM_NAME = "apache-kafka.pom.xml"
@@ -177,11 +178,14 @@ class ApacheKafka:
     `port` fixes the client port (default: a free one). `properties` are broker settings on top
     of SINGLE_NODE (e.g. a faster log cleaner for a compaction test). The JVM heap is capped at
     `heap` (512 MB is plenty for tests). `data_dir` keeps the logs there instead of in a
-    temporary directory that `close()` removes.
+    temporary directory that `close()` removes. `security` adds a SASL_SSL listener with SCRAM
+    users and the authorizer (services/streaming/kafka_security.py): `secure_bootstrap` and
+    `ca_location` are then what its clients need.
     """
 
     def __init__(self, port: int | None = None, *, properties: Mapping[str, str] | None = None,
-                 heap: str = "512m", data_dir: Path | None = None) -> None:
+                 heap: str = "512m", data_dir: Path | None = None,
+                 security: Security | None = None) -> None:
         self._properties = dict(properties or {})
         self._heap = heap
         self._tmp = (tempfile.TemporaryDirectory(prefix="active-stream-kafka-")
@@ -192,6 +196,8 @@ class ApacheKafka:
         self._requested_port = port
         self._port: int | None = None
         self._controller_port: int | None = None
+        self._secure_port: int | None = None
+        self.security = security
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -201,6 +207,18 @@ class ApacheKafka:
         if self._port is None:
             raise BrokerUnavailable("Apache Kafka not started")
         return f"{HOST}:{self._port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """`host:port` of the SASL_SSL listener (with `security` only)."""
+        if self._secure_port is None:
+            raise BrokerUnavailable("no SASL_SSL listener: start with security=Security(...)")
+        return f"{HOST}:{self._secure_port}"
+
+    @property
+    def ca_location(self) -> Path:
+        """The CA that signed the SASL_SSL listener's certificate (with `security` only)."""
+        return self.data_dir / "tls" / "ca.pem"
 
     @property
     def pid(self) -> int | None:
@@ -225,10 +243,7 @@ class ApacheKafka:
         attempts = 1 if self._port is not None or self._requested_port else 3
         for attempt in range(attempts):
             if self._port is None or attempt > 0:
-                self._port = self._requested_port or free_port()
-                self._controller_port = free_port()
-                while self._controller_port == self._port:  # the OS may hand out one twice
-                    self._controller_port = free_port()
+                self._pick_ports()
             self._write_config()
             if not (self.data_dir / "logs" / "meta.properties").is_file():
                 self._format(java, jars)
@@ -279,19 +294,40 @@ class ApacheKafka:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _pick_ports(self) -> None:
+        ports = {self._requested_port} if self._requested_port else set()
+        while len(ports) < (3 if self.security else 2):  # the OS may hand out one twice
+            ports.add(free_port())
+        picked = list(ports)
+        if self._requested_port:
+            picked.remove(self._requested_port)
+            picked.insert(0, self._requested_port)
+        self._port, self._controller_port = picked[0], picked[1]
+        self._secure_port = picked[2] if self.security else None
+
     def _config(self) -> dict[str, str]:
         client, controller = self._port, self._controller_port
+        listeners = [f"PLAINTEXT://{HOST}:{client}", f"CONTROLLER://{HOST}:{controller}"]
+        advertised = [f"PLAINTEXT://{HOST}:{client}"]
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        secured: dict[str, str] = {}
+        if self.security is not None:
+            listeners.append(f"SASL_SSL://{HOST}:{self._secure_port}")
+            advertised.append(f"SASL_SSL://{HOST}:{self._secure_port}")
+            protocols += ",SASL_SSL:SASL_SSL"
+            secured = self.security.properties(self.data_dir / "tls")
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{controller}",
-            "listeners": f"PLAINTEXT://{HOST}:{client},CONTROLLER://{HOST}:{controller}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{client}",
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(advertised),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir / "logs"),
             **SINGLE_NODE,
+            **secured,
             **self._properties,
         }
 
@@ -307,8 +343,12 @@ class ApacheKafka:
                 "-cp", f"{jars}/*", *args]
 
     def _format(self, java: str, jars: Path) -> None:
+        users = []
+        if self.security is not None:
+            make_tls(self.data_dir / "tls")
+            users = self.security.format_args()
         cmd = self._jvm(java, jars, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                        "-c", str(self.data_dir / "server.properties"))
+                        "-c", str(self.data_dir / "server.properties"), *users)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise BrokerUnavailable(f"formatting Apache Kafka's storage failed:\n"

@@ -41,6 +41,7 @@ def load_latest(
     producer: Producer,
     timeout_s: float = 30.0,
     on_record: Callable[[], None] | None = None,
+    group: str = "active-stream-checkpoint-reader",
 ) -> dict[bytes, StateRecord]:
     """Every live key of `topic` with its latest value and position (a None value deletes
     the key). Reads the whole topic: its cost is the topic's size, which compaction bounds on
@@ -49,7 +50,8 @@ def load_latest(
     Blocks until the whole topic up to this call has been read, or raises CheckpointReadTimeout.
     `producer` writes the markers (it may be the caller's transactional producer only outside a
     transaction; pass a plain one otherwise). Reads `read_committed`. `on_record` is called once
-    per record read (markers included), to count what a read costs.
+    per record read (markers included), to count what a read costs. `group` is only the
+    group.id librdkafka requires (assign(), nothing joined or committed): an ACL names it.
     """
     token = MARKER_PREFIX + uuid.uuid4().hex.encode()
     partitions = _partitions(producer, topic, timeout_s)
@@ -57,7 +59,7 @@ def load_latest(
         producer.produce(topic, None, token, partition=partition)
     if producer.flush(timeout_s) != 0:
         raise CheckpointReadTimeout(f"could not write read markers to {topic} in {timeout_s}s")
-    return _read_until(client_config, topic, partitions, token, timeout_s, on_record)
+    return _read_until(client_config, topic, partitions, token, timeout_s, on_record, group)
 
 
 def _partitions(producer: Producer, topic: str, timeout_s: float) -> list[int]:
@@ -70,10 +72,11 @@ def _partitions(producer: Producer, topic: str, timeout_s: float) -> list[int]:
 def _read_until(
     client_config: Mapping[str, Any], topic: str, partitions: list[int], token: bytes,
     timeout_s: float, on_record: Callable[[], None] | None = None,
+    group: str = "active-stream-checkpoint-reader",
 ) -> dict[bytes, StateRecord]:
     consumer = Consumer({
         **client_config,
-        "group.id": "active-stream-checkpoint-reader",  # never commits: assign(), not subscribe()
+        "group.id": group,  # never commits: assign(), not subscribe()
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
     })

@@ -52,11 +52,13 @@ class TriggerRule(StrEnum):
     CLASS_COVERAGE = "class_coverage"
     LABEL_AGE = "label_age"
     DISAGREEMENT = "disagreement"
+    MANIFEST_FULL = "manifest_full"
 
 
 @dataclass(frozen=True, slots=True)
 class OffsetRange:
-    """Half-open offset range [start_offset, end_offset) of one partition."""
+    """Half-open offset range [start_offset, end_offset) of one partition: every offset in it
+    is a label record the trigger counted (a manifest may hold several per partition)."""
 
     partition: int
     start_offset: int

@@ -13,7 +13,7 @@ import pytest
 
 from services.streaming.events import decode_annotation_request
 from tests.integration.end_offsets import true_end_offsets
-from tests.integration.kafka_support import metric, produce, read_all, wait_for
+from tests.integration.kafka_support import http_get, metric, produce, read_all, wait_for
 from tests.integration.scorer_support import (
     ScorerProcess,
     assert_same_requests_as_reference,
@@ -179,12 +179,13 @@ def test_exactly_once_mode_commits_requests_and_offsets_in_transactions(broker: 
     assert Counter(produced) == Counter(reference_requests(bootstrap, prefix, partitions=2))
 
 
-def test_records_the_broker_refuses_stop_the_scorer_before_it_commits(broker: object) -> None:
+def test_records_the_broker_refuses_hold_the_scorer_until_it_can_deliver_them(
+        broker: object) -> None:
     """A refused record leaves librdkafka's queue with only an error report: `flush()` returns 0
     all the same. Deleting the requests topic mid-run makes every request refused; the scorer
-    must stop (exit 2, one line naming the topic) without committing past them, and once the
-    topic is back a restart must produce them: the requests from before the deletion plus those
-    after the restart are exactly the uninterrupted run's."""
+    must hold (alive, not ready, the topic named) without committing past them, and once the
+    topic is back resume by itself: the requests from before the deletion plus those after are
+    exactly the uninterrupted run's."""
     from confluent_kafka.admin import AdminClient
 
     from services.streaming.topics import create_topics, loop_topics
@@ -212,19 +213,22 @@ def test_records_the_broker_refuses_stop_the_scorer_before_it_commits(broker: ob
     wait_for(lambda: requests not in admin.list_topics(timeout=10).topics, 30, "not deleted")
     time.sleep(3)  # ten metadata refreshes of the scorer's producer
     produce(bootstrap, topic, events[2000:])
-    wait_for(lambda: not proc.alive(), 120,
-             f"the scorer kept running while its requests were refused; log:\n{proc.tail()}")
-    assert proc.stop() == 2, proc.tail()
-    assert "the broker refused records" in proc.tail() and requests in proc.tail(), proc.tail()
-    assert "Traceback" not in proc.tail(), proc.tail()
-    assert "CONFWARN" not in proc.tail(), "a client got a property it ignores"
+    status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+        http_get(proc.port, "/readyz")), 120,
+        f"the scorer stayed ready while its requests were refused; log:\n{proc.tail()}")
+    assert "the broker refused records" in why and requests in why, why
+    assert proc.alive(), proc.tail()
     ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0])
+    time.sleep(2)
     assert progress(bootstrap, group, topic, ends) < 1.0, "offsets committed past refused output"
 
     create_topics(admin, [s for s in loop_topics(1, prefix=prefix) if s.name == requests])
-    proc = ScorerProcess(env).start()
-    proc.wait_ready()
-    _finish(proc, bootstrap, group, topic, ends)
+    wait_for(lambda: progress(bootstrap, group, topic, ends) >= 1.0, 120,
+             f"the scorer did not resume by itself; log:\n{proc.tail()}")
+    wait_for(lambda: http_get(proc.port, "/readyz")[0] == 200, 30, "not ready again")
+    assert proc.stop() == 0, proc.tail()
+    tail = proc.tail(400)
+    assert "Traceback" not in tail and "CONFWARN" not in tail, tail
     after = [m.value() for m in read_all(bootstrap, requests)]
     expected = reference_requests(bootstrap, prefix, partitions=1)
     assert len(expected) > len(before) + 10

@@ -123,8 +123,8 @@ def test_rebuild_from_any_order_of_the_persisted_set_equals_the_live_state(
         rows.append(LabelRecord(**{**r.__dict__, "fired": fired}))
     shuffler.shuffle(rows)
     rebuilt = TriggerState.from_records(rows)
-    assert (rebuilt.batch, rebuilt.total, rebuilt.spans, rebuilt.last_triggered_at) == (
-        live.batch, live.total, live.spans, live.last_triggered_at)
+    assert (rebuilt.batch, rebuilt.total, rebuilt.runs, rebuilt.last_triggered_at) == (
+        live.batch, live.total, live.runs, live.last_triggered_at)
     assert rebuilt.pending == live.pending and rebuilt.all_time == live.all_time
     assert rebuilt.should_trigger(policy) == live.should_trigger(policy)
 

@@ -1,0 +1,164 @@
+"""Narrow guards around faust-streaming 0.15 / aiokafka 0.14, each for one measured defect.
+
+Installed once per process by the label sink (`install`), before its faust App is built. Each
+guard replaces one faust method with a wrapper that calls the original; nothing else in faust is
+touched. They stay when faust is upgraded until a test shows the defect gone (docs/label-sink.md).
+
+1. **A topic faust creates is visible before the group is joined** (`_wait_until_visible`).
+   faust creates `<app>-labels-by-model` and its changelog topics right before it subscribes.
+   On Apache Kafka (KRaft) CreateTopics returns once the controller has committed the topic; the
+   broker's metadata cache learns it a few milliseconds later. A join inside that window makes
+   the group leader's assignor ignore the topic ("Ignoring missing topic"), so nobody consumes it
+   until aiokafka's next metadata refresh (5 minutes): measured on a freshly started broker, the
+   first sink of a new app id counted nothing for over 60 s. The wrapper waits until a metadata
+   request lists the topic.
+
+2. **Commits follow the sink's own record of what it processed** (`commit_offsets`). faust
+   derives the offset to commit from the offsets its streams acknowledged, filling "gaps" it saw
+   in fetched offsets. After a rebalance it can drop buffered records while its read position has
+   already passed them (see `services/label_sink/sequence.py`); the acks then start past a hole,
+   and faust either never commits that partition again (its commit stays stuck at the hole) or
+   commits past records nobody processed. With this guard the offset committed for a partition
+   the sink guards is exactly the next offset the sink must see there (`OffsetGuard.frontier`),
+   so a commit never passes an unprocessed record and never lags behind a processed one.
+
+3. **No commit after a refused record** (`refuse_commits_if`). faust flushes the producer, then
+   commits, and a record the broker refused during the flush is only logged. The wrapper around
+   faust's commit asks the sink's delivery guard first (services/label_sink/delivery.py) and
+   commits nothing once a record was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
+
+# How long a freshly created topic may take to appear in the broker's metadata. Measured: a few
+# ms on a one-node KRaft broker; a loaded multi-broker cluster may take seconds. Past it start-up
+# fails loudly rather than joining a group that would ignore the topic.
+TOPIC_VISIBLE_TIMEOUT_S = 30.0
+# Pause between two metadata requests while waiting for a topic (cheap: one request each).
+_METADATA_POLL_S = 0.05
+
+_FLAG = "_active_stream_guarded"
+
+# The sink's commit source: the topics it guards, and for a (topic, partition) of theirs the
+# offset to commit (None: commit nothing). None until the sink installs one.
+CommitSource = tuple[frozenset[str], Callable[[tuple[str, int]], int | None]]
+_commit_source: list[CommitSource | None] = [None]
+# Whether the broker's metadata lists a topic (a blocking call). Our own client, not faust's:
+# a metadata request on faust's aiokafka client while it creates another topic was measured to
+# stall that creation until aiokafka's request timeout.
+_topic_visible: list[Callable[[str], bool] | None] = [None]
+# Whether a produced record was refused (then nothing is committed any more).
+_refused: list[Callable[[], bool] | None] = [None]
+
+
+async def wait_until_visible(visible: Callable[[str], bool], topic: str, timeout_s: float) -> None:
+    """Wait until `visible(topic)` (a blocking metadata look-up, run in a thread) is true; raise
+    TimeoutError past `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await asyncio.to_thread(visible, topic):
+        if loop.time() > deadline:
+            raise TimeoutError(f"topic {topic} created but not in the broker's metadata after "
+                               f"{timeout_s:.0f}s")
+        await asyncio.sleep(_METADATA_POLL_S)
+
+
+def _wrap_create_topic(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def create_topic(self: Any, owner: Any, client: Any, topic: str, *args: Any,
+                           **kwargs: Any) -> None:
+        await original(self, owner, client, topic, *args, **kwargs)
+        visible = _topic_visible[0]
+        if visible is not None and not owner.should_stop:
+            await wait_until_visible(visible, topic, TOPIC_VISIBLE_TIMEOUT_S)
+
+    return create_topic
+
+
+def _wrap_committable(original: Callable[..., Any]) -> Callable[..., Any]:
+    def committable(self: Any, tps: Iterable[Any]) -> dict[Any, int]:
+        source = _commit_source[0]
+        if source is None:
+            return dict(original(self, tps))
+        guarded, frontier = source
+        tps = list(tps)
+        rest = [tp for tp in tps if tp.topic not in guarded]
+        out = dict(original(self, rest)) if rest else {}
+        for tp in tps:
+            if tp.topic not in guarded:
+                continue
+            # faust's own bookkeeping for a guarded partition is not used: drop what it holds,
+            # or its lists of acked offsets and gaps would grow forever.
+            offset = frontier((tp.topic, tp.partition))
+            _forget_below(self, tp, offset)
+            committed = self._committed_offset[tp]
+            if offset is not None and (committed is None or offset > committed):
+                out[tp] = offset
+        return out
+
+    return committable
+
+
+def _forget_below(consumer: Any, tp: Any, offset: int | None) -> None:
+    acked = consumer._acked.get(tp)
+    if acked:
+        keep = [o for o in acked if offset is not None and o >= offset]
+        dropped = set(acked) - set(keep)
+        acked[:] = keep
+        consumer._acked_index[tp].difference_update(dropped)
+    gap = consumer._gap.get(tp)
+    if gap:
+        if offset is None:
+            gap.clear()
+        else:
+            gap.chop(0, offset)
+
+
+def _wrap_commit(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def commit(self: Any, offsets: Any) -> bool:
+        # faust awaited the producer's flush just before: let the delivery callbacks of the
+        # records it flushed run, so a refusal among them is seen now, not after the commit.
+        await asyncio.sleep(0)
+        refused = _refused[0]
+        if refused is not None and refused():
+            log.error("offsets not committed: a record the sink produced was refused")
+            return False
+        return bool(await original(self, offsets))
+
+    return commit
+
+
+def refuse_commits_if(refused: Callable[[], bool] | None) -> None:
+    """Commit nothing while `refused()` is true (process-wide; None: always commit)."""
+    _refused[0] = refused
+
+
+def set_commit_source(source: CommitSource | None) -> None:
+    """For the topics `source` names, commit what it says and nothing else (process-wide;
+    None: faust's own offsets everywhere)."""
+    _commit_source[0] = source
+
+
+def install(topic_visible: Callable[[str], bool]) -> None:
+    """Install every guard. Idempotent; process-wide. `topic_visible(name)` says whether the
+    broker's metadata lists a topic (blocking; called in a worker thread)."""
+    _topic_visible[0] = topic_visible
+    # A flag per patched method, set in the class's own __dict__: a subclass's flag read through
+    # inheritance must not make us skip patching it.
+    for cls, name, wrap in ((faust_aiokafka.Transport, "_really_create_topic", _wrap_create_topic),
+                            (faust_consumer.ThreadDelegateConsumer, "_commit", _wrap_commit),
+                            (faust_consumer.Consumer, "_filter_committable_offsets",
+                             _wrap_committable)):
+        flag = f"{_FLAG}_{name}"
+        if not cls.__dict__.get(flag, False):
+            setattr(cls, name, wrap(getattr(cls, name)))
+            setattr(cls, flag, True)

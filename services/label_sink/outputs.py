@@ -1,0 +1,81 @@
+"""What the label sink publishes and exports beyond its agents: retrain-trigger events, the trigger
+policy from the settings, request pruning and the committed-offset lag gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from services.core.triggers import Decision, TriggerPolicy
+from services.label_sink.broker_offsets import BrokerOffsets
+from services.label_sink.metrics import LabelSinkMetrics
+from services.label_sink.ordering import InOrder
+from services.streaming.events import SCHEMA_VERSION
+from services.streaming.settings import LabelSinkSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+async def export_committed_lag(order: InOrder, broker: BrokerOffsets,
+                               metrics: LabelSinkMetrics) -> dict[tuple[str, int], int]:
+    """Set the committed-offset lag gauge (per input topic: the records past the group's
+    committed offsets, or the log start, in the partitions this worker owns); returns the high
+    watermarks it read. Raises KafkaException/TimeoutError when the broker does not answer."""
+    tps = sorted(order.assigned())
+    starts = await asyncio.to_thread(broker.start_offsets, tps)
+    ends = await asyncio.to_thread(broker.high_watermarks, tps)
+    lag = dict.fromkeys(order.topics, 0)
+    for tp in tps:
+        lag[tp[0]] += max(0, ends[tp] - starts[tp])
+    for topic, value in lag.items():
+        metrics.committed_lag.labels(topic).set(value)
+    return ends
+
+
+def trigger_policy(settings: LabelSinkSettings) -> TriggerPolicy:
+    """The trigger policy the settings describe; SettingsError for an inconsistent combination."""
+    try:
+        return TriggerPolicy(
+            min_labels=settings.trigger_min_labels,
+            min_labels_per_class=settings.trigger_min_labels_per_class or None,
+            max_label_age_s=settings.trigger_max_label_age_s or None,
+            max_disagreement=(settings.trigger_max_disagreement
+                              if settings.trigger_max_disagreement < 1.0 else None),
+            min_disagreement_labels=settings.trigger_min_disagreement_labels,
+            cooldown_s=settings.trigger_cooldown_s,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"{settings.PREFIX}TRIGGER_*: {exc}") from None
+
+
+def trigger_event(tid: str, model_id: str, topic: str, decision: Decision) -> dict[str, Any]:
+    """A retrain-trigger event (schemas/retrain-trigger.schema.json) for `decision`."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "trigger_id": tid,
+        "model_id": model_id,
+        "rule": decision.rule,
+        "detail": decision.detail[:1024],
+        "counts": dict(decision.counts),
+        "total": decision.total,
+        "triggered_at": decision.triggered_at,
+        "manifest": {
+            "topic": topic,
+            "ranges": [
+                {"partition": r.partition, "start_offset": r.start_offset,
+                 "end_offset": r.end_offset}
+                for r in decision.ranges
+            ],
+        },
+    }
+
+
+def prune(requests: Any, partition: int, cutoff: float) -> None:
+    """Delete the expired requests of `partition` (the current event's partition, so each
+    tombstone goes to the changelog partition the row came from)."""
+    expired = [k for k, v in requests.items() if v["q"] == partition and v["t"] < cutoff]
+    for key in expired:
+        del requests[key]
+    if expired:
+        log.info("pruned %d expired requests of partition %d", len(expired), partition)
