@@ -1,7 +1,7 @@
 """`bench label-efficiency --suite NAME`: the benchmark over a named group of data sets.
 
 Each data set runs exactly as a single `--dataset` run would (same protocol, paired seeds, its own
-`results.json` and PNG in OUT/<set>/); the suite then prints one table over all of them -- per
+`results.json` and PNG in OUT/<set name>/); the suite then prints one table over all of them -- per
 set, each strategy's paired gain against random, its wins, and the labels it needed to reach
 random's final accuracy -- and writes it as OUT/suite.json and OUT/suite.md.
 
@@ -76,11 +76,11 @@ def run_suite(name: str, base: Settings, policy: SelectorPolicy, peers: Sequence
         runs = run_benchmark(data, settings, policy, progress=progress, variants=variants)
         doc = report.summarize(runs, settings_doc(settings, data))
         doc["seconds"] = round(time.perf_counter() - t0, 1)
-        where = out / set_name
+        where = out / data.name  # a path's stem for an .npz set
         where.mkdir(parents=True, exist_ok=True)
         report.write_json(doc, where / "results.json")
         report.plot(doc, where / "label-efficiency.png", title(doc))
-        results[set_name] = doc
+        results[data.name] = doc
     suite = {"format": "active-stream/label-efficiency-suite", "version": 1, "suite": name,
              "seconds": round(time.perf_counter() - started, 1), "sets": results}
     (out / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")
