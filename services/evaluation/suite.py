@@ -3,7 +3,8 @@
 Each data set runs exactly as a single `--dataset` run would (same protocol, paired seeds, its own
 `results.json` and PNG in OUT/<set name>/); the suite then prints one table over all of them -- per
 set, each strategy's paired gain against random, its wins, and the labels it needed to reach
-random's final accuracy -- and writes it as OUT/suite.json and OUT/suite.md.
+random's final accuracy -- and writes it as OUT/suite.json and OUT/suite.md, and the gains as
+one chart, OUT/suite.png.
 
 Which peers run: every installed one, except scikit-activeml's probabilistic active learning
 (PAL) where its cost does not allow (`pal_affordable`): each of its queries fits a Parzen window
@@ -85,7 +86,47 @@ def run_suite(name: str, base: Settings, policy: SelectorPolicy, peers: Sequence
              "seconds": round(time.perf_counter() - started, 1), "sets": results}
     (out / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")
     (out / "suite.md").write_text(markdown(suite) + "\n")
+    plot_gains(suite, out / "suite.png")
     return suite
+
+
+def plot_gains(suite: dict[str, Any], path: Path) -> None:
+    """One horizontal bar per set and strategy: its paired gain against random (points), its
+    wins in the label; random itself and strategies a set did not run are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(suite["sets"])
+    names = list(dict.fromkeys(n for doc in suite["sets"].values() for n in doc["strategies"]
+                               if n != "random"))
+    height = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * len(sets) * len(names)), dpi=110)
+    for j, name in enumerate(names):
+        ys, gains, notes = [], [], []
+        for i, set_name in enumerate(sets):
+            doc = suite["sets"][set_name]
+            e = doc["strategies"].get(name)
+            if e is None or e["paired_gain_vs_random"] is None:
+                continue
+            ys.append(i + j * height)
+            gains.append(100 * e["paired_gain_vs_random"])
+            notes.append(f"{e['paired_wins_vs_random']}/{doc['settings']['seeds']}")
+        ax.barh(ys, gains, height=height * 0.9, label=name)
+        for y, g, note in zip(ys, gains, notes, strict=True):
+            ax.text(g, y, f" {note} ", va="center", ha="left" if g >= 0 else "right",
+                    fontsize=6)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(sets))], sets)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("final accuracy minus random's, points (paired seeds; label: wins)")
+    ax.set_title(f"suite {suite['suite']}: gain against random", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def title(doc: dict[str, Any]) -> str:

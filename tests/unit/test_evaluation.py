@@ -211,6 +211,7 @@ def test_suite_writes_each_set_and_one_table(tmp_path: Path, monkeypatch: pytest
         assert f"{100 * gain:+.1f} pt" in printed.out
     table = (out / "suite.md").read_text()
     assert table.count("active-stream:window20") == 2 and table.count("| random |") == 2
+    assert (out / "suite.png").stat().st_size > 10_000  # the gains chart
 
 
 def test_pal_runs_only_where_its_cost_allows() -> None:
