@@ -1,11 +1,12 @@
 """Does `bench label-efficiency --mode kafka` select what the in-process run selects? (not a
 test; prints figures)
 
-    .venv/bin/python bench/kafka_agreement.py [--dataset digits] [--seeds 2]
+    .venv/bin/python bench/kafka_agreement.py [--dataset digits] [--seeds 2] [--policy-json J]
 
 Per seed, active-stream runs once in process (services/core driven directly) and once through
 the real scorer and label sink on the embedded broker (or KAFKA_BOOTSTRAP_SERVERS), with the
-default policy and the benchmark's default protocol. Printed per seed: labels acquired, the
+default policy (or --policy-json's overrides, as `bench label-efficiency` takes them) and the
+benchmark's default protocol. Printed per seed: labels acquired, the
 assets picked (in label order) equal or the first position where they differ, and the final
 accuracies. tests/integration/test_label_efficiency_kafka.py asserts the same on a small set;
 this runs it on a real one (about a minute a seed on digits).
@@ -26,6 +27,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", default="digits")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--policy-json", default=None)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from services.evaluation import cli
@@ -35,7 +37,7 @@ def main() -> int:
     from services.streaming.embedded import EmbeddedBroker
 
     settings = Settings(args.dataset, seeds=args.seeds, strategies=("active-stream",))
-    policy, overrides = cli.policy_from_json(None, settings.budget)
+    policy, overrides = cli.policy_from_json(args.policy_json, settings.budget)
     data = load_dataset(args.dataset)
     started = time.perf_counter()
     inprocess = run_benchmark(data, settings, policy)
