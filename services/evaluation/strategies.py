@@ -237,6 +237,47 @@ class SkactivemlStream:
         return {}
 
 
+class SkactivemlPAL(SkactivemlStream):
+    """scikit-activeml's StreamProbabilisticAL (Kottke et al.'s probabilistic active learning)
+    with an RBF Parzen window over the labels so far (its documented set-up for a classifier
+    without label frequencies), queried one candidate at a time like the other skactiveml peers.
+    Each query fits the Parzen window on every label so far: its cost grows with labels x
+    candidates x classes, so the suite runs it only where that stays affordable (suite.py)."""
+
+    def __init__(self, make_estimator: Any, name: str) -> None:
+        from skactiveml import stream  # ImportError = peer not installed
+
+        self.cls = stream.StreamProbabilisticAL
+        self.make_estimator = make_estimator
+        self.name = name
+        self.qs = self.clf = None
+        self.classes, self.seed = (), 0
+        self.X_train = np.zeros((0, 0))
+        self.y_train = np.zeros(0, dtype=object)
+
+    def start(self, ctx: SeedContext, model: Model) -> None:
+        self.qs = self.cls(budget=ctx.budget, random_state=ctx.seed, metric="rbf")
+        self.classes, self.seed = ctx.classes, ctx.seed
+        self._fit(model)
+
+    def _fit(self, model: Model) -> None:
+        super()._fit(model)
+        self.X_train, self.y_train = model.X_train, model.y_train.astype(object)
+
+    def choose(self, positions: np.ndarray, X: np.ndarray, proba: np.ndarray, model: Model
+               ) -> list[int]:
+        out = []
+        for k, p in enumerate(positions.tolist()):
+            cand = X[k: k + 1]
+            queried, utilities = self.qs.query(cand, clf=self.clf, X=self.X_train,
+                                               y=self.y_train, return_utilities=True)
+            # Its budget manager learns the utilities' quantiles from what update() passes.
+            self.qs.update(cand, queried, budget_manager_param_dict={"utilities": utilities})
+            if len(queried):
+                out.append(p)
+        return out
+
+
 class _RiverAdapter:
     """The harness's current model as a River classifier (`predict_proba_one`)."""
 
@@ -286,31 +327,46 @@ class RiverEntropy:
         return {}
 
 
-PEERS = ("skactiveml-variable-uncertainty", "skactiveml-split", "river-entropy")
+PEERS = ("skactiveml-variable-uncertainty", "skactiveml-split", "skactiveml-pal",
+         "river-entropy")
 CORE = ("active-stream", "random")
 
 
-def build(name: str, make_estimator: Any, policy: SelectorPolicy | None, spacing: float
-          ) -> Strategy:
-    """The strategy called `name`; ImportError when a peer's package is missing."""
+VARIANT = "active-stream:"
+"""Prefix of a policy variant's strategy name (`active-stream:NAME`, an ablation or a candidate
+policy run beside the default on the same seeds)."""
+
+
+def build(name: str, make_estimator: Any, policy: SelectorPolicy | None, spacing: float,
+          variants: Mapping[str, SelectorPolicy] | None = None) -> Strategy:
+    """The strategy called `name`; ImportError when a peer's package is missing. A name
+    `active-stream:V` is the selection core under `variants[V]`."""
     if name == "active-stream":
         return ActiveStream(policy, name, spacing)
+    if name.startswith(VARIANT) and variants and name[len(VARIANT):] in variants:
+        return ActiveStream(variants[name[len(VARIANT):]], name, spacing)
     if name == "random":
         return RandomQuota()
     if name == "skactiveml-variable-uncertainty":
         return SkactivemlStream("variable_uncertainty", make_estimator, name)
     if name == "skactiveml-split":
         return SkactivemlStream("split", make_estimator, name)
+    if name == "skactiveml-pal":
+        return SkactivemlPAL(make_estimator, name)
     if name == "river-entropy":
         return RiverEntropy()
     raise ValueError(f"unknown strategy {name!r}; known: {', '.join(CORE + PEERS)}")
 
 
-def available_peers() -> list[str]:
-    """Peers whose packages import."""
+def available_peers(expensive: bool = False) -> list[str]:
+    """Peers whose packages import; `expensive` adds PAL (run by default only by the suite,
+    where its cost allows; a single run names it in --strategies)."""
     out = []
     for name, module in (("skactiveml-variable-uncertainty", "skactiveml"),
-                         ("skactiveml-split", "skactiveml"), ("river-entropy", "river")):
+                         ("skactiveml-split", "skactiveml"), ("skactiveml-pal", "skactiveml"),
+                         ("river-entropy", "river")):
+        if name == "skactiveml-pal" and not expensive:
+            continue
         try:
             __import__(module)
         except ImportError:

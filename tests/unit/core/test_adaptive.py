@@ -183,3 +183,30 @@ def test_class_stats_report_for_metrics() -> None:
     assert stats["ball"]["mean"] > 0.9 > 0.7 > stats["shoulder"]["mean"]
     assert stats["ball"]["ready"] and stats["shoulder"]["threshold"] is not None
     assert state.class_stats("m", "nope") == {}
+
+
+def test_powered_flush_samples_a_flat_window_nearly_uniformly() -> None:
+    """A weak model (every asset's uncertainty between 0.88 and 0.98): the flush's weighted draw
+    (`ReservoirPolicy.power` 4: weight = uncertainty ** 4) spreads its grants over the window,
+    where the default strict top always takes the same few most uncertain ones."""
+    rng = np.random.default_rng(8)
+    conf = rng.uniform(0.02, 0.12, 20_000)
+    bs = batches(top1_events(["x"] * conf.shape[0], conf), 500)
+    budget = replace(BUDGET, share=0.1, share_burst=5.0)
+
+    def in_window_top(policy: SelectorPolicy) -> float:
+        picks = [s for s in _run(policy, bs)[1] if s.strategy == "reservoir"]
+        assert len(picks) > 1000
+        top = 0
+        for s in picks:
+            i = int(s.ref[1:])
+            window = 1 - conf[i - i % 50: i - i % 50 + 50]
+            top += (1 - conf[i]) >= np.sort(window)[-5]
+        return top / len(picks)
+
+    # reservoirs that hold a whole window (one class here; 16 a class by default), so the
+    # strict flush is exactly the window's top
+    whole = replace(SelectorPolicy().reservoir, per_class=64)
+    powered = SelectorPolicy(budget=budget, reservoir=replace(whole, power=4.0))
+    assert in_window_top(powered) < 0.3
+    assert in_window_top(SelectorPolicy(budget=budget, reservoir=whole)) > 0.95

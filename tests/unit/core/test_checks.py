@@ -77,7 +77,8 @@ CONFIGS: dict[str, Config] = {
         "variable_uncertainty", _after_ready(0.02)),
     "fixed": Config(
         _policy(thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.8,
-                                           class_relative_q=0.0), budget=_budget(share=1.0)),
+                                           class_relative_q=0.0), budget=_budget(share=1.0),
+                measure="least_confidence"),  # the expected count is least confidence's
         "fixed", _fixed_expected(0.8)),
     "class_relative": Config(
         _policy(thresholds=ThresholdPolicy(mode="off", class_relative_q=0.05),

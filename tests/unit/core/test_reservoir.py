@@ -91,6 +91,28 @@ def test_weighted_inclusion_rises_with_weight_as_theory_predicts() -> None:
     assert np.all(np.abs(counts - trials * theory) < 4 * sd)
 
 
+def test_drain_by_key_is_a_weighted_sample_across_groups() -> None:
+    """The flush of `ReservoirPolicy.power`: the first k entries drained by key, over items of
+    different groups, are a weighted sample without replacement of all of them."""
+    rng = np.random.default_rng(13)
+    w = np.array([0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
+    k, trials = 2, 5000
+    counts = np.zeros(w.shape[0])
+    for _ in range(trials):
+        res = WeightedReservoirState(1)
+        res.offer(w, np.arange(6, dtype=np.uint64), 1.0 - w, rng.standard_exponential(6),
+                  lambda j: j.tolist())
+        counts[[p for _, p in res.drain(by_key=True)[:k]]] += 1
+    theory = _successive_sampling_inclusion(w, k)
+    sd = np.sqrt(trials * theory * (1 - theory))
+    assert np.all(np.abs(counts - trials * theory) < 4 * sd)
+    # by priority (here the reverse of the weights), the same entries always come first
+    res = WeightedReservoirState(1)
+    res.offer(w, np.arange(6, dtype=np.uint64), 1.0 - w, rng.standard_exponential(6),
+              lambda j: j.tolist())
+    assert [p for _, p in res.drain()] == [0, 1, 2, 3, 4, 5]
+
+
 def test_weighted_keeps_size_per_group_and_orders_by_priority() -> None:
     rng = np.random.default_rng(3)
     res = WeightedReservoirState(2)
