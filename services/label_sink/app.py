@@ -149,6 +149,9 @@ def build_app(
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        # Static membership (KIP-345): a restarted worker with the same id takes its partitions
+        # back at once; without it they wait out the killed worker's session (measured ~11 s).
+        consumer_group_instance_id=settings.instance_id if settings.static_membership else None,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         autodiscover=False,

@@ -76,6 +76,12 @@ class LabelSinkMetrics:
             "Records of an input topic past the committed offset of this worker's group, summed "
             "over the partitions this worker owns (the records a restart would re-read or read).",
             ["topic"], registry=registry)
+        self.progress = Gauge(
+            "label_sink_partition_progress_timestamp_seconds",
+            "Unix time this worker last processed a record of an input partition it owns (set "
+            "when it takes the partition; the series goes when the partition is revoked). With "
+            "committed lag, time() minus this is how long the partition has been stalled.",
+            ["topic", "partition"], registry=registry)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)

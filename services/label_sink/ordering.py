@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,8 @@ class InOrder:
         """The consumer's whole new assignment (faust's on_partitions_assigned)."""
         mine = {(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics}
         self.revoke(self._assigned - mine)
+        for tp in mine - self._assigned:
+            self._progressed(tp)
         self._assigned = mine
 
     def revoke(self, tps: Iterable[Any]) -> None:
@@ -93,6 +96,10 @@ class InOrder:
         for tp in gone:
             self._watched.pop(tp, None)
             self._seeks.pop(tp, None)
+            try:
+                self._metrics.progress.remove(tp[0], str(tp[1]))
+            except KeyError:
+                pass  # never exported (not ours)
 
     def assigned(self) -> set[Partition]:
         return set(self._assigned)
@@ -120,6 +127,7 @@ class InOrder:
         await handle(event)
         self.guard.advance(tp, msg.offset)
         self._seeks.pop(tp, None)
+        self._progressed(tp)
 
     async def _known(self, tp: Partition) -> bool:
         """Whether `tp` is ours, starting its guard from the broker's offsets if need be."""
@@ -197,6 +205,9 @@ class InOrder:
             self._count(tp[0], "stall_sought_back")
             self.guard.skip_to(tp, first)
             await self._seek(TopicPartition(*tp), first)
+
+    def _progressed(self, tp: Partition) -> None:
+        self._metrics.progress.labels(tp[0], str(tp[1])).set(time.time())
 
     def _count(self, topic: str, outcome: str) -> None:
         self._metrics.out_of_order.labels(topic, outcome).inc()

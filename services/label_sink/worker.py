@@ -107,6 +107,7 @@ def run(settings: LabelSinkSettings) -> int:
     compat = settings.broker_compat == "tansu" or (
         settings.broker_compat == "auto" and is_tansu(settings))
     faust_guards.install(topic_visible=metadata_lists(settings))
+    faust_guards.leave_group_on_stop(settings.leave_group_on_stop)
     if compat:
         from services.label_sink.faust_compat import patch_faust_highwaters
 
