@@ -47,6 +47,7 @@ from services.label_sink.broker_offsets import BrokerOffsets
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.delivery import DeliveryGuard
+from services.label_sink.faust_guards import denial
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import InOrder, OutOfOrder
 from services.label_sink.outputs import (
@@ -94,6 +95,8 @@ class SinkStatus:
     order: InOrder | None = None
     delivery: DeliveryGuard | None = None
     dirty: set[str] = field(default_factory=set)
+    # Why the sink holds (a permission missing: worker.py), None when it does not.
+    held: str | None = None
 
     def health(self) -> tuple[bool, str]:
         if self.crashed is not None:
@@ -101,7 +104,9 @@ class SinkStatus:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        app = self.app
+        app, held = self.app, self.held
+        if held is not None:
+            return False, f"holding: {held}"
         if self.crashed is not None or app is None:
             return False, "not running"
         if not self.assigned or app.rebalancing or app.in_recovery:
@@ -118,11 +123,14 @@ def build_app(
     on_crash: Callable[[BaseException], None],
     security: FaustSecurity | None = None,
     broker: BrokerOffsets | None = None,
+    on_denied: Callable[[str], None] | None = None,
 ) -> faust.App:
     """The faust app with its topics, tables, agents and timers. Does not start anything.
 
     `security` defaults to `faust_security(settings.kafka.client_config)`; `broker` (offset
-    look-ups) to one built from `settings.kafka`. The agents' offset guard is `status.order`."""
+    look-ups) to one built from `settings.kafka`. The agents' offset guard is `status.order`.
+    `on_denied(line)` hears of an output or an agent refused for want of an ACL (default: a
+    crash, `on_crash`)."""
     if security is None:
         security = faust_security(settings.kafka.client_config)
     names = SinkTopics.with_prefix(settings.topic_prefix)
@@ -165,7 +173,7 @@ def build_app(
         status.crashed = exc
         on_crash(exc)
 
-    status.delivery = DeliveryGuard(refused)
+    status.delivery = DeliveryGuard(refused, on_denied)
     app.sensors.add(status.delivery)
     labels_in = app.topic(names.labels, **_RAW)
     requests_in = app.topic(names.requests, **_RAW)
@@ -212,6 +220,10 @@ def build_app(
             try:
                 await body(stream)
             except Exception as exc:
+                line = denial(exc, "WRITE")  # an agent's own reads are fetches: guard 5
+                if line is not None and on_denied is not None:
+                    on_denied(line)
+                    return
                 log.critical("label sink agent %s crashed: %r", body.__name__, exc, exc_info=exc)
                 status.crashed = exc
                 on_crash(exc)

@@ -82,6 +82,11 @@ class LabelSinkMetrics:
             "when it takes the partition; the series goes when the partition is revoked). With "
             "committed lag, time() minus this is how long the partition has been stalled.",
             ["topic", "partition"], registry=registry)
+        self.holds = Counter(
+            "label_sink_holds_total",
+            "Times the sink held (not ready, nothing committed past a refused record) because a "
+            "permission it needs is missing; it checks again every 5 s and goes on by itself.",
+            registry=registry)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)
