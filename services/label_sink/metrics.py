@@ -82,6 +82,14 @@ class LabelSinkMetrics:
             "when it takes the partition; the series goes when the partition is revoked). With "
             "committed lag, time() minus this is how long the partition has been stalled.",
             ["topic", "partition"], registry=registry)
+        self.early_waiting = Gauge(
+            "label_sink_early_labels",
+            "Labels read before the request they answer, waiting for it (in memory; their "
+            "partition's commit waits for them).", registry=registry)
+        self.early_joined = Counter(
+            "label_sink_early_labels_joined_total",
+            "Labels that waited for their request and were joined when it arrived.",
+            registry=registry)
         self.holds = Counter(
             "label_sink_holds_total",
             "Times the sink held (not ready, nothing committed past a refused record) because a "

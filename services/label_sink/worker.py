@@ -188,7 +188,15 @@ def _run_worker(settings: LabelSinkSettings, security: FaustSecurity, metrics: L
                     on_crash=on_crash, security=security, on_denied=on_denied)
     order = status.order
     assert order is not None
-    faust_guards.set_commit_source((order.topics, order.frontier))
+    early = status.early
+    assert early is not None
+
+    def commit_at(tp: tuple[str, int]) -> int | None:
+        # Never past a label still waiting for its request (early.py): a restart reads it again.
+        frontier, waiting = order.frontier(tp), early.oldest(tp)
+        return frontier if frontier is None or waiting is None else min(frontier, waiting)
+
+    faust_guards.set_commit_source((order.topics, commit_at))
     delivery = status.delivery
     assert delivery is not None
     faust_guards.refuse_commits_if(lambda: delivery.refused is not None)

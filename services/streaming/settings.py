@@ -326,6 +326,13 @@ class LabelSinkSettings:
     trigger_cooldown_s: float = 0.0
     # A request older than this (event time) when its label arrives is not joined, and is pruned.
     request_ttl_s: float = 7 * 86400.0
+    # A label read before the request it answers waits for it (services/label_sink/early.py):
+    # at least the grace and until the requests partition has been read to where its request
+    # would have to be, at most max_wait (wall clock), and at most this many at once (~1 KB
+    # each); then it is dead-lettered.
+    early_label_grace_s: float = 30.0
+    early_label_max_wait_s: float = 3600.0
+    early_label_limit: int = 10_000
     # Class feedback of changed models is published at most this often (wall clock).
     feedback_interval_s: float = 5.0
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
@@ -367,7 +374,13 @@ class LabelSinkSettings:
         fields["instance_id"] = fields["instance_id"] or socket.gethostname()
         settings = cls(KafkaSettings.from_env(environ), **fields)
         _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels,
+                          early_label_limit=settings.early_label_limit,
                           topic_replication_factor=settings.topic_replication_factor)
+        if not 0 <= settings.early_label_grace_s <= settings.early_label_max_wait_s:
+            raise SettingsError(f"{cls.PREFIX}EARLY_LABEL_GRACE_S / _MAX_WAIT_S="
+                                f"{settings.early_label_grace_s} / "
+                                f"{settings.early_label_max_wait_s}: expected 0 <= grace <= "
+                                "max wait")
         if not settings.stop_timeout_s > 0:
             raise SettingsError(f"{cls.PREFIX}STOP_TIMEOUT_S={settings.stop_timeout_s}: expected "
                                 "a number of seconds > 0")

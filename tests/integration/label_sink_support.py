@@ -37,6 +37,9 @@ class SinkProcess(ServiceProcess):
 
     def __init__(self, bootstrap: str, app_id: str, prefix: str, **options: Any) -> None:
         options.setdefault("instance_id", f"w-{uuid.uuid4().hex[:8]}")
+        # Labels answering no request are dead-lettered a few seconds after the requests
+        # partition is read, not after the default 30-s grace (early.py).
+        options.setdefault("early_label_grace_s", 2)
         data_dir = tempfile.mkdtemp(prefix="label-sink-data-")
         env = dict(os.environ)
         env.update({
