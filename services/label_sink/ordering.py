@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 
 from services.label_sink.broker_offsets import BrokerOffsets, Partition, Record
 from services.label_sink.metrics import LabelSinkMetrics
@@ -38,11 +39,21 @@ from services.label_sink.sequence import OffsetGuard, Verdict
 log = logging.getLogger(__name__)
 
 MAX_SEEKS = 5
+# Pause between two look-ups of a partition's committed offset while the broker does not
+# answer: a restarting broker is back within seconds; each try is one cheap request.
+_RETRY_S = 1.0
 # Records read from the broker per request while filling a hole (bounded memory per request).
 FILL_BATCH = 1000
 
 Seek = Callable[[Any, int], Awaitable[None]]
 Handle = Callable[[Any], Awaitable[None]]
+
+
+def _denied(exc: BaseException) -> bool:
+    """An authorization refusal (not worth retrying here: the sink holds on it, worker.py)."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 class OutOfOrder(RuntimeError):
@@ -130,9 +141,22 @@ class InOrder:
         self._progressed(tp)
 
     async def _known(self, tp: Partition) -> bool:
-        """Whether `tp` is ours, starting its guard from the broker's offsets if need be."""
+        """Whether `tp` is ours, starting its guard from the broker's offsets if need be. The
+        look-up is retried while the broker does not answer (it restarts, say): the record
+        waits, unprocessed and uncommitted, instead of crashing the worker."""
+        failures = 0
         while tp in self._assigned and not self.guard.known(tp):
-            starts = await asyncio.to_thread(self._broker.start_offsets, [tp])
+            try:
+                starts = await asyncio.to_thread(self._broker.start_offsets, [tp])
+            except (KafkaException, TimeoutError) as exc:
+                if _denied(exc):
+                    raise
+                if failures % 10 == 0:
+                    log.warning("%s[%d]: where to resume is unknown, the broker did not answer "
+                                "(%s); asking again every %g s", tp[0], tp[1], exc, _RETRY_S)
+                failures += 1
+                await asyncio.sleep(_RETRY_S)
+                continue
             if tp in self._assigned and not self.guard.known(tp):
                 self.guard.start(tp, starts[tp])
         return tp in self._assigned
