@@ -3,6 +3,7 @@ test; prints figures).
 
     .venv/bin/python bench/takeover.py [--partitions 4] [--rate 2000]
         [--protocol classic|consumer] [--static|--no-static] [--session-timeout-ms 45000]
+        [--only all|scorer|sink] [--sink-static|--no-sink-static] [--sink-session-timeout-s 10]
 
 A fresh Apache Kafka (KRaft, one node, services/streaming/apache_kafka.py) and a paced stream of
 inference events (and, for the label sink, of labels) that never stops. The scorer and the sink
@@ -22,7 +23,13 @@ partition = its committed offset moved (the bench reads the group's committed of
   scorer_leave_s             the second instance stops (SIGTERM, for good): from then until its
                              partitions move under the first again (static members do not leave
                              the group on close: expect the session timeout here).
-  sink_restart_s             SIGKILL the label sink and start it again: until it counts again.
+  sink_restart_s             SIGKILL the label sink and start it again (same instance id):
+                             until it counts again.
+  sink_sigterm_restart_s     the same with SIGTERM (it commits, leaves the group, exits).
+  sink_join_s                a second worker joins: from its start until it counts.
+  sink_other_worker_pause_s  meanwhile, the longest time the first worker counted nothing.
+  sink_leave_s               the second worker stops for good (SIGTERM): until every label
+                             partition is committed again (faust commits every ~2.8 s).
 
 The last line is `JSON {...}` with these keys and the settings. The goal for each is <= 5 s on
 2 cores; every figure is printed, met or not. Timings are wall clock on a shared machine: run it
@@ -278,20 +285,31 @@ def bench_scorer(args: argparse.Namespace, kafka: ApacheKafka, workdir: Path) ->
 
 
 def bench_sink(args: argparse.Namespace, kafka: ApacheKafka, workdir: Path) -> dict[str, float]:
+    """The label sink's figures (module docstring). Progress of a worker = its own count of
+    label records (`label_sink_label_records_total`) moved; of a partition = the group's
+    committed offset on the labels topic moved (faust commits every ~2.8 s, which bounds how
+    finely the leave figure can be read)."""
     bootstrap, prefix, n = kafka.bootstrap, f"ts{uuid.uuid4().hex[:6]}.", args.partitions
     create_topics(AdminClient({"bootstrap.servers": bootstrap}), loop_topics(n, prefix=prefix))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ACTIVE_STREAM_LABEL_SINK_APP_ID": f"s-{prefix}",
+    app_id = f"s-{prefix}"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ACTIVE_STREAM_LABEL_SINK_APP_ID": app_id,
            "ACTIVE_STREAM_LABEL_SINK_TOPIC_PREFIX": prefix,
            "ACTIVE_STREAM_LABEL_SINK_METRICS_HOST": "127.0.0.1",
            "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": tempfile.mkdtemp(prefix="sink-", dir=workdir),
            "ACTIVE_STREAM_LABEL_SINK_TRIGGER_MIN_LABELS": "1000000",
+           "ACTIVE_STREAM_LABEL_SINK_STATIC_MEMBERSHIP": "true" if args.sink_static else "false",
            "ACTIVE_STREAM_LOG_FORMAT": "json"}
+    if args.sink_session_timeout_s:
+        env["ACTIVE_STREAM_LABEL_SINK_SESSION_TIMEOUT_S"] = str(args.sink_session_timeout_s)
     pacer = Pacer(bootstrap, prefix + topics.LABELS, args.label_rate, label)
     pacer.start()
+    watch = Watch(bootstrap, app_id, prefix + topics.LABELS, n)
+    everything = list(range(n))
 
-    def sink() -> ServiceProcess:
-        return ServiceProcess("label-sink", env, "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT",
-                              log=workdir / f"sink-{time.monotonic_ns()}.log")
+    def sink(instance: str) -> ServiceProcess:
+        mine = {**env, "ACTIVE_STREAM_LABEL_SINK_INSTANCE_ID": instance}
+        return ServiceProcess("label-sink", mine, "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT",
+                              log=workdir / f"sink-{instance}-{time.monotonic_ns()}.log")
 
     def counted(proc: ServiceProcess) -> float:
         try:
@@ -299,21 +317,69 @@ def bench_sink(args: argparse.Namespace, kafka: ApacheKafka, workdir: Path) -> d
         except OSError:
             return 0.0
 
-    proc = sink().start()
+    def counting_again(proc: ServiceProcess, since: float, what: str) -> float:
+        """Seconds from `since` until `proc` counts more than it has now."""
+        before = counted(proc)
+        wait_until(lambda: counted(proc) > before, 120, what, proc.check, poll_s=0.05)
+        return time.monotonic() - since
+
+    out: dict[str, float] = {}
+    first = sink("a").start()
+    second: ServiceProcess | None = None
     try:
-        proc.wait_ready(90)
-        wait_until(lambda: counted(proc) > 0, 60, "the sink counting", proc.check)
+        first.wait_ready(90)
+        wait_until(lambda: counted(first) > 0, 60, "the sink counting", first.check)
+        watch.until_all_moved_past({p: -1 for p in everything}, everything, 60)
         time.sleep(3)
-        killed = time.monotonic()
-        proc.kill()
-        proc = sink().start()
-        wait_until(lambda: counted(proc) > 0, 120, "the restarted sink counting", proc.check,
-                   poll_s=0.05)
-        out = {"sink_restart_s": time.monotonic() - killed}
-        say(f"sink_restart_s: {out['sink_restart_s']:.2f} s")
+        for name, kill in (("sink_restart_s", True), ("sink_sigterm_restart_s", False)):
+            signalled = time.monotonic()
+            if kill:
+                first.kill()
+            else:
+                first.stop()
+            first = sink("a").start()
+            out[name] = counting_again(first, signalled, "the restarted sink counting")
+            say(f"{name}: {out[name]:.2f} s")
+            time.sleep(3)
+
+        # A second worker joins: until it counts; meanwhile the first's longest pause.
+        samples: list[tuple[float, float]] = []
+        joined_at = time.monotonic()
+        second = sink("b").start()
+        deadline = joined_at + 120
+        while counted(second) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the second worker never counted")
+            second.check()
+            samples.append((time.monotonic(), counted(first)))
+            time.sleep(0.05)
+        out["sink_join_s"] = time.monotonic() - joined_at
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            samples.append((time.monotonic(), counted(first)))
+            time.sleep(0.05)
+        moves = [joined_at] + [t for (t, c), (_, b) in zip(samples[1:], samples, strict=False)
+                               if c > b] + [samples[-1][0]]
+        out["sink_other_worker_pause_s"] = max(b - a for a, b in zip(moves, moves[1:],
+                                                                      strict=False))
+        say(f"sink_join_s: {out['sink_join_s']:.2f} s; the first worker paused "
+            f"{out['sink_other_worker_pause_s']:.2f} s")
+
+        # The second stops for good (SIGTERM): until every partition is committed again.
+        watch.sample()
+        left_at = time.monotonic()
+        second.stop()
+        watch.sample()  # its own last commit, at its stop, is not progress
+        baseline = dict(watch.offsets)
+        session = args.sink_session_timeout_s or 10.0
+        out["sink_leave_s"] = watch.until_all_moved_past(baseline, everything,
+                                                         session + 60) - left_at
+        say(f"sink_leave_s: {out['sink_leave_s']:.2f} s")
         return out
     finally:
-        proc.stop()
+        if second is not None:
+            second.stop()
+        first.stop()
         pacer.halt.set()
         pacer.join()
 
@@ -333,21 +399,29 @@ def main() -> None:
                         help="the scorer's session timeout (classic; 0: the scorer's default)")
     parser.add_argument("--heartbeat-interval-ms", type=int, default=0,
                         help="the scorer's heartbeat interval (classic; 0: the scorer's default)")
-    parser.add_argument("--skip-sink", action="store_true")
+    parser.add_argument("--only", choices=["all", "scorer", "sink"], default="all")
+    parser.add_argument("--sink-static", action=argparse.BooleanOptionalAction, default=True,
+                        help="sink workers join as static members (group.instance.id)")
+    parser.add_argument("--sink-session-timeout-s", type=float, default=0.0,
+                        help="the sink's session timeout (0: the sink's default, 10 s)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="takeover-"))
     say(f"logs in {workdir}")
     with ApacheKafka() as kafka:
         say(f"Apache Kafka {kafka.version} on {kafka.bootstrap}")
-        figures = bench_scorer(args, kafka, workdir)
-        if not args.skip_sink:
+        figures: dict[str, float] = {}
+        if args.only in ("all", "scorer"):
+            figures.update(bench_scorer(args, kafka, workdir))
+        if args.only in ("all", "sink"):
             figures.update(bench_sink(args, kafka, workdir))
     for name, value in figures.items():
         verdict = "met" if value <= GOAL_S else "NOT met"
         print(f"{name:34s} {value:7.2f} s   goal <= {GOAL_S:.0f} s: {verdict}")
     settings = {"protocol": args.protocol, "assignor": args.assignor or "default",
                 "heartbeat_interval_ms": args.heartbeat_interval_ms or "default",
-                "static": args.static, "session_timeout_ms": args.session_timeout_ms or "default",
+                "static": args.static, "sink_static": args.sink_static,
+                "sink_session_timeout_s": args.sink_session_timeout_s or "default",
+                "session_timeout_ms": args.session_timeout_ms or "default",
                 "partitions": args.partitions, "rate": args.rate, "cores": os.cpu_count()}
     print("JSON " + json.dumps({**{k: round(v, 3) for k, v in figures.items()}, **settings}))
 

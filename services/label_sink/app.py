@@ -43,12 +43,14 @@ from services import service_version
 from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
 from services.core.triggers import Decision, Fired, trigger_id
-from services.label_sink.broker_offsets import BrokerOffsets
+from services.label_sink.broker_offsets import BrokerOffsets, Record
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.delivery import DeliveryGuard
+from services.label_sink.early import EarlyLabels, Held
+from services.label_sink.faust_guards import denial
 from services.label_sink.metrics import LabelSinkMetrics
-from services.label_sink.ordering import InOrder, OutOfOrder
+from services.label_sink.ordering import FetchedEvent, InOrder, OutOfOrder
 from services.label_sink.outputs import (
     export_committed_lag,
     prune,
@@ -94,6 +96,10 @@ class SinkStatus:
     order: InOrder | None = None
     delivery: DeliveryGuard | None = None
     dirty: set[str] = field(default_factory=set)
+    # Why the sink holds (a permission missing: worker.py), None when it does not.
+    held: str | None = None
+    # Labels waiting for their requests (early.py); they bound the commit of their partition.
+    early: EarlyLabels | None = None
 
     def health(self) -> tuple[bool, str]:
         if self.crashed is not None:
@@ -101,7 +107,9 @@ class SinkStatus:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        app = self.app
+        app, held = self.app, self.held
+        if held is not None:
+            return False, f"holding: {held}"
         if self.crashed is not None or app is None:
             return False, "not running"
         if not self.assigned or app.rebalancing or app.in_recovery:
@@ -118,11 +126,14 @@ def build_app(
     on_crash: Callable[[BaseException], None],
     security: FaustSecurity | None = None,
     broker: BrokerOffsets | None = None,
+    on_denied: Callable[[str], None] | None = None,
 ) -> faust.App:
     """The faust app with its topics, tables, agents and timers. Does not start anything.
 
     `security` defaults to `faust_security(settings.kafka.client_config)`; `broker` (offset
-    look-ups) to one built from `settings.kafka`. The agents' offset guard is `status.order`."""
+    look-ups) to one built from `settings.kafka`. The agents' offset guard is `status.order`.
+    `on_denied(line)` hears of an output or an agent refused for want of an ACL (default: a
+    crash, `on_crash`)."""
     if security is None:
         security = faust_security(settings.kafka.client_config)
     names = SinkTopics.with_prefix(settings.topic_prefix)
@@ -149,6 +160,9 @@ def build_app(
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        # Static membership (KIP-345): a restarted worker with the same id takes its partitions
+        # back at once; without it they wait out the killed worker's session (measured ~11 s).
+        consumer_group_instance_id=settings.instance_id if settings.static_membership else None,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         autodiscover=False,
@@ -162,7 +176,7 @@ def build_app(
         status.crashed = exc
         on_crash(exc)
 
-    status.delivery = DeliveryGuard(refused)
+    status.delivery = DeliveryGuard(refused, on_denied)
     app.sensors.add(status.delivery)
     labels_in = app.topic(names.labels, **_RAW)
     requests_in = app.topic(names.requests, **_RAW)
@@ -198,6 +212,8 @@ def build_app(
     requests = app.Table("requests", partitions=partitions, key_type=str)
     labels = app.Table("labels", partitions=partitions, key_type=str)
     ledger = Ledger()
+    early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
+                                       settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
     version = service_version()
 
@@ -209,6 +225,10 @@ def build_app(
             try:
                 await body(stream)
             except Exception as exc:
+                line = denial(exc, "WRITE")  # an agent's own reads are fetches: guard 5
+                if line is not None and on_denied is not None:
+                    on_denied(line)
+                    return
                 log.critical("label sink agent %s crashed: %r", body.__name__, exc, exc_info=exc)
                 status.crashed = exc
                 on_crash(exc)
@@ -244,6 +264,11 @@ def build_app(
         partition = event.message.partition
         requests[request.request_id] = request_row(request, partition)
         metrics.requests.inc()
+        for held in early.waiting(request.request_id):  # labels that came first: join them now
+            await forward_label(FetchedEvent(held.record))
+            early.discard(held)  # after its forward is queued: the commit never passes it
+            metrics.early_joined.inc()
+        metrics.early_waiting.set(len(early))
         newest[partition] = max(newest.get(partition, 0.0), request.event_timestamp)
         inserted[0] += 1
         if inserted[0] >= max(_PRUNE_EVERY, len(requests) // 2):
@@ -268,18 +293,31 @@ def build_app(
             return
         window.record(np.zeros(1, dtype=bool))
         request = requests.get(label.request_id) if label.request_id else None
+        if request is None and label.request_id and label.model_id is None:
+            # Its request may not have been read yet: wait for it (early.py).
+            record = Record(msg.topic, msg.partition, msg.offset, msg.key, event.value)
+            if early.hold(Held(label.request_id, (msg.topic, msg.partition), msg.offset, record,
+                               time.time(), msg.partition)):
+                metrics.early_waiting.set(len(early))
+                return
+            await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
+                                            f"request and {early.limit} labels wait for theirs "
+                                            "already (early_label_limit)")
+            return
         if request is not None and label.labeled_at - request["t"] > settings.request_ttl_s:
             request = None
         row = joined_label(label, msg.partition, msg.offset, request)
         if row is None:  # nothing to count it under: dead-letter it, never drop it
-            metrics.unattributed.inc()
-            orphan = InvalidEvent("model_id", ErrorCode.MISSING_FIELD,
-                                  f"absent, and request_id {label.request_id!r} answers no "
-                                  "known request (within request_ttl_s)")
-            metrics.invalid.labels(orphan.code.value).inc()
-            await send_dead_letter(labels_dlq, event, orphan)
+            await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
+                                            "request (within request_ttl_s)")
             return
         await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+
+    async def dead_letter_orphan(event: Any, why: str) -> None:
+        metrics.unattributed.inc()
+        orphan = InvalidEvent("model_id", ErrorCode.MISSING_FIELD, f"absent, and {why}")
+        metrics.invalid.labels(orphan.code.value).inc()
+        await send_dead_letter(labels_dlq, event, orphan)
 
     @app.agent(by_model)
     @crashes_worker
@@ -364,6 +402,7 @@ def build_app(
         try:
             ends = await export_committed_lag(order, broker, metrics)
             await order.watch(ends)
+            await expire_early(ends)
         except (KafkaException, TimeoutError) as exc:
             log.info("offset check skipped (broker did not answer): %s", exc)
         except OutOfOrder as exc:
@@ -371,16 +410,28 @@ def build_app(
             status.crashed = exc
             on_crash(exc)
 
+    async def expire_early(ends: dict[tuple[str, int], int]) -> None:
+        """Dead-letter the held labels whose request cannot come any more (early.py)."""
+        request_ends = {p: end for (topic, p), end in ends.items() if topic == names.requests}
+        for held, why in early.expired(request_ends, lambda p: order.frontier(
+                (names.requests, p)), time.time()):
+            await dead_letter_orphan(FetchedEvent(held.record), why)
+            early.discard(held)  # after its dead letter is queued (delivery before commit)
+        metrics.early_waiting.set(len(early))
+
     # mode's Signal.connect stubs want a `signal` keyword we receive through **kwargs.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         status.assigned = False
         order.revoke(revoked)
+        early.forget((tp.topic, tp.partition) for tp in revoked)
         ledger.invalidate()  # rows may move to another worker: rebuild from what stays here
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         order.assign(assigned)
+        mine = order.assigned()
+        early.forget({h.tp for h in early.all()} - mine)
         status.assigned = True
         ledger.invalidate()
 

@@ -26,6 +26,22 @@ touched. They stay when faust is upgraded until a test shows the defect gone (do
    commits, and a record the broker refused during the flush is only logged. The wrapper around
    faust's commit asks the sink's delivery guard first (services/label_sink/delivery.py) and
    commits nothing once a record was refused.
+
+4. **A static member that stops leaves the group** (`leave_group_on_stop`). aiokafka never sends
+   LeaveGroup for a member with a `group.instance.id` (KIP-345: a static member that restarts
+   takes its partitions back without a rebalance). A worker that stops for good (scale-in, a
+   Recreate deploy whose new pod has another name) then held its partitions until its session
+   expired: 13 s measured with the 10-s session. With this guard a worker that stops (SIGTERM,
+   or after a crash it caught) leaves the group by its member id, as a dynamic member does, and
+   the others take its partitions at the next heartbeat; one killed (SIGKILL, OOM) leaves
+   nothing, and its restart with the same instance id takes its partitions back at once.
+
+5. **A refused permission is reported, not a crash** (`report_denials_to`). When the broker
+   refuses a fetch (READ on a topic, or the group) or a commit for want of an ACL, aiokafka
+   raises an authorization error; faust's fetcher and committer crashed the whole worker on it
+   (exit 1, and a crash loop under Kubernetes). The wrappers hand the error to the sink instead,
+   which stops its worker and holds until the permission is back (worker.py, issue 20); the
+   fetch returns no records meanwhile, and the commit commits nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +51,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import aiokafka.errors
+from aiokafka.consumer import group_coordinator
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -59,6 +77,32 @@ _commit_source: list[CommitSource | None] = [None]
 _topic_visible: list[Callable[[str], bool] | None] = [None]
 # Whether a produced record was refused (then nothing is committed any more).
 _refused: list[Callable[[], bool] | None] = [None]
+# Whether a static member leaves the group when it stops (guard 4).
+_leave_on_stop: list[bool] = [False]
+# Who hears of an authorization error (guard 5): called with one line naming the permission, from
+# faust's consumer thread. None: faust's own behaviour (the worker crashes).
+_on_denied: list[Callable[[str], None] | None] = [None]
+# After a refused fetch, wait this long before the next: faust would ask again at once, in a
+# loop, while the worker stops.
+_DENIED_FETCH_PAUSE_S = 1.0
+DENIED = (aiokafka.errors.TopicAuthorizationFailedError,
+          aiokafka.errors.GroupAuthorizationFailedError,
+          aiokafka.errors.ClusterAuthorizationFailedError)
+
+
+def denial(exc: BaseException, operation: str) -> str | None:
+    """One line naming the permission an authorization error says is missing (`operation` on
+    the topic(s) it names, or READ on the group), or None when `exc` is not one."""
+    if not isinstance(exc, DENIED):
+        return None
+    what = exc.args[0] if exc.args else "?"
+    names = ", ".join(sorted(what)) if isinstance(what, set | frozenset | list) else str(what)
+    if isinstance(exc, aiokafka.errors.GroupAuthorizationFailedError):
+        return f"not authorized to READ group {names}"
+    if isinstance(exc, aiokafka.errors.ClusterAuthorizationFailedError):
+        return f"not authorized on the cluster ({exc!r})"
+    to = " to" if operation == "WRITE" else ""
+    return f"not authorized to {operation}{to} topic {names}"
 
 
 async def wait_until_visible(visible: Callable[[str], bool], topic: str, timeout_s: float) -> None:
@@ -137,6 +181,65 @@ def _wrap_commit(original: Callable[..., Any]) -> Callable[..., Any]:
     return commit
 
 
+def _wrap_leave_group(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def leave_group(self: Any) -> None:
+        instance = self._group_instance_id
+        # Only when the consumer closes (`_closing` is set first): an idle static member
+        # (aiokafka's max.poll.interval check) keeps aiokafka's behaviour.
+        if not _leave_on_stop[0] or instance is None or not self._closing.done():
+            await original(self)
+            return
+        # aiokafka sends LeaveGroup only for a dynamic member: look like one for this call. The
+        # broker accepts a leave by member id from a static member (LeaveGroup v1).
+        self._group_instance_id = None
+        try:
+            await original(self)
+        finally:
+            self._group_instance_id = instance
+
+    return leave_group
+
+
+def _wrap_fetch(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except DENIED as exc:
+            report = _on_denied[0]
+            if report is None:
+                raise
+            report(denial(exc, "READ") or repr(exc))
+            await asyncio.sleep(_DENIED_FETCH_PAUSE_S)
+            return {}
+
+    return fetch_records
+
+
+def _wrap_crash(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def crash(self: Any, reason: BaseException) -> None:
+        # faust's consumer thread crashes on an exception from a commit: an authorization
+        # error is reported instead (the commit already returned False: nothing committed).
+        report = _on_denied[0]
+        line = denial(reason, "READ")
+        if report is None or line is None:
+            await original(self, reason)
+            return
+        report(line)
+
+    return crash
+
+
+def report_denials_to(report: Callable[[str], None] | None) -> None:
+    """Hand authorization errors of fetches and commits to `report` (process-wide; None:
+    faust's own behaviour)."""
+    _on_denied[0] = report
+
+
+def leave_group_on_stop(leave: bool) -> None:
+    """Whether a static member leaves its group when its consumer stops (process-wide)."""
+    _leave_on_stop[0] = leave
+
+
 def refuse_commits_if(refused: Callable[[], bool] | None) -> None:
     """Commit nothing while `refused()` is true (process-wide; None: always commit)."""
     _refused[0] = refused
@@ -157,7 +260,12 @@ def install(topic_visible: Callable[[str], bool]) -> None:
     for cls, name, wrap in ((faust_aiokafka.Transport, "_really_create_topic", _wrap_create_topic),
                             (faust_consumer.ThreadDelegateConsumer, "_commit", _wrap_commit),
                             (faust_consumer.Consumer, "_filter_committable_offsets",
-                             _wrap_committable)):
+                             _wrap_committable),
+                            (group_coordinator.GroupCoordinator, "_maybe_leave_group",
+                             _wrap_leave_group),
+                            (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records",
+                             _wrap_fetch),
+                            (faust_aiokafka.AIOKafkaConsumerThread, "crash", _wrap_crash)):
         flag = f"{_FLAG}_{name}"
         if not cls.__dict__.get(flag, False):
             setattr(cls, name, wrap(getattr(cls, name)))

@@ -76,6 +76,25 @@ class LabelSinkMetrics:
             "Records of an input topic past the committed offset of this worker's group, summed "
             "over the partitions this worker owns (the records a restart would re-read or read).",
             ["topic"], registry=registry)
+        self.progress = Gauge(
+            "label_sink_partition_progress_timestamp_seconds",
+            "Unix time this worker last processed a record of an input partition it owns (set "
+            "when it takes the partition; the series goes when the partition is revoked). With "
+            "committed lag, time() minus this is how long the partition has been stalled.",
+            ["topic", "partition"], registry=registry)
+        self.early_waiting = Gauge(
+            "label_sink_early_labels",
+            "Labels read before the request they answer, waiting for it (in memory; their "
+            "partition's commit waits for them).", registry=registry)
+        self.early_joined = Counter(
+            "label_sink_early_labels_joined_total",
+            "Labels that waited for their request and were joined when it arrived.",
+            registry=registry)
+        self.holds = Counter(
+            "label_sink_holds_total",
+            "Times the sink held (not ready, nothing committed past a refused record) because a "
+            "permission it needs is missing; it checks again every 5 s and goes on by itself.",
+            registry=registry)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka.structs import TopicPartition
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from services.label_sink.broker_offsets import BrokerOffsets, Partition, Record
 from services.label_sink.metrics import LabelSinkMetrics
@@ -39,14 +40,21 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_SEEKS = 5
-# A look-up the broker does not answer (it is restarting, unreachable) is asked again after this
-# long, for as long as it takes: the agent waits, it does not crash (a crash stops the worker).
-RETRY_S = 1.0
+# Pause between two look-ups of a partition's committed offset while the broker does not
+# answer: a restarting broker is back within seconds; each try is one cheap request.
+_RETRY_S = 1.0
 # Records read from the broker per request while filling a hole (bounded memory per request).
 FILL_BATCH = 1000
 
 Seek = Callable[[Any, int], Awaitable[None]]
 Handle = Callable[[Any], Awaitable[None]]
+
+
+def _denied(exc: BaseException) -> bool:
+    """An authorization refusal (not worth retrying here: the sink holds on it, worker.py)."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 class OutOfOrder(RuntimeError):
@@ -89,6 +97,8 @@ class InOrder:
         """The consumer's whole new assignment (faust's on_partitions_assigned)."""
         mine = {(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics}
         self.revoke(self._assigned - mine)
+        for tp in mine - self._assigned:
+            self._progressed(tp)
         self._assigned = mine
 
     def revoke(self, tps: Iterable[Any]) -> None:
@@ -98,6 +108,10 @@ class InOrder:
         for tp in gone:
             self._watched.pop(tp, None)
             self._seeks.pop(tp, None)
+            try:
+                self._metrics.progress.remove(tp[0], str(tp[1]))
+            except KeyError:
+                pass  # never exported (not ours)
 
     def assigned(self) -> set[Partition]:
         return set(self._assigned)
@@ -125,28 +139,44 @@ class InOrder:
         await handle(event)
         self.guard.advance(tp, msg.offset)
         self._seeks.pop(tp, None)
+        self._progressed(tp)
 
     async def _known(self, tp: Partition) -> bool:
-        """Whether `tp` is ours, starting its guard from the broker's offsets if need be."""
+        """Whether `tp` is ours, starting its guard from the broker's offsets if need be. The
+        look-up is retried while the broker does not answer (it restarts, say): the record
+        waits, unprocessed and uncommitted, instead of crashing the worker."""
+        failures = 0
         while tp in self._assigned and not self.guard.known(tp):
-            starts = await self._ask(self._broker.start_offsets, [tp])
+            try:
+                starts = await asyncio.to_thread(self._broker.start_offsets, [tp])
+            except (KafkaException, TimeoutError) as exc:
+                if _denied(exc):
+                    raise
+                if failures % 10 == 0:
+                    log.warning("%s[%d]: where to resume is unknown, the broker did not answer "
+                                "(%s); asking again every %g s", tp[0], tp[1], exc, _RETRY_S)
+                failures += 1
+                await asyncio.sleep(_RETRY_S)
+                continue
             if tp in self._assigned and not self.guard.known(tp):
                 self.guard.start(tp, starts[tp])
         return tp in self._assigned
 
     async def _ask(self, look_up: Callable[..., T], *args: Any) -> T:
-        """`look_up(*args)` on a thread, asked again every RETRY_S while the broker fails to
-        answer (one warning per outage, one line when it answers again)."""
+        """`look_up(*args)` on a thread, asked again every _RETRY_S while the broker does not
+        answer (one warning per outage); a refused permission is raised (the sink holds)."""
         failed = 0
         while True:
             try:
                 answer = await asyncio.to_thread(look_up, *args)
-            except KafkaException as exc:
+            except (KafkaException, TimeoutError) as exc:
+                if _denied(exc):
+                    raise
                 if failed == 0:
-                    log.warning("the broker did not answer %s (%s); asking again every %.0f s",
-                                getattr(look_up, "__name__", "a look-up"), exc, RETRY_S)
+                    log.warning("the broker did not answer %s (%s); asking again every %g s",
+                                getattr(look_up, "__name__", "a look-up"), exc, _RETRY_S)
                 failed += 1
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(_RETRY_S)
                 continue
             if failed:
                 log.info("the broker answered %s again after %d failed tries",
@@ -221,6 +251,9 @@ class InOrder:
             self._count(tp[0], "stall_sought_back")
             self.guard.skip_to(tp, first)
             await self._seek(TopicPartition(*tp), first)
+
+    def _progressed(self, tp: Partition) -> None:
+        self._metrics.progress.labels(tp[0], str(tp[1])).set(time.time())
 
     def _count(self, topic: str, outcome: str) -> None:
         self._metrics.out_of_order.labels(topic, outcome).inc()

@@ -15,6 +15,7 @@ shutdown and the main loop waited on it), and Kubernetes would wait out the whol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,8 +28,10 @@ import faust
 from services.label_sink import faust_guards
 from services.label_sink.app import SinkStatus, build_app
 from services.label_sink.cluster import SinkTopics, is_tansu, metadata_lists, partition_counts
+from services.label_sink.hold import HOLD_S, StopSignals, restart_in_place, wait_until_permitted
 from services.label_sink.metrics import LabelSinkMetrics
-from services.label_sink.security import faust_security, is_security_key
+from services.label_sink.permissions import Permissions
+from services.label_sink.security import FaustSecurity, faust_security, is_security_key
 from services.streaming.settings import LabelSinkSettings
 
 log = logging.getLogger(__name__)
@@ -95,18 +98,59 @@ class SinkWorker(faust.Worker):  # type: ignore[misc]
 
 def run(settings: LabelSinkSettings) -> int:
     """Run the label sink in the foreground until SIGTERM/SIGINT; returns the exit code (module
-    docstring). The process always ends within `stop_timeout_s` of a stop signal or a crash."""
+    docstring). The process always ends within `stop_timeout_s` of a stop signal or a crash.
+    Without a permission it needs it holds instead, and goes on by itself (hold.py)."""
     from prometheus_client import CollectorRegistry
 
     from services.streaming.ops import OpsAccess, OpsServer
 
     # Before any network call: a security setting faust cannot apply stops start-up right here.
     security = faust_security(settings.kafka.client_config)
+    registry = CollectorRegistry()
+    metrics = LabelSinkMetrics(registry)
+    status = SinkStatus()
+    signals = StopSignals()
+    ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
+                    health=status.health, ready=status.ready,
+                    access=OpsAccess.of(settings)).start()
+    try:
+        signals.install()
+        permitted = wait_until_permitted(Permissions(settings).missing, status, metrics, signals)
+        signals.uninstall()
+        if not permitted:
+            return EXIT_OK
+        code = _run_worker(settings, security, metrics, status, ops.port)
+        if status.held is None:
+            return code
+        signals.install()  # faust's handlers went with its event loop
+        if wait_until_permitted(Permissions(settings).missing, status, metrics, signals,
+                                reason=status.held):
+            ops.stop()
+            restart_in_place()
+        Watchdog().arm(_EXIT_GRACE_S, EXIT_OK, "stopped while holding but a thread of the "
+                       "stopped worker kept the process alive")
+        return EXIT_OK
+    finally:
+        ops.stop()
+
+
+def _run_worker(settings: LabelSinkSettings, security: FaustSecurity, metrics: LabelSinkMetrics,
+                status: SinkStatus, ops_port: int) -> int:
+    """Start-up checks, then the faust worker until it stops; the exit code (module docstring).
+    `status.held` is set when a missing permission stopped it."""
     names = SinkTopics.with_prefix(settings.topic_prefix)
     partitions = partition_counts(settings, names)
-    compat = settings.broker_compat == "tansu" or (
-        settings.broker_compat == "auto" and is_tansu(settings))
+    tansu = settings.broker_compat == "tansu" or is_tansu(settings)
+    compat = settings.broker_compat == "tansu" or (settings.broker_compat == "auto" and tansu)
+    if tansu and settings.static_membership:
+        # Measured on Tansu 0.6: a static member's JoinGroup succeeds but its SyncGroup never
+        # does, and it re-joins every few seconds, never ready. The embedded broker serves one
+        # worker on one machine, where the takeover figure does not matter.
+        log.info("static membership off: the embedded broker does not complete a static "
+                 "member's join")
+        settings = dataclasses.replace(settings, static_membership=False)
     faust_guards.install(topic_visible=metadata_lists(settings))
+    faust_guards.leave_group_on_stop(settings.leave_group_on_stop)
     if compat:
         from services.label_sink.faust_compat import patch_faust_highwaters
 
@@ -118,45 +162,67 @@ def run(settings: LabelSinkSettings) -> int:
     if ignored:
         # Tuning keys (client.id, linger.ms...) reach the sink's admin client, not faust.
         log.warning("librdkafka properties not applied to the faust client: %s", ignored)
-    registry = CollectorRegistry()
-    metrics = LabelSinkMetrics(registry)
-    status = SinkStatus()
     watchdog = Watchdog()
     holder: dict[str, Any] = {}
+
+    def stop_worker() -> None:
+        # Called from faust's event loop or from its consumer thread (guard 5): schedule the
+        # stop on the worker's own loop either way.
+        worker = holder.get("worker")
+        if worker is not None:
+            loop = worker.loop
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(worker.stop(), loop=loop))
 
     def on_crash(exc: BaseException) -> None:
         watchdog.arm(settings.stop_timeout_s, EXIT_CRASHED,
                      f"an agent crashed ({exc!r}) and the stop did not finish within "
                      f"{settings.stop_timeout_s:g}s (stop_timeout_s)")
-        worker = holder.get("worker")
-        if worker is not None:
-            asyncio.ensure_future(worker.stop())
+        stop_worker()
+
+    def on_denied(line: str) -> None:
+        if status.held is not None or status.crashed is not None:
+            return
+        status.held = line
+        metrics.holds.inc()
+        log.error("label sink holds: %s; its worker stops, nothing is committed past the refused "
+                  "record, and it starts again once the permission is granted (checked every "
+                  "%g s)", line, HOLD_S)
+        watchdog.arm(settings.stop_timeout_s, EXIT_STOP_TIMEOUT,
+                     f"a permission is missing ({line}) and the stop did not finish within "
+                     f"{settings.stop_timeout_s:g}s (stop_timeout_s)")
+        stop_worker()
 
     app = build_app(settings, metrics, status, partitions=partitions,
-                    on_crash=on_crash, security=security)
+                    on_crash=on_crash, security=security, on_denied=on_denied)
     order = status.order
     assert order is not None
-    faust_guards.set_commit_source((order.topics, order.frontier))
+    early = status.early
+    assert early is not None
+
+    def commit_at(tp: tuple[str, int]) -> int | None:
+        # Never past a label still waiting for its request (early.py): a restart reads it again.
+        frontier, waiting = order.frontier(tp), early.oldest(tp)
+        return frontier if frontier is None or waiting is None else min(frontier, waiting)
+
+    faust_guards.set_commit_source((order.topics, commit_at))
     delivery = status.delivery
     assert delivery is not None
     faust_guards.refuse_commits_if(lambda: delivery.refused is not None)
-    ops = OpsServer(registry, settings.metrics_host, settings.metrics_port,
-                    health=status.health, ready=status.ready,
-                    access=OpsAccess.of(settings)).start()
+    faust_guards.report_denials_to(on_denied)
     worker = SinkWorker(app, watchdog, settings.stop_timeout_s, loglevel="INFO",
                         override_logging=False)
     holder["worker"] = worker
     log.info("label sink %s: ops on %s:%d, broker compat %s, Kafka security %s, internal topic "
-             "replication %d", settings.app_id, settings.metrics_host, ops.port,
+             "replication %d", settings.app_id, settings.metrics_host, ops_port,
              "tansu" if compat else "off", security, settings.topic_replication_factor)
     code = EXIT_OK
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        ops.stop()
     if status.crashed is not None:
         code = EXIT_CRASHED
-    watchdog.arm(_EXIT_GRACE_S, code, "the worker stopped but a thread kept the process alive")
+    if status.held is None:
+        watchdog.arm(_EXIT_GRACE_S, code, "the worker stopped but a thread kept the process "
+                     "alive")
     return code

@@ -336,12 +336,34 @@ class LabelSinkSettings:
     trigger_cooldown_s: float = 0.0
     # A request older than this (event time) when its label arrives is not joined, and is pruned.
     request_ttl_s: float = 7 * 86400.0
+    # A label read before the request it answers waits for it (services/label_sink/early.py):
+    # at least the grace and until the requests partition has been read to where its request
+    # would have to be, at most max_wait (wall clock), and at most this many at once (~1 KB
+    # each); then it is dead-lettered.
+    early_label_grace_s: float = 30.0
+    early_label_max_wait_s: float = 3600.0
+    early_label_limit: int = 10_000
     # Class feedback of changed models is published at most this often (wall clock).
     feedback_interval_s: float = 5.0
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
-    # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md).
+    # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md). With static membership
+    # it only delays the hand-over of a worker that dies and does not come back.
     session_timeout_s: float = 10.0
-    heartbeat_interval_s: float = 3.0
+    # The worker's group.instance.id (KIP-345) when static_membership is on: stable across
+    # restarts (the host name: a pod's name) and unique per worker of one app id. Defaults to
+    # the host name.
+    instance_id: str = ""
+    # Join as a static member, so a restarted worker (same instance_id) gets its partitions back
+    # at once instead of after its dead predecessor's session (docs/label-sink.md, "Running on a
+    # cluster").
+    static_membership: bool = True
+    # A worker that stops (SIGTERM) leaves the group even as a static member, so the others take
+    # its partitions at once (scale-in; a Recreate deploy, whose new pod has another name). Off:
+    # a stopped worker's partitions wait for its restart or its session (a StatefulSet).
+    leave_group_on_stop: bool = True
+    # A member hears of a rebalance at its next heartbeat: with 3 s a second worker's join took
+    # ~6 s (bench/takeover.py), most of it waiting for the first worker's heartbeat.
+    heartbeat_interval_s: float = 1.0
     # "auto": enable the faust high-watermark shim when the cluster id says Tansu.
     broker_compat: str = "auto"
     # Where faust keeps its local files (memory tables write nothing big); "" = a temp dir.
@@ -358,9 +380,17 @@ class LabelSinkSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LabelSinkSettings:
-        settings = cls(KafkaSettings.from_env(environ), **_service_fields(cls, environ, cls.PREFIX))
+        fields = _service_fields(cls, environ, cls.PREFIX)
+        fields["instance_id"] = fields["instance_id"] or socket.gethostname()
+        settings = cls(KafkaSettings.from_env(environ), **fields)
         _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels,
+                          early_label_limit=settings.early_label_limit,
                           topic_replication_factor=settings.topic_replication_factor)
+        if not 0 <= settings.early_label_grace_s <= settings.early_label_max_wait_s:
+            raise SettingsError(f"{cls.PREFIX}EARLY_LABEL_GRACE_S / _MAX_WAIT_S="
+                                f"{settings.early_label_grace_s} / "
+                                f"{settings.early_label_max_wait_s}: expected 0 <= grace <= "
+                                "max wait")
         if not settings.stop_timeout_s > 0:
             raise SettingsError(f"{cls.PREFIX}STOP_TIMEOUT_S={settings.stop_timeout_s}: expected "
                                 "a number of seconds > 0")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,15 @@ def create_sink_topics(bootstrap: str, prefix: str, partitions: int = 4) -> None
 
 
 class SinkProcess(ServiceProcess):
-    """`active-stream label-sink` with a private app id, topic prefix and metrics port."""
+    """`active-stream label-sink` with a private app id, topic prefix and metrics port, and its
+    own static instance id unless `instance_id` is given (the default, the host name, is one
+    for every process here: two workers of one app id would fence each other)."""
 
     def __init__(self, bootstrap: str, app_id: str, prefix: str, **options: Any) -> None:
+        options.setdefault("instance_id", f"w-{uuid.uuid4().hex[:8]}")
+        # Labels answering no request are dead-lettered a few seconds after the requests
+        # partition is read, not after the default 30-s grace (early.py).
+        options.setdefault("early_label_grace_s", 2)
         data_dir = tempfile.mkdtemp(prefix="label-sink-data-")
         env = dict(os.environ)
         env.update({

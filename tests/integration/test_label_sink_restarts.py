@@ -87,7 +87,7 @@ def test_restarts_mid_count_count_each_label_once_and_manifests_equal_totals(
         produce(bootstrap, requests_topic, sc.requests)
         # Every request in the requests table's changelog before any label: a restarted worker
         # then has them all (recovery precedes processing). A request re-read after a restart
-        # could otherwise come after its label, which would be dead-lettered (issue 14, item 2).
+        # could otherwise come after its label, which would then wait for it (early.py).
         changelog = f"{app_id}-requests-changelog"
         wait_for(lambda: sum(true_end_offsets({"bootstrap.servers": bootstrap}, changelog,
                                               range(4)).values()) == valid, 60,
@@ -147,9 +147,16 @@ def test_restarts_mid_count_count_each_label_once_and_manifests_equal_totals(
             assert len({t.trigger_id for t in triggers if t.model_id == model}) == PER_MODEL // N
             named |= assert_manifests_exact(bootstrap, labels_topic, triggers, sc.truth, model, N)
         assert len(named) == (PER_MODEL // N) * N * len(MODELS)
-        letters = [orjson.loads(m.value()) for m in read_all(bootstrap, topics.dlq(labels_topic))]
-        dead = {orjson.loads(base64.b64decode(r["original_b64"]))["label_id"] for r in letters}
-        assert dead == sc.truth.orphans  # orphans dead-lettered; no valid label among them
+
+        def dead() -> set[str]:
+            letters = [orjson.loads(m.value())
+                       for m in read_all(bootstrap, topics.dlq(labels_topic))]
+            return {orjson.loads(base64.b64decode(r["original_b64"]))["label_id"]
+                    for r in letters}
+
+        # Orphans wait for their requests until the requests partition is read to its end
+        # (early.py), then are dead-lettered: no valid label among them.
+        wait_for(lambda: dead() == sc.truth.orphans, 60, "orphans not dead-lettered")
     finally:
         code = sink.stop()
     assert code == 0, sink.tail()

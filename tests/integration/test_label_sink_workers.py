@@ -119,9 +119,15 @@ def assert_exact(loop: TwoWorkers, sc: Scenario, per_model: int, n: int) -> None
             sc.truth.agreement(model))
         assert len({t.trigger_id for t in triggers if t.model_id == model}) == per_model // n
         assert_manifests_exact(loop.bootstrap, loop.labels, triggers, sc.truth, model, n)
-    letters = [orjson.loads(m.value()) for m in read_all(loop.bootstrap, topics.dlq(loop.labels))]
-    dead = {orjson.loads(base64.b64decode(r["original_b64"]))["label_id"] for r in letters}
-    assert dead == sc.truth.orphans
+
+    def dead() -> set[str]:
+        letters = [orjson.loads(m.value())
+                   for m in read_all(loop.bootstrap, topics.dlq(loop.labels))]
+        return {orjson.loads(base64.b64decode(r["original_b64"]))["label_id"] for r in letters}
+
+    # Orphans wait for their requests until the requests partition is read to its end
+    # (early.py), then are dead-lettered.
+    wait_for(lambda: dead() == sc.truth.orphans, 60, "orphans not dead-lettered")
 
 
 def test_two_workers_one_sigkilled_mid_stream_count_exactly(kafka: ApacheKafka) -> None:

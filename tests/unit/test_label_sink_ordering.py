@@ -200,3 +200,24 @@ def test_faust_bookkeeping_below_the_commit_is_dropped() -> None:
     faust_guards._forget_below(consumer, tp, 9)
     assert consumer._acked[tp] == [9, 10] and consumer._acked_index[tp] == {9, 10}
     assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(11, 12)]
+
+
+def test_a_broker_that_does_not_answer_delays_the_first_record_and_does_not_crash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from services.label_sink import ordering
+
+    monkeypatch.setattr(ordering, "_RETRY_S", 0.0)
+    order, broker, _ = make(list(range(20)), committed=3)
+    answers = [KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)), TimeoutError("slow")]
+    real = broker.start_offsets
+
+    def flaky(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if answers:
+            raise answers.pop(0)
+        return real(tps)
+
+    broker.start_offsets = flaky  # type: ignore[method-assign]
+    assert feed(order, [3, 4]) == values(3, 4)  # after two failed look-ups, from the commit
+    assert answers == [] and order.frontier(TP) == 5

@@ -1,0 +1,153 @@
+"""How the label sink's state grows with the labels it has counted (issue 14, item 3), on Apache
+Kafka (not a test; prints figures).
+
+    .venv/bin/python bench/sink_state.py [--labels 1000000] [--partitions 4] [--models 10]
+
+A fresh Apache Kafka (KRaft, one node), one sink worker, and `--labels` distinct labels (each
+with its own model_id, so no request is needed; 1 class each, 3 classes) produced up front. The
+sink counts them; then it is stopped (SIGTERM) and started again. Printed:
+
+  labels_per_s           labels counted per second while it caught up
+  peak_rss_mb            the sink's peak resident memory (VmHWM) while counting
+  rss_after_restart_mb   its resident memory once the restarted sink is ready and counting
+  changelog_mb           bytes on disk of the labels table's changelog (all partitions)
+  restart_ready_s        SIGTERM of the caught-up sink to the restarted one's /readyz 200
+                         (its tables recovered from the changelogs)
+  restart_count_s        ... to its first label counted after the restart (one more label is
+                         produced once it is ready: the ledger is rebuilt from every row first)
+
+The last line is `JSON {...}`. Today the labels table keeps one row per label forever, so each
+figure grows with the labels counted (docs/label-sink.md, "State size").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from services.evaluation.processes import ServiceProcess, metric, wait_until
+from services.streaming import topics
+from services.streaming.apache_kafka import ApacheKafka
+from services.streaming.events import encode_event
+from services.streaming.partitioning import KEYED_PARTITIONER
+from services.streaming.topics import create_topics, loop_topics
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def label(i: int, models: int) -> tuple[bytes, bytes]:
+    asset = f"asset-{i}"
+    body = {"schema_version": 1, "label_id": f"l-{i}", "asset_id": asset,
+            "model_id": f"m-{i % models}", "annotations": [{"label": ("a", "b", "c")[i % 3]}],
+            "annotator_id": "bench", "labeled_at": 1_700_000_000.0 + i}
+    return asset.encode(), encode_event(body)
+
+
+def rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def dir_bytes(root: Path, prefix: str) -> int:
+    return sum(f.stat().st_size for d in root.glob(prefix + "*") if d.is_dir()
+               for f in d.iterdir() if f.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--models", type=int, default=10)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sink-state-"))
+    with ApacheKafka(heap="1g") as kafka:
+        say(f"Apache Kafka {kafka.version} on {kafka.bootstrap}; logs in {workdir}")
+        bootstrap, prefix = kafka.bootstrap, f"st{uuid.uuid4().hex[:6]}."
+        create_topics(AdminClient({"bootstrap.servers": bootstrap}),
+                      loop_topics(args.partitions, prefix=prefix))
+        app_id = f"s-{prefix}"
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ACTIVE_STREAM_LABEL_SINK_APP_ID": app_id,
+               "ACTIVE_STREAM_LABEL_SINK_TOPIC_PREFIX": prefix,
+               "ACTIVE_STREAM_LABEL_SINK_METRICS_HOST": "127.0.0.1",
+               "ACTIVE_STREAM_LABEL_SINK_INSTANCE_ID": "bench",
+               "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": tempfile.mkdtemp(dir=workdir),
+               "ACTIVE_STREAM_LABEL_SINK_TRIGGER_MIN_LABELS": "1000",
+               "ACTIVE_STREAM_LOG_FORMAT": "json"}
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                             "partitioner": KEYED_PARTITIONER})
+        for i in range(args.labels):
+            key, value = label(i, args.models)
+            while True:
+                try:
+                    producer.produce(prefix + topics.LABELS, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(120)
+        say(f"{args.labels} labels produced")
+
+        def sink() -> ServiceProcess:
+            return ServiceProcess("label-sink", env, "ACTIVE_STREAM_LABEL_SINK_METRICS_PORT",
+                                  log=workdir / f"sink-{time.monotonic_ns()}.log")
+
+        def counted(proc: ServiceProcess) -> float:
+            try:
+                return metric(proc.metrics(), "label_sink_label_records_total")
+            except OSError:
+                return 0.0
+
+        proc = sink().start()
+        try:
+            proc.wait_ready(120)
+            started = time.monotonic()
+            peak = 0
+            while counted(proc) < args.labels:
+                proc.check()
+                assert proc.proc is not None
+                peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
+                time.sleep(1.0)
+            took = time.monotonic() - started
+            assert proc.proc is not None
+            peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
+            say(f"counted in {took:.0f} s; peak RSS {peak / 1024:.0f} MB")
+            stopped = time.monotonic()
+            proc.stop(120)
+            proc = sink().start()
+            proc.wait_ready(600)
+            ready = time.monotonic() - stopped
+            one = Producer({"bootstrap.servers": bootstrap})
+            one.produce(prefix + topics.LABELS, label(args.labels, args.models)[1], b"one-more")
+            one.flush(30)
+            wait_until(lambda: counted(proc) > 0, 600, "the restarted sink counting", proc.check,
+                       poll_s=0.05)
+            count = time.monotonic() - stopped
+            assert proc.proc is not None
+            after = rss_kb(proc.proc.pid, "VmRSS")
+        finally:
+            proc.stop(120)
+        changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-")
+    figures = {"labels": args.labels, "labels_per_s": round(args.labels / took, 1),
+               "peak_rss_mb": round(peak / 1024, 1), "rss_after_restart_mb": round(after / 1024, 1),
+               "changelog_mb": round(changelog / 2**20, 1),
+               "restart_ready_s": round(ready, 2), "restart_count_s": round(count, 2),
+               "partitions": args.partitions, "models": args.models, "cores": os.cpu_count()}
+    for name, value in figures.items():
+        print(f"{name:22s} {value}")
+    print("JSON " + json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
