@@ -76,6 +76,13 @@ class LabelSinkMetrics:
             "Records of an input topic past the committed offset of this worker's group, summed "
             "over the partitions this worker owns (the records a restart would re-read or read).",
             ["topic"], registry=registry)
+        self.partition_lag = Gauge(
+            "label_sink_partition_committed_lag_records",
+            "Records of an input partition this worker owns past its group's committed offset "
+            "(the series goes when the partition is revoked). With the progress timestamp, it "
+            "tells a stalled partition from an idle one (ActiveStreamLabelSinkPartitionStalled).",
+            ["topic", "partition"], registry=registry)
+        self.lag_series: set[tuple[str, str]] = set()  # the partition_lag series set now
         self.progress = Gauge(
             "label_sink_partition_progress_timestamp_seconds",
             "Unix time this worker last processed a record of an input partition it owns (set "

@@ -19,15 +19,24 @@ log = logging.getLogger(__name__)
 
 async def export_committed_lag(order: InOrder, broker: BrokerOffsets,
                                metrics: LabelSinkMetrics) -> dict[tuple[str, int], int]:
-    """Set the committed-offset lag gauge (per input topic: the records past the group's
-    committed offsets, or the log start, in the partitions this worker owns); returns the high
-    watermarks it read. Raises KafkaException/TimeoutError when the broker does not answer."""
+    """Set the committed-offset lag gauges (per input topic and per owned partition: the records
+    past the group's committed offsets, or the log start, in the partitions this worker owns);
+    returns the high watermarks it read. Raises KafkaException/TimeoutError when the broker
+    does not answer."""
     tps = sorted(order.assigned())
     starts = await asyncio.to_thread(broker.start_offsets, tps)
     ends = await asyncio.to_thread(broker.high_watermarks, tps)
     lag = dict.fromkeys(order.topics, 0)
+    series: set[tuple[str, str]] = set()
     for tp in tps:
-        lag[tp[0]] += max(0, ends[tp] - starts[tp])
+        behind = max(0, ends[tp] - starts[tp])
+        lag[tp[0]] += behind
+        key = (tp[0], str(tp[1]))
+        metrics.partition_lag.labels(*key).set(behind)
+        series.add(key)
+    for key in metrics.lag_series - series:  # revoked since: its owner exports it now
+        metrics.partition_lag.remove(*key)
+    metrics.lag_series = series
     for topic, value in lag.items():
         metrics.committed_lag.labels(topic).set(value)
     return ends

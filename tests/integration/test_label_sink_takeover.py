@@ -169,6 +169,10 @@ def test_a_worker_that_stops_for_good_hands_its_partitions_over_at_once(
         feeder.join()
         wait_for(lambda: counted(first) > before, 60, "no counting after the hand-over")
         assert_counted_once(bootstrap, prefix, truth, first.tail())
+        # Per partition, the committed lag of what the worker owns: all four, nothing left.
+        labels = prefix + topics.LABELS
+        wait_for(lambda: partition_lag(first, labels) == dict.fromkeys(range(4), 0.0), 60,
+                 f"per-partition committed lag not 0 on all four: {partition_lag(first, labels)}")
     finally:
         codes = (first.stop(), second.stop())
     assert codes == (0, 0), (first.tail(), second.tail())
@@ -183,3 +187,13 @@ def progressed_everywhere(sink: SinkProcess, topic: str, since: float) -> bool:
         return False
     return all(metric(samples, "label_sink_partition_progress_timestamp_seconds", topic=topic,
                       partition=str(p)) > since for p in range(4))
+
+
+def partition_lag(sink: SinkProcess, topic: str) -> dict[int, float]:
+    """The worker's `label_sink_partition_committed_lag_records` series of `topic`."""
+    out = {}
+    for (name, labels), value in sink.metrics().items():
+        tags = dict(labels)
+        if name == "label_sink_partition_committed_lag_records" and tags.get("topic") == topic:
+            out[int(tags["partition"])] = value
+    return out
