@@ -197,3 +197,38 @@ def partition_lag(sink: SinkProcess, topic: str) -> dict[int, float]:
         if name == "label_sink_partition_committed_lag_records" and tags.get("topic") == topic:
             out[int(tags["partition"])] = value
     return out
+
+
+def test_a_rolling_restart_of_two_workers_counts_each_label_once(kafka: ApacheKafka) -> None:
+    """Issue 22, item 3 for the sink: each of two workers in turn is stopped with SIGTERM and
+    started again with its id while labels keep arriving; every label is counted once, in
+    exactly one trigger's manifest (the scorers' rolling restart: test_scorer_takeover.py)."""
+    bootstrap, tag = kafka.bootstrap, uuid.uuid4().hex[:8]
+    prefix = f"lsrr-{tag}."
+    create_sink_topics(bootstrap, prefix)
+    app_id = f"label-sink-{prefix}"
+    records, truth = labels_of(tag)
+
+    def start(name: str) -> SinkProcess:
+        return SinkProcess(bootstrap, app_id, prefix, trigger_min_labels=N, instance_id=name,
+                           **SESSION).start()
+
+    workers = {"w1": start("w1")}
+    feeder = Feeder(bootstrap, prefix + topics.LABELS, records)
+    try:
+        workers["w1"].wait_ready(90)  # the first creates faust's topics; then the second joins
+        workers["w2"] = start("w2")
+        workers["w2"].wait_ready(90)
+        feeder.start()
+        for name in ("w1", "w2"):
+            wait_for(lambda w=workers[name]: counted(w) >= 5, 60,
+                     f"{name} counted nothing before its restart\n{workers[name].tail()}")
+            assert workers[name].stop() == 0, workers[name].tail()
+            workers[name] = start(name)
+            workers[name].wait_ready(90)
+        feeder.join()
+        assert_counted_once(bootstrap, prefix, truth,
+                            "\n".join(w.tail() for w in workers.values()))
+    finally:
+        codes = [w.stop() for w in workers.values()]
+    assert codes == [0, 0], [w.tail() for w in workers.values()]
