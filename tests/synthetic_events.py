@@ -11,7 +11,8 @@ class at 12.0). Two ways to draw it:
 - `event_bodies(rng, start, n)` + `stamp(t)`: the same distribution drawn for a whole chunk at
   once (~5 µs an event instead of ~25), scores written with 6 decimals, the timestamp last so
   that a pacer stamps an event when it sends it. The benchmarks' input (bench/scorer.py, its
-  peers, bench/decoders.py, bench/takeover.py).
+  peers, bench/decoders.py, bench/takeover.py); `probabilities(rng, n)` alone for
+  bench/selector.py, which times selection on decoded events.
 """
 
 from __future__ import annotations
@@ -66,16 +67,20 @@ _BODY = ('{"schema_version":1,"event_id":"ev-%s","asset_id":"%s","model_id":"' +
          + '}}],"timestamp":')
 
 
+def probabilities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The stream's distributions for `n` events at once (n x 10, rows sum to 1, columns in
+    CLASSES order): what `event_bodies` writes, for benchmarks that skip the JSON."""
+    gamma = rng.standard_gamma(concentrations(rng.integers(len(CLASSES), size=n)))
+    return gamma / gamma.sum(axis=1, keepdims=True)
+
+
 def event_bodies(rng: np.random.Generator, start: int, n: int,
                  prefix: str = "asset-") -> list[tuple[bytes, bytes]]:
     """`n` (key, body) pairs numbered from `start` (asset `prefix` + number); `body + stamp(t)`
     is one inference event of the stream, a full distribution each. Scores rounded to 6
     decimals sum to 1 within 5e-6."""
-    truth = rng.integers(10, size=n)
-    gamma = rng.standard_gamma(concentrations(truth))
-    probs = (gamma / gamma.sum(axis=1, keepdims=True)).tolist()
     out = []
-    for i, row in enumerate(probs, start):
+    for i, row in enumerate(probabilities(rng, n).tolist(), start):
         asset = f"{prefix}{i}"
         out.append((asset.encode(), (_BODY % (asset, asset, *row)).encode()))
     return out
