@@ -643,7 +643,8 @@ def main() -> None:
     parser.add_argument("--latency-share", type=float, default=0.5,
                         help="paced rate as a share of the (iii) rate")
     parser.add_argument("--core-events", type=int, default=200_000,
-                        help="events for the broker-free core figure (0: skip it)")
+                        help="events for the broker-free core figure, made in memory (0: skip "
+                        "it); 10000000 for the RSS after 1M and after 10M events")
     parser.add_argument("--batch-size", type=int,
                         help="ACTIVE_STREAM_SCORER_BATCH_SIZE (default: the scorer's own)")
     parser.add_argument("--fetch-queue-backoff-ms", type=int, default=10,
@@ -722,11 +723,13 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                                   args.seed + 2, meter, stack, progress)
         print(latency.wait.phase.line(), flush=True)
     run.stop()
+    # Before the core phase and the peers and scale-out set-ups, which hold events in memory.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
     if run.profile is not None:
         print_profile(run.profile, args.out)
     core = None
     if args.core_events:
-        core = core_only(min(args.core_events, n), parts, policy, args.seed, progress)
+        core = core_only(args.core_events, parts, policy, args.seed, progress)
     broker_rss = rss_mb(broker.pid, "VmHWM:")
     extras = Extras()
     if args.peers:
@@ -736,7 +739,7 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         extras.scaling = measure_scaling(args, broker.bootstrap, progress)
     if latency is not None and args.broker == "apache-kafka" and args.tansu_latency:
         extras.tansu = tansu_latency(args, latency.rate, {**consumer, **extra}, progress)
-    report(args, phases, scored, startup, latency, core, rss_before, broker_rss, extras)
+    report(args, phases, scored, startup, latency, core, rss_before, peak, broker_rss, extras)
 
 
 # -- beside the scorer: peers, scale-out, Tansu for reference ------------------------------------
@@ -861,10 +864,9 @@ def breakdown(phase: Phase, core: Core | None) -> list[str]:
 
 
 def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup: float,
-           latency: Latency | None, core: Core | None, rss_before: float,
+           latency: Latency | None, core: Core | None, rss_before: float, peak: float,
            broker_rss: float, extras: Extras) -> None:
     produced, consumed, decoded, ceiling = phases
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
     ratio = scored.phase.rate / decoded.rate
     print(f"\nResults: {args.events:,} events, {args.partitions} partitions"
           f"{' (scorer under cProfile: slowed)' if args.profile else ''}")
