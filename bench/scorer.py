@@ -664,6 +664,10 @@ def main() -> None:
                         help="events for the quix-streams peer (at most --events)")
     parser.add_argument("--slow-peer-events", type=int, default=30_000,
                         help="events for the faust and scikit-activeml peers")
+    parser.add_argument("--peer-python", metavar="PATH",
+                        help="the interpreter of a venv holding the bench extra, for the peers "
+                        "(default: this one); keeps quix-streams' confluent-kafka < 2.13 out of "
+                        "the service's environment (bench/README.md)")
     parser.add_argument("--scaling-events", type=int, default=300_000,
                         help="events for the scale-out runs, 1 vs 2 scorer processes (0: skip)")
     parser.add_argument("--no-tansu-latency", dest="tansu_latency", action="store_false",
@@ -773,7 +777,8 @@ def measure_peers(args: argparse.Namespace, bootstrap: str, topic: str,
         events = most if peer.name == "quix" else min(most, args.slow_peer_events)
         progress.show(f"peer {peer.name}: {events:,} events")
         runs.append(run_peer(peer, bootstrap, topic, args.partitions, events, threshold,
-                             consumer.get("fetch.queue.backoff.ms", 1000), timeout_s=600.0))
+                             consumer.get("fetch.queue.backoff.ms", 1000), timeout_s=600.0,
+                             python=args.peer_python))
         progress.end()
         run = runs[-1]
         if run.result is None:

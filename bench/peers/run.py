@@ -52,15 +52,17 @@ class PeerRun:
 
 
 def run_peer(peer: Peer, bootstrap: str, topic: str, partitions: int, events: int,
-             threshold: float, fetch_queue_backoff_ms: int, timeout_s: float) -> PeerRun:
-    """Run one peer to its `events`-th event; its stderr goes to ours (warnings, crashes)."""
-    if importlib.util.find_spec(peer.needs) is None:
+             threshold: float, fetch_queue_backoff_ms: int, timeout_s: float,
+             python: str | None = None) -> PeerRun:
+    """Run one peer to its `events`-th event with `python` (default: this interpreter; another
+    one is a venv holding the bench extra, bench/README.md); its stderr goes to ours."""
+    if python is None and importlib.util.find_spec(peer.needs) is None:
         return PeerRun(peer, events, None, f"skipped: {peer.needs} not installed "
                        "(pip install -e '.[bench]')")
     out_topic = f"{topic}.peer-{peer.name}-{uuid.uuid4().hex[:6]}"
     create_topics(AdminClient({"bootstrap.servers": bootstrap}),
                   [TopicSpec(out_topic, partitions)])
-    cmd = [sys.executable, "-m", f"bench.peers.{peer.module}", "--bootstrap", bootstrap,
+    cmd = [python or sys.executable, "-m", f"bench.peers.{peer.module}", "--bootstrap", bootstrap,
            "--topic", topic, "--out-topic", out_topic, "--partitions", str(partitions),
            "--events", str(events), "--threshold", repr(threshold),
            "--group", f"peer-{peer.name}-{uuid.uuid4().hex[:8]}",
