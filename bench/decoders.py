@@ -1,22 +1,43 @@
-"""Decoder throughput on one core: events/s for typical inference events and labels.
+"""Decoder throughput on one core, and the hand decoders beside msgspec and pydantic v2 on speed
+and on error reasons (issue 19, item 1: choose by the figures).
 
-Run: .venv/bin/python bench/decoders.py [--seconds 1.0]. Prints one line per case; best of five
-timed rounds, so background noise inflates nothing. The payloads are built here, compact JSON as a
-producer would send it. The `batch` cases time the scorer's batch decoder
-(`decode_inference_batch`) on 1,000 events and print the time per event.
+Run: .venv/bin/python bench/decoders.py [--seconds 1.0] [--no-typed]. Best of five timed rounds,
+so background noise inflates nothing. The payloads are built here, compact JSON as a producer
+would send it; the batch cases also use the shared stream (tests/synthetic_events.py). The typed
+decoders (bench/typed_decoders.py, from the `bench` extra) are printed when installed:
+
+- speed: per event shape, the hand decoder (`decode_inference_event`), msgspec and pydantic, each
+  with the checks neither library can declare (bench/typed_decoders.py says which); per batch,
+  the scorer's `decode_inference_batch` beside msgspec decoding the batch as one array;
+- error reasons: every contract example under schemas/examples/inference-event and a few hostile
+  payloads, the hand decoder's reason code beside the code each library's error maps to (or
+  "ACCEPTED" when it let the event through).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from services.streaming.events import decode_inference_event, decode_label
-from services.streaming.inference_batch import decode_inference_batch
+# Run as `python bench/decoders.py`: the repository root holds tests/ and bench/, not installed.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.streaming.events import (  # noqa: E402
+    InvalidEvent,
+    decode_inference_event,
+    decode_label,
+)
+from services.streaming.inference_batch import decode_inference_batch  # noqa: E402
+from tests.synthetic_events import event_bodies, inference_events, stamp  # noqa: E402
 
 
 def _inference(classes: int, predictions: int, embedding: int = 0) -> bytes:
@@ -55,12 +76,11 @@ def _label() -> bytes:
     )
 
 
-CASES: list[tuple[str, Callable[[bytes], object], bytes]] = [
-    ("inference: 10 classes, 1 prediction", decode_inference_event, _inference(10, 1)),
-    ("inference: 1000 classes, 1 prediction", decode_inference_event, _inference(1000, 1)),
-    ("inference: 10 classes, 20 detections", decode_inference_event, _inference(10, 20)),
-    ("inference: 10 classes, 512-d embedding", decode_inference_event, _inference(10, 1, 512)),
-    ("label: 1 annotation with bbox", decode_label, _label()),
+INFERENCE_CASES: list[tuple[str, bytes]] = [
+    ("inference: 10 classes, 1 prediction", _inference(10, 1)),
+    ("inference: 1000 classes, 1 prediction", _inference(1000, 1)),
+    ("inference: 10 classes, 20 detections", _inference(10, 20)),
+    ("inference: 10 classes, 512-d embedding", _inference(10, 1, 512)),
 ]
 
 
@@ -75,35 +95,16 @@ def _batch(event: bytes, n: int = 1000) -> list[bytes]:
     return out
 
 
-def _mixed(n: int = 1000) -> list[bytes]:
-    """Like tests/synthetic_events.py: 10 classes, every 7th event a top-1 label, no optional
-    fields."""
-    out = []
-    for i, value in enumerate(_batch(_inference(10, 1), n)):
-        obj = orjson.loads(value)
-        del obj["asset_uri"], obj["metadata"]
-        if i % 7 == 0:
-            obj["predictions"] = [{"label": "class-3", "confidence": 0.4}]
-        out.append(orjson.dumps(obj))
-    return out
-
-
-def _mixed(n: int = 1000) -> list[bytes]:
-    """Like tests/synthetic_events.py: 10 classes, every 7th event a top-1 label, no optional
-    fields."""
-    out = []
-    for i, value in enumerate(_batch(_inference(10, 1), n)):
-        obj = orjson.loads(value)
-        del obj["asset_uri"], obj["metadata"]
-        if i % 7 == 0:
-            obj["predictions"] = [{"label": "class-3", "confidence": 0.4}]
-        out.append(orjson.dumps(obj))
-    return out
+def _stream(n: int = 1000) -> list[bytes]:
+    """The benchmarks' stream (bench/scorer.py's events): 10-class distributions."""
+    return [b + stamp(1.7e9 + i) for i, (_, b) in
+            enumerate(event_bodies(np.random.default_rng(3), 0, n))]
 
 
 BATCH_CASES: list[tuple[str, list[bytes]]] = [
     ("batch: 10 classes, 1 prediction, metadata", _batch(_inference(10, 1))),
-    ("batch: 1 in 7 events top-1, no metadata", _mixed()),
+    ("batch: the bench stream (bench/scorer.py)", _stream()),
+    ("batch: the tests' stream, 1 in 7 top-1", [v for _, v in inference_events(1000, seed=3)]),
     ("batch: 10 classes, 20 detections", _batch(_inference(10, 20))),
 ]
 
@@ -127,17 +128,157 @@ def _rate(decode: Callable[[Any], object], data: Any, seconds: float) -> float:
     return n / best
 
 
+def _line(name: str, size: int, rate: float, base: float | None = None) -> str:
+    versus = f"  {rate / base:5.2f}x the hand decoder" if base else ""
+    return f"{name:46s} {size:7d} B  {rate:12,.0f} events/s  {1e6 / rate:8.2f} µs/event{versus}"
+
+
+# -- typed decoders: speed ------------------------------------------------------------------------
+
+def typed_speed(seconds: float) -> None:
+    from bench.typed_decoders import msgspec_decode, msgspec_decode_batch, pydantic_decode
+
+    print("\nHand decoder vs typed decoders (each with the same post-checks; events/s, one core)")
+    for name, data in INFERENCE_CASES:
+        base = _rate(decode_inference_event, data, seconds)
+        print(_line(name + " | hand", len(data), base))
+        print(_line("    msgspec", len(data), _rate(msgspec_decode, data, seconds), base))
+        print(_line("    pydantic v2", len(data), _rate(pydantic_decode, data, seconds), base))
+    for name, values in BATCH_CASES:
+        size = sum(map(len, values)) // len(values)
+        base = _rate(decode_inference_batch, values, seconds) * len(values)
+        print(_line(name + " | hand", size, base))
+        rate = _rate(msgspec_decode_batch, values, seconds) * len(values)
+        print(_line("    msgspec, the batch as one array", size, rate, base))
+        loads = _rate(lambda vs: [orjson.loads(v) for v in vs], values, seconds) * len(values)
+        print(_line("    orjson.loads alone (no checks)", size, loads, base))
+
+
+# -- typed decoders: error reasons ----------------------------------------------------------------
+
+# msgspec's errors are text; these patterns give the hand decoder's code for each kind it raises.
+MSGSPEC_CODES = [
+    (r"^Object missing required field", "missing_field"),
+    (r"^Object contains unknown field", "unknown_field"),
+    (r"^Invalid enum value .* at `\$\.schema_version`", "unknown_version"),
+    (r"^Expected `\w+` of length >= 1\b", "empty"),
+    (r"^Expected `[\w |]+`, got `\w+`", "wrong_type"),
+    (r"^Expected `\w+` (<=|>=|of length)", "out_of_range"),
+    (r"^Number out of range", "not_finite"),
+    (r"^JSON is malformed|^Input data was truncated", "not_json"),
+]
+# pydantic's error types, mapped the same way (the first error of the list).
+PYDANTIC_CODES = {
+    "missing": "missing_field", "extra_forbidden": "unknown_field", "literal_error":
+    "unknown_version", "string_too_short": "empty", "too_short": "out_of_range",
+    "too_long": "out_of_range", "string_too_long": "out_of_range", "less_than_equal":
+    "out_of_range", "greater_than_equal": "out_of_range", "json_invalid": "not_json",
+    "float_type": "wrong_type", "string_type": "wrong_type", "dict_type": "wrong_type",
+    "list_type": "wrong_type", "tuple_type": "wrong_type", "model_type": "wrong_type",
+    "int_type": "wrong_type", "finite_number": "not_finite", "model_attributes_type":
+    "wrong_type"}
+# The post-checks' ValueError texts.
+POST_CODES = [("both given", "conflict"), ("neither", "missing_field"),
+              ("without confidence", "missing_field"), ("sum to 1", "not_normalised"),
+              ("too large", "too_large")]
+
+
+def _hostile() -> list[tuple[str, bytes]]:
+    good = orjson.loads(_inference(3, 1))
+    compact = orjson.dumps(good)
+    return [
+        ("hostile: a repeated key (event_id)",
+         compact.replace(b'"event_id":', b'"event_id":"first","event_id":', 1)),
+        ("hostile: bbox x = 1e999", orjson.dumps(
+            {**good, "predictions": [{**good["predictions"][0], "bbox": [0, 0, 1, 1]}]})
+         .replace(b'"bbox":[0,', b'"bbox":[1e999,')),
+        ("hostile: bbox x = NaN (not JSON)", orjson.dumps(
+            {**good, "predictions": [{**good["predictions"][0], "bbox": [0, 0, 1, 1]}]})
+         .replace(b'"bbox":[0,', b'"bbox":[NaN,')),
+        ("hostile: schema_version 1.0 (integral)", compact.replace(
+            b'"schema_version":1', b'"schema_version":1.0')),
+        ("hostile: timestamp as an integer", compact.replace(
+            b'"timestamp":1717243200.125', b'"timestamp":1717243200')),
+        ("hostile: not UTF-8", compact.replace(b"aisle-7", b"aisle-\xff")),
+    ]
+
+
+def _code(fn: Callable[[bytes], object], data: bytes) -> str:
+    """The reason code `fn`'s error maps to; "ACCEPTED" if it raised none, "?" if unmapped."""
+    import msgspec
+    import pydantic
+
+    try:
+        fn(data)
+    except InvalidEvent as exc:
+        return str(exc.code)
+    except msgspec.ValidationError as exc:
+        return next((c for p, c in MSGSPEC_CODES if re.search(p, str(exc))), f"? {exc}")
+    except msgspec.DecodeError as exc:
+        known = ("malformed", "truncated", "UTF-8")
+        return "not_json" if any(k in str(exc) for k in known) else f"? {exc}"
+    except pydantic.ValidationError as exc:
+        kind = exc.errors()[0]["type"]
+        return PYDANTIC_CODES.get(kind, f"? {kind}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return next((c for p, c in POST_CODES if p in str(exc)), f"? {exc}")
+    return "ACCEPTED"
+
+
+def typed_reasons() -> None:
+    from bench.typed_decoders import msgspec_decode, pydantic_decode
+
+    cases = []
+    for path in sorted((ROOT / "schemas/examples/inference-event").glob("*.json")):
+        raw = path.read_bytes()
+        try:  # compact, as a producer sends it; the oversize example stays as it is
+            raw = raw if len(raw) > 200_000 else orjson.dumps(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            pass
+        cases.append((path.stem, raw))
+    cases += _hostile()
+    print(f"\nError reasons: {'case':<44} {'hand':<16} {'msgspec':<16} {'pydantic v2':<16}")
+    same = {"msgspec": 0, "pydantic": 0}
+    passed = {"msgspec": 0, "pydantic": 0}
+    for name, data in cases:
+        hand = _code(decode_inference_event, data)
+        typed = {"msgspec": _code(msgspec_decode, data), "pydantic": _code(pydantic_decode, data)}
+        for lib, code in typed.items():
+            same[lib] += code == hand
+            passed[lib] += code == "ACCEPTED" and hand != "ACCEPTED"
+        mark = "" if typed["msgspec"] == typed["pydantic"] == hand else "  <-"
+        print(f"  {name:<58} {hand:<16} {typed['msgspec'][:16]:<16} "
+              f"{typed['pydantic'][:16]:<16}{mark}")
+    for lib in same:
+        print(f"  {lib}: the hand decoder's outcome in {same[lib]} of {len(cases)} cases; "
+              f"let through {passed[lib]} that the hand decoder rejects")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="rough time per case")
+    parser.add_argument("--no-typed", dest="typed", action="store_false",
+                        help="only the hand decoders (no msgspec / pydantic)")
     args = parser.parse_args()
-    for name, decode, data in CASES:
-        rate = _rate(decode, data, args.seconds)
-        print(f"{name:42s} {len(data):7d} B  {rate:12,.0f} events/s  {1e6 / rate:8.2f} µs/event")
+    cases: list[tuple[str, Callable[[bytes], object], bytes]] = [
+        (name, decode_inference_event, data) for name, data in INFERENCE_CASES]
+    cases.append(("label: 1 annotation with bbox", decode_label, _label()))
+    for name, decode, data in cases:
+        print(_line(name, len(data), _rate(decode, data, args.seconds)))
     for name, values in BATCH_CASES:
         size = sum(map(len, values)) // len(values)
-        rate = _rate(decode_inference_batch, values, args.seconds) * len(values)
-        print(f"{name:42s} {size:7d} B  {rate:12,.0f} events/s  {1e6 / rate:8.2f} µs/event")
+        print(_line(name, size, _rate(decode_inference_batch, values, args.seconds) * len(values)))
+    if not args.typed:
+        return
+    try:
+        import msgspec  # noqa: F401
+        import pydantic  # noqa: F401
+    except ImportError:
+        print("\nmsgspec / pydantic not installed: pip install -e '.[bench-peers]' for the "
+              "comparison")
+        return
+    typed_speed(args.seconds)
+    typed_reasons()
 
 
 if __name__ == "__main__":

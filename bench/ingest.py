@@ -19,23 +19,29 @@ import functools
 import http.client
 import multiprocessing as mp
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
-from services.ingest.body import split_events
-from services.streaming import apache_kafka, topics
-from services.streaming.embedded import EmbeddedBroker, free_port
-from services.streaming.inference_batch import decode_inference_batch
-from services.streaming.topics import TopicSpec, create_topics
-from tests.integration.ingest_support import IngestProcess
-from tests.synthetic_events import inference_events
+# Run as `python bench/ingest.py`: the repository root holds tests/ (the shared event generator
+# and the ingest process helper), which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.ingest.body import split_events  # noqa: E402
+from services.streaming import apache_kafka, topics  # noqa: E402
+from services.streaming.embedded import EmbeddedBroker, free_port  # noqa: E402
+from services.streaming.inference_batch import decode_inference_batch  # noqa: E402
+from services.streaming.topics import TopicSpec, create_topics  # noqa: E402
+from tests.integration.ingest_support import IngestProcess  # noqa: E402
+from tests.synthetic_events import inference_events  # noqa: E402
 
 NDJSON = "application/x-ndjson"
 

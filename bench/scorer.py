@@ -1,10 +1,13 @@
-"""Scorer benchmark on the embedded broker: consume, decode, and the scorer end to end (not a test;
-prints figures).
+"""Scorer benchmark: consume, decode, the scorer end to end, and its peers on the same events and
+broker (not a test; prints figures).
 
-    .venv/bin/python bench/scorer.py [--events 1000000] [--partitions 4] [--out DIR]
+    .venv/bin/python bench/scorer.py [--events 1000000] [--partitions 4] [--broker apache-kafka]
+                                     [--out DIR]
 
-A fresh Tansu broker gets N keyed 10-class inference events (~305 B of JSON made here with numpy,
-1,000 events per second of event time) on a fresh input topic: setup, not a figure. Then, each
+A fresh broker (a private Apache Kafka 4.1.1 by default, services/streaming/apache_kafka.py; or
+`--broker tansu`, the embedded one) gets N keyed 10-class inference events (~305 B of JSON from
+tests/synthetic_events.py's stream, 1,000 events per second of event time) on a fresh input
+topic: setup, not a figure. Then, each
 timed from the end of the first batch to the N-th event (connection, fetch start-up and the
 scorer's group join excluded):
 
@@ -21,8 +24,20 @@ The same scorer, idle and caught up, then gets a stream paced at half the (iii) 
 --latency-seconds, every event stamped with the wall clock at its produce() call. Latency is
 measured per request: the time a reader process receives it from the requests topic minus its
 `event_timestamp`. Pacer and reader are processes of their own, so they do not take this
-process's GIL from the scorer. For context, last: the scorer's broker-free core
-(PartitionScorer.process: decode -> select -> encode) on events in memory.
+process's GIL from the scorer. For context: the scorer's broker-free core
+(PartitionScorer.process: decode -> select -> encode) on events in memory, with this process's
+RSS after each million events when --core-events reaches it (state growth, no Kafka buffers).
+
+Then, on the same broker (bench/peers/, installed by the `bench` extra; a missing one is skipped):
+  peers: a quix-streams app, a per-message faust-streaming agent and scikit-activeml's
+        VariableUncertainty called per event, each in a process of its own reading the same
+        input topic from the start (--peer-events for quix, --slow-peer-events for the others),
+        selecting by least-confidence above the 98th percentile of those events (2%); each
+        peer's events/s and the scorer's (iii) rate as a multiple of it;
+  scale-out: 1 then 2 `active-stream scorer` processes on a 2-partition topic
+        (bench/scaling.py, --scaling-events);
+  Tansu, for reference (Apache Kafka runs): the paced phase again, same rate, on a fresh
+        embedded broker and scorer.
 
 Selection policy: SelectorPolicy() with the event-time budget lifted (labels_per_hour 1e9), so the
 2% share binds in both phases and the paced phase has requests to measure (the default 1,000
@@ -37,7 +52,8 @@ with whatever else runs: each phase prints the machine's busy cores and how many
 neither the bench's nor the broker's.
 
 Peak RSS is this process's (getrusage): the scorer plus the bench's own consumers, so an upper
-bound on the scorer's. The broker's (VmHWM) is printed apart; it holds every event in memory.
+bound on the scorer's; VmRSS is also printed after each million events of (iii). The broker's
+(VmHWM) is printed apart (Tansu holds every event in memory; Apache Kafka is a JVM).
 --profile runs the scorer thread under cProfile during (iii) and skips the paced phase.
 """
 
@@ -70,51 +86,33 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
-from services.core import SelectorPolicy, SelectorState
-from services.scorer.partition import PartitionScorer, Record
-from services.scorer.service import Scorer
-from services.streaming.embedded import EmbeddedBroker
-from services.streaming.inference_batch import decode_inference_batch
-from services.streaming.settings import ScorerSettings
-from services.streaming.topics import INFERENCE_EVENTS, create_topics, loop_topics
+# Run as `python bench/scorer.py`: the repository root holds tests/ (the shared event generator)
+# and bench/ (the peers), neither of them installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CLASSES = [f"c{i}" for i in range(10)]
+from bench import scaling  # noqa: E402
+from bench.peers.common import threshold_for  # noqa: E402
+from bench.peers.run import PEERS, PeerRun, run_peer  # noqa: E402
+from services.core import SelectorPolicy, SelectorState  # noqa: E402
+from services.evaluation.cli import StatusLine  # noqa: E402
+from services.scorer.partition import PartitionScorer, Record  # noqa: E402
+from services.scorer.service import Scorer  # noqa: E402
+from services.streaming.apache_kafka import ApacheKafka  # noqa: E402
+from services.streaming.embedded import EmbeddedBroker  # noqa: E402
+from services.streaming.inference_batch import decode_inference_batch  # noqa: E402
+from services.streaming.settings import ScorerSettings  # noqa: E402
+from services.streaming.topics import INFERENCE_EVENTS, create_topics, loop_topics  # noqa: E402
+from tests.synthetic_events import event_bodies, stamp  # noqa: E402
+
 T0, DT = 1_700_000_000.0, 0.001  # event time of the bulk events: 1,000 events per second
 TARGET_RATIO = 0.8
+CEILING_TARGET = 0.5  # (iii)/(ii+), issue 19
+# active-stream's multiple of each peer's events/s that issue 19 asks for.
+PEER_GOALS = {"quix": 2.0, "faust": 15.0, "skactiveml": 20.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-_SCORES = ",".join(f'"{c}":%.6f' for c in CLASSES)
-# The timestamp goes last, so an event is `body + stamp(t)` and the pacer stamps at produce time.
-_BODY = ('{"schema_version":1,"event_id":"ev-%s","asset_id":"%s","model_id":"digits",'
-         '"model_version":"v1","predictions":[{"scores":{' + _SCORES + '}}],"timestamp":')
 
-
-# -- events -------------------------------------------------------------------------------------
-
-def event_bodies(rng: np.random.Generator, start: int, n: int,
-                 prefix: str = "asset-") -> list[tuple[bytes, bytes]]:
-    """`n` (key, body) pairs numbered from `start`; body + stamp(t) is one inference event.
-
-    The distribution of tests/synthetic_events.py (classes c0-c2 hard, the rest easy), drawn for
-    the whole chunk at once (~5 µs an event instead of ~25); scores rounded to 6 decimals sum to
-    1 within 5e-6.
-    """
-    truth = rng.integers(10, size=n)
-    alpha = np.full((n, 10), 0.3)
-    alpha[np.arange(n), truth] = np.where(truth < 3, 1.5, 12.0)
-    gamma = rng.standard_gamma(alpha)
-    probs = (gamma / gamma.sum(axis=1, keepdims=True)).tolist()
-    out = []
-    for i, row in enumerate(probs, start):
-        asset = f"{prefix}{i}"
-        out.append((asset.encode(), (_BODY % (asset, asset, *row)).encode()))
-    return out
-
-
-def stamp(t: float) -> bytes:
-    """The end of an event body: its timestamp (epoch seconds) and the closing brace."""
-    return b"%.6f}" % t
-
+# -- events: tests/synthetic_events.py's stream, drawn a chunk at a time ----------------------
 
 def produce_all(producer: Producer, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     """Produce every (key, value); when librdkafka's queue is full, serve deliveries and retry."""
@@ -131,30 +129,25 @@ def produce_all(producer: Producer, topic: str, items: list[tuple[bytes, bytes]]
 # -- measuring ----------------------------------------------------------------------------------
 
 class Progress:
-    """One status line on stderr: rewritten in place on a terminal, a line every 5 s otherwise."""
+    """The project's own status line (services/evaluation/cli.py), throttled: rewritten in place
+    at most 5 times a second on a terminal, a line every 5 s otherwise (CI logs)."""
 
     def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
+        self.line = StatusLine(sys.stderr)
         self.last = 0.0
-        self.width = 0
 
     def show(self, text: str) -> None:
         now = time.monotonic()
-        if now - self.last < (0.2 if self.tty else 5.0):
+        if now - self.last < (0.2 if self.line.live else 5.0):
             return
         self.last = now
-        if self.tty:
-            sys.stderr.write("\r" + text.ljust(self.width))
-            self.width = len(text)
-        else:
-            sys.stderr.write(f"  .. {text}\n")
-        sys.stderr.flush()
+        self.line.update(f"  .. {text}")
 
     def end(self) -> None:
-        if self.tty and self.width:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-            sys.stderr.flush()
-        self.width, self.last = 0, 0.0
+        if self.line.pending:  # clear the status line: results print where it was
+            self.line.update("")
+            self.line.pending = False
+        self.last = 0.0
 
 
 def cpu_seconds(pid: int | str = "self", tid: int | None = None) -> float:
@@ -368,6 +361,7 @@ class Wait:
     phase: Phase
     timeline: list[tuple[float, int]] = field(default_factory=list)
     rss_peak: float = 0.0
+    rss_at: dict[int, float] = field(default_factory=dict)  # VmRSS (MB) after each 1M events
 
 
 def wait_consumed(run: ScorerThread, target: int, name: str, meter: Meter, progress: Progress,
@@ -376,13 +370,17 @@ def wait_consumed(run: ScorerThread, target: int, name: str, meter: Meter, progr
     The phase starts at the first change seen. Raises if the scorer dies or stalls `stall_s`."""
     base = last = run.consumed()
     moved, start = time.perf_counter(), meter.read()
-    timeline, rss_peak = [], 0.0
+    timeline, rss_peak, rss_at = [], 0.0, {}
     try:
         while True:
             run.check()
             count, now = run.consumed(), time.perf_counter()
             timeline.append((now, count))
-            rss_peak = max(rss_peak, rss_mb())
+            rss = rss_mb()
+            rss_peak = max(rss_peak, rss)
+            millions = (count - base) // 1_000_000
+            if millions and millions not in rss_at:
+                rss_at[millions] = rss
             if count != last:
                 if last == base:
                     start = meter.read()
@@ -390,7 +388,7 @@ def wait_consumed(run: ScorerThread, target: int, name: str, meter: Meter, progr
             if count >= target:
                 end = meter.read()
                 return Wait(Phase(name, int(end["consumed"] - start["consumed"]), start, end),
-                            timeline, rss_peak)
+                            timeline, rss_peak, rss_at)
             if now - moved > stall_s:
                 raise RuntimeError(f"{name}: no progress for {stall_s:.0f} s at {count:,} of "
                                    f"{target:,}")
@@ -547,6 +545,7 @@ class Core:
     events: int = 0
     process_s: float = 0.0
     decode_s: float = 0.0
+    rss_at: dict[int, float] = field(default_factory=dict)  # VmRSS (MB) after each 1M events
 
 
 def core_only(n: int, partitions: int, policy: SelectorPolicy, seed: int,
@@ -576,6 +575,8 @@ def core_only(n: int, partitions: int, policy: SelectorPolicy, seed: int,
             core.decode_s += middle - start
             core.process_s += time.thread_time() - middle
             core.events += len(chunk)
+            if core.events % 1_000_000 == 0:
+                core.rss_at[core.events // 1_000_000] = rss_mb()
             progress.show(f"core only: {core.events:,}/{n:,}")
     finally:
         progress.end()
@@ -642,7 +643,8 @@ def main() -> None:
     parser.add_argument("--latency-share", type=float, default=0.5,
                         help="paced rate as a share of the (iii) rate")
     parser.add_argument("--core-events", type=int, default=200_000,
-                        help="events for the broker-free core figure (0: skip it)")
+                        help="events for the broker-free core figure, made in memory (0: skip "
+                        "it); 10000000 for the RSS after 1M and after 10M events")
     parser.add_argument("--batch-size", type=int,
                         help="ACTIVE_STREAM_SCORER_BATCH_SIZE (default: the scorer's own)")
     parser.add_argument("--fetch-queue-backoff-ms", type=int, default=10,
@@ -654,6 +656,22 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the scorer thread in (iii); skips the paced phase")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="apache-kafka",
+                        help="where every phase runs (default: a private Apache Kafka)")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip the peers (bench/peers/)")
+    parser.add_argument("--peer-events", type=int, default=300_000,
+                        help="events for the quix-streams peer (at most --events)")
+    parser.add_argument("--slow-peer-events", type=int, default=30_000,
+                        help="events for the faust and scikit-activeml peers")
+    parser.add_argument("--peer-python", metavar="PATH",
+                        help="the interpreter of a venv holding the bench-peers extra, for the "
+                        "peers (default: this one); keeps quix-streams' confluent-kafka < 2.13 "
+                        "out of the service's environment (bench/README.md)")
+    parser.add_argument("--scaling-events", type=int, default=300_000,
+                        help="events for the scale-out runs, 1 vs 2 scorer processes (0: skip)")
+    parser.add_argument("--no-tansu-latency", dest="tansu_latency", action="store_false",
+                        help="skip the paced phase on Tansu for reference (Apache Kafka runs)")
     args = parser.parse_args()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -669,12 +687,14 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     progress, n, parts = Progress(), args.events, args.partitions
     consumer = {} if args.fetch_queue_backoff_ms < 0 else {
         "fetch.queue.backoff.ms": args.fetch_queue_backoff_ms}
-    broker = stack.enter_context(EmbeddedBroker())
+    broker: ApacheKafka | EmbeddedBroker = (
+        ApacheKafka() if args.broker == "apache-kafka" else EmbeddedBroker())
+    stack.enter_context(broker)
     assert broker.pid is not None
     meter = Meter(broker.pid)
     size = len(event_bodies(np.random.default_rng(0), 0, 1)[0][1] + stamp(T0))
     print(f"scorer benchmark: {n:,} 10-class inference events ({size} B), {parts} partitions, "
-          f"embedded Tansu broker, {os.cpu_count()} cores (load average "
+          f"{BROKERS[args.broker]}, {os.cpu_count()} cores (load average "
           f"{os.getloadavg()[0]:.2f} at start); consumers: {consumer or 'librdkafka defaults'}; "
           f"scorer: {describe_scorer(args)}\n", flush=True)
     prefix, produced = setup(broker.bootstrap, parts, n, args.seed, meter, progress)
@@ -707,13 +727,116 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                                   args.seed + 2, meter, stack, progress)
         print(latency.wait.phase.line(), flush=True)
     run.stop()
+    # Before the core phase and the peers and scale-out set-ups, which hold events in memory.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
     if run.profile is not None:
         print_profile(run.profile, args.out)
     core = None
     if args.core_events:
-        core = core_only(min(args.core_events, n), parts, policy, args.seed, progress)
-    report(args, phases, scored, startup, latency, core, rss_before,
-           rss_mb(broker.pid, "VmHWM:"))
+        core = core_only(args.core_events, parts, policy, args.seed, progress)
+    broker_rss = rss_mb(broker.pid, "VmHWM:")
+    extras = Extras()
+    if args.peers:
+        extras.peers = measure_peers(args, broker.bootstrap, prefix + INFERENCE_EVENTS,
+                                     consumer, progress)
+    if args.scaling_events:
+        extras.scaling = measure_scaling(args, broker.bootstrap, progress)
+    if latency is not None and args.broker == "apache-kafka" and args.tansu_latency:
+        extras.tansu = tansu_latency(args, latency.rate, {**consumer, **extra}, progress)
+    report(args, phases, scored, startup, latency, core, rss_before, peak, broker_rss, extras)
+
+
+# -- beside the scorer: peers, scale-out, Tansu for reference ------------------------------------
+
+BROKERS = {"apache-kafka": "Apache Kafka 4.1.1 (KRaft, one node, private)",
+           "tansu": "embedded Tansu broker"}
+
+
+@dataclass
+class Extras:
+    """What runs after (iii): the peers, the scale-out runs, the paced phase on Tansu."""
+
+    peers: list[PeerRun] = field(default_factory=list)
+    scaling: list[scaling.ScaleRun] = field(default_factory=list)
+    tansu: Latency | None = None
+
+
+def measure_peers(args: argparse.Namespace, bootstrap: str, topic: str,
+                  consumer: dict[str, Any], progress: Progress) -> list[PeerRun]:
+    """Each peer over the first events of the bulk topic, one after the other (not beside the
+    scorer: it has stopped), with the threshold that selects 2% of those events."""
+    most = min(args.events, args.peer_events)
+    rng, values = np.random.default_rng(args.seed), list[bytes]()
+    while len(values) < most:  # the bulk events again: setup() draws them 10,000 at a time
+        values.extend(b + stamp(T0) for _, b in event_bodies(rng, len(values), 10_000))
+    threshold = threshold_for(values[:most])
+    print(f"\npeers: least-confidence above {threshold:.4f} (2% of the first {most:,} events); "
+          "each in a process of its own, a fresh group, the topic read from the start", flush=True)
+    runs = []
+    for peer in PEERS:
+        events = most if peer.name == "quix" else min(most, args.slow_peer_events)
+        progress.show(f"peer {peer.name}: {events:,} events")
+        runs.append(run_peer(peer, bootstrap, topic, args.partitions, events, threshold,
+                             consumer.get("fetch.queue.backoff.ms", 1000), timeout_s=600.0,
+                             python=args.peer_python))
+        progress.end()
+        run = runs[-1]
+        if run.result is None:
+            print(f"  {peer.label:<48} {run.note}", flush=True)
+        else:
+            r = run.result
+            print(f"  {peer.label:<48} {r['eps']:>9,.0f} events/s ({r['events']:,} events, "
+                  f"{r['selected']:,} selected, {r['seconds']:.2f} s)", flush=True)
+    return runs
+
+
+def measure_scaling(args: argparse.Namespace, bootstrap: str,
+                    progress: Progress) -> list[scaling.ScaleRun]:
+    """1 then 2 scorer processes on the same 2-partition topic (bench/scaling.py)."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}scale."
+    rng = np.random.default_rng(args.seed + 5)
+    events = [(k, b + stamp(T0 + i * DT)) for i, (k, b) in
+              enumerate(event_bodies(rng, 0, args.scaling_events, "scale-"))]
+    scaling.fill(bootstrap, prefix, events)
+    # As bench_policy(): the event-time budget lifted, so the 2% share binds.
+    policy: dict[str, object] = {"budget": {"labels_per_hour": 1e9}}
+    print(f"\nscale-out: {len(events):,} events on 2 partitions, scorer processes "
+          "(`active-stream scorer`), a fresh group each run", flush=True)
+    runs = []
+    for instances in (1, 2):
+        runs.append(scaling.run(bootstrap, prefix, instances, len(events), policy,
+                                progress.show))
+        progress.end()
+        print(f"  {instances} instance(s) {runs[-1].rate:>12,.0f} events/s "
+              f"({runs[-1].events:,} events in {runs[-1].seconds:.2f} s)", flush=True)
+    return runs
+
+
+def tansu_latency(args: argparse.Namespace, rate: float, consumer: dict[str, Any],
+                  progress: Progress) -> Latency:
+    """The paced phase again, at the same rate, on a fresh embedded Tansu broker and scorer,
+    for reference. 1,000 events first, so the scorer has joined and caught up before pacing."""
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker())
+        assert broker.pid is not None
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        create_topics(AdminClient({"bootstrap.servers": broker.bootstrap}),
+                      loop_topics(args.partitions, prefix))
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+        warm = event_bodies(np.random.default_rng(args.seed + 6), 0, 1000, "warm-")
+        produce_all(producer, prefix + INFERENCE_EVENTS,
+                    [(k, b + stamp(time.time())) for k, b in warm])
+        producer.flush(30)
+        settings = scorer_settings(broker.bootstrap, prefix, args.batch_size, consumer)
+        run = ScorerThread(settings, bench_policy(), False)
+        stack.callback(lambda: run.stop(60.0 if broker.running() else 2.0))
+        meter = Meter(broker.pid)
+        meter.scorer = run
+        wait_consumed(run, 1000, "Tansu: warm-up", meter, progress)
+        latency = measure_latency(run, broker.bootstrap, settings, args.partitions, rate,
+                                  args.latency_seconds, args.seed + 7, meter, stack, progress)
+        print(latency.wait.phase.line().replace("paced at", "Tansu, paced at"), flush=True)
+        return latency
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -746,10 +869,9 @@ def breakdown(phase: Phase, core: Core | None) -> list[str]:
 
 
 def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup: float,
-           latency: Latency | None, core: Core | None, rss_before: float,
-           broker_rss: float) -> None:
+           latency: Latency | None, core: Core | None, rss_before: float, peak: float,
+           broker_rss: float, extras: Extras) -> None:
     produced, consumed, decoded, ceiling = phases
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
     ratio = scored.phase.rate / decoded.rate
     print(f"\nResults: {args.events:,} events, {args.partitions} partitions"
           f"{' (scorer under cProfile: slowed)' if args.profile else ''}")
@@ -759,6 +881,10 @@ def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup:
           f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")
     print(f"  {'ceiling (ii+)/(ii)':<40} {ceiling.rate / decoded.rate:>9.2f}   (no scorer on "
           "this stack can exceed it: it does less than any scorer must)")
+    of_ceiling = scored.phase.rate / ceiling.rate
+    print(f"  {'ratio (iii)/(ii+)':<40} {of_ceiling:>9.2f}   "
+          f"({'meets' if of_ceiling >= CEILING_TARGET else 'MISSES'} the {CEILING_TARGET} "
+          "target of issue 19)")
     print("\n".join(breakdown(scored.phase, core)))
     print(f"    startup (group join + restore), not timed: {startup:.1f} s")
     summary: dict[str, Any] = {
@@ -775,6 +901,12 @@ def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup:
         print(f"  {'core only, no Kafka (context)':<40} {core.events / core.process_s:>9,.0f} "
               f"events per CPU second (PartitionScorer.process, {core.events:,} events in "
               "memory)")
+        if core.rss_at:
+            at = ", ".join(f"{m}M: {mb:.0f} MB" for m, mb in sorted(core.rss_at.items()))
+            print(f"  {'RSS during the core run, by events':<40} {at}   (this process, the "
+                  f"scorer thread stopped: the state of {args.partitions} partitions grows or not)")
+            summary["core_rss_mb_at_millions"] = {str(m): round(mb, 1)
+                                                  for m, mb in sorted(core.rss_at.items())}
     rss_peak = scored.rss_peak
     if latency is not None:
         rss_peak = max(rss_peak, latency.wait.rss_peak)
@@ -783,11 +915,48 @@ def report(args: argparse.Namespace, phases: list[Phase], scored: Wait, startup:
     print(f"  {'peak RSS, bench process':<40} {peak:9.1f} MB   (holds the scorer and the bench's "
           f"consumers: an upper bound; {rss_before:.0f} MB before the scorer started, at most "
           f"{rss_peak:.0f} MB sampled while it ran)")
-    print(f"  {'peak RSS, broker':<40} {broker_rss:9.1f} MB   (memory storage: every event)")
+    held = "memory storage: every event" if args.broker == "tansu" else "a JVM, 512 MB heap"
+    print(f"  {'peak RSS, broker':<40} {broker_rss:9.1f} MB   ({held})")
+    if scored.rss_at:
+        at = ", ".join(f"{m}M: {mb:.0f} MB" for m, mb in sorted(scored.rss_at.items()))
+        print(f"  {'RSS during (iii), by events consumed':<40} {at}   (the bench process: the "
+              "scorer and the bench's closed consumers)")
+        summary["rss_mb_at_millions"] = {str(m): round(mb, 1)
+                                         for m, mb in sorted(scored.rss_at.items())}
+    summary.update(print_extras(scored.phase.rate, extras))
     if args.out:
         print(f"  {plot(args.out, scored, latency)}")
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("JSON " + json.dumps(summary), flush=True)
+
+
+def print_extras(scorer_eps: float, extras: Extras) -> dict[str, Any]:
+    """The peers (and the scorer's multiple of each), scale-out, Tansu's latency; JSON fields."""
+    out: dict[str, Any] = {}
+    for run in extras.peers:
+        out[f"{run.peer.name}_eps"] = round(run.eps) if run.eps else None
+        if not run.eps:
+            print(f"  {'peer: ' + run.peer.name:<40} {run.note}")
+            continue
+        multiple, goal = scorer_eps / run.eps, PEER_GOALS[run.peer.name]
+        out[f"{run.peer.name}_multiple"] = round(multiple, 2)
+        print(f"  {'peer: ' + run.peer.label[:34]:<40} {run.eps:>9,.0f} events/s   the scorer "
+              f"is {multiple:5.2f}x it ({'meets' if multiple >= goal else 'MISSES'} the "
+              f"{goal:g}x goal; {run.events:,} events)")
+    if len(extras.scaling) == 2:
+        one, two = extras.scaling
+        print(f"  {'scale-out, 2 partitions':<40} 1 instance {one.rate:,.0f}, 2 instances "
+              f"{two.rate:,.0f} events/s: {two.rate / one.rate:.2f}x (goal 1.7x)")
+        out.update(scale_1_eps=round(one.rate), scale_2_eps=round(two.rate),
+                   scale_ratio=round(two.rate / one.rate, 2))
+    if extras.tansu is not None:
+        lat = extras.tansu
+        print(f"  {'Tansu, paced at ' + format(lat.rate, ',.0f') + ' events/s':<40} p50 "
+              f"{lat.ms(0.5):6.1f} ms   p99 {lat.ms(0.99):6.1f} ms   ({lat.seconds.size:,} "
+              "requests; for reference, its fetch.wait.max.ms quirk included)")
+        out.update(tansu_latency_p50_ms=round(lat.ms(0.5), 1),
+                   tansu_latency_p99_ms=round(lat.ms(0.99), 1))
+    return out
 
 
 def print_latency(lat: Latency) -> dict[str, Any]:

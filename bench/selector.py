@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/selector.py [--predictions 1000000] [--long 5000000]
 
-Synthetic stream: 10-class Dirichlet(0.3) distributions, 1,000 events per second of event time,
+Synthetic stream: the shared one (tests/synthetic_events.py `probabilities`: 10 classes, three
+hard, the rest easy; until 2026-12-06 a flat Dirichlet(0.3)), 1,000 events per second of event time,
 unique assets, batches of 1,000 predictions. Building the flat arrays from event objects
 (`PredictionBatch.from_events`) is timed apart from selection (`select`); creating the synthetic
 event objects themselves is not timed. Memory: snapshot size (JSON bytes) and traced Python heap /
@@ -19,20 +20,30 @@ import sys
 import time
 import tracemalloc
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from services.core import BudgetPolicy, PredictionBatch, SelectorPolicy, SelectorState, select
-from services.streaming.events import InferenceEvent, Prediction
+# Run as `python bench/selector.py`: the repository root holds tests/ (the shared event
+# generator), which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CLASSES = [f"class_{i}" for i in range(10)]
+from services.core import (  # noqa: E402
+    BudgetPolicy,
+    PredictionBatch,
+    SelectorPolicy,
+    SelectorState,
+    select,
+)
+from services.streaming.events import InferenceEvent, Prediction  # noqa: E402
+from tests.synthetic_events import CLASSES, probabilities  # noqa: E402
 
 
 def make_events(rng: np.random.Generator, start: int, n_preds: int, objects: int,
                 rate: float = 1000.0) -> list[InferenceEvent]:
     """n_preds predictions in n_preds / objects events (`rate` per second of event time),
     assets numbered from `start`."""
-    probs = rng.dirichlet(np.full(10, 0.3), size=n_preds).tolist()
+    probs = probabilities(rng, n_preds).tolist()
     out = []
     for i in range(n_preds // objects):
         k = start + i

@@ -49,16 +49,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from services.evaluation.processes import ServiceProcess, metric, wait_until
-from services.streaming import topics
-from services.streaming.apache_kafka import ApacheKafka
-from services.streaming.events import encode_event
-from services.streaming.partitioning import KEYED_PARTITIONER
-from services.streaming.topics import create_topics, loop_topics
+# Run as `python bench/takeover.py`: the repository root holds tests/ (the shared event
+# generator), which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.evaluation.processes import ServiceProcess, metric, wait_until  # noqa: E402
+from services.streaming import topics  # noqa: E402
+from services.streaming.apache_kafka import ApacheKafka  # noqa: E402
+from services.streaming.events import encode_event  # noqa: E402
+from services.streaming.partitioning import KEYED_PARTITIONER  # noqa: E402
+from services.streaming.topics import create_topics, loop_topics  # noqa: E402
+from tests.synthetic_events import event_bodies, stamp  # noqa: E402
 
 GOAL_S = 5.0
 
@@ -159,13 +165,14 @@ class Flow(threading.Thread):
         return longest
 
 
+_EVENTS = np.random.default_rng(11)  # only the pacer's thread draws from it
+
+
 def event(i: int) -> tuple[bytes, bytes]:
-    asset = f"asset-{i}"
-    confidence = 0.3 + 0.6 * ((i * 7919) % 1000) / 1000
-    body = {"schema_version": 1, "event_id": f"ev-{i}", "asset_id": asset, "model_id": "m",
-            "model_version": "v1", "timestamp": 1_700_000_000.0 + i * 0.01,
-            "predictions": [{"scores": {"a": confidence, "b": 1.0 - confidence}}]}
-    return asset.encode(), encode_event(body)
+    """Inference event `i` of the shared stream (tests/synthetic_events.py), 100 a second of
+    event time."""
+    ((key, body),) = event_bodies(_EVENTS, i, 1)
+    return key, body + stamp(1_700_000_000.0 + i * 0.01)
 
 
 def label(i: int) -> tuple[bytes, bytes]:
