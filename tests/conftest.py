@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Protocol
 
 import pytest
@@ -72,6 +73,23 @@ def _apache_kafka_missing() -> str | None:
     if os.environ.get(CHOICE_ENV, "") == "tansu":
         return f"{CHOICE_ENV}=tansu"
     return apache_kafka.unavailable_reason()
+
+
+@contextmanager
+def private_kafka(properties: Mapping[str, str] | None = None) -> Iterator[ApacheKafka]:
+    """A broker of a test's own (one it may kill or restart), with the suite's settings and
+    `properties` over them; skipped where Apache Kafka cannot run, a failure when required."""
+    missing = _apache_kafka_missing()
+    if missing is not None:
+        if _required():
+            pytest.fail(f"Apache Kafka required but {missing}", pytrace=False)
+        pytest.skip(f"needs Apache Kafka: {missing}")
+    broker = ApacheKafka(properties={**TEST_BROKER_PROPERTIES, **(properties or {})})
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.events import decode_retrain_trigger
-from tests.conftest import TEST_BROKER_PROPERTIES
+from tests.conftest import private_kafka
 from tests.integration.end_offsets import true_end_offsets
 from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import SinkProcess, label
@@ -41,14 +41,11 @@ TRIGGERS = "al.retrain-triggers.v1"
 @pytest.fixture
 def own_kafka(kafka: ApacheKafka) -> Iterator[ApacheKafka]:
     """A broker of this test's own (`kafka` only makes the test need Apache Kafka)."""
-    broker = ApacheKafka(properties=TEST_BROKER_PROPERTIES)
-    bootstrap, pid = broker.start(), broker.pid
-    # start() on a running broker is a no-op, not a second JVM fighting for the log dir's lock.
-    assert broker.start() == bootstrap and broker.pid == pid
-    try:
+    with private_kafka() as broker:
+        bootstrap, pid = broker.bootstrap, broker.pid
+        # start() on a running broker is a no-op, not a second JVM fighting for its log dir.
+        assert broker.start() == bootstrap and broker.pid == pid
         yield broker
-    finally:
-        broker.close()
 
 
 def answer(bootstrap: str, prefix: str, done: set[str]) -> int:

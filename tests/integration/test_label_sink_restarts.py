@@ -25,7 +25,7 @@ import pytest
 from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.events import decode_class_feedback, decode_retrain_trigger
-from tests.conftest import TEST_BROKER_PROPERTIES, _apache_kafka_missing, _required
+from tests.conftest import private_kafka
 from tests.integration.end_offsets import true_end_offsets
 from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import (
@@ -49,18 +49,8 @@ SESSION = {"session_timeout_s": 3, "heartbeat_interval_s": 1}
 
 @pytest.fixture(scope="module")
 def fresh_kafka() -> Iterator[ApacheKafka]:
-    missing = _apache_kafka_missing()
-    if missing is not None:
-        if _required():
-            pytest.fail(f"Apache Kafka required but {missing}", pytrace=False)
-        pytest.skip(f"needs Apache Kafka: {missing}")
-    broker = ApacheKafka(properties={**TEST_BROKER_PROPERTIES,
-                                     "group.min.session.timeout.ms": "1000"})
-    broker.start()
-    try:
+    with private_kafka({"group.min.session.timeout.ms": "1000"}) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 @pytest.mark.parametrize("restarts", [("kill", "term") * 2, ("term", "kill") * 2],

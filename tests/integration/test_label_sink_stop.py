@@ -17,7 +17,7 @@ import pytest
 from services.label_sink.worker import EXIT_CRASHED, EXIT_STOP_TIMEOUT
 from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
-from tests.conftest import TEST_BROKER_PROPERTIES, _apache_kafka_missing, _required
+from tests.conftest import private_kafka
 from tests.integration.kafka_support import produce
 from tests.integration.label_sink_support import SinkProcess, create_sink_topics
 
@@ -31,18 +31,8 @@ OPTIONS = {"stop_timeout_s": STOP_TIMEOUT_S, "session_timeout_s": 3, "heartbeat_
 
 @pytest.fixture(scope="module")
 def own_kafka() -> Iterator[ApacheKafka]:
-    missing = _apache_kafka_missing()
-    if missing is not None:
-        if _required():
-            pytest.fail(f"Apache Kafka required but {missing}", pytrace=False)
-        pytest.skip(f"needs Apache Kafka: {missing}")
-    broker = ApacheKafka(properties={**TEST_BROKER_PROPERTIES,
-                                     "group.min.session.timeout.ms": "1000"})
-    broker.start()
-    try:
+    with private_kafka({"group.min.session.timeout.ms": "1000"}) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 def new_sink(bootstrap: str) -> tuple[SinkProcess, str]:
