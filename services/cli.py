@@ -187,13 +187,24 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     from services.streaming.ceiling import DeadLetterCeilingExceeded
 
     rejoins: list[float] = []  # when each self-fence happened (monotonic clock)
-    while True:
+    stopping = threading.Event()  # a stop signal, kept across a rejoin
+    current: list[Scorer] = []
+
+    def on_signal(*_: object) -> None:
+        stopping.set()
+        for running in current:
+            running.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    while not stopping.is_set():
         try:
             scorer = Scorer(settings)
         except ScorerUnavailable as exc:
             raise CliError(str(exc)) from None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_, s=scorer: s.stop())  # type: ignore[misc]
+        current[:] = [scorer]
+        if stopping.is_set():  # the signal came while it was being built
+            scorer.stop()
         try:
             return scorer.run()
         except SessionLost as exc:
@@ -209,6 +220,7 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         except (DeadLetterCeilingExceeded, DeliveryFailed, DeferredPickUnreadable,
                 InstanceReplaced) as exc:
             raise CliError(f"scorer stopped: {exc}") from None
+    return 0  # stopped by a signal between a self-fence and the rejoin
 
 
 def cmd_label_sink(args: argparse.Namespace) -> int:
