@@ -20,21 +20,28 @@ from services.streaming.event_fields import (
     MAX_TOPIC_LENGTH,
     MAX_URI_LENGTH,
     SCHEMA_VERSION,
+    ErrorCode,
     array,
     check_keys,
     check_version,
     child,
+    fail,
     integer,
     load_object,
     mapping,
     number,
     optional_number,
     optional_text,
+    show,
     text,
 )
 from services.streaming.input_events import Prediction, read_prediction
 
 MAX_STRATEGY_LENGTH = 64
+TIER_NAMES: tuple[str, ...] = ("review", "annotate", "consensus", "expert")
+"""The labeling tiers (services/core/tiers.py TIERS; equal, checked by a unit test)."""
+MAX_ANNOTATORS = 9
+MAX_COST = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,26 @@ class SelectionReason:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestTier:
+    """Which labeling tier a request is routed to (optional field `tier`; absent when the scorer
+    runs without a tier policy). `annotators`: independent labels wanted (k for consensus, else
+    1); `cost`: cost units the whole request spends; `escalated_from`: for an `expert` request the
+    label sink raised, the consensus request it referees, else None."""
+
+    name: str
+    annotators: int
+    cost: float
+    escalated_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "annotators": self.annotators,
+                               "cost": self.cost}
+        if self.escalated_from is not None:
+            out["escalated_from"] = self.escalated_from
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class AnnotationRequest:
     schema_version: int
     request_id: str
@@ -85,11 +112,14 @@ class AnnotationRequest:
     priority: float
     predictions: tuple[Prediction, ...]
     source: Source
+    tier: RequestTier | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in REQUEST_FIELDS}
+        out = {name: getattr(self, name) for name in REQUEST_FIELDS if name != "tier"}
         out.update(reason=self.reason.to_dict(), source=self.source.to_dict())
         out["predictions"] = [p.to_dict() for p in self.predictions]
+        if self.tier is not None:  # absent, not null: untiered requests keep their old bytes
+            out["tier"] = self.tier.to_dict()
         return out
 
 
@@ -100,7 +130,8 @@ def _fields(cls: type) -> frozenset[str]:
 REQUEST_FIELDS = _fields(AnnotationRequest)
 REASON_FIELDS = (_fields(SelectionReason) - {"class_name"}) | {"class"}
 SOURCE_FIELDS = _fields(Source)
-_OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri"})
+TIER_FIELDS = _fields(RequestTier)
+_OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri", "tier"})
 
 
 def decode_annotation_request(data: bytes) -> AnnotationRequest:
@@ -122,6 +153,24 @@ def decode_annotation_request(data: bytes) -> AnnotationRequest:
         priority=number(obj["priority"], "", "priority", 0.0, 1.0),
         predictions=tuple(read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)),
         source=_source(mapping(obj["source"], "", "source"), "source"),
+        tier=None if obj.get("tier") is None else _tier(mapping(obj["tier"], "", "tier"), "tier"),
+    )
+
+
+def _tier(obj: dict[str, Any], path: str) -> RequestTier:
+    check_keys(obj, TIER_FIELDS, ("name", "annotators", "cost"), path)
+    name = obj["name"]
+    where = child(path, "name")
+    if type(name) is not str:
+        fail(where, ErrorCode.WRONG_TYPE, f"expected a string, got {show(name)}")
+    if name not in TIER_NAMES:
+        fail(where, ErrorCode.OUT_OF_RANGE, f"{show(name)} is not one of {list(TIER_NAMES)}")
+    return RequestTier(
+        name=name,
+        annotators=integer(obj["annotators"], path, "annotators", 1, MAX_ANNOTATORS),
+        cost=number(obj["cost"], path, "cost", 0.0, MAX_COST),
+        escalated_from=optional_text(obj.get("escalated_from"), path, "escalated_from",
+                                     MAX_ID_LENGTH),
     )
 
 

@@ -26,6 +26,7 @@ import orjson
 
 from services.streaming.annotation_requests import (
     AnnotationRequest,
+    RequestTier,
     SelectionReason,
     Source,
     decode_annotation_request,
@@ -92,6 +93,7 @@ __all__ = [
     "OffsetRange",
     "Prediction",
     "RetrainTrigger",
+    "RequestTier",
     "SelectionReason",
     "Source",
     "TriggerRule",

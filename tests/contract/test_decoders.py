@@ -15,10 +15,14 @@ from hypothesis import strategies as st
 
 from services.streaming import events
 from services.streaming.annotation_requests import (
+    MAX_ANNOTATORS,
+    MAX_COST,
     MAX_STRATEGY_LENGTH,
     REASON_FIELDS,
     REQUEST_FIELDS,
     SOURCE_FIELDS,
+    TIER_FIELDS,
+    TIER_NAMES,
 )
 from services.streaming.control_events import (
     CLASS_STATS_FIELDS,
@@ -127,6 +131,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "negative-offset": ("out_of_range", "source.offset"),
         "priority-above-one": ("out_of_range", "priority"),
         "scores-not-normalised": ("not_normalised", "predictions[0].scores"),
+        "unknown-tier": ("out_of_range", "tier.name"),
+        "tier-no-annotators": ("out_of_range", "tier.annotators"),
     },
     "retrain-trigger": {
         "empty-ranges": ("empty", "manifest.ranges"),
@@ -226,6 +232,8 @@ LIMITS = (
         (events.MAX_TIMESTAMP, "inference-event", "/$defs/epoch_seconds/maximum"),
         (events.MAX_REASON_LENGTH, "dead-letter", "/properties/reason/maxLength"),
         (MAX_STRATEGY_LENGTH, "annotation-request", "/$defs/reason/properties/strategy/maxLength"),
+        (MAX_ANNOTATORS, "annotation-request", "/$defs/tier/properties/annotators/maximum"),
+        (MAX_COST, "annotation-request", "/$defs/tier/properties/cost/maximum"),
         (MAX_DETAIL_LENGTH, "retrain-trigger", "/properties/detail/maxLength"),
         (MAX_RANGES, "retrain-trigger", "/$defs/manifest/properties/ranges/maxItems"),
         (MAX_TOPIC_LENGTH, "annotation-request", "/$defs/source/properties/topic/maxLength"),
@@ -253,7 +261,8 @@ FIELD_SETS = [
     ("inference-event", "/$defs/prediction", PREDICTION_FIELDS, ()),
     ("label", "", LABEL_FIELDS, LABEL_REQUIRED),
     ("label", "/$defs/annotation", ANNOTATION_FIELDS, ANNOTATION_REQUIRED),
-    ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri"}),
+    ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri", "tier"}),
+    ("annotation-request", "/$defs/tier", TIER_FIELDS, TIER_FIELDS - {"escalated_from"}),
     ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_FIELDS),
@@ -276,6 +285,8 @@ def test_decoder_fields_equal_schema_properties(
 def test_enums_equal_schema_enums() -> None:
     assert set(_node("dead-letter", "/properties/code/enum")) == set(ErrorCode)
     assert set(_node("retrain-trigger", "/properties/rule/enum")) == set(events.TriggerRule)
+    assert list(_node("annotation-request", "/$defs/tier/properties/name/enum")) == \
+        list(TIER_NAMES)
 
 
 # --- schema-vs-decoder differential -----------------------------------------------------------
