@@ -188,3 +188,70 @@ class CostGate:
         gate = cls(policy)
         gate.bucket = TokenBucket(min(float(data["level"]), policy.burst), float(data["coord"]))
         return gate
+
+
+MAX_TIER_MODELS = 256
+"""Models whose class inputs a router keeps (least recently updated dropped first)."""
+MAX_TIER_CLASSES = 1024
+"""Classes per model a router keeps (feedback beyond it is ignored for tiers: `learning`)."""
+
+
+class TierRouter:
+    """One input partition's tiering: the rule, the optional cost gate, and the class inputs
+    (state, human-model disagreement) class feedback gave per (model, class). Bounded by
+    MAX_TIER_MODELS x MAX_TIER_CLASSES; `snapshot()`/`from_snapshot()` restore it exactly."""
+
+    def __init__(self, policy: TierPolicy, budget: CostBudgetPolicy | None = None) -> None:
+        self.policy = policy
+        self.gate = None if budget is None else CostGate(budget)
+        self.classes: dict[str, dict[str, tuple[str | None, float | None]]] = {}
+        self.withheld = 0  # requests the cost gate could not afford, since creation (a count)
+
+    def set_classes(self, model_id: str,
+                    classes: Mapping[str, tuple[str | None, float | None]]) -> None:
+        """Replace `model_id`'s class inputs: class -> (state or None, agreement in [0, 1] or
+        None). Command; idempotent for equal input."""
+        kept = dict(sorted(classes.items())[:MAX_TIER_CLASSES])
+        self.classes.pop(model_id, None)
+        self.classes[model_id] = {name: (s if s in CLASS_STATES else None,
+                                         None if a is None else 1.0 - a)
+                                  for name, (s, a) in kept.items()}
+        while len(self.classes) > MAX_TIER_MODELS:
+            del self.classes[next(iter(self.classes))]
+
+    def route(self, model_id: str, class_name: str | None, score: float, strategy: str,
+              event_time: float, instability: float | None = None
+              ) -> tuple[str, int, float] | None:
+        """(tier, labels wanted, cost) of one selected asset, spending the cost gate if any;
+        None when the gate cannot afford even `review` (the request is withheld). Command."""
+        state, disagreement = self.classes.get(model_id, {}).get(class_name or "", (None, None))
+        tier = assign_tier(self.policy, score, state, disagreement, instability, strategy)
+        if self.gate is not None:
+            granted = self.gate.afford(self.policy, tier, event_time)
+            if granted is None:
+                self.withheld += 1
+                return None
+            tier = granted
+        return tier, self.policy.labels_per_request(tier), self.policy.request_cost(tier)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able; class inputs in insertion (recency) order."""
+        return {"gate": None if self.gate is None else self.gate.snapshot(),
+                "classes": [[m, [[c, s, d] for c, (s, d) in v.items()]]
+                            for m, v in self.classes.items()],
+                "withheld": self.withheld}
+
+    @classmethod
+    def from_snapshot(cls, policy: TierPolicy, budget: CostBudgetPolicy | None,
+                      data: Mapping[str, Any] | None) -> TierRouter:
+        """The router `snapshot` described under these settings (None: a fresh one). A gate
+        added since the snapshot starts full; one removed is dropped."""
+        router = cls(policy, budget)
+        if data is None:
+            return router
+        if budget is not None and data.get("gate") is not None:
+            router.gate = CostGate.from_snapshot(budget, data["gate"])
+        for model_id, rows in data.get("classes", []):
+            router.classes[model_id] = {c: (s, d) for c, s, d in rows}
+        router.withheld = int(data.get("withheld", 0))
+        return router

@@ -33,6 +33,9 @@ class FeedbackReader:
                                for p in sorted(meta.partitions)])
         # Every model's latest weights seen so far, for partitions assigned later.
         self.latest: Weights = {}
+        # Every model's latest tier inputs, class -> (state, agreement), updated with `latest`
+        # (services/core/tiers.py; `state` arrives with the mastery work, None until then).
+        self.tier_inputs: dict[str, dict[str, tuple[str | None, float | None]]] = {}
         # Dead letters of unusable feedback records, for the caller to produce to the .dlq.
         self.dead_letters: list[Output] = []
         self.invalid_codes: list[str] = []
@@ -60,8 +63,14 @@ class FeedbackReader:
             latest[feedback.model_id] = weights
             self.latest.pop(feedback.model_id, None)  # most recently updated last
             self.latest[feedback.model_id] = weights
+            self.tier_inputs.pop(feedback.model_id, None)
+            self.tier_inputs[feedback.model_id] = {
+                name: (getattr(stats, "state", None), stats.agreement)
+                for name, stats in feedback.classes.items()}
             while len(self.latest) > MAX_MODELS:
                 del self.latest[next(iter(self.latest))]
+            while len(self.tier_inputs) > MAX_MODELS:
+                del self.tier_inputs[next(iter(self.tier_inputs))]
         return latest
 
     def _dead_letter(self, msg: Any, exc: InvalidEvent) -> Output:

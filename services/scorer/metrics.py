@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.core.registry import OTHER_CLASS
+from services.core.tiers import SCORER_TIERS
 from services.streaming.events import ErrorCode
 
 MAX_CLASS_LABELS = 256
@@ -51,6 +52,15 @@ class ScorerMetrics:
         self.requests = Counter("scorer_requests_emitted_total",
                                 "Annotation requests produced (replayed ones not counted).",
                                 registry=registry)
+        self.requests_by_tier = Counter("scorer_requests_by_tier_total",
+                                        "Annotation requests produced per labeling tier (only "
+                                        "with a tier policy; docs/tiers.md).", ["tier"],
+                                        registry=registry)
+        for tier in SCORER_TIERS:
+            self.requests_by_tier.labels(tier)
+        self.tier_withheld = Counter("scorer_tier_withheld_total",
+                                     "Selections withheld because the cost budget could not "
+                                     "afford even a review (docs/tiers.md).", registry=registry)
         self.replayed = Counter("scorer_events_replayed_total",
                                 "Records re-processed after a restore to rebuild state, "
                                 "without producing output.", registry=registry)

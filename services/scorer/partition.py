@@ -25,6 +25,7 @@ import orjson
 
 from services.core import PredictionBatch, Selected, SelectorState
 from services.core.eventtime import too_far_ahead
+from services.core.tiers import TierRouter
 from services.streaming.events import (
     SCHEMA_VERSION,
     ErrorCode,
@@ -93,6 +94,12 @@ class BatchResult:
     suppressed: int = 0
     # Reservoir picks whose record could not be read back (e.g. removed by retention).
     lost_deferred: int = 0
+    # Tiers (only with a tier policy): each request's tier, in request order; per-tier copies
+    # (topic, record) for teams whose annotator pools read their own topic; selections the cost
+    # budget could not afford (no request).
+    request_tiers: list[str] = field(default_factory=list)
+    tier_copies: list[tuple[str, Output]] = field(default_factory=list)
+    withheld: int = 0
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -110,8 +117,9 @@ def request_id(asset_id: str, model_id: str, model_version: str) -> str:
 
 
 def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: int,
-                  offset: int) -> dict[str, Any]:
-    """The annotation request (schemas/annotation-request.schema.json) for one selection."""
+                  offset: int, tier: tuple[str, int, float] | None = None) -> dict[str, Any]:
+    """The annotation request (schemas/annotation-request.schema.json) for one selection;
+    `tier` (name, annotators, cost) adds the optional `tier` field (absent when None)."""
     request = {
         "schema_version": SCHEMA_VERSION,
         "request_id": request_id(event.asset_id, event.model_id, event.model_version),
@@ -134,6 +142,8 @@ def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: i
     }
     if event.asset_uri is not None:
         request["asset_uri"] = event.asset_uri
+    if tier is not None:
+        request["tier"] = {"name": tier[0], "annotators": tier[1], "cost": tier[2]}
     return request
 
 
@@ -156,7 +166,9 @@ class PartitionScorer:
 
     def __init__(self, topic: str, partition: int, state: SelectorState, next_offset: int,
                  *, service_version: str, fetch: Callable[[int], bytes | None],
-                 suppress_below: int = 0, feedback_from: int = 0) -> None:
+                 suppress_below: int = 0, feedback_from: int = 0,
+                 tiers: TierRouter | None = None,
+                 tier_topics: dict[str, str] | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.state = state
@@ -167,6 +179,9 @@ class PartitionScorer:
         self.feedback_from = feedback_from
         self.service_version = service_version
         self.fetch = fetch
+        # Labeling tiers (services/core/tiers.py), None when off; part of the checkpoint.
+        self.tiers = tiers
+        self.tier_topics = tier_topics or {}
         # Raw values of the records the selector's reservoirs still hold (bounded by their
         # size): a pick granted in a later batch needs its record, and reading it back from
         # Kafka costs a fetch round trip per pick (slow at low load, when windows span batches).
@@ -233,9 +248,22 @@ class PartitionScorer:
                 result.lost_deferred += 1
                 continue
             result.selected.append(sel)
+            tier = None
+            if self.tiers is not None:  # routed in replays too: the cost gate is state
+                tier = self.tiers.route(sel.model_id, sel.class_name, sel.score, sel.strategy,
+                                        sel.event_time)
+                if tier is None:
+                    result.withheld += 1
+                    continue
             if emit:
-                request = build_request(event, sel, self.topic, self.partition, int(sel.ref))
-                result.requests.append(Output(event.asset_id.encode(), encode_event(request)))
+                request = build_request(event, sel, self.topic, self.partition, int(sel.ref),
+                                        tier)
+                out = Output(event.asset_id.encode(), encode_event(request))
+                result.requests.append(out)
+                if tier is not None:
+                    result.request_tiers.append(tier[0])
+                    if tier[0] in self.tier_topics:
+                        result.tier_copies.append((self.tier_topics[tier[0]], out))
         self._hold(offsets, values)
 
     def _admit(self, decoded: DecodedBatch, record: Callable[[int], Record], first: int,
@@ -295,11 +323,14 @@ class PartitionScorer:
         """The state at `next_offset`, as the value of a state-topic record. `final`: written
         when this instance lets the partition go (revoke, shutdown) with its offsets committed,
         so it processed nothing past it."""
-        return encode_event({
+        data = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "topic": self.topic,
             "partition": self.partition, "offset": self.next_offset, "final": final,
             "state": self.state.snapshot(),
-        })
+        }
+        if self.tiers is not None:  # absent without tiers: checkpoints keep their bytes
+            data["tiers"] = self.tiers.snapshot()
+        return encode_event(data)
 
 
 def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int, int]]:
@@ -327,6 +358,7 @@ class Checkpoint(NamedTuple):
     offset: int
     final: bool
     slot: str | None = None
+    tiers: dict[str, Any] | None = None  # the tier router's snapshot, when tiers were on
 
 
 def checkpoint_records(key: bytes, payload: bytes, slot: str | None
@@ -374,7 +406,7 @@ def read_checkpoint(raw: bytes, policy: Any,
         if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
             return None
         return Checkpoint(SelectorState.from_snapshot(data["state"], policy), int(data["offset"]),
-                          data.get("final") is True, slot)
+                          data.get("final") is True, slot, data.get("tiers"))
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
         return None
 

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from services import service_version
 from services.core import SelectorPolicy, SelectorState
+from services.core.tiers import TierRouter
 from services.scorer.checkpoint_store import CheckpointLocator, Located, pointer
 from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
@@ -203,6 +204,10 @@ class Scorer:
         self._version_series: set[tuple[str, str]] = set()  # scorer_threshold_ratio's
         # Per partition: the chunk slot its latest checkpoint's head names (partition.py).
         self._chunk_slots: dict[int, str | None] = {}
+        # Labeling tiers (None: off) and, per partition, the tier router's snapshot read with
+        # its checkpoint, until the partition's scorer is built.
+        self._tiers = settings.tier_settings()
+        self._tier_snapshots: dict[int, dict[str, Any] | None] = {}
         self._plain_producer: Producer | None = None
         self._in_transaction = False
         self._commits_in_flight = 0
@@ -253,8 +258,9 @@ class Scorer:
         self._partitions_checked = time.monotonic()
         self._exit_code = 0
         self.metrics.input_partitions.set(self._input_partitions)
+        tier_topics = sorted(set(self._tiers.topics.values())) if self._tiers else []
         for topic in (settings.state_topic, settings.requests_topic, topics.dlq(self.topic),
-                      topics.dlq(settings.feedback_topic)):
+                      topics.dlq(settings.feedback_topic), *tier_topics):
             self._partition_count(topic)
         self._fetcher = Consumer(client({"group.id": settings.group_id + "-fetch",
                                          "enable.auto.commit": False}, role="consumer"))
@@ -447,6 +453,8 @@ class Scorer:
         for result in results.values():
             for out in result.requests:
                 self._send(self.settings.requests_topic, out)
+            for topic, out in result.tier_copies:  # tiers: the copies their pools read
+                self._send(topic, out)
             # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
             # 256 KiB record) go as soon as it is queued, not when the batch is done.
             letters_out, result.dead_letters = result.dead_letters, []
@@ -759,6 +767,9 @@ class Scorer:
                 m.invalid.labels(code).inc()
             for sel in result.selected:
                 m.selected.labels(sel.strategy, m.class_label(sel.class_name or "")).inc()
+            for tier in result.request_tiers:
+                m.requests_by_tier.labels(tier).inc()
+            m.tier_withheld.inc(result.withheld)
             if result.requests:
                 m.requests.inc(len(result.requests))
                 for sel in result.selected:
@@ -857,6 +868,11 @@ class Scorer:
             weights, seq = self._owed.pop(p)
             for model_id, classes in weights.items():
                 self.partitions[p].state.set_class_weights(model_id, classes)
+                router = self.partitions[p].tiers
+                if router is not None and model_id in self.feedback.tier_inputs:
+                    # The latest record of the model, as the weights just applied (poll()
+                    # updates both together).
+                    router.set_classes(model_id, self.feedback.tier_inputs[model_id])
             self._announce(seq)
         self._checkpoint(due)
 
@@ -966,6 +982,7 @@ class Scorer:
             if high < max(done, offset or 0) and self._regressed(p, max(done, offset or 0),
                                                                  low, high):
                 state, offset, final, restored, done = self._fresh_state(p), low, False, False, -1
+                self._tier_snapshots.pop(p, None)  # the tiers' state goes with the old log's
             if offset is None:
                 # No usable checkpoint (e.g. a crash before the partition's first one): rebuild
                 # the state from the partition's first record, replaying what the group already
@@ -981,7 +998,8 @@ class Scorer:
             self.partitions[p] = PartitionScorer(
                 self.topic, p, state, offset, service_version=self.version,
                 fetch=self._fetch_from(p), suppress_below=max(done, offset),
-                feedback_from=max(done, offset) + past if in_flight else 0)
+                feedback_from=max(done, offset) + past if in_flight else 0,
+                **self._tier_router(p))
             if restored and p in located.pointers:
                 self._pointers[p] = located.pointers[p]
             else:
@@ -1017,9 +1035,10 @@ class Scorer:
                     self.metrics.redelivered.labels(str(p)).inc(below)
                 continue
             if self._regressed(p, was, low, high):
+                self._tier_snapshots.pop(p, None)
                 self.partitions[p] = PartitionScorer(
                     self.topic, p, self._fresh_state(p), low, service_version=self.version,
-                    fetch=self._fetch_from(p))
+                    fetch=self._fetch_from(p), **self._tier_router(p))
                 self._owed[p] = ({m: dict(w) for m, w in self.feedback.latest.items()},
                                  self._feedback_seq)
                 self._last_checkpoint[p] = (low, time.monotonic())
@@ -1047,6 +1066,19 @@ class Scorer:
         self._chunk_slots.pop(p, None)
         self._reset.add(p)
         return True
+
+    def _tier_router(self, p: int) -> dict[str, Any]:
+        """PartitionScorer's tier arguments for partition p: a router restored from the
+        snapshot its checkpoint held (fresh without one), its share of the cost budget; {}
+        when tiers are off."""
+        snapshot = self._tier_snapshots.pop(p, None)
+        if self._tiers is None:
+            return {}
+        budget = self._tiers.cost_budget
+        if budget is not None:
+            budget = budget.scaled(1 / max(1, self._input_partitions, p + 1))
+        return {"tiers": TierRouter.from_snapshot(self._tiers.policy, budget, snapshot),
+                "tier_topics": self._tiers.topics}
 
     def _fresh_state(self, p: int) -> SelectorState:
         return SelectorState.create(self._partition_policy(p),
@@ -1081,10 +1113,12 @@ class Scorer:
         """(state, its offset or None when there is no usable checkpoint, final). `chunk`:
         the chunks of a checkpoint kept in several records (partition.read_checkpoint)."""
         self._chunk_slots.pop(partition, None)
+        self._tier_snapshots.pop(partition, None)
         if raw is not None:
             restored = read_checkpoint(raw, policy, chunk)
             if restored is not None:
                 self._chunk_slots[partition] = restored.slot
+                self._tier_snapshots[partition] = restored.tiers
                 return restored.state, restored.offset, restored.final
             log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
                         "state from the partition's first record", partition)

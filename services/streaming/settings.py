@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import SelectorPolicy, with_overrides
+from services.core.tiers import SCORER_TIERS, CostBudgetPolicy, TierPolicy
 from services.streaming import topics
 from services.streaming.partitioning import KEYED_PARTITIONER
 
@@ -211,6 +212,32 @@ def load_policy_overrides(text: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TierSettings:
+    """Tiers as configured: the rule, the group's cost budget (None: unlimited) and the topic of
+    each tier that gets per-tier copies (prefixed)."""
+
+    policy: TierPolicy
+    cost_budget: CostBudgetPolicy | None
+    topics: dict[str, str]
+
+
+def tier_settings(overrides: Mapping[str, Any], prefix: str = "") -> TierSettings:
+    """TierSettings from a JSON object: TierPolicy fields (partial `costs` keep the other
+    defaults), "cost_budget" and "topics". ValueError names what is wrong."""
+    rest = dict(overrides)
+    budget = rest.pop("cost_budget", None)
+    routes = rest.pop("topics", None) or {}
+    if "costs" in rest:
+        rest["costs"] = {**TierPolicy().costs, **rest["costs"]}
+    policy = with_overrides(TierPolicy(), rest, "tiers")
+    if not isinstance(routes, dict) or not set(routes) <= set(SCORER_TIERS) or \
+            not all(isinstance(t, str) and t for t in routes.values()):
+        raise ValueError(f"tiers.topics maps some of {list(SCORER_TIERS)} to topic names")
+    cost = None if budget is None else CostBudgetPolicy(**budget)
+    return TierSettings(policy, cost, {k: prefix + v for k, v in routes.items()})
+
+
+@dataclass(frozen=True)
 class ScorerSettings:
     """The scorer's settings; env prefix `ACTIVE_STREAM_SCORER_` (e.g. `..._GROUP_ID`)."""
 
@@ -255,6 +282,10 @@ class ScorerSettings:
     # partition's state from its log's first record, as for a new partition; "stop" stops the
     # scorer (exit 4) for an operator to decide (docs/scorer.md, "Offsets that go backwards").
     on_offset_regression: str = "reset"
+    # Labeling tiers (docs/tiers.md): "" (off: requests carry no tier) or a JSON object / @path
+    # of TierPolicy settings plus optional "cost_budget" {"units_per_hour", "burst"} (the whole
+    # group's) and "topics" {tier: topic} for per-tier copies of the requests.
+    tiers: str = ""
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 
@@ -265,6 +296,14 @@ class ScorerSettings:
             return with_overrides(SelectorPolicy(), load_policy_overrides(self.policy))
         except ValueError as exc:
             raise SettingsError(f"{self.PREFIX}POLICY: {exc}") from None
+
+    def tier_settings(self) -> TierSettings | None:
+        """The tier settings, None when tiers are off. SettingsError names the variable."""
+        try:
+            overrides = load_policy_overrides(self.tiers)
+            return tier_settings(overrides, self.topic_prefix) if overrides else None
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{self.PREFIX}TIERS: {exc}") from None
 
     @property
     def input_topic(self) -> str:
@@ -299,6 +338,7 @@ class ScorerSettings:
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
         settings.selector_policy()  # fail at start-up, naming the variable
+        settings.tier_settings()
         _check_metrics_auth(cls.PREFIX, settings)
         return settings
 
