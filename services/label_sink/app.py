@@ -46,6 +46,7 @@ from services.core.triggers import Decision, Fired, trigger_id
 from services.label_sink.broker_offsets import BrokerOffsets, Record
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
+from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
@@ -216,6 +217,19 @@ def build_app(
                                        settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
     version = service_version()
+    # Tiers (consensus.py): rows only for requests that carry a tier, so without tiers this
+    # table stays empty and nothing else changes.
+    tier_table = app.Table("tiers", partitions=partitions, key_type=str)
+    tiers = settings.tier_settings()
+    expert_copy = (app.topic(tiers.topics["expert"], **_RAW) if "expert" in tiers.topics
+                   else None)
+
+    async def send_expert(key: bytes, value: bytes) -> None:
+        await (await requests_in.send(key=key, value=value))  # awaited: delivered
+        if expert_copy is not None:
+            await (await expert_copy.send(key=key, value=value))
+
+    consensus = ConsensusHook(tiers.policy, tier_table, metrics, send_expert)
 
     def crashes_worker(body: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """A bug in an agent stops the whole worker (exit code 70) instead of faust's default of
@@ -263,6 +277,7 @@ def build_app(
             return
         partition = event.message.partition
         requests[request.request_id] = request_row(request, partition)
+        consensus.on_request(request, partition)
         metrics.requests.inc()
         for held in early.waiting(request.request_id):  # labels that came first: join them now
             await forward_label(FetchedEvent(held.record))
@@ -274,6 +289,7 @@ def build_app(
         if inserted[0] >= max(_PRUNE_EVERY, len(requests) // 2):
             inserted[0] = 0
             prune(requests, partition, newest[partition] - settings.request_ttl_s)
+            prune(tier_table, partition, newest[partition] - settings.request_ttl_s)
 
     @app.agent(labels_in)
     @crashes_worker
@@ -311,6 +327,9 @@ def build_app(
             await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
                                             "request (within request_ttl_s)")
             return
+        tier = await consensus.on_label(label) if request is not None else None
+        if tier is not None:
+            row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
         await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
     async def dead_letter_orphan(event: Any, why: str) -> None:
@@ -343,6 +362,7 @@ def build_app(
             state.fire(decision)
         labels[row["id"]] = stored_row(row, record.batch, fired)
         count_metrics(model_id, row, state)
+        consensus.count(model_id, row)
         status.dirty.add(model_id)
         if fired is not None:
             await publish_feedback(model_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.core.tiers import TIERS
 from services.core.triggers import RULES
 from services.streaming.events import ErrorCode
 
@@ -35,6 +36,21 @@ class LabelSinkMetrics:
         self.invalid = Counter(
             "label_sink_invalid_labels_total", "Label records dead-lettered, by reason code.",
             ["reason"], registry=registry)
+        self.tier_cost = Counter(
+            "label_sink_tier_cost_units_total",
+            "Cost units spent on counted labels whose request had a tier, by model, tier and "
+            "class (docs/tiers.md).", ["model_id", "tier", "class"], registry=registry)
+        self.tier_labels = Counter(
+            "label_sink_tier_labels_total", "Counted labels whose request had a tier, by tier.",
+            ["tier"], registry=registry)
+        self.consensus = Counter(
+            "label_sink_consensus_decisions_total",
+            "Consensus requests decided: `agreed` (a quorum gave one answer) or `escalated` (an "
+            "expert request was produced).", ["outcome"], registry=registry)
+        for tier in TIERS:
+            self.tier_labels.labels(tier)
+        for outcome in ("agreed", "escalated"):
+            self.consensus.labels(outcome)
         self.invalid_requests = Counter(
             "label_sink_invalid_requests_total",
             "Annotation requests dead-lettered, by reason code.", ["reason"], registry=registry)

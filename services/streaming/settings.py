@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import SelectorPolicy, with_overrides
-from services.core.tiers import SCORER_TIERS, CostBudgetPolicy, TierPolicy
+from services.core.tiers import TIERS, CostBudgetPolicy, TierPolicy
 from services.streaming import topics
 from services.streaming.partitioning import KEYED_PARTITIONER
 
@@ -223,16 +223,17 @@ class TierSettings:
 
 def tier_settings(overrides: Mapping[str, Any], prefix: str = "") -> TierSettings:
     """TierSettings from a JSON object: TierPolicy fields (partial `costs` keep the other
-    defaults), "cost_budget" and "topics". ValueError names what is wrong."""
+    defaults), "cost_budget" and "topics" (the scorer copies review/annotate/consensus requests
+    there, the label sink expert ones). ValueError names what is wrong."""
     rest = dict(overrides)
     budget = rest.pop("cost_budget", None)
     routes = rest.pop("topics", None) or {}
     if "costs" in rest:
         rest["costs"] = {**TierPolicy().costs, **rest["costs"]}
     policy = with_overrides(TierPolicy(), rest, "tiers")
-    if not isinstance(routes, dict) or not set(routes) <= set(SCORER_TIERS) or \
+    if not isinstance(routes, dict) or not set(routes) <= set(TIERS) or \
             not all(isinstance(t, str) and t for t in routes.values()):
-        raise ValueError(f"tiers.topics maps some of {list(SCORER_TIERS)} to topic names")
+        raise ValueError(f"tiers.topics maps some of {list(TIERS)} to topic names")
     cost = None if budget is None else CostBudgetPolicy(**budget)
     return TierSettings(policy, cost, {k: prefix + v for k, v in routes.items()})
 
@@ -415,8 +416,19 @@ class LabelSinkSettings:
     # process anyway (exit 75): below Kubernetes' grace period (60 s in deploy/kubernetes), above
     # a normal graceful stop (2-4 s measured on Apache Kafka).
     stop_timeout_s: float = 30.0
+    # Tier settings for the consensus join (docs/tiers.md): the scorer's ..._SCORER_TIERS JSON,
+    # of which the sink uses `quorum`, `costs.expert`, `expert_priority` and `topics.expert`;
+    # "" = the defaults. Requests without a tier are handled as before either way.
+    tiers: str = ""
 
     PREFIX = "ACTIVE_STREAM_LABEL_SINK_"
+
+    def tier_settings(self) -> TierSettings:
+        """The tier settings (defaults for ""). SettingsError names the variable."""
+        try:
+            return tier_settings(load_policy_overrides(self.tiers), self.topic_prefix)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{self.PREFIX}TIERS: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LabelSinkSettings:
@@ -437,6 +449,7 @@ class LabelSinkSettings:
         if settings.broker_compat not in BROKER_COMPAT:
             raise SettingsError(f"{cls.PREFIX}BROKER_COMPAT={settings.broker_compat!r}: "
                                 f"expected one of {', '.join(BROKER_COMPAT)}")
+        settings.tier_settings()
         _check_metrics_auth(cls.PREFIX, settings)
         return settings
 

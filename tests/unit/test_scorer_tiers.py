@@ -112,7 +112,7 @@ def test_tier_settings_parse_and_reject() -> None:
     assert s.policy.costs["annotate"] == 3.0
     assert s.cost_budget == CostBudgetPolicy(100, 10)
     assert s.topics == {"consensus": "t.al.consensus"}
-    for bad in ({"no_such": 1}, {"topics": {"expert": "x"}}, {"consensus_k": 1},
+    for bad in ({"no_such": 1}, {"topics": {"gold": "x"}}, {"consensus_k": 1},
                 {"cost_budget": {"burst": 0, "units_per_hour": 1}}):
         with pytest.raises((ValueError, TypeError)):
             tier_settings(bad)
