@@ -1,0 +1,100 @@
+"""Tiers through the real label sink on Apache Kafka: a consensus request whose two labels
+disagree is escalated to exactly one expert request, on the requests topic, also after the
+labels are replayed and the sink is restarted (its `tiers` table comes back from its changelog);
+a consensus that agrees escalates nothing; cost is counted per tier and class."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from services.label_sink.consensus import expert_request_id
+from services.streaming import topics
+from services.streaming.apache_kafka import ApacheKafka
+from services.streaming.events import decode_annotation_request, encode_event
+from tests.integration.kafka_support import metric, produce, read_all, wait_for
+from tests.integration.label_sink_support import SinkProcess, create_sink_topics
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _request(rid: str, asset: str, tier: dict[str, Any] | None) -> bytes:
+    event: dict[str, Any] = {
+        "schema_version": 1, "request_id": rid, "asset_id": asset, "event_id": f"e-{rid}",
+        "model_id": "tiered", "model_version": "v1", "event_timestamp": 100.0,
+        "reason": {"strategy": "reservoir", "score": 0.9, "class": "cat", "threshold": None,
+                   "instances": [0], "inclusion_probability": None},
+        "priority": 0.9, "predictions": [{"scores": {"cat": 0.55, "dog": 0.45}}],
+        "source": {"topic": "in", "partition": 0, "offset": 1},
+    }
+    if tier is not None:
+        event["tier"] = tier
+    return encode_event(event)
+
+
+def _label(lid: str, rid: str, asset: str, who: str, cls: str) -> tuple[bytes, bytes]:
+    return asset.encode(), encode_event({
+        "schema_version": 1, "label_id": lid, "request_id": rid, "asset_id": asset,
+        "annotations": [{"label": cls}], "annotator_id": who, "labeled_at": 200.0})
+
+
+def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheKafka) -> None:
+    bootstrap = kafka.bootstrap
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"tiers-{tag}.", f"sink-tiers-{tag}"
+    create_sink_topics(bootstrap, prefix, partitions=2)
+    requests_topic, labels_topic = prefix + topics.ANNOTATION_REQUESTS, prefix + topics.LABELS
+    consensus = {"name": "consensus", "annotators": 2, "cost": 6.0}
+    produce(bootstrap, requests_topic, [
+        (b"a-split", _request("r-split", "a-split", consensus)),
+        (b"a-agree", _request("r-agree", "a-agree", consensus)),
+        (b"a-plain", _request("r-plain", "a-plain", None)),
+    ])
+    split = [_label("l1", "r-split", "a-split", "ann-a", "dog"),
+             _label("l2", "r-split", "a-split", "ann-b", "cat")]
+    agree = [_label("l3", "r-agree", "a-agree", "ann-a", "dog"),
+             _label("l4", "r-agree", "a-agree", "ann-b", "dog")]
+    plain = [_label("l5", "r-plain", "a-plain", "ann-a", "cat")]
+
+    def experts() -> list[Any]:
+        out = [decode_annotation_request(m.value()) for m in read_all(bootstrap, requests_topic)]
+        return [r for r in out if r.tier is not None and r.tier.name == "expert"]
+
+    sink = SinkProcess(bootstrap, app_id, prefix).start()
+    try:
+        sink.wait_ready(90)
+        produce(bootstrap, labels_topic, split + agree + plain)
+        wait_for(lambda: metric(sink.metrics(), "label_sink_label_records_total") >= 5, 90,
+                 f"labels not counted\n{sink.tail()}")
+        wait_for(lambda: experts(), 60, f"no expert request\n{sink.tail()}")
+        samples = sink.metrics()
+        assert metric(samples, "label_sink_consensus_decisions_total", outcome="escalated") == 1
+        assert metric(samples, "label_sink_consensus_decisions_total", outcome="agreed") == 1
+        assert metric(samples, "label_sink_tier_cost_units_total", model_id="tiered",
+                      tier="consensus", **{"class": "cat"}) == 12.0  # 4 labels at 3 units
+        (expert,) = experts()
+        assert expert.request_id == expert_request_id("r-split")
+        assert expert.tier is not None and expert.tier.escalated_from == "r-split"
+        assert expert.asset_id == "a-split" and expert.model_id == "tiered"
+
+        # The expert's label joins the expert request (read back by the sink) and is counted.
+        produce(bootstrap, labels_topic,
+                [_label("l6", expert.request_id, "a-split", "referee", "dog")])
+        wait_for(lambda: metric(sink.metrics(), "label_sink_tier_cost_units_total",
+                                model_id="tiered", tier="expert", **{"class": "cat"}) == 8.0,
+                 60, f"expert label not counted\n{sink.tail()}")
+        assert sink.stop() == 0, sink.tail()
+
+        # Restart, then replay every label: the table remembers both decisions.
+        sink = SinkProcess(bootstrap, app_id, prefix).start()
+        sink.wait_ready(90)
+        produce(bootstrap, labels_topic, split + agree + plain)
+        wait_for(lambda: metric(sink.metrics(), "label_sink_duplicate_labels_total") >= 5, 90,
+                 f"replayed labels not seen as duplicates\n{sink.tail()}")
+        samples = sink.metrics()
+        assert metric(samples, "label_sink_consensus_decisions_total", outcome="escalated") == 0
+        assert len(experts()) == 1
+    finally:
+        sink.stop()
