@@ -63,8 +63,8 @@ class TierPolicy:
     `consensus_k`, so unanimity for k = 2). `expert_priority`: priority of escalations.
     """
 
-    review_below: float = 0.25
-    consensus_from: float = 0.75
+    review_below: float = 0.6
+    consensus_from: float = 0.9
     disagreement_consensus: float = 0.4
     instability_consensus: float = 0.5
     mastered_review: bool = True

@@ -1,0 +1,244 @@
+"""Labeling tiers against one tier, with simulated annotators, on a real data set (issue 18, 3).
+
+    .venv/bin/python bench/tiers.py [--seeds 10] [--out docs/img]
+
+One stream (scikit-learn's digits, 1,797 8x8 images, 10 classes; 30% held out, the rest shuffled
+per seed into a stream) and one selection rule for every arm: each window of `--window` stream
+items gives its most uncertain one (least confidence) to the humans, the model (multinomial
+logistic regression) is retrained every 10 labels from an initial 20 clean labels. Only the
+human work differs:
+
+- `annotate`: every request is one full annotation (cost 3, error `--annotate-error`);
+- `consensus`: every request goes to 2 annotators (cost 3 each); a disagreement goes to an
+  expert (cost 8, error `--expert-error`);
+- `tiered`: services/core/tiers.py decides per request (review / annotate / consensus), the
+  consensus join and its escalation are services/label_sink/consensus.py's `join`.
+
+Simulated annotators (seeded): `review` shows the model's pre-label; a correct pre-label is
+confirmed (error `--review-error`), a wrong one is caught with probability `--review-catch`
+(and then annotated as by `annotate`), otherwise accepted (anchoring). Wrong labels are a
+uniformly random other class.
+
+Printed per arm (mean over seeds): labels, cost, share of wrong training labels, held-out
+accuracy at the end, cost per accuracy point gained (cost / (final - initial accuracy, in
+points)), and the median over seeds of the cost at which a run's accuracy first reaches the
+target (the all-annotate arm's final mean accuracy minus `--slack` points), with how many seeds
+reached it. A PNG of accuracy against
+cumulative cost goes to `--out`. Last line `JSON {...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.core.tiers import TierPolicy, assign_tier  # noqa: E402
+from services.label_sink.consensus import join  # noqa: E402
+
+ARMS = ("annotate", "consensus", "tiered")
+
+
+@dataclass(frozen=True)
+class Crowd:
+    annotate_error: float
+    review_error: float
+    review_catch: float
+    expert_error: float
+
+
+def _wrong(rng: np.random.Generator, truth: int, k: int) -> int:
+    return int((truth + rng.integers(1, k)) % k)
+
+
+def _annotate(rng: np.random.Generator, truth: int, k: int, error: float) -> int:
+    return _wrong(rng, truth, k) if rng.random() < error else truth
+
+
+def _review(rng: np.random.Generator, truth: int, prelabel: int, k: int, crowd: Crowd) -> int:
+    if prelabel == truth:
+        return _annotate(rng, truth, k, crowd.review_error)
+    if rng.random() < crowd.review_catch:
+        return _annotate(rng, truth, k, crowd.annotate_error)
+    return prelabel
+
+
+def _consensus(rng: np.random.Generator, truth: int, k: int, crowd: Crowd,
+               policy: TierPolicy) -> tuple[int, float, bool]:
+    """(label, cost, escalated) through the sink's own join."""
+    row: dict[str, Any] = {"k": policy.consensus_k, "w": policy.agreement_quorum, "l": [],
+                           "d": None, "a": None}
+    cost = 0.0
+    for j in range(policy.consensus_k):
+        answer = _annotate(rng, truth, k, crowd.annotate_error)
+        cost += policy.costs["consensus"]
+        row, outcome = join(row, f"l{j}", f"ann-{j}", str(answer))
+        if outcome == "agreed":
+            return int(row["a"]), cost, False
+        if outcome == "escalated":
+            break
+    return _annotate(rng, truth, k, crowd.expert_error), cost + policy.costs["expert"], True
+
+
+def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolicy,
+            crowd: Crowd, window: int) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    x_stream, y_stream, x_test, y_test, x_seed, y_seed = data
+    k = int(max(y_stream.max(), y_test.max())) + 1
+    rng = np.random.default_rng([seed, ARMS.index(arm)])  # the humans' noise, per arm
+    xs, ys = list(x_seed), list(y_seed)
+    model = LogisticRegression(max_iter=300).fit(np.array(xs), np.array(ys))
+    acc0 = float(model.score(x_test, y_test))
+    curve = [(0.0, acc0)]
+    cost, wrong, tiers, escalated = 0.0, 0, {"review": 0, "annotate": 0, "consensus": 0}, 0
+    for start in range(0, len(y_stream) - window + 1, window):
+        probs = model.predict_proba(x_stream[start:start + window])
+        top = probs.max(axis=1)
+        i = int(np.argmin(top))  # most uncertain of the window
+        truth = int(y_stream[start + i])
+        prelabel = int(model.classes_[int(np.argmax(probs[i]))])
+        score = float((1.0 - top[i]) * k / (k - 1))  # least confidence, normalised to [0, 1]
+        tier = arm if arm != "tiered" else assign_tier(policy, min(score, 1.0))
+        tiers[tier] += 1
+        if tier == "review":
+            label, spent = _review(rng, truth, prelabel, k, crowd), policy.costs["review"]
+        elif tier == "annotate":
+            label, spent = _annotate(rng, truth, k, crowd.annotate_error), policy.costs["annotate"]
+        else:
+            label, spent, up = _consensus(rng, truth, k, crowd, policy)
+            escalated += up
+        cost += spent
+        wrong += label != truth
+        xs.append(x_stream[start + i])
+        ys.append(label)
+        if (len(ys) - len(y_seed)) % 10 == 0:
+            model = LogisticRegression(max_iter=300).fit(np.array(xs), np.array(ys))
+            curve.append((cost, float(model.score(x_test, y_test))))
+    n = len(ys) - len(y_seed)
+    return {"labels": n, "cost": cost, "noise": wrong / max(n, 1), "acc0": acc0,
+            "acc": curve[-1][1], "curve": curve, "tiers": tiers, "escalated": escalated}
+
+
+def load(seed: int) -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, random_state=seed,
+                                                      stratify=y)
+    order = np.random.default_rng(seed).permutation(len(y_pool))
+    x_pool, y_pool = x_pool[order], y_pool[order]
+    # 20 clean seed labels (2 per class), the same for every arm.
+    seed_idx = np.concatenate([np.flatnonzero(y_pool == c)[:2] for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(y_pool)), seed_idx)
+    return x_pool[rest], y_pool[rest], x_test, y_test, x_pool[seed_idx], y_pool[seed_idx]
+
+
+def mean_curve(curves: list[list[tuple[float, float]]], grid: np.ndarray) -> np.ndarray:
+    """Accuracy at each cost of `grid` (a step function: the last retrain at or below it),
+    averaged over seeds; NaN past a seed's last cost."""
+    out = []
+    for c in curves:
+        costs, accs = np.array([p[0] for p in c]), np.array([p[1] for p in c])
+        idx = np.searchsorted(costs, grid, side="right") - 1
+        vals = accs[np.clip(idx, 0, None)]
+        vals[grid > costs[-1]] = np.nan
+        out.append(vals)
+    with warnings.catch_warnings():  # a grid cost past every seed's end: NaN, as meant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.array(out), axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--annotate-error", type=float, default=0.10)
+    ap.add_argument("--review-error", type=float, default=0.01)
+    ap.add_argument("--review-catch", type=float, default=0.7)
+    ap.add_argument("--expert-error", type=float, default=0.02)
+    ap.add_argument("--review-below", type=float, default=TierPolicy().review_below)
+    ap.add_argument("--consensus-from", type=float, default=TierPolicy().consensus_from)
+    ap.add_argument("--slack", type=float, default=0.5, help="points below the target")
+    ap.add_argument("--out", type=Path, default=Path("docs/img"))
+    args = ap.parse_args(argv)
+    crowd = Crowd(args.annotate_error, args.review_error, args.review_catch, args.expert_error)
+    policy = TierPolicy(review_below=args.review_below, consensus_from=args.consensus_from)
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    for seed in range(args.seeds):
+        data = load(seed)
+        for arm in ARMS:
+            runs[arm].append(run_arm(arm, seed, data, policy, crowd, args.window))
+    top = max(r["cost"] for rs in runs.values() for r in rs)
+    grid = np.linspace(0.0, top, 400)
+    curves = {arm: mean_curve([r["curve"] for r in rs], grid) for arm, rs in runs.items()}
+    target = float(np.mean([r["acc"] for r in runs["annotate"]])) - args.slack / 100.0
+    print(f"digits, {args.seeds} seeds, window {args.window}, costs {dict(policy.costs)}, "
+          f"bands review < {policy.review_below} <= annotate < {policy.consensus_from} <= "
+          f"consensus; annotate error {crowd.annotate_error}, review error "
+          f"{crowd.review_error} (catch {crowd.review_catch}), expert error {crowd.expert_error}")
+    print(f"target accuracy {target:.4f} (annotate's final mean - {args.slack} pt)")
+    print(f"{'arm':10} {'labels':>7} {'cost':>8} {'noise':>6} {'acc':>7} {'±sd':>6} "
+          f"{'cost/pt':>8} {'cost@target (seeds)':>15}  tiers (escalated)")
+    summary: dict[str, Any] = {}
+    for arm, rs in runs.items():
+        acc = np.array([r["acc"] for r in rs])
+        gain = np.array([(r["acc"] - r["acc0"]) * 100 for r in rs])
+        cost = np.array([r["cost"] for r in rs])
+        reached = [next((c for c, a in r["curve"] if a >= target), None) for r in rs]
+        hits = [c for c in reached if c is not None]
+        at = float(np.median(hits)) if hits else None
+        tiers = {t: int(sum(r["tiers"][t] for r in rs)) for t in rs[0]["tiers"]}
+        esc = int(sum(r["escalated"] for r in rs))
+        per_pt = float(np.mean(cost / gain))
+        summary[arm] = {"labels": float(np.mean([r["labels"] for r in rs])),
+                        "cost": float(cost.mean()),
+                        "noise": float(np.mean([r["noise"] for r in rs])),
+                        "accuracy": float(acc.mean()), "accuracy_sd": float(acc.std()),
+                        "cost_per_point": per_pt, "cost_at_target": at,
+                        "seeds_at_target": len(hits), "tiers": tiers, "escalated": esc}
+        print(f"{arm:10} {summary[arm]['labels']:7.1f} {cost.mean():8.1f} "
+              f"{summary[arm]['noise']:6.3f} {acc.mean():7.4f} {acc.std():6.4f} {per_pt:8.2f} "
+              f"{'never' if at is None else f'{at:.0f}':>6} ({len(hits)}/{len(rs)})  {tiers} "
+              f"({esc})")
+    _plot(grid, curves, target, args.out / "tiers-digits.png", args.seeds)
+    print("JSON " + json.dumps({"target": target, "arms": summary}))
+    return 0
+
+
+def _plot(grid: np.ndarray, curves: dict[str, np.ndarray], target: float, path: Path,
+          seeds: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, curve in curves.items():
+        ax.plot(grid, curve, label={"annotate": "one tier: annotate",
+                                    "consensus": "one tier: consensus + expert",
+                                    "tiered": "tiered (review / annotate / consensus)"}[arm])
+    ax.axhline(target, color="grey", lw=0.8, ls="--", label="target")
+    ax.set_xlabel("cumulative labeling cost (units: review 1, annotate 3, expert 8)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(f"digits, simulated annotators, mean of {seeds} seeds")
+    ax.set_ylim(max(0.5, float(np.nanmin([np.nanmin(c) for c in curves.values()]))), 1.0)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""bench/tiers.py's code paths, run small (figures are the benchmark's to print, not checked):
+each arm runs, spends what its tiers cost, and the consensus arm escalates through the sink's
+join."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sklearn")
+
+from bench.tiers import ARMS, Crowd, load, run_arm  # noqa: E402
+from services.core.tiers import TierPolicy  # noqa: E402
+
+
+def test_each_arm_runs_and_costs_what_its_tiers_cost() -> None:
+    data = load(0)
+    policy = TierPolicy(review_below=0.85, consensus_from=0.95)
+    crowd = Crowd(annotate_error=0.3, review_error=0.0, review_catch=0.5, expert_error=0.0)
+    runs = {arm: run_arm(arm, 0, data, policy, crowd, window=40) for arm in ARMS}
+    n = runs["annotate"]["labels"]
+    assert n == len(data[1]) // 40 and all(r["labels"] == n for r in runs.values())
+    assert runs["annotate"]["cost"] == 3.0 * n
+    consensus = runs["consensus"]
+    assert consensus["cost"] == 6.0 * n + 8.0 * consensus["escalated"]
+    assert consensus["escalated"] > 0 and consensus["noise"] < runs["annotate"]["noise"]
+    tiered = runs["tiered"]["tiers"]
+    assert sum(tiered.values()) == n and tiered["review"] > 0
+    for r in runs.values():
+        assert 0.0 < r["acc"] <= 1.0 and r["curve"][0] == (0.0, r["acc0"])
