@@ -11,7 +11,8 @@ how the name matches (literal or prefixed) and one operation. What each service 
   adds its transactional ids, `<group>-<instance>`.
 - label sink (faust): reads labels and requests; creates, reads and writes its own topics, all
   named `<app_id>-...` (its changelogs, the labels-by-model topic, the leader topic); writes
-  triggers, class feedback and both dead-letter topics; joins the group `<app_id>`.
+  triggers, class feedback and both dead-letter topics; joins the group `<app_id>`; with tiers
+  set (`..._LABEL_SINK_TIERS`) it also writes expert requests to the requests topic.
 - Label Studio bridge: reads requests (and inference events, for frame sizes); writes labels and
   the labels dead-letter topic; its groups start with its group id.
 - HTTP ingest: writes inference events.
@@ -57,6 +58,9 @@ def scorer_acls(settings: Any, principal: str) -> list[Acl]:
             + _topic(principal, topics.dlq(settings.input_topic), "write")
             + _topic(principal, topics.dlq(settings.feedback_topic), "write")
             + [Acl(principal, "group", settings.group_id, "prefixed", "read")])
+    tiers = settings.tier_settings()
+    for topic in sorted(set(tiers.topics.values())) if tiers is not None else []:
+        acls += _topic(principal, topic, "write")  # per-tier copies (docs/tiers.md)
     if settings.processing_guarantee == "exactly_once":
         acls += [Acl(principal, "transactional_id", settings.group_id + "-", "prefixed", op)
                  for op in ("write", "describe")]
@@ -74,7 +78,18 @@ def label_sink_acls(settings: Any, principal: str) -> list[Acl]:
             + _topic(principal, prefix + topics.CLASS_FEEDBACK, "write")
             + _topic(principal, topics.dlq(labels), "write")
             + _topic(principal, topics.dlq(requests), "write")
-            + [Acl(principal, "group", settings.app_id, "literal", "read")])
+            + [Acl(principal, "group", settings.app_id, "literal", "read")]
+            + _tier_acls(settings, principal, requests))
+
+
+def _tier_acls(settings: Any, principal: str, requests: str) -> list[Acl]:
+    """With ACTIVE_STREAM_LABEL_SINK_TIERS set, the sink writes the expert requests it escalates
+    to the requests topic (and `topics.expert`): docs/tiers.md."""
+    if not settings.tiers.strip():
+        return []
+    expert = settings.tier_settings().topics.get("expert")
+    return _topic(principal, requests, "write") + (
+        _topic(principal, expert, "write") if expert else [])
 
 
 def bridge_acls(settings: Any, principal: str) -> list[Acl]:

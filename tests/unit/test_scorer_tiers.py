@@ -122,3 +122,22 @@ def test_tier_settings_parse_and_reject() -> None:
         ScorerSettings.from_env(env)
     off = ScorerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "h:1"})
     assert off.tier_settings() is None  # off by default
+
+
+def test_acls_grant_the_tier_writes_only_when_tiers_are_set() -> None:
+    from services.streaming import acls
+    from services.streaming.settings import LabelSinkSettings
+
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "h:1"}
+    tiered = {**base, "ACTIVE_STREAM_SCORER_TIERS": '{"topics": {"review": "pool.review"}}',
+              "ACTIVE_STREAM_LABEL_SINK_TIERS": '{"topics": {"expert": "pool.expert"}}'}
+
+    def writes(found: list[acls.Acl]) -> set[str]:
+        return {a.name for a in found if a.resource == "topic" and a.operation == "write"}
+
+    assert "pool.review" not in writes(acls.scorer_acls(ScorerSettings.from_env(base), "U"))
+    assert "pool.review" in writes(acls.scorer_acls(ScorerSettings.from_env(tiered), "U"))
+    plain = writes(acls.label_sink_acls(LabelSinkSettings.from_env(base), "U"))
+    assert "al.annotation-requests.v1" not in plain
+    assert {"al.annotation-requests.v1", "pool.expert"} <= writes(
+        acls.label_sink_acls(LabelSinkSettings.from_env(tiered), "U"))
