@@ -141,3 +141,22 @@ def test_acls_grant_the_tier_writes_only_when_tiers_are_set() -> None:
     assert "al.annotation-requests.v1" not in plain
     assert {"al.annotation-requests.v1", "pool.expert"} <= writes(
         acls.label_sink_acls(LabelSinkSettings.from_env(tiered), "U"))
+
+
+def test_a_replay_without_output_still_routes_so_the_cost_gate_matches() -> None:
+    """After a crash the records between the checkpoint and the group's commit are replayed
+    without output; the router must spend on them as the crashed instance did."""
+    records = _records(4000)
+    budget = CostBudgetPolicy(units_per_hour=300.0, burst=15.0)
+    whole = _scorer(records, TierRouter(TIERS, budget))
+    whole.process(records[:1000])
+    saved = read_checkpoint(whole.checkpoint(), POLICY)
+    assert saved is not None
+    whole.process(records[1000:2500])
+    expected = whole.process(records[2500:])
+    by_offset = {r.offset: r.value for r in records}
+    again = PartitionScorer(TOPIC, 0, saved.state, saved.offset, service_version="test",
+                            fetch=by_offset.get, suppress_below=2500,
+                            tiers=TierRouter.from_snapshot(TIERS, budget, saved.tiers))
+    replayed = again.process(records[1000:])
+    assert replayed.requests == expected.requests and expected.requests
