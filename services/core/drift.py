@@ -198,7 +198,7 @@ def update(policy: DriftPolicy, versions: Iterable[VersionState],
                 np.pad(on, (0, size - on.shape[0]))
     changed = []
     for model_id, book in books.items():
-        on = active.get(model_id)
-        if book.set_boost(None if on is None else np.where(on, policy.boost, 1.0)):
+        mine = active.get(model_id)
+        if book.set_boost(None if mine is None else np.where(mine, policy.boost, 1.0)):
             changed.append(model_id)
     return events, changed

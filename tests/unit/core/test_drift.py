@@ -95,7 +95,8 @@ def test_snapshot_round_trip_and_batch_cuts_give_the_same_decisions() -> None:
         if i % 20 == 7:
             data = orjson.loads(orjson.dumps(state.snapshot()))
             state = SelectorState.from_snapshot(data, policy)
-        got_picked += [(s.ref, s.strategy, s.class_name, s.priority) for s in select(state, b).selected]
+        got_picked += [(s.ref, s.strategy, s.class_name, s.priority)
+                       for s in select(state, b).selected]
         got_events += [(e.class_name, e.detected_at) for e in state.take_drift_events()]
     assert got_events == ref_events
     assert got_picked == ref_picked
