@@ -12,6 +12,7 @@ from services.core import SelectorState
 from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import FeedbackKind, decode_class_feedback, encode_event
 from services.streaming.settings import ScorerSettings
+from tests.contract.schema_support import validator
 from tests.integration.kafka_support import produce, read_all, wait_for
 from tests.integration.scorer_support import consumed, private_loop, scorer_env, scorer_in_thread
 
@@ -62,6 +63,7 @@ def test_a_shifted_class_produces_a_drift_record_and_metrics(kafka: object) -> N
     assert weights == {"ball": 1.0, "shoulder": 3.0, "hip": 1.0}
     records = read_all(bootstrap, prefix + "al.class-feedback.v1")  # read_committed
     assert len(records) == 1
+    assert list(validator("class-feedback").iter_errors(orjson.loads(records[0].value()))) == []
     record = decode_class_feedback(records[0].value())
     assert record.kind is FeedbackKind.DRIFT and record.model_id == "pose"
     assert record.drift is not None and record.classes == {}
