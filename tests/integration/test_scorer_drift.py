@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 
 from services.core import SelectorState
 from services.scorer.partition import PartitionScorer, Record, partition_seed
@@ -59,7 +60,14 @@ def test_a_shifted_class_produces_a_drift_record_and_metrics(kafka: object) -> N
                                             {"model_id": "pose", "class": c})
                   for c in ("ball", "hip")]
         weights = scorer.partitions[0].state.class_weights("pose")
+        # The scorer reads its own drift record back on class feedback: it must not take it
+        # for (empty) weights. Wait until its feedback reader is past the record.
+        feedback = TopicPartition(prefix + "al.class-feedback.v1", 0)
+        wait_for(lambda: scorer.feedback._consumer.position([feedback])[0].offset >= 1, 30,
+                 "the scorer's feedback reader did not read the drift record")
+        applied = registry.get_sample_value("scorer_feedback_applied_total")
     assert drifts == 1 and others == [None, None]
+    assert applied == 0
     assert weights == {"ball": 1.0, "shoulder": 3.0, "hip": 1.0}
     records = read_all(bootstrap, prefix + "al.class-feedback.v1")  # read_committed
     assert len(records) == 1
