@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
+from services.core.drift import DriftPolicy
 from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
 from services.core.reservoir import ReservoirPolicy
@@ -71,6 +72,7 @@ class SelectorPolicy:
     multiples, so never at a batch boundary); decisions in between use the last refresh (smaller:
     fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
     partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
+    `drift`: per-class confidence drift detection and its budget boost (drift.py).
     """
 
     measure: Measure = "least_confidence"
@@ -85,6 +87,7 @@ class SelectorPolicy:
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16
@@ -102,6 +105,8 @@ class SelectorPolicy:
             raise ValueError("max_model_versions, max_models >= 1 and max_classes >= 2 required")
         if self.refresh_every < 1:
             raise ValueError("refresh_every must be >= 1")
+        if self.drift.enabled and self.drift.recent_buckets >= self.stats.buckets - 1:
+            raise ValueError("drift.recent_buckets must leave stats.buckets a reference bucket")
 
     def exploration_probability(self) -> float:
         """Per-asset probability of an exploration pick (see `exploration_rate`). Query."""

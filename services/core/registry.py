@@ -11,6 +11,7 @@ import numpy as np
 
 from services.core.budget import ClassBuckets
 from services.core.codec import decode_array, encode_array, stable_hash64
+from services.core.drift import DriftState
 from services.core.stats import ConfidenceStatsPolicy, ConfidenceStatsState
 
 OTHER_CLASS = "__other__"
@@ -25,7 +26,9 @@ class ModelBook:
         self.max_classes = max_classes
         self.names: list[str] = []
         self.index: dict[str, int] = {}
-        self.weights = np.zeros(0)
+        self.weights = np.zeros(0)  # in use: feedback x drift boost
+        self.feedback = np.zeros(0)  # as set by feedback
+        self.boost = np.ones(0)  # drift boost per class (drift.py), 1 = none
         self.group_hash = np.zeros(0, dtype=np.uint64)
         self.buckets = ClassBuckets()
         self.last_seen = -np.inf
@@ -56,6 +59,8 @@ class ModelBook:
         self.names.append(name)
         self.index[name] = idx
         self.weights = np.r_[self.weights, 1.0]
+        self.feedback = np.r_[self.feedback, 1.0]
+        self.boost = np.r_[self.boost, 1.0]
         group = np.uint64(stable_hash64(f"{self.model_id}\x1f{name}"))
         self.group_hash = np.r_[self.group_hash, group]
         self.buckets.ensure_classes(idx + 1)
@@ -82,14 +87,31 @@ class ModelBook:
         """Set feedback weights by class name (floored at min_weight > 0); others keep theirs."""
         for name, w in weights.items():
             idx = self.class_index(name)  # first: it may grow self.weights
-            self.weights[idx] = max(float(w), min_weight)
+            self.feedback[idx] = max(float(w), min_weight)
+            self.weights[idx] = self.feedback[idx] * self.boost[idx]
             self.known = max(self.known, idx + 1)
 
+    def set_boost(self, boost: np.ndarray | None) -> bool:
+        """Set the drift boost per class index (None or shorter: 1 for the rest); the weights
+        in use become feedback x boost. Command; returns whether anything changed."""
+        new = np.ones(self.feedback.shape[0])
+        if boost is not None:
+            k = min(boost.shape[0], new.shape[0])
+            new[:k] = boost[:k]
+        if np.array_equal(new, self.boost):
+            return False
+        self.boost = new
+        self.weights = self.feedback * new
+        return True
+
     def snapshot(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "names": list(self.names),
-                "weights": encode_array(self.weights), "buckets": self.buckets.snapshot(),
-                "last_seen": None if self.last_seen == -np.inf else self.last_seen,
-                "known": self.known, "published": self.published}
+        out = {"model_id": self.model_id, "names": list(self.names),
+               "weights": encode_array(self.feedback), "buckets": self.buckets.snapshot(),
+               "last_seen": None if self.last_seen == -np.inf else self.last_seen,
+               "known": self.known, "published": self.published}
+        if (self.boost != 1.0).any():  # only while a drift boost runs: else as before
+            out["boost"] = encode_array(self.boost)
+        return out
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], max_classes: int) -> ModelBook:
@@ -98,7 +120,10 @@ class ModelBook:
         book.index = {name: i for i, name in enumerate(book.names)}
         book.group_hash = np.array(
             [stable_hash64(f"{book.model_id}\x1f{n}") for n in book.names], dtype=np.uint64)
-        book.weights = decode_array(data["weights"])
+        book.feedback = decode_array(data["weights"])
+        book.boost = decode_array(data["boost"]) if "boost" in data else \
+            np.ones(book.feedback.shape[0])
+        book.weights = book.feedback * book.boost
         book.buckets = ClassBuckets.from_snapshot(data["buckets"])
         book.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
         book.known, book.published = int(data["known"]), int(data["published"])
@@ -124,6 +149,7 @@ class VersionState:
         self.warmup_used = 0
         self.ready = False
         self.last_seen = -np.inf
+        self.drift = DriftState()
 
     def add_pending(self, classes: np.ndarray, conf: np.ndarray, times: np.ndarray) -> None:
         """Hold predictions (class, top-1 confidence, event time) until the next refresh."""
@@ -158,7 +184,7 @@ class VersionState:
         return {"model_id": self.model_id, "version": self.version, "theta": self.theta,
                 "misses": self.misses, "warmup_used": self.warmup_used, "ready": self.ready,
                 "last_seen": None if self.last_seen == -np.inf else self.last_seen,
-                "stats": self.stats.snapshot(),
+                "stats": self.stats.snapshot(), "drift": self.drift.snapshot(),
                 "pending": [encode_array(cls), encode_array(conf), encode_array(times)]}
 
     @classmethod
@@ -169,6 +195,7 @@ class VersionState:
         v.warmup_used, v.ready = int(data["warmup_used"]), bool(data["ready"])
         v.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
         v.stats = ConfidenceStatsState.from_snapshot(stats_policy, data["stats"])
+        v.drift = DriftState.from_snapshot(data.get("drift"))  # absent: an older checkpoint
         v.add_pending(*(decode_array(a) for a in data["pending"]))
         return v
 

@@ -34,6 +34,8 @@ from services.core.budget import BudgetState
 from services.core.codec import decode_rng, encode_rng
 from services.core.dedupe import DedupeState
 from services.core.draws import Draws
+from services.core.drift import DriftEvent
+from services.core.drift import update as drift_update
 from services.core.feedback import weights_from_agreement
 from services.core.policy import SelectorPolicy
 from services.core.registry import ModelBook, VersionState, evict_lru
@@ -68,6 +70,14 @@ class SelectorState:
         self.versions: dict[tuple[str, str], VersionState] = {}
         self.weighted = WeightedReservoirState(policy.reservoir.per_class)
         self.control = UniformReservoirState(policy.reservoir.control_size)
+        # Classes that started drifting (drift.py), for the shell to report; drained by
+        # `take_drift_events` after each `select`, so never part of a snapshot.
+        self.drift_events: list[DriftEvent] = []
+
+    def take_drift_events(self) -> list[DriftEvent]:
+        """The drift events of the `select` calls since the last take. Command."""
+        out, self.drift_events = self.drift_events, []
+        return out
 
     @classmethod
     def create(cls, policy: SelectorPolicy, seed: int) -> SelectorState:
@@ -331,6 +341,23 @@ def _create(state: SelectorState, view: BatchView, k: int, j: int) -> None:
         view.versions[kk] = state.versions.get((m, v))
 
 
+def _drift(state: SelectorState, view: BatchView, hi: int) -> None:
+    """Drift tests at a refresh point (drift.py). A boost that changed a model's weights in
+    use changes the priorities of its assets from hi on: the view re-derives them, as a batch
+    starting at hi would."""
+    events, changed = drift_update(state.policy.drift, state.versions.values(), state.books,
+                                   state.watermark)
+    state.drift_events += events
+    if not changed or hi >= view.batch.n_assets:
+        return
+    for model_id in changed:
+        for k, (m, _) in enumerate(view.batch.model_keys):
+            book = view.books[k]
+            if m == model_id and book is not None:
+                view.rebook(k, book, hi)
+                break
+
+
 def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Selected]) -> None:
     """Assets lo:hi are decided: count them, hold their predictions for the stats, mark models
     seen; then, at a refresh point, fold the stats, and close a full count window."""
@@ -365,6 +392,8 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
             version.refresh(state.watermark, pol.stats.min_count, pol.warmup.rare_share)
         for book in state.books.values():
             book.published = book.known
+        if pol.drift.enabled:
+            _drift(state, view, hi)
     if pol.reservoir.window_assets and state.window_count >= pol.reservoir.window_assets:
         arms.flush(state, view, hi - 1, out)
         state.window_count = 0

@@ -12,7 +12,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from services.scorer.partition import SERVICE, Output
-from services.streaming.events import InvalidEvent, dead_letter, decode_class_feedback, encode_event
+from services.streaming.events import (
+    FeedbackKind,
+    InvalidEvent,
+    dead_letter,
+    decode_class_feedback,
+    encode_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ class FeedbackReader:
                           msg.partition(), msg.offset(), exc.reason)
                 self.invalid_codes.append(str(exc.code))
                 self.dead_letters.append(self._dead_letter(msg, exc))
+                continue
+            if feedback.kind is FeedbackKind.DRIFT:  # a scorer's drift report, not weights
                 continue
             weights = {name: stats.weight for name, stats in feedback.classes.items()}
             latest[feedback.model_id] = weights

@@ -99,6 +99,15 @@ class ScorerMetrics:
                                   "Budget weight per class from the latest class feedback "
                                   "applied (1 = neutral, > 1 = a weak class gets more).",
                                   ["model_id", "class"], registry=registry)
+        self.drift = Counter("scorer_class_drift_total",
+                             "Times a class's confidence distribution began drifting (a "
+                             "two-window KS test on the scorer's rolling histograms; one per "
+                             "input partition that saw it; docs/drift.md).",
+                             ["model_id", "class"], registry=registry)
+        self.drift_boost = Gauge("scorer_class_drift_boost_ratio",
+                                 "Weight multiplier a drifting class gets now (1 = none), the "
+                                 "largest over this instance's partitions.",
+                                 ["model_id", "class"], registry=registry)
         self.feedback_invalid = Counter("scorer_feedback_invalid_total",
                                         "Class-feedback records dead-lettered, by reason code.",
                                         ["reason"], registry=registry)

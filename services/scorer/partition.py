@@ -24,11 +24,15 @@ import numpy as np
 import orjson
 
 from services.core import PredictionBatch, Selected, SelectorState
+from services.core.drift import DriftEvent
 from services.core.eventtime import too_far_ahead
 from services.core.tiers import TierRouter
 from services.streaming.events import (
     SCHEMA_VERSION,
+    ClassFeedback,
+    DriftNotice,
     ErrorCode,
+    FeedbackKind,
     InferenceEvent,
     InvalidEvent,
     dead_letter,
@@ -100,6 +104,9 @@ class BatchResult:
     request_tiers: list[str] = field(default_factory=list)
     tier_copies: list[tuple[str, Output]] = field(default_factory=list)
     withheld: int = 0
+    # Classes that started drifting (core/drift.py), and their class-feedback records.
+    drift: list[DriftEvent] = field(default_factory=list)
+    drift_records: list[Output] = field(default_factory=list)
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -145,6 +152,22 @@ def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: i
     if tier is not None:
         request["tier"] = {"name": tier[0], "annotators": tier[1], "cost": tier[2]}
     return request
+
+
+def build_drift_record(event: DriftEvent, partition: int) -> Output:
+    """The class-feedback record (kind drift) of one drift event of input `partition`, keyed
+    by drift, model, class and partition (U+001F-joined): compaction keeps the latest per
+    partition and class, and never replaces the label sink's record at key model_id."""
+    notice = DriftNotice(
+        class_name=event.class_name, model_version=event.model_version, partition=partition,
+        distance=_unit(event.distance), critical=min(1000.0, event.critical),
+        recent_count=event.recent_count, reference_count=event.reference_count,
+        detected_at=event.detected_at, boost=event.boost,
+        boost_until=min(event.boost_until, 2e10))
+    record = ClassFeedback(SCHEMA_VERSION, event.model_id, event.detected_at, {},
+                           FeedbackKind.DRIFT, notice)
+    key = "\x1f".join(("drift", event.model_id, event.class_name, str(partition)))
+    return Output(key.encode(), encode_event(record.to_dict()))
 
 
 def _unit(x: float) -> float:
@@ -264,6 +287,10 @@ class PartitionScorer:
                     result.request_tiers.append(tier[0])
                     if tier[0] in self.tier_topics:
                         result.tier_copies.append((self.tier_topics[tier[0]], out))
+        for drift in self.state.take_drift_events():  # replayed ones were reported before
+            if emit:
+                result.drift.append(drift)
+                result.drift_records.append(build_drift_record(drift, self.partition))
         self._hold(offsets, values)
 
     def _admit(self, decoded: DecodedBatch, record: Callable[[int], Record], first: int,

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -193,6 +194,7 @@ class Scorer:
         self._feedback_seq = 0
         self._class_series: set[tuple[str, str, str]] = set()
         self._threshold_series: set[tuple[str, str, str]] = set()
+        self._drift_series: set[tuple[str, str]] = set()
         self._classes_observed = 0.0
         # Set when the loop fails: the state may be ahead of the output the broker holds, so
         # nothing may be checkpointed or committed from then on (a restart replays instead).
@@ -455,6 +457,8 @@ class Scorer:
                 self._send(self.settings.requests_topic, out)
             for topic, out in result.tier_copies:  # tiers: the copies their pools read
                 self._send(topic, out)
+            for out in result.drift_records:
+                self._send(self.settings.feedback_topic, out)
             # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
             # 256 KiB record) go as soon as it is queued, not when the batch is done.
             letters_out, result.dead_letters = result.dead_letters, []
@@ -776,6 +780,8 @@ class Scorer:
                     m.latency.observe(max(0.0, now - sel.event_time))
             m.replayed.inc(result.suppressed)
             m.lost_deferred.inc(result.lost_deferred)
+            for drift in result.drift:
+                m.drift.labels(drift.model_id, m.class_label(drift.class_name)).inc()
         self._observe_state()
 
     def _observe_classes(self) -> None:
@@ -793,6 +799,7 @@ class Scorer:
                     weighted[key][1] += stats["count"]
                     if stats["threshold"] is not None:
                         thresholds[key].append(stats["threshold"])
+        self._observe_drift()
         means = {k: total / count for k, (total, count) in weighted.items() if count > 0}
         mean_thresholds = {k: sum(v) / len(v) for k, v in thresholds.items()}
         m = self.metrics
@@ -804,6 +811,21 @@ class Scorer:
                 gauge.remove(*key)
             held.clear()
             held.update(values)
+
+    def _observe_drift(self) -> None:
+        """The drift boost per (model, class) from every owned partition's model books; a
+        series whose boost ended goes back to 1 (kept: the class labels are bounded)."""
+        boosts: dict[tuple[str, str], float] = {}
+        for scorer in self.partitions.values():
+            for model_id, book in scorer.state.books.items():
+                for c in np.flatnonzero(book.boost != 1.0).tolist():
+                    key = (model_id, self.metrics.class_label(book.names[c]))
+                    boosts[key] = max(boosts.get(key, 1.0), float(book.boost[c]))
+        for key in self._drift_series - set(boosts):
+            self.metrics.drift_boost.labels(*key).set(1.0)
+        for key, value in boosts.items():
+            self.metrics.drift_boost.labels(*key).set(value)
+        self._drift_series = set(boosts)
 
     def _observe_state(self) -> None:
         if time.monotonic() - self._classes_observed >= 5.0:

@@ -4,7 +4,8 @@
 (docs/security.md). Every entry names a principal, a resource (topic, group, transactional id),
 how the name matches (literal or prefixed) and one operation. What each service does with it:
 
-- scorer: reads the inference and class-feedback topics; reads and writes its state topic (its
+- scorer: reads the inference and class-feedback topics, writes drift records to the latter;
+  reads and writes its state topic (its
   checkpoints, and the read markers of a restore that scans); writes requests and both
   dead-letter topics; every group.id its clients use starts with its group's name (the group it
   joins, and `-feedback`, `-fetch`, `-restore` for readers that only assign); `exactly_once`
@@ -52,7 +53,7 @@ def _topic(principal: str, name: str, *operations: str, pattern: str = "literal"
 def scorer_acls(settings: Any, principal: str) -> list[Acl]:
     """`settings`: a ScorerSettings."""
     acls = (_topic(principal, settings.input_topic, "read")
-            + _topic(principal, settings.feedback_topic, "read")
+            + _topic(principal, settings.feedback_topic, "read", "write")  # write: drift
             + _topic(principal, settings.state_topic, "read", "write")
             + _topic(principal, settings.requests_topic, "write")
             + _topic(principal, topics.dlq(settings.input_topic), "write")

@@ -30,6 +30,7 @@ from services.streaming.event_fields import (
     check_version,
     child,
     class_key,
+    class_name,
     fail,
     integer,
     load_object,
@@ -99,21 +100,54 @@ class ClassStats:
     weight: float
 
 
+class FeedbackKind(StrEnum):
+    """What a class-feedback record is (`kind`; absent = feedback)."""
+
+    FEEDBACK = "feedback"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftNotice:
+    """The scorer's drift record (`drift`): one class's confidence distribution shifted."""
+
+    class_name: str  # "class" on the wire
+    model_version: str
+    partition: int
+    distance: float
+    critical: float
+    recent_count: int
+    reference_count: int
+    detected_at: float
+    boost: float
+    boost_until: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _as_dict(self)
+        out["class"] = out.pop("class_name")
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class ClassFeedback:
     schema_version: int
     model_id: str
     updated_at: float
     classes: Mapping[str, ClassStats]
+    kind: FeedbackKind = FeedbackKind.FEEDBACK
+    drift: DriftNotice | None = None
 
     def to_dict(self) -> dict[str, Any]:
         classes = {name: _as_dict(stats) for name, stats in self.classes.items()}
-        return {
+        out: dict[str, Any] = {
             "schema_version": self.schema_version,
             "model_id": self.model_id,
             "updated_at": self.updated_at,
             "classes": classes,
         }
+        if self.kind is FeedbackKind.DRIFT and self.drift is not None:
+            out.update(kind=str(self.kind), drift=self.drift.to_dict())
+        return out
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -129,6 +163,8 @@ TRIGGER_FIELDS = _fields(RetrainTrigger)
 MANIFEST_FIELDS = _fields(Manifest)
 RANGE_FIELDS = _fields(OffsetRange)
 FEEDBACK_FIELDS = _fields(ClassFeedback)
+FEEDBACK_REQUIRED = FEEDBACK_FIELDS - {"kind", "drift"}
+DRIFT_FIELDS = (_fields(DriftNotice) - {"class_name"}) | {"class"}
 CLASS_STATS_FIELDS = _fields(ClassStats)
 
 
@@ -183,7 +219,10 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
     """Decode and check one class-feedback record; raises `InvalidEvent` (only) for bad input."""
     obj = load_object(data, MAX_OUTPUT_EVENT_BYTES)
     check_version(obj, SCHEMA_VERSION)
-    check_keys(obj, FEEDBACK_FIELDS, tuple(sorted(FEEDBACK_FIELDS)), "")
+    check_keys(obj, FEEDBACK_FIELDS, tuple(sorted(FEEDBACK_REQUIRED)), "")
+    kind, drift = _kind(obj), None
+    if kind is FeedbackKind.DRIFT:
+        drift = _drift(mapping(obj["drift"], "", "drift"), "drift")
     classes = {}
     for name, raw in mapping(obj["classes"], "", "classes").items():
         class_key(name, "classes", MAX_ID_LENGTH)
@@ -204,4 +243,44 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
         model_id=text(obj["model_id"], "", "model_id", MAX_ID_LENGTH),
         updated_at=number(obj["updated_at"], "", "updated_at", 0.0, MAX_TIMESTAMP),
         classes=MappingProxyType(classes),
+        kind=kind,
+        drift=drift,
     )
+
+
+_KINDS = frozenset(k.value for k in FeedbackKind)
+
+
+def _kind(obj: dict[str, Any]) -> FeedbackKind:
+    """The record's kind (absent: feedback); `drift` present exactly when it is drift."""
+    kind = obj.get("kind", FeedbackKind.FEEDBACK.value)
+    if type(kind) is not str:
+        fail("kind", ErrorCode.WRONG_TYPE, f"expected a string, got {show(kind)}")
+    if kind not in _KINDS:
+        fail("kind", ErrorCode.OUT_OF_RANGE, f"{show(kind)} is not one of {sorted(_KINDS)}")
+    if kind == FeedbackKind.DRIFT and "drift" not in obj:
+        fail("drift", ErrorCode.MISSING_FIELD, "required field is missing")
+    if kind != FeedbackKind.DRIFT and "drift" in obj:  # `drift` belongs to kind drift only
+        if "kind" not in obj:
+            fail("kind", ErrorCode.MISSING_FIELD, "required with `drift`")
+        fail("kind", ErrorCode.OUT_OF_RANGE, f"{show(kind)} with `drift`: must be drift")
+    return FeedbackKind(kind)
+
+
+def _drift(obj: dict[str, Any], path: str) -> DriftNotice:
+    check_keys(obj, DRIFT_FIELDS, tuple(sorted(DRIFT_FIELDS)), path)
+
+    def num(key: str, low: float, high: float) -> float:
+        return number(obj[key], path, key, low, high)
+
+    def count(key: str) -> int:
+        return integer(obj[key], path, key, 0, MAX_COUNT)
+
+    return DriftNotice(
+        class_name=class_name(obj["class"], path, "class"),
+        model_version=text(obj["model_version"], path, "model_version", MAX_ID_LENGTH),
+        partition=integer(obj["partition"], path, "partition", 0, MAX_PARTITION),
+        distance=num("distance", 0.0, 1.0), critical=num("critical", 0.0, 1000.0),
+        recent_count=count("recent_count"), reference_count=count("reference_count"),
+        detected_at=num("detected_at", 0.0, MAX_TIMESTAMP), boost=num("boost", 1.0, 10.0),
+        boost_until=num("boost_until", 0.0, 2 * MAX_TIMESTAMP))

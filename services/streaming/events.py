@@ -34,6 +34,8 @@ from services.streaming.annotation_requests import (
 from services.streaming.control_events import (
     ClassFeedback,
     ClassStats,
+    DriftNotice,
+    FeedbackKind,
     Manifest,
     OffsetRange,
     RetrainTrigger,
@@ -85,6 +87,8 @@ __all__ = [
     "AnnotationRequest",
     "ClassFeedback",
     "ClassStats",
+    "DriftNotice",
+    "FeedbackKind",
     "ErrorCode",
     "InferenceEvent",
     "InvalidEvent",

@@ -26,7 +26,9 @@ from services.streaming.annotation_requests import (
 )
 from services.streaming.control_events import (
     CLASS_STATS_FIELDS,
+    DRIFT_FIELDS,
     FEEDBACK_FIELDS,
+    FEEDBACK_REQUIRED,
     MANIFEST_FIELDS,
     MAX_DETAIL_LENGTH,
     MAX_RANGES,
@@ -146,6 +148,9 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "missing-weight": ("missing_field", "classes.person.weight"),
         "since-trigger-exceeds-total": ("out_of_range", "classes.shoulder.labels_total"),
         "weight-zero": ("out_of_range", "classes.shoulder.weight"),
+        "drift-without-drift": ("missing_field", "drift"),
+        "drift-boost-above-ten": ("out_of_range", "drift.boost"),
+        "feedback-with-drift": ("missing_field", "kind"),
     },
 }
 
@@ -268,7 +273,8 @@ FIELD_SETS = [
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_FIELDS),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
     ("retrain-trigger", "/$defs/range", RANGE_FIELDS, RANGE_FIELDS),
-    ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_FIELDS),
+    ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_REQUIRED),
+    ("class-feedback", "/$defs/drift", DRIFT_FIELDS, DRIFT_FIELDS),
     ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_FIELDS),
 ]
 

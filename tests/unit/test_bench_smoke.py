@@ -85,3 +85,12 @@ def test_typed_decoders_map_contract_examples_to_reason_codes() -> None:
     for decode in (decode_inference_event, msgspec_decode, pydantic_decode):
         assert _code(decode, score_above_one) == "out_of_range"
         assert _code(decode, _stream(1)[0]) == "ACCEPTED"
+
+
+def test_the_drift_bench_runs_small(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.drift import delays, false_alarms
+
+    false_alarms(40_000, 20.0, seed=1)
+    delays(2.0, 1)
+    out = capsys.readouterr().out
+    assert "class tests run" in out and "KS(alpha=1e-4)" in out

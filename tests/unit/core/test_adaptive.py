@@ -18,6 +18,7 @@ from services.core import (
     WarmupPolicy,
     select,
 )
+from services.core.drift import DriftPolicy
 from tests.unit.core.synth import batches, top1_events
 
 SHARE = 0.02
@@ -44,8 +45,11 @@ def _shift_stream() -> list[PredictionBatch]:
 
 
 def test_variable_uncertainty_hits_target_rate_and_readapts_after_shift() -> None:
+    # Drift detection would (rightly) see this shift and boost the class's sub-budget; this
+    # test studies the threshold alone (drift: test_drift.py).
     policy = _threshold(budget=BUDGET, thresholds=ThresholdPolicy(class_relative_q=0.0),
-                            warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0)
+                            warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
+                            drift=DriftPolicy(enabled=False))
     bs = _shift_stream()
     state = SelectorState.create(policy, 1)
     per_batch, thresholds = [], []
@@ -65,7 +69,8 @@ def test_fixed_threshold_starves_after_the_same_shift() -> None:
     """The control for the test above: a threshold tuned before the shift stops spending."""
     policy = _threshold(budget=BUDGET, warmup=WarmupPolicy(rate=0.0), exploration_rate=0.0,
                             thresholds=ThresholdPolicy(mode="fixed", fixed_threshold=0.45,
-                                                       class_relative_q=0.0))
+                                                       class_relative_q=0.0),
+                            drift=DriftPolicy(enabled=False))  # (its boost would spend again)
     state = SelectorState.create(policy, 1)
     n = np.array([len(select(state, b)) for b in _shift_stream()])
     assert n[70:120].sum() / (50 * 500) < 0.2 * SHARE
