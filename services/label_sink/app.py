@@ -199,9 +199,14 @@ def build_app(
                 f"{tp in consumer._buffered_partitions}, read offset "
                 f"{consumer._read_offset.get(tp)}")
 
+    def read_offset(tp: tuple[str, int]) -> int | None:
+        consumer: Any = app.consumer
+        offset = consumer._read_offset.get(tp)
+        return offset if isinstance(offset, int) else None
+
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=(names.labels, names.requests, by_model.get_topic_name()),
-                                   describe=consumer_state)
+                                   describe=consumer_state, read_offset=read_offset)
     # The handlers below take a faust event or, for records the consumer skipped, an
     # ordering.FetchedEvent: they use only `value` and `message.{topic,partition,offset,key}`.
     labels_dlq = app.topic(topics.dlq(names.labels), **_RAW)
