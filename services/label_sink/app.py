@@ -9,11 +9,13 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
 3. `count_labels` (labels-by-model): dedupe by label_id against the `labels` table, count, run the
    trigger policy, publish al.retrain-triggers.v1; class feedback goes out on a timer.
 
-Idempotence under at-least-once (faust reprocesses after a crash): a label is counted iff its row
-is in the `labels` table, and per-model counts are rebuilt from those rows (`tables.Ledger`). A
-trigger is published (and its delivery awaited) BEFORE the row of the label that fired it is
-written, so a crash in between republishes the same trigger (same labels, same deterministic
-trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id.
+Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
+model's compact state row, the rows of the labels in the dedupe window and the labels counted
+since the state row (`tables.Ledger`); a record whose effect persisted is skipped as a replay,
+any later one is processed again against the same state. A trigger is published (and its
+delivery awaited) BEFORE the row of the label that fired it is written, so a crash in between
+republishes the same trigger (same labels, same deterministic trigger_id) instead of losing it.
+Consumers of triggers dedupe on trigger_id. State stays bounded by the window (tables.py).
 
 Order: each agent admits a record through `ordering.InOrder` before processing it, so records of
 a partition are processed in offset order, each once per assignment, never past a hole; the
@@ -58,7 +60,15 @@ from services.label_sink.outputs import (
     trigger_policy,
 )
 from services.label_sink.security import FaustSecurity, faust_security
-from services.label_sink.tables import Ledger, joined_label, request_row, stored_row, to_record
+from services.label_sink.tables import (
+    DedupeWindow,
+    Ledger,
+    Verdict,
+    Write,
+    joined_label,
+    label_key,
+    request_row,
+)
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
 from services.streaming.events import (
@@ -216,7 +226,7 @@ def build_app(
     # Table rows are JSON (key: request/label id); see services/label_sink/tables.py.
     requests = app.Table("requests", partitions=partitions, key_type=str)
     labels = app.Table("labels", partitions=partitions, key_type=str)
-    ledger = Ledger()
+    ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
@@ -330,23 +340,32 @@ def build_app(
         async for event in stream.events():
             await order.process(event, count_label)
 
+    def apply(writes: list[Write]) -> None:
+        for key, value in writes:  # in order: tables.py says why it matters
+            if value is None:
+                labels.pop(key, None)
+            else:
+                labels[key] = value
+
     async def count_label(event: Any) -> None:
         row = orjson.loads(event.value)
-        if row["id"] in labels:
+        p, s = event.message.partition, event.message.offset
+        if not ledger.valid:
+            ledger.rebuild(labels.items())
+        found = labels.get(label_key(p, row["id"]))
+        if ledger.verdict(p, s, found) is not Verdict.NEW:
             metrics.duplicates.inc()
             return
-        if not ledger.valid:
-            ledger.rebuild(labels.values())
         model_id = row["m"]
-        state = ledger.get(model_id)
-        record = to_record(row, batch=state.batch)
-        state.record(record)
+        state, record = ledger.count(p, s, row)
         decision = state.should_trigger(policy)
         fired = None
         if decision is not None:
             fired = await publish_trigger(model_id, decision)
             state.fire(decision)
-        labels[row["id"]] = stored_row(row, record.batch, fired)
+        apply(ledger.persist(p, s, row, record, fired, found))
+        if ledger.sweep_due(p):
+            apply(ledger.sweep(p, s, labels.items()))
         count_metrics(model_id, row, state)
         status.dirty.add(model_id)
         if fired is not None:
@@ -397,7 +416,7 @@ def build_app(
             # After a rebalance or a restart the last feedback of this worker's models may
             # never have gone out (stopped between a count and the timer): publish it again
             # once, from the rebuilt counts, instead of waiting for the next label.
-            ledger.rebuild(labels.values())
+            ledger.rebuild(labels.items())
             status.dirty.update(model_id for model_id, _ in ledger.items())
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
