@@ -91,6 +91,11 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer"
 # and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
 # is noticed after one to two periods.
 OFFSETS_INTERVAL_S = 5.0
+# faust creates the table changelogs with cleanup.policy=compact, but Kafka compacts closed
+# segments only, and by default a segment closes at 1 GiB or after 7 days: the changelog kept
+# every row ever written. Small segments let the log cleaner keep it near the live rows (the
+# dedupe window, the open requests); applied when faust creates the topic.
+CHANGELOG_CONFIG = {"segment.bytes": str(16 * 2**20), "segment.ms": str(3_600_000)}
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
@@ -224,8 +229,10 @@ def build_app(
     triggers_out = app.topic(names.triggers, **_RAW)
     feedback_out = app.topic(names.feedback, **_RAW)
     # Table rows are JSON (key: request/label id); see services/label_sink/tables.py.
-    requests = app.Table("requests", partitions=partitions, key_type=str)
-    labels = app.Table("labels", partitions=partitions, key_type=str)
+    requests = app.Table("requests", partitions=partitions, key_type=str,
+                         extra_topic_configs=CHANGELOG_CONFIG)
+    labels = app.Table("labels", partitions=partitions, key_type=str,
+                       extra_topic_configs=CHANGELOG_CONFIG)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
