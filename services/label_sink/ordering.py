@@ -277,9 +277,12 @@ class InOrder:
     def _not_handed_over(self, tp: Partition, expected: int) -> bool:
         """Whether faust has not handed over `tp`'s record at `expected` yet (its read offset
         is below it, or at it since our own seek there): nothing of it can have been dropped."""
-        read = self._read_offset(tp) if self._read_offset is not None else None
-        return read is not None and (read < expected
-                                     or (read == expected and self._sought.get(tp) == expected))
+        if self._read_offset is None:
+            return False
+        read, sought = self._read_offset(tp), self._sought.get(tp)
+        if read is None:  # faust's seek to offset 0 leaves None too
+            return sought == expected
+        return read < expected or (read == expected and sought == expected)
 
     def _progressed(self, tp: Partition) -> None:
         self._metrics.progress.labels(tp[0], str(tp[1])).set(time.time())

@@ -16,18 +16,18 @@ Two changelog-backed tables:
     class, the pending manifest, the class vocabulary) with the offset s of the last label it
     includes. Written when a trigger fires, every `SNAPSHOT_EVERY` labels of the model, and
     before any row it does not include yet is dropped.
-  - `p:<p>` -> [s]: the last labels-by-model offset processed, written before a sweep's
-    tombstones (the rows carrying the highest offsets may be among them).
 
 Why it is exactly-once: aiokafka keeps one batch in flight per partition, so after a crash
 changelog partition p holds a prefix of the writes made. The state rebuilt from it (`Ledger.
 rebuild`: each model's row, then the label rows after it in offset order) is the state after
-some record; every record up to the highest offset persisted (`applied(p)`) is skipped as a
-replay, every later one is processed again against that state and takes the same decision.
-A duplicate's verdict depends only on the rows and the partition's state, never on when a
-sweep ran (a row out of the window is ignored whether it was swept or not), so replays are
-deterministic. Order of writes within a record: trigger delivered, then label row, then
-snapshots, then the sweep.
+some record. Every record up to the highest offset persisted (`applied(p)`, the highest of the
+label rows and state rows: a label row is deleted only once a state row holds its label, so it
+never goes back) is skipped as a replay; every later one is processed again against that state
+and takes the same decision. A duplicate's verdict depends only on the rows and the
+partition's state, never on when a sweep ran (a row out of the window is ignored whether it was
+swept or not), so replays are deterministic. Order of writes within a record: trigger
+delivered, then the state row of a model whose row is replaced, the label row, the model's
+state row when due, then the sweep (state rows before tombstones).
 
 Dedupe window (`DedupeWindow`): a label whose label_id has a row counted at offset s0 of its
 partition is a duplicate at offset s iff s - s0 <= `labels` and the row's `labeled_at` >=
@@ -58,7 +58,7 @@ SNAPSHOT_EVERY = 500
 # least), or a quarter of its rows: the scan of the table is amortised to O(1) a label.
 SWEEP_MIN = 1_000
 
-LABEL, MODEL, PROGRESS = "l:", "m:", "p:"
+LABEL, MODEL = "l:", "m:"
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,8 @@ class Ledger:
         rows_in: dict[int, int] = {}
         deltas: dict[str, list[tuple[int, str, LabelRow]]] = {}
         for key, value in items:
+            if isinstance(value, dict) and "id" in value:
+                continue  # a row of the format before the window (keyed by label_id): ignored
             if key.startswith(MODEL):
                 model_id = key[len(MODEL):]
                 models[model_id] = TriggerState.from_snapshot(value["st"])
@@ -210,9 +212,6 @@ class Ledger:
                 deltas.setdefault(value[2], []).append((value[1], label_id, value))
                 applied[value[0]] = max(applied.get(value[0], -1), value[1])
                 rows_in[value[0]] = rows_in.get(value[0], 0) + 1
-            elif key.startswith(PROGRESS):
-                p = int(key[len(PROGRESS):])
-                applied[p] = max(applied.get(p, -1), value[0])
         for model_id, rows in deltas.items():
             state = models.setdefault(model_id, TriggerState())
             m = meta.setdefault(model_id, _Meta(rows[0][2][0]))
@@ -301,7 +300,7 @@ class Ledger:
 
     def sweep(self, p: int, s: int, items: Iterable[tuple[str, Any]]) -> list[Write]:
         """Tombstones for the label rows of `p` out of the window of every record after `s`,
-        preceded by the progress row and the state rows of models that do not include them."""
+        preceded by the state rows of the models that do not include them yet."""
         self._since_sweep[p] = 0
         mark = self._watermark.get(p)
         oldest = mark - self.window.seconds if mark is not None else None
@@ -310,9 +309,8 @@ class Ledger:
                                                              and row[5] < oldest))]
         if not dead:
             return []
-        writes = [Write(PROGRESS + str(p), [s])]
         stale = sorted({row[2] for _, row in dead if row[1] > self._folded(row[2])})
-        writes.extend(self._snapshot(model_id) for model_id in stale)
+        writes = [self._snapshot(model_id) for model_id in stale]
         writes.extend(Write(key, None) for key, _ in dead)
         self._rows[p] = self._rows.get(p, 0) - len(dead)
         return writes

@@ -233,7 +233,8 @@ def make_two(read: dict[tuple[str, int], int | None]) -> tuple[InOrder, list]:
 
     async def seek(tp: Any, offset: int) -> None:
         seeks.append(((tp.topic, tp.partition), offset))
-        read[(tp.topic, tp.partition)] = offset  # what faust's seek does to its read offset
+        # what faust's seek does to its read offset (0 becomes None)
+        read[(tp.topic, tp.partition)] = offset or None
 
     order = InOrder(seek, broker, LabelSinkMetrics(CollectorRegistry()),  # type: ignore[arg-type]
                     topics=["labels"], read_offset=read.get)
@@ -282,3 +283,13 @@ def test_a_seek_while_busy_is_not_repeated_nor_counted() -> None:
     assert seeks == [(TP, 5)] * (1 + MAX_SEEKS)
     with pytest.raises(OutOfOrder):
         asyncio.run(order.watch(idle))
+
+
+def test_a_seek_to_offset_zero_while_busy_is_not_repeated() -> None:
+    """faust's read offset after a seek to 0 is None, as before any read: still our seek."""
+    read: dict[tuple[str, int], int | None] = {TP: None, TP1: None}
+    order, seeks = make_two(read)
+    for i in range(3 * MAX_SEEKS):
+        feed_tp(order, TP1, [i])
+        asyncio.run(order.watch({TP: 100, TP1: 100}))
+    assert seeks == [(TP, 0)]
