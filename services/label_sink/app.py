@@ -286,6 +286,7 @@ def build_app(
         partition = event.message.partition
         requests[request.request_id] = request_row(request, partition)
         metrics.requests.inc()
+        metrics.table_rows.labels("requests").set(len(requests))
         for held in early.waiting(request.request_id):  # labels that came first: join them now
             await forward_label(FetchedEvent(held.record))
             early.discard(held)  # after its forward is queued: the commit never passes it
@@ -347,6 +348,10 @@ def build_app(
         async for event in stream.events():
             await order.process(event, count_label)
 
+    def export_rows() -> None:
+        metrics.table_rows.labels("labels").set(len(labels))
+        metrics.table_rows.labels("requests").set(len(requests))
+
     def apply(writes: list[Write]) -> None:
         for key, value in writes:  # in order: tables.py says why it matters
             if value is None:
@@ -359,6 +364,7 @@ def build_app(
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
             ledger.rebuild(labels.items())
+            export_rows()
         found = labels.get(label_key(p, row["id"]))
         if ledger.verdict(p, s, found) is not Verdict.NEW:
             metrics.duplicates.inc()
@@ -373,6 +379,7 @@ def build_app(
         apply(ledger.persist(p, s, row, record, fired, found))
         if ledger.sweep_due(p):
             apply(ledger.sweep(p, s, labels.items()))
+        export_rows()
         count_metrics(model_id, row, state)
         status.dirty.add(model_id)
         if fired is not None:
@@ -424,6 +431,7 @@ def build_app(
             # never have gone out (stopped between a count and the timer): publish it again
             # once, from the rebuilt counts, instead of waiting for the next label.
             ledger.rebuild(labels.items())
+            export_rows()
             status.dirty.update(model_id for model_id, _ in ledger.items())
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
