@@ -145,6 +145,10 @@ class ClassCap:
         """Every name kept, in the order first seen (OTHER_CLASS among them once used)."""
         return list(self._names)
 
+    def kept(self, cls: str) -> str:
+        """The name `cls` is counted under: itself if kept, else OTHER_CLASS. Query."""
+        return cls if cls in self._names else OTHER_CLASS
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ClassCap) and self.names() == other.names()
                 and (self.max_classes, self.max_bytes) == (other.max_classes, other.max_bytes))

@@ -396,9 +396,10 @@ def build_app(
 
     def count_metrics(model_id: str, row: dict[str, Any], state: Any) -> None:
         metrics.label_records.inc()
+        kept = state.names.kept  # class series bounded like the state (agreement.ClassCap)
         for name in row["c"]:
-            metrics.labels.labels(model_id, name).inc()
-        for name, _ in row["r"]:
+            metrics.labels.labels(model_id, kept(name)).inc()
+        for name in {kept(name) for name, _ in row["r"]}:
             share = state.all_time.agreement(name)
             if share is not None:
                 metrics.agreement.labels(model_id, name).set(share)

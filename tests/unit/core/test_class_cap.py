@@ -72,3 +72,5 @@ def test_the_cap_depends_only_on_the_order_names_came() -> None:
     assert [cap.name(n) for n in ("a", "b", "c", "a", "d")] == ["a", "b", OTHER_CLASS, "a",
                                                                 OTHER_CLASS]
     assert ClassCap(max_classes=3, names=cap.names()) == cap
+    assert [cap.kept(n) for n in ("a", "d", "e")] == ["a", OTHER_CLASS, OTHER_CLASS]
+    assert cap.names() == ["a", "b", OTHER_CLASS]  # kept() admits nothing
