@@ -10,9 +10,12 @@ sink counts them; then it is stopped (SIGTERM) and started again. Printed:
   labels_per_s           labels counted per second while it caught up
   peak_rss_mb            the sink's peak resident memory (VmHWM) while counting
   rss_after_restart_mb   its resident memory once the restarted sink is ready and counting
-  changelog_mb           bytes on disk of the labels table's changelog (all partitions) when
-                         the sink has counted them all
-  changelog_end_mb       ... at the end (after the restart; the log cleaner had more time)
+  changelog_mb           bytes of the labels table's changelog segments (.log files, all
+                         partitions) when the sink has counted them all
+  changelog_files_mb     ... all its files, as measured before issue 14 (this includes two
+                         preallocated 10 MiB index files per partition's open segment)
+  changelog_end_mb       segment bytes at the end (after the restart; the cleaner had more
+                         time)
   changelog_records      records in the labels changelog when the sink is stopped: the sum
                          over its partitions of high watermark - log start, what the restart's
                          table recovery reads at most (compaction leaves holes in between)
@@ -68,9 +71,12 @@ def rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-def dir_bytes(root: Path, prefix: str) -> int:
+def dir_bytes(root: Path, prefix: str, suffix: str = "") -> int:
+    """Bytes of the files ending with `suffix` in the partition directories of a topic.
+    Segment data is `.log`; Kafka also preallocates 10 MiB `.index` and `.timeindex` files
+    for each partition's open segment (sparse: they count in their size, not on disk)."""
     return sum(f.stat().st_size for d in root.glob(prefix + "*") if d.is_dir()
-               for f in d.iterdir() if f.is_file())
+               for f in d.iterdir() if f.is_file() and f.name.endswith(suffix))
 
 
 def topic_config(admin: AdminClient, topic: str) -> str:
@@ -157,7 +163,8 @@ def main() -> None:
             peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
             say(f"counted in {took:.0f} s; peak RSS {peak / 1024:.0f} MB")
             changelog_topic = f"{app_id}-labels-changelog"
-            counted_bytes = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-")
+            counted_bytes = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-", ".log")
+            counted_files = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-")
             policy = topic_config(AdminClient({"bootstrap.servers": bootstrap}),
                                   changelog_topic)
             recovered = records_in(bootstrap, changelog_topic, args.partitions)
@@ -176,10 +183,11 @@ def main() -> None:
             after = rss_kb(proc.proc.pid, "VmRSS")
         finally:
             proc.stop(120)
-        changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-")
+        changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-", ".log")
     figures = {"labels": args.labels, "labels_per_s": round(args.labels / took, 1),
                "peak_rss_mb": round(peak / 1024, 1), "rss_after_restart_mb": round(after / 1024, 1),
                "changelog_mb": round(counted_bytes / 2**20, 1),
+               "changelog_files_mb": round(counted_files / 2**20, 1),
                "changelog_end_mb": round(changelog / 2**20, 1),
                "changelog_records": recovered, "cleanup_policy": policy,
                "restart_ready_s": round(ready, 2), "restart_count_s": round(count, 2),
