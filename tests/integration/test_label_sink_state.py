@@ -91,4 +91,4 @@ def test_the_labels_table_stays_within_the_window_across_a_restart(kafka: Apache
     changelog = ConfigResource(ConfigResource.Type.TOPIC, f"{app_id}-labels-changelog")
     config = admin.describe_configs([changelog])[changelog].result(30)
     assert config["cleanup.policy"].value == "compact"
-    assert int(config["segment.bytes"].value) == 16 * 2**20
+    assert int(config["segment.bytes"].value) == 4 * 2**20
