@@ -10,14 +10,24 @@ sink counts them; then it is stopped (SIGTERM) and started again. Printed:
   labels_per_s           labels counted per second while it caught up
   peak_rss_mb            the sink's peak resident memory (VmHWM) while counting
   rss_after_restart_mb   its resident memory once the restarted sink is ready and counting
-  changelog_mb           bytes on disk of the labels table's changelog (all partitions)
+  changelog_mb           bytes of the labels table's changelog segments (.log files, all
+                         partitions) when the sink has counted them all
+  changelog_files_mb     ... all its files, as measured before issue 14 (this includes two
+                         preallocated 10 MiB index files per partition's open segment)
+  changelog_end_mb       segment bytes at the end (after the restart; the cleaner had more
+                         time)
+  changelog_records      records in the labels changelog when the sink is stopped: the sum
+                         over its partitions of high watermark - log start, what the restart's
+                         table recovery reads at most (compaction leaves holes in between)
+  cleanup_policy         the changelog topic's cleanup.policy and segment.bytes, as Apache
+                         Kafka reports them
   restart_ready_s        SIGTERM of the caught-up sink to the restarted one's /readyz 200
                          (its tables recovered from the changelogs)
   restart_count_s        ... to its first label counted after the restart (one more label is
-                         produced once it is ready: the ledger is rebuilt from every row first)
+                         produced once it is ready: the ledger is rebuilt from the rows first)
 
-The last line is `JSON {...}`. Today the labels table keeps one row per label forever, so each
-figure grows with the labels counted (docs/label-sink.md, "State size").
+The last line is `JSON {...}`. `--dedupe-window-labels` sets the sink's window (default: the
+sink's own default). docs/label-sink.md, "State", has the figures before and after issue 14.
 """
 
 from __future__ import annotations
@@ -31,8 +41,8 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from services.evaluation.processes import ServiceProcess, metric, wait_until
 from services.streaming import topics
@@ -61,9 +71,33 @@ def rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-def dir_bytes(root: Path, prefix: str) -> int:
+def dir_bytes(root: Path, prefix: str, suffix: str = "") -> int:
+    """Bytes of the files ending with `suffix` in the partition directories of a topic.
+    Segment data is `.log`; Kafka also preallocates 10 MiB `.index` and `.timeindex` files
+    for each partition's open segment (sparse: they count in their size, not on disk)."""
     return sum(f.stat().st_size for d in root.glob(prefix + "*") if d.is_dir()
-               for f in d.iterdir() if f.is_file())
+               for f in d.iterdir() if f.is_file() and f.name.endswith(suffix))
+
+
+def topic_config(admin: AdminClient, topic: str) -> str:
+    """cleanup.policy and segment.bytes of `topic`, as the broker reports them."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(30)
+    return ",".join(f"{k}={entries[k].value}" for k in ("cleanup.policy", "segment.bytes"))
+
+
+def records_in(bootstrap: str, topic: str, partitions: int) -> int:
+    """Sum over partitions of (high watermark - log start): what a recovery can read at most
+    (compaction leaves holes between those offsets)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sink-state-bench"})
+    try:
+        total = 0
+        for p in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
 
 
 def main() -> None:
@@ -71,6 +105,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--dedupe-window-labels", type=int, default=0,
+                        help="the sink's ACTIVE_STREAM_LABEL_SINK_DEDUPE_WINDOW_LABELS (0: its "
+                             "default)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sink-state-"))
     with ApacheKafka(heap="1g") as kafka:
@@ -86,6 +123,8 @@ def main() -> None:
                "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": tempfile.mkdtemp(dir=workdir),
                "ACTIVE_STREAM_LABEL_SINK_TRIGGER_MIN_LABELS": "1000",
                "ACTIVE_STREAM_LOG_FORMAT": "json"}
+        if args.dedupe_window_labels:
+            env["ACTIVE_STREAM_LABEL_SINK_DEDUPE_WINDOW_LABELS"] = str(args.dedupe_window_labels)
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
                              "partitioner": KEYED_PARTITIONER})
         for i in range(args.labels):
@@ -123,6 +162,12 @@ def main() -> None:
             assert proc.proc is not None
             peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
             say(f"counted in {took:.0f} s; peak RSS {peak / 1024:.0f} MB")
+            changelog_topic = f"{app_id}-labels-changelog"
+            counted_bytes = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-", ".log")
+            counted_files = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-")
+            policy = topic_config(AdminClient({"bootstrap.servers": bootstrap}),
+                                  changelog_topic)
+            recovered = records_in(bootstrap, changelog_topic, args.partitions)
             stopped = time.monotonic()
             proc.stop(120)
             proc = sink().start()
@@ -138,10 +183,13 @@ def main() -> None:
             after = rss_kb(proc.proc.pid, "VmRSS")
         finally:
             proc.stop(120)
-        changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-")
+        changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-", ".log")
     figures = {"labels": args.labels, "labels_per_s": round(args.labels / took, 1),
                "peak_rss_mb": round(peak / 1024, 1), "rss_after_restart_mb": round(after / 1024, 1),
-               "changelog_mb": round(changelog / 2**20, 1),
+               "changelog_mb": round(counted_bytes / 2**20, 1),
+               "changelog_files_mb": round(counted_files / 2**20, 1),
+               "changelog_end_mb": round(changelog / 2**20, 1),
+               "changelog_records": recovered, "cleanup_policy": policy,
                "restart_ready_s": round(ready, 2), "restart_count_s": round(count, 2),
                "partitions": args.partitions, "models": args.models, "cores": os.cpu_count()}
     for name, value in figures.items():

@@ -14,6 +14,7 @@ depends on dict order.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ from typing import Protocol
 
 from services.core.events import PredictionLike
 from services.core.feedback import FeedbackPolicy, weights_from_agreement
+from services.core.registry import OTHER_CLASS
+
+# Per model, the label sink keeps at most this many class names (the last slot is OTHER_CLASS),
+# and their names take at most MAX_CLASS_NAME_BYTES of JSON: a trigger's `counts`, a class
+# feedback record and the model's state row then stay far below Kafka's 1 MiB record limit
+# whatever the annotators send (50,000 distinct classes included). Same count as the scorer's
+# default `max_classes`, so the scorer can weigh every class the sink reports.
+MAX_CLASSES = 1024
+MAX_CLASS_NAME_BYTES = 96 * 1024
 
 Predicted = tuple[str | None, str]
 """One model prediction reduced to (instance_id or None, top-1 class)."""
@@ -112,6 +122,60 @@ class ClassTally:
     def classes(self) -> list[str]:
         """Every class with a counted or compared annotation, sorted."""
         return sorted(set(self.labels) | set(self.compared))
+
+
+class ClassCap:
+    """A model's class vocabulary, bounded: the first names seen keep their name, later ones
+    become OTHER_CLASS once `max_classes` - 1 names or `max_bytes` of JSON-encoded names are
+    kept. Deterministic: the mapping depends only on the order names were first seen.
+
+    Command: `name` (admits a new name when there is room). Query: `names`."""
+
+    def __init__(self, max_classes: int = MAX_CLASSES, max_bytes: int = MAX_CLASS_NAME_BYTES,
+                 names: Iterable[str] = ()) -> None:
+        if max_classes < 2 or max_bytes < 1:
+            raise ValueError("max_classes >= 2 and max_bytes >= 1 are required")
+        self.max_classes, self.max_bytes = max_classes, max_bytes
+        self._names: dict[str, None] = {}
+        self._bytes = 0
+        for name in names:
+            self._admit(name)
+
+    def names(self) -> list[str]:
+        """Every name kept, in the order first seen (OTHER_CLASS among them once used)."""
+        return list(self._names)
+
+    def kept(self, cls: str) -> str:
+        """The name `cls` is counted under: itself if kept, else OTHER_CLASS. Query."""
+        return cls if cls in self._names else OTHER_CLASS
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ClassCap) and self.names() == other.names()
+                and (self.max_classes, self.max_bytes) == (other.max_classes, other.max_bytes))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def name(self, cls: str) -> str:
+        """`cls` itself if kept or admitted now, else OTHER_CLASS."""
+        if cls in self._names:
+            return cls
+        size = _json_bytes(cls)
+        if (cls != OTHER_CLASS and len(self._names) < self.max_classes - 1
+                and self._bytes + size <= self.max_bytes):
+            self._admit(cls)
+            return cls
+        self._admit(OTHER_CLASS)
+        return OTHER_CLASS
+
+    def _admit(self, cls: str) -> None:
+        if cls not in self._names:
+            self._names[cls] = None
+            self._bytes += _json_bytes(cls)
+
+
+def _json_bytes(name: str) -> int:
+    """Bytes of `name` as a JSON string (escapes included)."""
+    return len(json.dumps(name, ensure_ascii=False).encode())
 
 
 @dataclass(frozen=True)

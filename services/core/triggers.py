@@ -3,9 +3,15 @@
 Pure and deterministic: no Kafka, no clock. Time is *event time*, the `labeled_at` of the labels
 (epoch seconds), so a replay of the same labels takes the same decisions.
 
-A model's state is a function of the SET of labels counted for it (`TriggerState.from_records`
-rebuilds it from them in any order), which is what makes the label sink idempotent: after a crash
-it rebuilds the state from the labels it had persisted and reaches the same decisions.
+A model's state is a function of the sequence of labels counted for it. The label sink keeps it
+as a compact row (`snapshot()` / `from_snapshot()`: counters, the pending manifest and the
+class vocabulary, never one entry per label) plus the labels counted since that row was written,
+which it replays (`replay`) after a crash: the same state, hence the same decisions.
+`from_records` rebuilds a state from labels in any order (while the class cap is not reached).
+
+Classes are capped per model (`agreement.ClassCap`): past `MAX_CLASSES` names (or their byte
+budget) a new class is counted as `__other__`, so counts, feedback and the state row stay
+bounded whatever the number of classes annotators use.
 
 Rules, checked in this order once the cooldown since the last trigger has passed:
 
@@ -35,8 +41,9 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from services.core.agreement import ClassTally, Outcome
+from services.core.agreement import ClassCap, ClassTally, Outcome
 
 RULES = ("label_count", "class_coverage", "label_age", "disagreement", "manifest_full")
 # ~70 bytes of JSON per run: 8,000 runs are ~560 KB, leaving room for counts within 1 MiB.
@@ -138,6 +145,7 @@ class TriggerState:
     n_runs: int = 0
     watched: set[str] = field(default_factory=set)
     all_time: ClassTally = field(default_factory=ClassTally)
+    names: ClassCap = field(default_factory=ClassCap)
 
     @classmethod
     def from_records(cls, records: Iterable[LabelRecord]) -> TriggerState:
@@ -161,14 +169,27 @@ class TriggerState:
         """Count one new label (the caller has deduplicated it) into the current batch."""
         self._count(label, pending=True)
 
+    def replay(self, label: LabelRecord) -> None:
+        """Apply a persisted label counted after this state was saved, in counting order: as
+        `record`, then `fire` if that label fired a trigger. A label of a later batch closes
+        the current one first (its firing label was persisted without its trigger)."""
+        if label.batch > self.batch:
+            self._close(label.batch, self.last_triggered_at)
+        self._count(label, pending=True)
+        if label.fired is not None:
+            self._close(self.batch + 1, label.fired.triggered_at)
+
     def _count(self, label: LabelRecord, *, pending: bool) -> None:
         self.clock = label.labeled_at if self.clock is None else max(self.clock, label.labeled_at)
-        self.all_time.add(label.classes, label.outcomes)
-        self.watched.update(label.predicted)
+        name = self.names.name
+        classes = [name(c) for c in label.classes]
+        results = [(name(c), agreed) for c, agreed in label.outcomes]
+        self.all_time.add(classes, results)
+        self.watched.update(name(c) for c in label.predicted)
         if not pending:
             return
         self.total += 1
-        self.pending.add(label.classes, label.outcomes)
+        self.pending.add(classes, results)
         at = label.labeled_at
         self.oldest = at if self.oldest is None else min(self.oldest, at)
         self.n_runs += _add_offset(self.runs.setdefault(label.partition, []), label.offset)
@@ -228,8 +249,11 @@ class TriggerState:
 
     def fire(self, decision: Decision) -> None:
         """Close the current batch: the labels in it belong to the trigger just published."""
-        self.batch += 1
-        self.last_triggered_at = decision.triggered_at
+        self._close(self.batch + 1, decision.triggered_at)
+
+    def _close(self, batch: int, triggered_at: float | None) -> None:
+        self.batch = batch
+        self.last_triggered_at = triggered_at
         self.total = 0
         self.oldest = None
         self.pending = ClassTally()
@@ -239,6 +263,42 @@ class TriggerState:
     def since_trigger(self) -> Counter[str]:
         """Annotations per class since the last trigger."""
         return Counter(self.pending.labels)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A compact JSON-able row: class names once, counters as lists aligned with them,
+        runs flattened. Its size is bounded by the class cap and MAX_MANIFEST_RANGES."""
+        names = self.names.names()
+        index = {n: i for i, n in enumerate(names)}
+
+        def column(counter: Counter[str]) -> list[int]:
+            return [counter.get(n, 0) for n in names]
+
+        return {
+            "n": names, "b": self.batch, "k": self.clock, "l": self.last_triggered_at,
+            "T": self.total, "o": self.oldest, "N": self.n_runs,
+            "pl": column(self.pending.labels), "pc": column(self.pending.compared),
+            "pa": column(self.pending.agreed), "al": column(self.all_time.labels),
+            "ac": column(self.all_time.compared), "aa": column(self.all_time.agreed),
+            "w": sorted(index[n] for n in self.watched),
+            "r": [[p, *(x for run in runs for x in run)] for p, runs in sorted(self.runs.items())],
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> TriggerState:
+        """The state `snapshot()` saved (equal to it in every field)."""
+        names = list(data["n"])
+
+        def counter(column: list[int]) -> Counter[str]:
+            return Counter({n: c for n, c in zip(names, column, strict=True) if c})
+
+        runs = {int(r[0]): [[r[i], r[i + 1]] for i in range(1, len(r), 2)] for r in data["r"]}
+        return cls(
+            batch=data["b"], clock=data["k"], last_triggered_at=data["l"], total=data["T"],
+            oldest=data["o"], n_runs=data["N"], runs=runs,
+            pending=ClassTally(counter(data["pl"]), counter(data["pc"]), counter(data["pa"])),
+            all_time=ClassTally(counter(data["al"]), counter(data["ac"]), counter(data["aa"])),
+            watched={names[i] for i in data["w"]}, names=ClassCap(names=names),
+        )
 
 
 def _add_offset(runs: list[list[int]], offset: int) -> int:

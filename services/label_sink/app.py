@@ -9,11 +9,13 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
 3. `count_labels` (labels-by-model): dedupe by label_id against the `labels` table, count, run the
    trigger policy, publish al.retrain-triggers.v1; class feedback goes out on a timer.
 
-Idempotence under at-least-once (faust reprocesses after a crash): a label is counted iff its row
-is in the `labels` table, and per-model counts are rebuilt from those rows (`tables.Ledger`). A
-trigger is published (and its delivery awaited) BEFORE the row of the label that fired it is
-written, so a crash in between republishes the same trigger (same labels, same deterministic
-trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id.
+Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
+model's compact state row, the rows of the labels in the dedupe window and the labels counted
+since the state row (`tables.Ledger`); a record whose effect persisted is skipped as a replay,
+any later one is processed again against the same state. A trigger is published (and its
+delivery awaited) BEFORE the row of the label that fired it is written, so a crash in between
+republishes the same trigger (same labels, same deterministic trigger_id) instead of losing it.
+Consumers of triggers dedupe on trigger_id. State stays bounded by the window (tables.py).
 
 Order: each agent admits a record through `ordering.InOrder` before processing it, so records of
 a partition are processed in offset order, each once per assignment, never past a hole; the
@@ -59,7 +61,15 @@ from services.label_sink.outputs import (
     trigger_policy,
 )
 from services.label_sink.security import FaustSecurity, faust_security
-from services.label_sink.tables import Ledger, joined_label, request_row, stored_row, to_record
+from services.label_sink.tables import (
+    DedupeWindow,
+    Ledger,
+    Verdict,
+    Write,
+    joined_label,
+    label_key,
+    request_row,
+)
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
 from services.streaming.events import (
@@ -82,6 +92,13 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer"
 # and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
 # is noticed after one to two periods.
 OFFSETS_INTERVAL_S = 5.0
+# faust creates the table changelogs with cleanup.policy=compact, but Kafka compacts closed
+# segments only, and by default a segment closes at 1 GiB or after 7 days: the changelog kept
+# every row ever written. Small segments let the log cleaner keep it near the live rows (the
+# dedupe window, the open requests): a restart reads the live rows, what the cleaner has not
+# compacted yet, and the open segment (4 MiB: ~25,000 label rows of ~170 bytes, one default
+# window). Applied when faust creates the topic.
+CHANGELOG_CONFIG = {"segment.bytes": str(4 * 2**20), "segment.ms": str(3_600_000)}
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
@@ -200,9 +217,14 @@ def build_app(
                 f"{tp in consumer._buffered_partitions}, read offset "
                 f"{consumer._read_offset.get(tp)}")
 
+    def read_offset(tp: tuple[str, int]) -> int | None:
+        consumer: Any = app.consumer
+        offset = consumer._read_offset.get(tp)
+        return offset if isinstance(offset, int) else None
+
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=(names.labels, names.requests, by_model.get_topic_name()),
-                                   describe=consumer_state)
+                                   describe=consumer_state, read_offset=read_offset)
     # The handlers below take a faust event or, for records the consumer skipped, an
     # ordering.FetchedEvent: they use only `value` and `message.{topic,partition,offset,key}`.
     labels_dlq = app.topic(topics.dlq(names.labels), **_RAW)
@@ -210,9 +232,11 @@ def build_app(
     triggers_out = app.topic(names.triggers, **_RAW)
     feedback_out = app.topic(names.feedback, **_RAW)
     # Table rows are JSON (key: request/label id); see services/label_sink/tables.py.
-    requests = app.Table("requests", partitions=partitions, key_type=str)
-    labels = app.Table("labels", partitions=partitions, key_type=str)
-    ledger = Ledger()
+    requests = app.Table("requests", partitions=partitions, key_type=str,
+                         extra_topic_configs=CHANGELOG_CONFIG)
+    labels = app.Table("labels", partitions=partitions, key_type=str,
+                       extra_topic_configs=CHANGELOG_CONFIG)
+    ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
@@ -279,6 +303,7 @@ def build_app(
         requests[request.request_id] = request_row(request, partition)
         consensus.on_request(request, partition)
         metrics.requests.inc()
+        metrics.table_rows.labels("requests").set(len(requests))
         for held in early.waiting(request.request_id):  # labels that came first: join them now
             await forward_label(FetchedEvent(held.record))
             early.discard(held)  # after its forward is queued: the commit never passes it
@@ -344,23 +369,38 @@ def build_app(
         async for event in stream.events():
             await order.process(event, count_label)
 
+    def export_rows() -> None:
+        metrics.table_rows.labels("labels").set(len(labels))
+        metrics.table_rows.labels("requests").set(len(requests))
+
+    def apply(writes: list[Write]) -> None:
+        for key, value in writes:  # in order: tables.py says why it matters
+            if value is None:
+                labels.pop(key, None)
+            else:
+                labels[key] = value
+
     async def count_label(event: Any) -> None:
         row = orjson.loads(event.value)
-        if row["id"] in labels:
+        p, s = event.message.partition, event.message.offset
+        if not ledger.valid:
+            ledger.rebuild(labels.items())
+            export_rows()
+        found = labels.get(label_key(p, row["id"]))
+        if ledger.verdict(p, s, found) is not Verdict.NEW:
             metrics.duplicates.inc()
             return
-        if not ledger.valid:
-            ledger.rebuild(labels.values())
         model_id = row["m"]
-        state = ledger.get(model_id)
-        record = to_record(row, batch=state.batch)
-        state.record(record)
+        state, record = ledger.count(p, s, row)
         decision = state.should_trigger(policy)
         fired = None
         if decision is not None:
             fired = await publish_trigger(model_id, decision)
             state.fire(decision)
-        labels[row["id"]] = stored_row(row, record.batch, fired)
+        apply(ledger.persist(p, s, row, record, fired, found))
+        if ledger.sweep_due(p):
+            apply(ledger.sweep(p, s, labels.items()))
+        export_rows()
         count_metrics(model_id, row, state)
         consensus.count(model_id, row)
         status.dirty.add(model_id)
@@ -378,9 +418,10 @@ def build_app(
 
     def count_metrics(model_id: str, row: dict[str, Any], state: Any) -> None:
         metrics.label_records.inc()
+        kept = state.names.kept  # class series bounded like the state (agreement.ClassCap)
         for name in row["c"]:
-            metrics.labels.labels(model_id, name).inc()
-        for name, _ in row["r"]:
+            metrics.labels.labels(model_id, kept(name)).inc()
+        for name in {kept(name) for name, _ in row["r"]}:
             share = state.all_time.agreement(name)
             if share is not None:
                 metrics.agreement.labels(model_id, name).set(share)
@@ -412,7 +453,8 @@ def build_app(
             # After a rebalance or a restart the last feedback of this worker's models may
             # never have gone out (stopped between a count and the timer): publish it again
             # once, from the rebuilt counts, instead of waiting for the next label.
-            ledger.rebuild(labels.values())
+            ledger.rebuild(labels.items())
+            export_rows()
             status.dirty.update(model_id for model_id, _ in ledger.items())
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)

@@ -113,6 +113,11 @@ class LabelSinkMetrics:
             "label_sink_early_labels_joined_total",
             "Labels that waited for their request and were joined when it arrived.",
             registry=registry)
+        self.table_rows = Gauge(
+            "label_sink_table_rows",
+            "Rows this worker holds in a table: `requests` (the requests younger than their "
+            "TTL), `labels` (the labels in the dedupe window plus a state row per model).",
+            ["table"], registry=registry)
         self.holds = Counter(
             "label_sink_holds_total",
             "Times the sink held (not ready, nothing committed past a refused record) because a "

@@ -1,31 +1,91 @@
 """What the label sink keeps in its faust tables, as plain JSON rows, and the in-memory ledger
-rebuilt from them.
+rebuilt from them. Bounded by the dedupe window and the open requests, never by history.
 
 Two changelog-backed tables:
 
 - `requests`: request_id -> `RequestRow` (model, inference time, top-1 prediction per instance,
   source partition). Written by the request reader, read by the label reader for the join; rows
-  older than the TTL (event time) are ignored and pruned.
-- `labels`: label_id -> `LabelRow`: everything one counted label contributes (classes, agreement
-  outcomes, offsets, trigger batch, and the trigger it fired if any). This is the ONLY state the
-  counting needs: per-model counts, pending manifests and the last trigger are a function of the
-  set of rows (`TriggerState.from_records`). One label = one changelog record, so a crash can
-  never persist "seen" without "counted" or the reverse; that is the sink's idempotence.
+  older than the TTL (event time) are ignored and pruned (tombstones).
+- `labels`, three kinds of rows, all written while a record of the internal labels-by-model
+  partition p is processed, so all go to changelog partition p, in processing order:
+  - `l:<p>:<label_id>` -> `LabelRow`, one per label counted within the dedupe window: what it
+    contributes (classes, agreement outcomes, label-topic offset, batch, the trigger it fired)
+    and where it was counted (p, labels-by-model offset s). Rows out of the window get
+    tombstones (`sweep`).
+  - `m:<model_id>` -> the model's compact state (`TriggerState.snapshot()`: counters per
+    class, the pending manifest, the class vocabulary) with the offset s of the last label it
+    includes. Written when a trigger fires, every `SNAPSHOT_EVERY` labels of the model, and
+    before any row it does not include yet is dropped.
 
-Rows use short keys: the labels table holds one row per label ever counted.
+Why it is exactly-once: aiokafka keeps one batch in flight per partition, so after a crash
+changelog partition p holds a prefix of the writes made. The state rebuilt from it (`Ledger.
+rebuild`: each model's row, then the label rows after it in offset order) is the state after
+some record. Every record up to the highest offset persisted (`applied(p)`, the highest of the
+label rows and state rows: a label row is deleted only once a state row holds its label, so it
+never goes back) is skipped as a replay; every later one is processed again against that state
+and takes the same decision. A duplicate's verdict depends only on the rows and the
+partition's state, never on when a sweep ran (a row out of the window is ignored whether it was
+swept or not), so replays are deterministic. Order of writes within a record: trigger
+delivered, then the state row of a model whose row is replaced, the label row, the model's
+state row when due, then the sweep (state rows before tombstones).
+
+Dedupe window (`DedupeWindow`): a label whose label_id has a row counted at offset s0 of its
+partition is a duplicate at offset s iff s - s0 <= `labels` and the row's `labeled_at` >=
+the partition's event-time watermark (the newest `labeled_at` counted there) - `seconds`.
+Otherwise it is counted as a new label (docs/label-sink.md, "State").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, NamedTuple
 
 from services.core.agreement import outcomes, top_classes
 from services.core.triggers import Fired, LabelRecord, TriggerState
 from services.streaming.events import AnnotationRequest, Label
 
 RequestRow = dict[str, Any]
-LabelRow = dict[str, Any]
+LabelRow = list[Any]  # [p, s, model, label partition, label offset, labeled_at, classes,
+#                       outcomes, predicted, batch, fired ([id, rule, at]) or None]
+
+# A model's state row is rewritten after this many of its labels (or a trigger): a rebuild
+# replays at most this many label rows per model, and the row (up to a few hundred KB with a
+# full manifest) costs at most 1/SNAPSHOT_EVERY of its size per label in changelog bytes.
+SNAPSHOT_EVERY = 500
+# A partition is swept for rows out of the window after this many labels counted there (at
+# least), or a quarter of its rows: the scan of the table is amortised to O(1) a label.
+SWEEP_MIN = 1_000
+
+LABEL, MODEL = "l:", "m:"
+
+
+@dataclass(frozen=True)
+class DedupeWindow:
+    """`labels`: records of a labels-by-model partition; `seconds`: event time. Default: the
+    last 25,000 records of the partition and one day, whichever is shorter."""
+
+    labels: int = 25_000
+    seconds: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if self.labels < 1 or not self.seconds > 0:
+            raise ValueError("dedupe window: labels >= 1 and seconds > 0 are required")
+
+
+
+class Verdict(Enum):
+    NEW = "new"  # count it
+    DUPLICATE = "duplicate"  # its label_id was counted within the window
+    REPLAY = "replay"  # this very record was processed before a restart: its effect persisted
+
+
+class Write(NamedTuple):
+    """One table write; `value` None is a delete (a tombstone in the changelog)."""
+
+    key: str
+    value: Any
 
 
 def request_row(request: AnnotationRequest, partition: int) -> RequestRow:
@@ -40,7 +100,7 @@ def request_row(request: AnnotationRequest, partition: int) -> RequestRow:
 
 def joined_label(
     label: Label, partition: int, offset: int, request: RequestRow | None
-) -> LabelRow | None:
+) -> dict[str, Any] | None:
     """The label reader's output for one decoded label, or None if no model can be named.
 
     The model is the request's (when the label answers a known request), else the label's own
@@ -62,39 +122,67 @@ def joined_label(
     }
 
 
-def to_record(row: LabelRow, batch: int | None = None) -> LabelRecord:
-    """A label row as the pure core sees it; `batch` overrides the row's (for new labels)."""
-    fired = row.get("f")
+def label_key(p: int, label_id: str) -> str:
+    """The row of `label_id` counted in labels-by-model partition `p`. Dedupe is per partition
+    (a partition holds whole models): the same label_id under a model of another partition is
+    another label, whichever worker owns the two partitions."""
+    return f"{LABEL}{p}:{label_id}"
+
+
+def stored_row(p: int, s: int, joined: dict[str, Any], batch: int,
+               fired: Fired | None) -> LabelRow:
+    """The row persisted for a counted label (see `LabelRow`)."""
+    f = [fired.trigger_id, fired.rule, fired.triggered_at] if fired is not None else None
+    return [p, s, joined["m"], joined["q"], joined["o"], joined["t"], joined["c"], joined["r"],
+            joined["w"], batch, f]
+
+
+def to_record(joined: dict[str, Any], batch: int) -> LabelRecord:
+    """A joined label as the pure core sees it, counted in `batch`."""
     return LabelRecord(
-        label_id=row["id"],
-        partition=row["q"],
-        offset=row["o"],
-        labeled_at=row["t"],
-        classes=tuple(row["c"]),
-        outcomes=tuple((c, bool(a)) for c, a in row["r"]),
-        predicted=tuple(row["w"]),
-        batch=row.get("b", 0) if batch is None else batch,
-        fired=Fired(fired["id"], fired["rule"], fired["at"]) if fired else None,
-    )
+        label_id=joined["id"], partition=joined["q"], offset=joined["o"],
+        labeled_at=joined["t"], classes=tuple(joined["c"]),
+        outcomes=tuple((c, bool(a)) for c, a in joined["r"]), predicted=tuple(joined["w"]),
+        batch=batch)
 
 
-def stored_row(row: LabelRow, batch: int, fired: Fired | None) -> LabelRow:
-    """The row persisted in the labels table: the joined label plus its batch and trigger."""
-    out = {k: v for k, v in row.items() if k != "ta"}
-    out["b"] = batch
-    if fired is not None:
-        out["f"] = {"id": fired.trigger_id, "rule": fired.rule, "at": fired.triggered_at}
-    return out
+def _row_record(label_id: str, row: LabelRow) -> LabelRecord:
+    f = row[10]
+    return LabelRecord(
+        label_id=label_id, partition=row[3], offset=row[4], labeled_at=row[5],
+        classes=tuple(row[6]), outcomes=tuple((c, bool(a)) for c, a in row[7]),
+        predicted=tuple(row[8]), batch=row[9],
+        fired=Fired(f[0], f[1], f[2]) if f is not None else None)
 
 
+@dataclass
+class _Meta:
+    """Where a model's state stands against its persisted rows."""
+
+    partition: int
+    last: int = -1  # labels-by-model offset of the last label in the state
+    folded: int = -1  # ... of the last label in its persisted state row
+    unfolded: int = 0  # labels in the state but not in the row (their label rows hold them)
+
+
+@dataclass
 class Ledger:
-    """Per-model `TriggerState`, kept in memory and rebuilt from the labels table on demand.
+    """Per-model `TriggerState` and per-partition progress, in memory, rebuilt from the labels
+    table (`rebuild`) after a rebalance (`invalidate`). The shell applies the `Write`s the
+    commands return to the table, in order.
 
-    `invalidate()` after a rebalance (partitions, hence rows, may have moved); the next `get`
-    rebuilds every model from the rows then present, in one pass."""
+    Queries: `valid`, `verdict`, `applied`, `watermark`, `get`, `items`, `sweep_due`.
+    Commands: `rebuild`, `count`, `persist`, `sweep`."""
 
-    def __init__(self) -> None:
-        self._models: dict[str, TriggerState] | None = None
+    window: DedupeWindow = field(default_factory=DedupeWindow)
+    snapshot_every: int = SNAPSHOT_EVERY
+    sweep_min: int = SWEEP_MIN
+    _models: dict[str, TriggerState] | None = None
+    _meta: dict[str, _Meta] = field(default_factory=dict)
+    _applied: dict[int, int] = field(default_factory=dict)
+    _watermark: dict[int, float] = field(default_factory=dict)
+    _since_sweep: dict[int, int] = field(default_factory=dict)
+    _rows: dict[int, int] = field(default_factory=dict)  # label rows per partition
 
     @property
     def valid(self) -> bool:
@@ -103,11 +191,64 @@ class Ledger:
     def invalidate(self) -> None:
         self._models = None
 
-    def rebuild(self, rows: Iterable[LabelRow]) -> None:
-        by_model: dict[str, list[LabelRecord]] = {}
-        for row in rows:
-            by_model.setdefault(row["m"], []).append(to_record(row))
-        self._models = {m: TriggerState.from_records(recs) for m, recs in by_model.items()}
+    def rebuild(self, items: Iterable[tuple[str, Any]]) -> None:
+        """From the table's rows: each model's state row, then its label rows past it in offset
+        order. Cost: the rows in the window, and at most `snapshot_every` replays a model."""
+        models: dict[str, TriggerState] = {}
+        meta: dict[str, _Meta] = {}
+        applied: dict[int, int] = {}
+        rows_in: dict[int, int] = {}
+        deltas: dict[str, list[tuple[int, str, LabelRow]]] = {}
+        for key, value in items:
+            if isinstance(value, dict) and "id" in value:
+                continue  # a row of the format before the window (keyed by label_id): ignored
+            if key.startswith(MODEL):
+                model_id = key[len(MODEL):]
+                models[model_id] = TriggerState.from_snapshot(value["st"])
+                meta[model_id] = _Meta(value["p"], value["s"], value["s"])
+                applied[value["p"]] = max(applied.get(value["p"], -1), value["s"])
+            elif key.startswith(LABEL):
+                label_id = key[len(LABEL):].split(":", 1)[1]
+                deltas.setdefault(value[2], []).append((value[1], label_id, value))
+                applied[value[0]] = max(applied.get(value[0], -1), value[1])
+                rows_in[value[0]] = rows_in.get(value[0], 0) + 1
+        for model_id, rows in deltas.items():
+            state = models.setdefault(model_id, TriggerState())
+            m = meta.setdefault(model_id, _Meta(rows[0][2][0]))
+            for s, label_id, row in sorted(rows, key=lambda r: r[0]):
+                if s > m.folded:
+                    state.replay(_row_record(label_id, row))
+                    m.last, m.unfolded, m.partition = s, m.unfolded + 1, row[0]
+        watermark: dict[int, float] = {}
+        for model_id, state in models.items():
+            p = meta[model_id].partition
+            if state.clock is not None:
+                watermark[p] = max(watermark.get(p, state.clock), state.clock)
+        self._models, self._meta, self._applied = models, meta, applied
+        self._watermark, self._since_sweep, self._rows = watermark, {}, rows_in
+
+    def applied(self, p: int) -> int:
+        """Every labels-by-model record of `p` up to this offset has its effect in the state."""
+        return self._applied.get(p, -1)
+
+    def watermark(self, p: int) -> float | None:
+        """The newest `labeled_at` counted in partition `p`."""
+        return self._watermark.get(p)
+
+    def verdict(self, p: int, s: int, found: LabelRow | None) -> Verdict:
+        """What to do with the record at offset `s` of partition `p`; `found`: the table's row
+        for its label_id, if any. Query."""
+        if s <= self.applied(p):
+            return Verdict.REPLAY
+        return Verdict.DUPLICATE if found is not None and self._live(found, p, s) else Verdict.NEW
+
+    def _live(self, row: LabelRow, p: int, s: int) -> bool:
+        """Whether `row` is in the window of the record at (`p`, `s`). Monotone: a row out of
+        the window of a record is out of the window of every later one."""
+        mark = self._watermark.get(p)
+        if mark is not None and row[5] < mark - self.window.seconds:
+            return False
+        return s - row[1] <= self.window.labels
 
     def get(self, model_id: str) -> TriggerState:
         if self._models is None:
@@ -116,3 +257,70 @@ class Ledger:
 
     def items(self) -> Iterator[tuple[str, TriggerState]]:
         return iter(list((self._models or {}).items()))
+
+    def count(self, p: int, s: int, joined: dict[str, Any]) -> tuple[TriggerState, LabelRecord]:
+        """Record the label of (`p`, `s`) in its model's state; returns the state (to ask for a
+        trigger, and `fire` it) and the record (its batch)."""
+        model_id = joined["m"]
+        state = self.get(model_id)
+        record = to_record(joined, state.batch)
+        state.record(record)
+        m = self._meta.setdefault(model_id, _Meta(p))
+        m.partition, m.last, m.unfolded = p, s, m.unfolded + 1
+        self._applied[p] = s
+        mark = self._watermark.get(p)
+        self._watermark[p] = record.labeled_at if mark is None else max(mark, record.labeled_at)
+        self._since_sweep[p] = self._since_sweep.get(p, 0) + 1
+        return state, record
+
+    def persist(self, p: int, s: int, joined: dict[str, Any], record: LabelRecord,
+                fired: Fired | None, found: LabelRow | None) -> list[Write]:
+        """The writes for the label just counted (after its trigger, if any, was delivered):
+        the state row of the model whose row `found` is replaced if that row is not in it yet,
+        the label row, and the model's state row when due."""
+        writes = []
+        if found is not None and found[1] > self._folded(found[2]):
+            writes.append(self._snapshot(found[2]))
+        if found is None:
+            self._rows[p] = self._rows.get(p, 0) + 1
+        writes.append(Write(label_key(p, joined["id"]),
+                            stored_row(p, s, joined, record.batch, fired)))
+        m = self._meta[joined["m"]]
+        if m.unfolded and (fired is not None or m.unfolded >= self.snapshot_every):
+            writes.append(self._snapshot(joined["m"]))
+        return writes
+
+    def sweep_due(self, p: int) -> bool:
+        return self._since_sweep.get(p, 0) >= self.sweep_every(p)
+
+    def sweep_every(self, p: int) -> int:
+        """Labels counted in partition `p` between two sweeps of it: so a partition holds at
+        most the rows of its window, plus `sweep_min` or a third of them."""
+        return max(self.sweep_min, self._rows.get(p, 0) // 4)
+
+    def sweep(self, p: int, s: int, items: Iterable[tuple[str, Any]]) -> list[Write]:
+        """Tombstones for the label rows of `p` out of the window of every record after `s`,
+        preceded by the state rows of the models that do not include them yet."""
+        self._since_sweep[p] = 0
+        mark = self._watermark.get(p)
+        oldest = mark - self.window.seconds if mark is not None else None
+        dead = [(key, row) for key, row in items if key.startswith(LABEL) and row[0] == p
+                and (s + 1 - row[1] > self.window.labels or (oldest is not None
+                                                             and row[5] < oldest))]
+        if not dead:
+            return []
+        stale = sorted({row[2] for _, row in dead if row[1] > self._folded(row[2])})
+        writes = [self._snapshot(model_id) for model_id in stale]
+        writes.extend(Write(key, None) for key, _ in dead)
+        self._rows[p] = self._rows.get(p, 0) - len(dead)
+        return writes
+
+    def _folded(self, model_id: str) -> int:
+        m = self._meta.get(model_id)
+        return m.folded if m is not None else -1
+
+    def _snapshot(self, model_id: str) -> Write:
+        m = self._meta[model_id]
+        m.folded, m.unfolded = m.last, 0
+        value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot()}
+        return Write(MODEL + model_id, value)

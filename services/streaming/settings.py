@@ -384,6 +384,12 @@ class LabelSinkSettings:
     early_label_grace_s: float = 30.0
     early_label_max_wait_s: float = 3600.0
     early_label_limit: int = 10_000
+    # The dedupe window (services/label_sink/tables.py, docs/label-sink.md "State"): a label whose
+    # label_id was counted among the last DEDUPE_WINDOW_LABELS records of its labels-by-model
+    # partition AND within DEDUPE_WINDOW_S of event time is a duplicate; the sink keeps one row
+    # (~0.8 KB in memory) per label of that window, so these bound its memory and changelog.
+    dedupe_window_labels: int = 25_000
+    dedupe_window_s: float = 86_400.0
     # Class feedback of changed models is published at most this often (wall clock).
     feedback_interval_s: float = 5.0
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
@@ -437,12 +443,16 @@ class LabelSinkSettings:
         settings = cls(KafkaSettings.from_env(environ), **fields)
         _require_positive(cls.PREFIX, trigger_min_labels=settings.trigger_min_labels,
                           early_label_limit=settings.early_label_limit,
+                          dedupe_window_labels=settings.dedupe_window_labels,
                           topic_replication_factor=settings.topic_replication_factor)
         if not 0 <= settings.early_label_grace_s <= settings.early_label_max_wait_s:
             raise SettingsError(f"{cls.PREFIX}EARLY_LABEL_GRACE_S / _MAX_WAIT_S="
                                 f"{settings.early_label_grace_s} / "
                                 f"{settings.early_label_max_wait_s}: expected 0 <= grace <= "
                                 "max wait")
+        if not settings.dedupe_window_s > 0:
+            raise SettingsError(f"{cls.PREFIX}DEDUPE_WINDOW_S={settings.dedupe_window_s}: "
+                                "expected a number of seconds > 0")
         if not settings.stop_timeout_s > 0:
             raise SettingsError(f"{cls.PREFIX}STOP_TIMEOUT_S={settings.stop_timeout_s}: expected "
                                 "a number of seconds > 0")

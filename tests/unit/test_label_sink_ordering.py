@@ -221,3 +221,75 @@ def test_a_broker_that_does_not_answer_delays_the_first_record_and_does_not_cras
     broker.start_offsets = flaky  # type: ignore[method-assign]
     assert feed(order, [3, 4]) == values(3, 4)  # after two failed look-ups, from the commit
     assert answers == [] and order.frontier(TP) == 5
+
+
+TP1 = ("labels", 1)
+
+
+def make_two(read: dict[tuple[str, int], int | None]) -> tuple[InOrder, list]:
+    """Two partitions of 100 records, both committed at 0; `read`: faust's read offsets."""
+    broker = FakeBroker({TP: list(range(100)), TP1: list(range(100))}, {TP: 0, TP1: 0})
+    seeks: list[tuple[Any, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append(((tp.topic, tp.partition), offset))
+        # what faust's seek does to its read offset (0 becomes None)
+        read[(tp.topic, tp.partition)] = offset or None
+
+    order = InOrder(seek, broker, LabelSinkMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                    topics=["labels"], read_offset=read.get)
+    order.assign([SimpleNamespace(topic="labels", partition=p) for p in (0, 1)])
+    return order, seeks
+
+
+def feed_tp(order: InOrder, tp: tuple[str, int], offsets: list[int]) -> None:
+    async def handle(ev: Any) -> None:
+        pass
+
+    async def go() -> None:
+        for offset in offsets:
+            await order.process(event(offset, tp), handle)
+
+    asyncio.run(go())
+
+
+def test_a_partition_starved_while_the_worker_is_busy_is_neither_sought_nor_stopped() -> None:
+    """The 300,000-label catch-up: faust hands partition 0 over late while partition 1 flows;
+    nothing was dropped (read offset below the next offset), so no seek and no stop."""
+    read: dict[tuple[str, int], int | None] = {TP: 4, TP1: None}
+    order, seeks = make_two(read)
+    feed_tp(order, TP, [0, 1, 2, 3, 4])
+    for i in range(3 * MAX_SEEKS):
+        feed_tp(order, TP1, [i])  # the other partition progresses every period
+        asyncio.run(order.watch({TP: 100, TP1: 100}))
+    assert seeks == []
+    feed_tp(order, TP, [5])  # handed over at last
+    assert order.frontier(TP) == 6
+
+
+def test_a_seek_while_busy_is_not_repeated_nor_counted() -> None:
+    """A hole (faust read past the next offset) is sought back even while the worker is busy,
+    once; the refetch is then waited for, and the stop counts only idle periods."""
+    read: dict[tuple[str, int], int | None] = {TP: 9, TP1: None}  # 5..9 dropped
+    order, seeks = make_two(read)
+    feed_tp(order, TP, [0, 1, 2, 3, 4])
+    for i in range(3 * MAX_SEEKS):
+        feed_tp(order, TP1, [i])
+        asyncio.run(order.watch({TP: 100, TP1: 100}))
+    assert seeks == [(TP, 5)]  # once; then read offset 5 == our seek: waiting for the refetch
+    idle = {TP: 100, TP1: 3 * MAX_SEEKS}  # partition 1 has nothing left to read
+    for _ in range(MAX_SEEKS):  # the whole worker idle: seeks that count
+        asyncio.run(order.watch(idle))
+    assert seeks == [(TP, 5)] * (1 + MAX_SEEKS)
+    with pytest.raises(OutOfOrder):
+        asyncio.run(order.watch(idle))
+
+
+def test_a_seek_to_offset_zero_while_busy_is_not_repeated() -> None:
+    """faust's read offset after a seek to 0 is None, as before any read: still our seek."""
+    read: dict[tuple[str, int], int | None] = {TP: None, TP1: None}
+    order, seeks = make_two(read)
+    for i in range(3 * MAX_SEEKS):
+        feed_tp(order, TP1, [i])
+        asyncio.run(order.watch({TP: 100, TP1: 100}))
+    assert seeks == [(TP, 0)]
