@@ -155,7 +155,7 @@ def test_adaptive_power_follows_the_uncertainty_level() -> None:
     from services.core.reservoir import MIN_POWER, ReservoirPolicy
 
     assert ReservoirPolicy(power=4.0).power_at(0.9) == 4.0
-    assert ReservoirPolicy().power_at(0.5) is None
+    assert ReservoirPolicy(power=None).power_at(0.5) is None  # the strict top
     pol = ReservoirPolicy(power=4.0, adaptive=2.0)
     assert pol.power_at(None) == 4.0
     assert pol.power_at(0.2) == 4.0  # a sure model: capped at power, near the window's top
@@ -163,7 +163,7 @@ def test_adaptive_power_follows_the_uncertainty_level() -> None:
     assert pol.power_at(0.75) == pytest.approx(2.0 / 3.0)
     assert pol.power_at(0.999) == MIN_POWER
     with pytest.raises(ValueError):
-        ReservoirPolicy(adaptive=2.0)  # needs power, its upper bound
+        ReservoirPolicy(power=None, adaptive=2.0)  # needs power, its upper bound
     with pytest.raises(ValueError):
         ReservoirPolicy(power=4.0, adaptive=0.0)
 
