@@ -13,7 +13,7 @@ Why these (docs/label-efficiency.md): on the label-efficiency development suite 
 default (least confidence, the window's strict top, class caps of 3 / classes) lost to random
 where the model stays weak (11 classes and 64 labels, 9 noisy classes, 30 classes); margin, the
 powered draw and the tighter class cap are ahead of random on every set of it and on the
-held-out set measured, and far ahead of the former default where it lost (not everywhere: see
+held-out sets measured, and far ahead of the former default where it lost (not everywhere: see
 the doc).
 
 Why the reservoir mode by default: ranking a window needs no calibrated threshold, so a model
