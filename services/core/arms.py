@@ -219,7 +219,8 @@ def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> 
     pr = view.asset_priority[mine]
     hi = int(mine[-1]) + 1
     exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
-    power = state.policy.reservoir.power
+    state.weighted.observe(view.u[view.driver[mine]])
+    power = state.policy.reservoir.power_at(state.weighted.level)
     weights = pr if power is None else pr ** power
     state.weighted.offer(weights, groups, pr, exp, lambda j: mine[j].tolist())
 

@@ -46,7 +46,9 @@ class BudgetPolicy:
     in labels; `labels_per_hour`: event-time refill, `burst`: its capacity in labels (the hard cap
     of any window is burst + rate x window); `exploration_share`: fraction of both buckets reserved
     for random exploration (the exploration floor); `class_cap_factor`: a class may use at most
-    factor x weight / n_classes of the exploit lane (its sub-budget, >= 1 token of capacity).
+    factor x weight / n_classes of the exploit lane (its sub-budget, >= 1 token of capacity);
+    1.5 (3 before issue 15) keeps a weak many-class model from spending most of the lane on the
+    few classes it is most unsure of (docs/label-efficiency.md).
     """
 
     share: float = 0.02
@@ -54,7 +56,7 @@ class BudgetPolicy:
     labels_per_hour: float = 1000.0
     burst: float = 50.0
     exploration_share: float = 0.1
-    class_cap_factor: float = 3.0
+    class_cap_factor: float = 1.5
     phase: float = 0.0  # in [0, 1): where this partition's tokens fall (module doc; `scaled`)
 
     def __post_init__(self) -> None:

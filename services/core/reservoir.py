@@ -29,22 +29,55 @@ class ReservoirPolicy:
     event-time watermark crosses a multiple of window_seconds or after window_assets assets
     (0 = no count window). 50 assets keep a window short enough that a frequently retrained
     model's newest uncertainties drive the picks, and long enough to rank (measured in the
-    label-efficiency benchmark: 20-100 assets all beat random; see README)."""
+    label-efficiency benchmark: 20-100 assets all beat random; see README). `power`: the flush
+    grants a weighted random draw of the window (weight = uncertainty ** power; None = the
+    strict top by priority); 4 keeps the top where uncertainty is spread and nearly a uniform
+    sample where the model is unsure of everything, whose strict top is its hardest, least
+    representative assets (docs/label-efficiency.md). `adaptive`: see `power_at`."""
 
     per_class: int = 16
     top_k: int | None = None
     control_size: int = 2
     window_seconds: float = 600.0
     window_assets: int = 50
-    power: float | None = None
+    power: float | None = 4.0
+    adaptive: float | None = None
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:
             raise ValueError("per_class >= 1, control_size >= 0 and window_assets >= 0 required")
         if self.power is not None and not 0.0 < self.power <= 64.0:
             raise ValueError("power must be in (0, 64] or None")
+        if self.adaptive is not None and (self.power is None or not 0.0 < self.adaptive <= 64.0):
+            raise ValueError("adaptive must be in (0, 64] and needs a power (its upper bound)")
         if self.window_seconds <= 0 or (self.top_k is not None and self.top_k < 1):
             raise ValueError("window_seconds > 0 and top_k >= 1 (or None) are required")
+
+    def power_at(self, level: float | None) -> float | None:
+        """The flush's power for a window, given `level`, the smoothed mean uncertainty of the
+        windows before it (None: none closed yet). Fixed `power` unless `adaptive` is set; then
+        adaptive x (1 - level) / level, at most `power` and at least 1/4: a model unsure of most
+        assets (a weak model, many classes) draws nearly a uniform sample of the window, whose
+        most uncertain few are its hardest, least representative assets; a model sure of most
+        draws nearly the top. The first window, with no level yet, uses `power`. Pure."""
+        if self.adaptive is None or level is None:
+            return self.power
+        assert self.power is not None
+        ratio = (1.0 - level) / max(level, 1e-6)
+        return min(self.power, max(MIN_POWER, self.adaptive * ratio))
+
+
+MIN_POWER = 0.25
+"""The adaptive power's floor: above 0, so the draw still leans to the uncertain."""
+
+LEVEL_SMOOTHING = 0.25
+"""Weight of the window just closed in the smoothed uncertainty level (an exponential mean over
+windows: a 50-asset window alone is noisy, and the level should follow a retrained model within
+a few windows)."""
+
+QUANTUM = 1_000_000
+"""Uncertainties are summed as integers of 1e-6, so a window's sum is exact whatever the batches
+its assets came in (float sums depend on their grouping), and a replay decides identically."""
 
 
 class WeightedReservoirState:
@@ -57,12 +90,20 @@ class WeightedReservoirState:
     and has the same law.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, level: float | None = None) -> None:
         self.size = size
         self.key = np.zeros(0)
         self.group = np.zeros(0, dtype=np.uint64)
         self.priority = np.zeros(0)
         self.payload: list[Any] = []
+        # The uncertainty level (ReservoirPolicy.power_at): this window's sum and count, and the
+        # smoothed mean of the windows closed before it (kept across drains).
+        self.u_sum, self.u_count, self.level = 0, 0, level
+
+    def observe(self, uncertainty: np.ndarray) -> None:
+        """Count the uncertainties of the window's offered assets toward its level. Command."""
+        self.u_sum += int(np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64).sum())
+        self.u_count += int(uncertainty.shape[0])
 
     def __len__(self) -> int:
         return len(self.payload)
@@ -105,19 +146,27 @@ class WeightedReservoirState:
         order = np.argsort(-(self.key if by_key else self.priority), kind="stable")
         priority = self.priority.tolist()
         out = [(priority[i], self.payload[i]) for i in order.tolist()]
-        self.__init__(self.size)  # type: ignore[misc]
+        level = self.level
+        if self.u_count:
+            mean = self.u_sum / (QUANTUM * self.u_count)
+            level = mean if level is None else level + LEVEL_SMOOTHING * (mean - level)
+        self.__init__(self.size, level)  # type: ignore[misc]
         return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "key": encode_array(self.key),
                 "group": encode_array(self.group), "priority": encode_array(self.priority),
-                "payload": list(self.payload)}
+                "payload": list(self.payload), "u_sum": self.u_sum, "u_count": self.u_count,
+                "level": self.level}
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> WeightedReservoirState:
-        state = cls(int(data["size"]))
+        # Snapshots taken before the level existed restore without one (the first window's power).
+        level = data.get("level")
+        state = cls(int(data["size"]), None if level is None else float(level))
         state.key, state.group = decode_array(data["key"]), decode_array(data["group"])
         state.priority, state.payload = decode_array(data["priority"]), list(data["payload"])
+        state.u_sum, state.u_count = int(data.get("u_sum", 0)), int(data.get("u_count", 0))
         return state
 
 

@@ -37,10 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits",
                    help="digits | segments | breast_cancer | wine | iris | synthetic-imbalanced |"
                         " synthetic-noisy | PATH.npz (arrays X: samples x features, y: labels)")
-    p.add_argument("--suite", choices=("dev",), default=None,
+    p.add_argument("--suite", choices=("dev", "holdout"), default=None,
                    help="run a named group of data sets instead of --dataset, one table over "
                         "all (dev: digits, segments, texture, vowel, marketing, "
-                        "synthetic-30-classes; the KEEL sets need the bench extra)")
+                        "synthetic-30-classes; holdout: satimage, vehicle, "
+                        "synthetic-20-classes, never tuned on; the KEEL sets need the bench "
+                        "extra)")
     p.add_argument("--ablate", action="store_true",
                    help="also run the default policy with each of its parts changed "
                         "(services/evaluation/ablations.py), on the same seeds")

