@@ -76,6 +76,16 @@ class RatioSums:
         self.qym += weight * weight * y * m
         self.qyy += (weight * y) ** 2
 
+    def merge(self, other: RatioSums) -> None:
+        """Add another set of sums (of labels not in this one)."""
+        self.n += other.n
+        self.m_total += other.m_total
+        self.sw += other.sw
+        self.sy += other.sy
+        self.qmm += other.qmm
+        self.qym += other.qym
+        self.qyy += other.qyy
+
     def ratio(self) -> float | None:
         return self.sy / self.sw if self.sw > 0 else None
 

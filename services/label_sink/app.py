@@ -49,6 +49,13 @@ from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # th
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
+from services.label_sink.mastery import (
+    CONTROL,
+    Mastery,
+    control_request,
+    control_unit,
+    mastery_policy,
+)
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import FetchedEvent, InOrder, OutOfOrder
 from services.label_sink.outputs import (
@@ -139,6 +146,7 @@ def build_app(
     names = SinkTopics.with_prefix(settings.topic_prefix)
     policy = trigger_policy(settings)
     feedback_policy = FeedbackPolicy()
+    mastery_rule = mastery_policy(settings)
     data_dir = settings.data_dir or str(Path(tempfile.gettempdir()) / "active-stream-label-sink")
     servers = settings.kafka.bootstrap_servers.split(",")
     app = faust.App(
@@ -211,6 +219,9 @@ def build_app(
     # Table rows are JSON (key: request/label id); see services/label_sink/tables.py.
     requests = app.Table("requests", partitions=partitions, key_type=str)
     labels = app.Table("labels", partitions=partitions, key_type=str)
+    # model_id -> control-arm estimates and class mastery (label_sink/mastery.py).
+    mastery = Mastery(app.Table("mastery", partitions=partitions, key_type=str), mastery_rule,
+                      feedback_policy, metrics)
     ledger = Ledger()
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
@@ -262,7 +273,8 @@ def build_app(
             await send_dead_letter(requests_dlq, event, exc)
             return
         partition = event.message.partition
-        requests[request.request_id] = request_row(request, partition)
+        requests[request.request_id] = {**request_row(request, partition),
+                                        **control_request(request)}
         metrics.requests.inc()
         for held in early.waiting(request.request_id):  # labels that came first: join them now
             await forward_label(FetchedEvent(held.record))
@@ -311,6 +323,9 @@ def build_app(
             await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
                                             "request (within request_ttl_s)")
             return
+        unit = control_unit(request, label)
+        if unit is not None:
+            row[CONTROL] = unit
         await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
     async def dead_letter_orphan(event: Any, why: str) -> None:
@@ -336,6 +351,10 @@ def build_app(
         state = ledger.get(model_id)
         record = to_record(row, batch=state.batch)
         state.record(record)
+        if CONTROL in row:  # before the label's row: mastery.py says why
+            for change in mastery.count(model_id, row):
+                log.info("class %r of %s: %s -> %s (%s)", change.name, model_id, change.old,
+                         change.new, change.reason)
         decision = state.should_trigger(policy)
         fired = None
         if decision is not None:
@@ -350,6 +369,9 @@ def build_app(
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
         event = trigger_event(tid, model_id, names.labels, decision)
+        states = mastery.trigger_field(model_id)
+        if states is not None:
+            event["mastery"] = states
         delivery = await triggers_out.send(key=model_id.encode(), value=encode_event(event))
         await delivery  # delivered before the firing label is persisted (module docstring)
         metrics.triggers.labels(decision.rule).inc()
@@ -379,7 +401,8 @@ def build_app(
             "schema_version": SCHEMA_VERSION,
             "model_id": model_id,
             "updated_at": state.clock,
-            "classes": {name: vars(stats) for name, stats in classes.items()},
+            "classes": mastery.feedback_classes(
+                model_id, {name: vars(stats) for name, stats in classes.items()}),
         }
         await feedback_out.send(key=model_id.encode(), value=encode_event(event))
         metrics.feedback.inc()

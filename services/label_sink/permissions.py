@@ -31,7 +31,8 @@ from services.streaming.settings import LabelSinkSettings
 REQUEST_TIMEOUT_S = 15.0
 # The topics faust creates under the app id (tables' changelogs, the internal stream, its
 # leader topic); the sink needs READ and WRITE on them once they exist.
-FAUST_TOPICS = ("labels-by-model", "requests-changelog", "labels-changelog", "__assignor-__leader")
+FAUST_TOPICS = ("labels-by-model", "requests-changelog", "labels-changelog", "mastery-changelog",
+                "__assignor-__leader")
 _DENIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
            KafkaError.CLUSTER_AUTHORIZATION_FAILED)
 # An operation implies others (Kafka's authorizer): ALL implies everything.

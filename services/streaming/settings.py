@@ -345,6 +345,15 @@ class LabelSinkSettings:
     early_label_limit: int = 10_000
     # Class feedback of changed models is published at most this often (wall clock).
     feedback_interval_s: float = 5.0
+    # Class mastery from control-arm labels (docs/mastery.md): a class is mastered when the
+    # lower bounds of its accuracy and agreement intervals (at MASTERY_CONFIDENCE) reach
+    # MASTER_AT over >= MIN_LABELS annotations; reopened when an upper bound falls below
+    # REOPEN_BELOW over >= MIN_REOPEN_LABELS. MASTER_AT=1 keeps every class learning.
+    mastery_master_at: float = 0.95
+    mastery_min_labels: int = 30
+    mastery_reopen_below: float = 0.95
+    mastery_min_reopen_labels: int = 10
+    mastery_confidence: float = 0.95
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
     # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md). With static membership
     # it only delays the hand-over of a worker that dies and does not come back.

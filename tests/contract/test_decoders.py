@@ -21,13 +21,19 @@ from services.streaming.annotation_requests import (
     SOURCE_FIELDS,
 )
 from services.streaming.control_events import (
+    CHANGE_FIELDS,
     CLASS_STATS_FIELDS,
+    CLASS_STATS_REQUIRED,
+    CONTROL_FIELDS,
     FEEDBACK_FIELDS,
+    INTERVAL_FIELDS,
     MANIFEST_FIELDS,
+    MASTERY_FIELDS,
     MAX_DETAIL_LENGTH,
     MAX_RANGES,
     RANGE_FIELDS,
     TRIGGER_FIELDS,
+    TRIGGER_REQUIRED,
 )
 from services.streaming.event_fields import (
     MAX_CLASS_BYTES,
@@ -256,11 +262,15 @@ FIELD_SETS = [
     ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri"}),
     ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),
-    ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_FIELDS),
+    ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_REQUIRED),
+    ("retrain-trigger", "/$defs/mastery", MASTERY_FIELDS, MASTERY_FIELDS),
+    ("retrain-trigger", "/$defs/change", CHANGE_FIELDS, CHANGE_FIELDS),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
     ("retrain-trigger", "/$defs/range", RANGE_FIELDS, RANGE_FIELDS),
     ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_FIELDS),
-    ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_FIELDS),
+    ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_REQUIRED),
+    ("class-feedback", "/$defs/control", CONTROL_FIELDS, CONTROL_FIELDS),
+    ("class-feedback", "/$defs/interval", INTERVAL_FIELDS, INTERVAL_FIELDS),
 ]
 
 

@@ -51,6 +51,7 @@ def test_faust_creates_its_topics_with_the_configured_replication(replicas: int 
     assert producer.created == {
         "active-stream-label-sink-requests-changelog": expected,
         "active-stream-label-sink-labels-changelog": expected,
+        "active-stream-label-sink-mastery-changelog": expected,
         "active-stream-label-sink-labels-by-model": expected,
     }
 
