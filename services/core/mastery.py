@@ -19,6 +19,14 @@ The rule (`MasteryPolicy`, all settings explicit):
   its state: a mastered class stays mastered until the new version's labels show otherwise.
   Labels of other versions count in their version's estimates only.
 
+Stopping signal (issue 18, item 5, its control-arm branch): at each retrain trigger the book
+records the newest version's overall control-arm accuracy (`at_trigger`), one entry per model
+version (a trigger before a new version is deployed updates the entry of the current one: more
+labels of the same model are no evidence that labels stopped paying). With `stop_triggers` = K
+> 0, the signal is raised when the last K+1 entries all rest on >= `stop_min_labels` control
+annotations and none of the last K beats the one before them by `stop_min_gain`: K model
+versions in a row bought no measurable accuracy.
+
 The lower bound makes the rule cost what it says: with every label agreeing, Wilson's 95% lower
 bound passes 0.95 only after 73 labels, so `min_labels` = 30 is a floor, not the typical count.
 """
@@ -34,6 +42,7 @@ from services.core.estimates import (
     ClassEstimate,
     Interval,
     Pair,
+    RatioSums,
     add_label,
     book_from_snapshot,
     book_snapshot,
@@ -60,6 +69,9 @@ class MasteryPolicy:
     max_versions: int = 4
     max_classes: int = 1024
     max_changes: int = 16
+    stop_triggers: int = 0
+    stop_min_gain: float = 0.005
+    stop_min_labels: int = 100
 
     def __post_init__(self) -> None:
         if not 0.0 < self.master_at <= 1.0 or not 0.0 < self.reopen_below <= 1.0:
@@ -70,6 +82,8 @@ class MasteryPolicy:
             raise ValueError("confidence must be in [0.5, 1)")
         if self.max_versions < 1 or self.max_classes < 1 or self.max_changes < 0:
             raise ValueError("max_versions >= 1, max_classes >= 1, max_changes >= 0")
+        if self.stop_triggers < 0 or self.stop_min_labels < 1 or not 0 <= self.stop_min_gain < 1:
+            raise ValueError("stop_triggers >= 0, stop_min_labels >= 1, stop_min_gain in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,20 @@ class Change:
                 "at": self.at, "model_version": self.version, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Plateau:
+    """One model version's overall control-arm accuracy at its latest trigger."""
+
+    trigger_id: str
+    version: str
+    estimate: float | None
+    labels: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trigger_id": self.trigger_id, "model_version": self.version,
+                "estimate": self.estimate, "labels": self.labels}
+
+
 @dataclass
 class ClassMastery:
     state: ClassState = ClassState.LEARNING
@@ -108,6 +136,9 @@ class MasteryBook:
     changes: list[Change] = field(default_factory=list)
     seq: int = 0
     last: str | None = None
+    overall: dict[str, RatioSums] = field(default_factory=dict)  # version -> all classes
+    plateau: list[Plateau] = field(default_factory=list)
+    stopped: bool = False
 
     def apply(self, policy: MasteryPolicy, label_id: str, version: str, weight: float,
               label: Sequence[Pair], at: float) -> list[Change]:
@@ -121,10 +152,14 @@ class MasteryBook:
             self.versions[version] = {}
             while len(self.versions) > policy.max_versions:
                 del self.versions[next(iter(self.versions))]
+            for old in [v for v in self.overall if v not in self.versions]:
+                del self.overall[old]
             for cm in self.classes.values():  # new version: evidence starts over
                 cm.evidence = ClassEstimate.empty()
             self.version = version
         add_label(self.versions[version], weight, label)
+        self.overall.setdefault(version, RatioSums()).add(weight, len(label),
+                                                          sum(bool(a) for _, _, a in label))
         if version != self.version:
             return []
         touched: dict[str, ClassEstimate] = {}
@@ -142,6 +177,22 @@ class MasteryBook:
             if verdict is not None:
                 out.append(self._change(policy, name, verdict[0], at, verdict[1]))
         return out
+
+    def at_trigger(self, policy: MasteryPolicy, trigger_id: str) -> bool:
+        """Record the newest version's overall accuracy for trigger `trigger_id` and return the
+        stopping signal (module doc). Idempotent for a repeat of the last trigger id."""
+        if self.version is None or (self.plateau and self.plateau[-1].trigger_id == trigger_id):
+            return self.stopped
+        sums = self.overall.get(self.version, RatioSums())
+        entry = Plateau(trigger_id, self.version, sums.ratio(), sums.m_total)
+        if self.plateau and self.plateau[-1].version == self.version:
+            self.plateau[-1] = entry
+        else:
+            self.plateau.append(entry)
+        k = policy.stop_triggers
+        self.plateau = self.plateau[-(k + 1):] if k else self.plateau[-1:]
+        self.stopped = k > 0 and plateaued(self.plateau, policy)
+        return self.stopped
 
     def reopen(self, policy: MasteryPolicy, name: str, at: float, reason: str) -> Change | None:
         """Reopen a mastered class from outside (drift, item 4 of issue 18); None if it is not
@@ -184,6 +235,9 @@ class MasteryBook:
             "changes": [c.to_dict() for c in self.changes],
             "seq": self.seq,
             "last": self.last,
+            "overall": [[v, r.snapshot()] for v, r in self.overall.items()],
+            "plateau": [p.to_dict() for p in self.plateau],
+            "stopped": self.stopped,
         }
 
     @classmethod
@@ -196,7 +250,25 @@ class MasteryBook:
                           c["at"], c["model_version"], c["reason"]) for c in data["changes"]]
         return cls(version=data["version"],
                    versions={v: book_from_snapshot(b) for v, b in data["versions"]},
-                   classes=classes, changes=changes, seq=data["seq"], last=data["last"])
+                   classes=classes, changes=changes, seq=data["seq"], last=data["last"],
+                   overall={v: RatioSums.from_snapshot(r) for v, r in data.get("overall", [])},
+                   plateau=[Plateau(p["trigger_id"], p["model_version"], p["estimate"],
+                                    p["labels"]) for p in data.get("plateau", [])],
+                   stopped=bool(data.get("stopped", False)))
+
+
+def plateaued(entries: Sequence[Plateau], policy: MasteryPolicy) -> bool:
+    """True when `entries` (oldest first) are stop_triggers + 1 versions, each estimated on
+    >= stop_min_labels control annotations, and none after the first beats the first by
+    stop_min_gain."""
+    if len(entries) < policy.stop_triggers + 1:
+        return False
+    if any(e.estimate is None or e.labels < policy.stop_min_labels for e in entries):
+        return False
+    base = entries[0].estimate
+    assert base is not None
+    return all(e.estimate is not None and e.estimate < base + policy.stop_min_gain
+               for e in entries[1:])
 
 
 def judge(cm: ClassMastery, policy: MasteryPolicy) -> tuple[ClassState, str] | None:

@@ -221,7 +221,8 @@ def build_app(
     labels = app.Table("labels", partitions=partitions, key_type=str)
     # model_id -> control-arm estimates and class mastery (label_sink/mastery.py).
     mastery = Mastery(app.Table("mastery", partitions=partitions, key_type=str), mastery_rule,
-                      feedback_policy, metrics)
+                      feedback_policy, metrics,
+                      stop_to_exploration=settings.mastery_stop_to_exploration)
     ledger = Ledger()
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
@@ -369,6 +370,9 @@ def build_app(
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
         event = trigger_event(tid, model_id, names.labels, decision)
+        stopping = mastery.at_trigger(model_id, tid)  # recorded before it is published
+        if stopping is not None:
+            event["stopping"] = stopping
         states = mastery.trigger_field(model_id)
         if states is not None:
             event["mastery"] = states

@@ -61,7 +61,10 @@ def mastery_policy(settings: LabelSinkSettings) -> MasteryPolicy:
                              min_labels=settings.mastery_min_labels,
                              reopen_below=settings.mastery_reopen_below,
                              min_reopen_labels=settings.mastery_min_reopen_labels,
-                             confidence=settings.mastery_confidence)
+                             confidence=settings.mastery_confidence,
+                             stop_triggers=settings.mastery_stop_triggers,
+                             stop_min_gain=settings.mastery_stop_min_gain,
+                             stop_min_labels=settings.mastery_stop_min_labels)
     except ValueError as exc:
         raise SettingsError(f"{settings.PREFIX}MASTERY_*: {exc}") from None
 
@@ -74,8 +77,9 @@ class Mastery:
     """Mastery books in a faust table (any mapping of model_id -> snapshot dict works)."""
 
     def __init__(self, table: Any, policy: MasteryPolicy, feedback: FeedbackPolicy,
-                 metrics: LabelSinkMetrics) -> None:
+                 metrics: LabelSinkMetrics, *, stop_to_exploration: bool = False) -> None:
         self.table, self.policy, self.feedback, self.metrics = table, policy, feedback, metrics
+        self.stop_to_exploration = stop_to_exploration
 
     def book(self, model_id: str) -> MasteryBook | None:
         data = self.table.get(model_id)
@@ -119,6 +123,8 @@ class Mastery:
             return classes
         weights = with_mastery(self.feedback, {c: s["weight"] for c, s in classes.items()},
                                book.mastered())
+        if book.stopped and self.stop_to_exploration:  # labels stopped paying: explore only
+            weights = dict.fromkeys(weights, self.feedback.mastered_weight)
         out = {}
         for name, stats in classes.items():
             stats = {**stats, "weight": weights[name]}
@@ -134,6 +140,22 @@ class Mastery:
                                     "agreement": interval_dict(found[2])}
             out[name] = stats
         return out
+
+    def at_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
+        """Record the trigger in the model's book (before the trigger is published; idempotent
+        by trigger id) and return the trigger's `stopping` field; None without control labels."""
+        book = self.book(model_id)
+        if book is None or book.version is None:
+            return None
+        stopped = book.at_trigger(self.policy, trigger_id)
+        self.table[model_id] = book.snapshot()
+        self.metrics.stopping.labels(model_id).set(float(stopped))
+        latest = book.plateau[-1]
+        if latest.estimate is not None:
+            self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
+        return {"stopped": stopped, "window": self.policy.stop_triggers,
+                "min_gain": self.policy.stop_min_gain,
+                "versions": [p.to_dict() for p in book.plateau]}
 
     def trigger_field(self, model_id: str) -> dict[str, Any] | None:
         """The retrain trigger's `mastery`: states of all judged classes and the last changes."""

@@ -123,6 +123,15 @@ class LabelSinkMetrics:
         self.mastery_changes = Counter(
             "label_sink_mastery_changes_total", "Changes of a class's mastery state, by new state.",
             ["state"], registry=registry)
+        self.control_model_accuracy = Gauge(
+            "label_sink_control_model_accuracy_ratio",
+            "Control-arm estimate of the model's accuracy over all classes (its newest version), "
+            "as of its latest retrain trigger.", ["model_id"], registry=registry)
+        self.stopping = Gauge(
+            "label_sink_stopping_signal",
+            "1 when labels have stopped paying for the model: its last model versions bought no "
+            "measurable control-arm accuracy (docs/mastery.md, \"Stopping signal\").",
+            ["model_id"], registry=registry)
         for state in ClassState:
             self.mastery_changes.labels(state.value)
         for code in ErrorCode:

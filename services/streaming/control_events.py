@@ -87,14 +87,18 @@ class RetrainTrigger:
     manifest: Manifest
     # Optional (docs/mastery.md): class -> state and the last changes, as plain JSON values.
     mastery: Mapping[str, Any] | None = None
+    stopping: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in TRIGGER_FIELDS if name != "mastery"}
+        out = {name: getattr(self, name) for name in TRIGGER_REQUIRED}
         ranges = [_as_dict(r) for r in self.manifest.ranges]
         out.update(counts=dict(self.counts), rule=str(self.rule))
         out["manifest"] = {"topic": self.manifest.topic, "ranges": ranges}
         if self.mastery is not None:
-            out["mastery"] = dict(self.mastery)
+            out["mastery"] = {"classes": dict(self.mastery["classes"]),
+                              "changes": list(self.mastery["changes"])}
+        if self.stopping is not None:
+            out["stopping"] = {**self.stopping, "versions": list(self.stopping["versions"])}
         return out
 
 
@@ -167,7 +171,9 @@ def _fields(cls: type) -> frozenset[str]:
 
 
 TRIGGER_FIELDS = _fields(RetrainTrigger)
-TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery"}
+TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery", "stopping"}
+STOPPING_FIELDS = frozenset({"stopped", "window", "min_gain", "versions"})
+PLATEAU_FIELDS = frozenset({"trigger_id", "model_version", "estimate", "labels"})
 MASTERY_FIELDS = frozenset({"classes", "changes"})
 CHANGE_FIELDS = frozenset({"seq", "class", "from", "to", "at", "model_version", "reason"})
 MANIFEST_FIELDS = _fields(Manifest)
@@ -204,7 +210,34 @@ def decode_retrain_trigger(data: bytes) -> RetrainTrigger:
         triggered_at=number(obj["triggered_at"], "", "triggered_at", 0.0, MAX_TIMESTAMP),
         manifest=_manifest(mapping(obj["manifest"], "", "manifest"), "manifest"),
         mastery=None if obj.get("mastery") is None else _mastery(obj["mastery"]),
+        stopping=None if obj.get("stopping") is None else _stopping(obj["stopping"]),
     )
+
+
+def _stopping(value: Any) -> Mapping[str, Any]:
+    obj = mapping(value, "", "stopping")
+    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_FIELDS)), "stopping")
+    if type(obj["stopped"]) is not bool:
+        fail("stopping.stopped", ErrorCode.WRONG_TYPE,
+             f"expected a boolean, got {show(obj['stopped'])}")
+    versions = []
+    for i, item in enumerate(array(obj["versions"], "stopping", "versions", 0, 1001)):
+        where = f"stopping.versions[{i}]"
+        if type(item) is not dict:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(item)}")
+        check_keys(item, PLATEAU_FIELDS, tuple(sorted(PLATEAU_FIELDS)), where)
+        versions.append({
+            "trigger_id": text(item["trigger_id"], where, "trigger_id", MAX_ID_LENGTH),
+            "model_version": text(item["model_version"], where, "model_version", MAX_ID_LENGTH),
+            "estimate": optional_number(item["estimate"], where, "estimate", 0.0, 1.0),
+            "labels": integer(item["labels"], where, "labels", 0, MAX_COUNT),
+        })
+    return MappingProxyType({
+        "stopped": obj["stopped"],
+        "window": integer(obj["window"], "stopping", "window", 0, 1000),
+        "min_gain": number(obj["min_gain"], "stopping", "min_gain", 0.0, 1.0),
+        "versions": tuple(versions),
+    })
 
 
 def _state(value: Any, path: str, key: str) -> str:

@@ -31,7 +31,9 @@ from services.streaming.control_events import (
     MASTERY_FIELDS,
     MAX_DETAIL_LENGTH,
     MAX_RANGES,
+    PLATEAU_FIELDS,
     RANGE_FIELDS,
+    STOPPING_FIELDS,
     TRIGGER_FIELDS,
     TRIGGER_REQUIRED,
 )
@@ -265,6 +267,8 @@ FIELD_SETS = [
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_REQUIRED),
     ("retrain-trigger", "/$defs/mastery", MASTERY_FIELDS, MASTERY_FIELDS),
     ("retrain-trigger", "/$defs/change", CHANGE_FIELDS, CHANGE_FIELDS),
+    ("retrain-trigger", "/$defs/stopping", STOPPING_FIELDS, STOPPING_FIELDS),
+    ("retrain-trigger", "/$defs/plateau", PLATEAU_FIELDS, PLATEAU_FIELDS),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
     ("retrain-trigger", "/$defs/range", RANGE_FIELDS, RANGE_FIELDS),
     ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_FIELDS),

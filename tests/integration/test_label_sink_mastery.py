@@ -170,6 +170,10 @@ def test_control_arm_masters_a_class_through_a_crash_and_moves_its_budget(
                 if t.model_id == MODEL]
     assert triggers and triggers[-1].mastery is not None
     assert triggers[-1].mastery["classes"]["shoulder"] == "mastered"
+    # One model version so far: the stopping signal is there, and down.
+    stopping = triggers[-1].stopping
+    assert stopping is not None and stopping["stopped"] is False
+    assert [v["model_version"] for v in stopping["versions"]] == ["v1"]
     changes = [c for t in triggers if t.mastery for c in t.mastery["changes"]]
     assert {(c["seq"], c["class"], c["to"]) for c in changes} == {(1, "shoulder", "mastered")}
     assert metric(samples, "label_sink_mastery_state", model_id=MODEL, **{"class": "shoulder"},

@@ -10,7 +10,14 @@ import pytest
 
 from services.core import SelectorPolicy, SelectorState, select
 from services.core.feedback import FeedbackPolicy, with_mastery
-from services.core.mastery import ClassState, MasteryBook, MasteryPolicy, judge
+from services.core.mastery import (
+    ClassState,
+    MasteryBook,
+    MasteryPolicy,
+    Plateau,
+    judge,
+    plateaued,
+)
 from tests.unit.core.synth import batches, top1_events
 
 POLICY = MasteryPolicy()  # the defaults: lower bounds >= 0.95 over >= 30 labels
@@ -155,3 +162,48 @@ def test_a_mastered_class_gets_the_exploration_share_and_the_others_its_budget()
     assert after["shoulder"] < 0.4 * before["shoulder"]
     assert after["elbow"] > before["elbow"] and after["knee"] > before["knee"]
     assert explore["shoulder"] > 0  # still sampled at random
+
+
+def _version(book: MasteryBook, policy: MasteryPolicy, version: str, right: int,
+             start: int) -> None:
+    """100 control labels of `version`, `right` of them right."""
+    for i in range(100):
+        label = hit("cat") if i < right else miss("cat")
+        book.apply(policy, f"{version}-{start + i}", version, 10.0, label, float(start + i))
+
+
+def test_stopping_signal_rises_when_k_versions_in_a_row_buy_no_accuracy() -> None:
+    policy = MasteryPolicy(stop_triggers=2, stop_min_gain=0.01, stop_min_labels=50)
+    book = MasteryBook()
+    signals = []
+    for n, (version, right) in enumerate([("v1", 70), ("v2", 80), ("v3", 90), ("v4", 90),
+                                          ("v5", 89)]):
+        _version(book, policy, version, right // 2, 1000 * n)
+        # A trigger before the next version is deployed: the same version's entry, updated.
+        assert book.at_trigger(policy, f"t{n}a") is False or n == 4
+        _version(book, policy, version, right - right // 2, 1000 * n + 500)
+        signals.append(book.at_trigger(policy, f"t{n}b"))
+        assert book.at_trigger(policy, f"t{n}b") is signals[-1]  # a replayed trigger
+    assert signals == [False, False, False, False, True]
+    assert [p.version for p in book.plateau] == ["v3", "v4", "v5"]
+    assert [p.labels for p in book.plateau] == [200, 200, 200]
+    restored = MasteryBook.from_snapshot(orjson.loads(orjson.dumps(book.snapshot())))
+    assert restored.stopped and restored.plateau == book.plateau
+    assert MasteryBook().at_trigger(policy, "t") is False  # no control labels: no signal
+
+
+def test_stopping_needs_enough_labels_and_is_off_at_zero() -> None:
+    few = MasteryPolicy(stop_triggers=1, stop_min_labels=500)
+    off = MasteryPolicy(stop_triggers=0)
+    for policy in (few, off):
+        book = MasteryBook()
+        for n, version in enumerate(["v1", "v2", "v3"]):
+            _version(book, policy, version, 90, 1000 * n)
+            assert book.at_trigger(policy, f"t{n}") is False
+
+
+def test_one_version_that_gains_keeps_the_signal_down() -> None:
+    policy = MasteryPolicy(stop_triggers=2, stop_min_gain=0.01, stop_min_labels=50)
+    entries = [Plateau(f"t{i}", f"v{i}", e, 100) for i, e in enumerate([0.80, 0.85, 0.80])]
+    assert plateaued(entries, policy) is False
+    assert plateaued([*entries[:1], entries[2], entries[2]], policy) is True
