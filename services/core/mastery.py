@@ -58,8 +58,8 @@ class ClassState(StrEnum):
 @dataclass(frozen=True)
 class MasteryPolicy:
     """Settings (module doc). Bounds: estimates of at most `max_versions` versions per model
-    (the first seen dropped first), `max_classes` classes per model (later ones are estimated
-    but never judged), the last `max_changes` changes kept for publication."""
+    (the first seen dropped first), `max_classes` classes per model (annotations of later
+    ones are left out), the last `max_changes` changes kept for publication."""
 
     master_at: float = 0.95
     min_labels: int = 30
@@ -67,7 +67,7 @@ class MasteryPolicy:
     min_reopen_labels: int = 10
     confidence: float = 0.95
     max_versions: int = 4
-    max_classes: int = 1024
+    max_classes: int = 256
     max_changes: int = 16
     stop_triggers: int = 0
     stop_min_gain: float = 0.005
@@ -157,6 +157,13 @@ class MasteryBook:
             for cm in self.classes.values():  # new version: evidence starts over
                 cm.evidence = ClassEstimate.empty()
             self.version = version
+        # Bounded: classes past max_classes are left out (a hostile class-name stream must
+        # not grow the table row; 100 classes x 5 versions measured ~79 KB of JSON).
+        for name in sorted({h for h, _, _ in label} | {p for _, p, _ in label if p}):
+            if name not in self.classes and len(self.classes) < policy.max_classes:
+                self.classes[name] = ClassMastery()
+        label = [(h, p if p in self.classes else None, a) for h, p, a in label
+                 if h in self.classes]
         add_label(self.versions[version], weight, label)
         self.overall.setdefault(version, RatioSums()).add(weight, len(label),
                                                           sum(bool(a) for _, _, a in label))
@@ -166,10 +173,6 @@ class MasteryBook:
         add_label(touched, weight, label)
         out = []
         for name in sorted(touched):
-            if name not in self.classes:
-                if len(self.classes) >= policy.max_classes:
-                    continue
-                self.classes[name] = ClassMastery()
             cm = self.classes[name]
             cm.evidence.accuracy.merge(touched[name].accuracy)
             cm.evidence.agreement.merge(touched[name].agreement)

@@ -207,3 +207,12 @@ def test_one_version_that_gains_keeps_the_signal_down() -> None:
     entries = [Plateau(f"t{i}", f"v{i}", e, 100) for i, e in enumerate([0.80, 0.85, 0.80])]
     assert plateaued(entries, policy) is False
     assert plateaued([*entries[:1], entries[2], entries[2]], policy) is True
+
+
+def test_classes_past_the_bound_are_left_out() -> None:
+    policy = MasteryPolicy(max_classes=3)
+    book = MasteryBook()
+    for i in range(10):
+        book.apply(policy, f"l{i}", "v1", 2.0, [(f"c{i}", f"c{i}", True)], 0.0)
+    assert sorted(book.classes) == ["c0", "c1", "c2"]
+    assert sorted(book.versions["v1"]) == ["c0", "c1", "c2"]
