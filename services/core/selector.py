@@ -107,7 +107,8 @@ class SelectorState:
         return self.set_class_weights(model_id, weights)
 
     def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> bool:
-        """Set class weights directly (floored at feedback.min_weight > 0); False when not
+        """Set class weights directly (floored at feedback.mastered_weight > 0: a mastered
+        class's weight, feedback.with_mastery, is below min_weight); False when not
         applied. Feedback never grows the state past its caps: a model the stream has not
         shown yet gets a book only while there is room under `max_models`, or in place of
         another book only feedback made (never of a model the stream has shown); its classes
@@ -117,7 +118,7 @@ class SelectorState:
             if not unseen:
                 return False
             del self.books[unseen[0]]  # the oldest feedback-only book
-        self.book(model_id).set_weights(weights, self.policy.feedback.min_weight)
+        self.book(model_id).set_weights(weights, self.policy.feedback.mastered_weight)
         return True
 
     def class_weights(self, model_id: str) -> dict[str, float]:

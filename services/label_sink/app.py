@@ -52,6 +52,13 @@ from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
+from services.label_sink.mastery import (
+    CONTROL,
+    Mastery,
+    control_request,
+    control_unit,
+    mastery_policy,
+)
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import FetchedEvent, InOrder, OutOfOrder
 from services.label_sink.outputs import (
@@ -157,6 +164,7 @@ def build_app(
     names = SinkTopics.with_prefix(settings.topic_prefix)
     policy = trigger_policy(settings)
     feedback_policy = FeedbackPolicy()
+    mastery_rule = mastery_policy(settings)
     data_dir = settings.data_dir or str(Path(tempfile.gettempdir()) / "active-stream-label-sink")
     servers = settings.kafka.bootstrap_servers.split(",")
     app = faust.App(
@@ -236,6 +244,11 @@ def build_app(
                          extra_topic_configs=CHANGELOG_CONFIG)
     labels = app.Table("labels", partitions=partitions, key_type=str,
                        extra_topic_configs=CHANGELOG_CONFIG)
+    # model_id -> control-arm estimates and class mastery (label_sink/mastery.py).
+    mastery = Mastery(app.Table("mastery", partitions=partitions, key_type=str,
+                                extra_topic_configs=CHANGELOG_CONFIG), mastery_rule,
+                      feedback_policy, metrics,
+                      stop_to_exploration=settings.mastery_stop_to_exploration)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
@@ -300,7 +313,8 @@ def build_app(
             await send_dead_letter(requests_dlq, event, exc)
             return
         partition = event.message.partition
-        requests[request.request_id] = request_row(request, partition)
+        requests[request.request_id] = {**request_row(request, partition),
+                                        **control_request(request)}
         consensus.on_request(request, partition)
         metrics.requests.inc()
         metrics.table_rows.labels("requests").set(len(requests))
@@ -355,6 +369,9 @@ def build_app(
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
+        unit = control_unit(request, label)
+        if unit is not None:
+            row[CONTROL] = unit
         await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
     async def dead_letter_orphan(event: Any, why: str) -> None:
@@ -392,6 +409,10 @@ def build_app(
             return
         model_id = row["m"]
         state, record = ledger.count(p, s, row)
+        if CONTROL in row:  # before the label's row: mastery.py says why
+            for change in mastery.count(model_id, row):
+                log.info("class %r of %s: %s -> %s (%s)", change.name, model_id, change.old,
+                         change.new, change.reason)
         decision = state.should_trigger(policy)
         fired = None
         if decision is not None:
@@ -410,6 +431,12 @@ def build_app(
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
         event = trigger_event(tid, model_id, names.labels, decision)
+        stopping = mastery.at_trigger(model_id, tid)  # recorded before it is published
+        if stopping is not None:
+            event["stopping"] = stopping
+        states = mastery.trigger_field(model_id)
+        if states is not None:
+            event["mastery"] = states
         delivery = await triggers_out.send(key=model_id.encode(), value=encode_event(event))
         await delivery  # delivered before the firing label is persisted (module docstring)
         metrics.triggers.labels(decision.rule).inc()
@@ -440,7 +467,8 @@ def build_app(
             "schema_version": SCHEMA_VERSION,
             "model_id": model_id,
             "updated_at": state.clock,
-            "classes": {name: vars(stats) for name, stats in classes.items()},
+            "classes": mastery.feedback_classes(
+                model_id, {name: vars(stats) for name, stats in classes.items()}),
         }
         await feedback_out.send(key=model_id.encode(), value=encode_event(event))
         metrics.feedback.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.core.mastery import ClassState
 from services.core.tiers import TIERS
 from services.core.triggers import RULES
 from services.streaming.events import ErrorCode
@@ -123,6 +124,37 @@ class LabelSinkMetrics:
             "Times the sink held (not ready, nothing committed past a refused record) because a "
             "permission it needs is missing; it checks again every 5 s and goes on by itself.",
             registry=registry)
+        # Control-arm estimates and mastery (services/label_sink/mastery.py; docs/mastery.md).
+        self.control_labels = Counter(
+            "label_sink_control_labels_total",
+            "Annotations of control-arm labels (uniform random requests with a known inclusion "
+            "probability) counted into the unbiased estimates, by model and human class.",
+            ["model_id", "class"], registry=registry)
+        self.control_estimate = Gauge(
+            "label_sink_control_estimate_ratio",
+            "Control-arm (Hajek, 1/pi-weighted) estimate of a class's `accuracy` (share of its "
+            "annotations the model got right) or `agreement` (share of its predictions humans "
+            "confirmed) on the whole stream, for the model's newest version: `bound` is "
+            "`estimate`, `low` or `high` (the Wilson interval at the mastery confidence).",
+            ["model_id", "class", "rate", "bound"], registry=registry)
+        self.mastery_state = Gauge(
+            "label_sink_mastery_state",
+            "1 for the state a class is in (learning, mastered, reopened), 0 for the others.",
+            ["model_id", "class", "state"], registry=registry)
+        self.mastery_changes = Counter(
+            "label_sink_mastery_changes_total", "Changes of a class's mastery state, by new state.",
+            ["state"], registry=registry)
+        self.control_model_accuracy = Gauge(
+            "label_sink_control_model_accuracy_ratio",
+            "Control-arm estimate of the model's accuracy over all classes (its newest version), "
+            "as of its latest retrain trigger.", ["model_id"], registry=registry)
+        self.stopping = Gauge(
+            "label_sink_stopping_signal",
+            "1 when labels have stopped paying for the model: its last model versions bought no "
+            "measurable control-arm accuracy (docs/mastery.md, \"Stopping signal\").",
+            ["model_id"], registry=registry)
+        for state in ClassState:
+            self.mastery_changes.labels(state.value)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)

@@ -32,7 +32,7 @@ REQUEST_TIMEOUT_S = 15.0
 # The topics faust creates under the app id (tables' changelogs, the internal stream, its
 # leader topic); the sink needs READ and WRITE on them once they exist.
 FAUST_TOPICS = ("labels-by-model", "requests-changelog", "labels-changelog", "tiers-changelog",
-                "__assignor-__leader")
+                "mastery-changelog", "__assignor-__leader")
 _DENIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
            KafkaError.CLUSTER_AUTHORIZATION_FAILED)
 # An operation implies others (Kafka's authorizer): ALL implies everything.

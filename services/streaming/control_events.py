@@ -44,6 +44,8 @@ from services.streaming.event_fields import (
 
 MAX_DETAIL_LENGTH = 1024
 MAX_RANGES = 100_000
+MAX_CHANGES = 1000
+MASTERY_STATES = frozenset({"learning", "mastered", "reopened"})
 
 
 class TriggerRule(StrEnum):
@@ -83,13 +85,38 @@ class RetrainTrigger:
     total: int
     triggered_at: float
     manifest: Manifest
+    # Optional (docs/mastery.md): class -> state and the last changes, as plain JSON values.
+    mastery: Mapping[str, Any] | None = None
+    stopping: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in TRIGGER_FIELDS}
+        out = {name: getattr(self, name) for name in TRIGGER_REQUIRED}
         ranges = [_as_dict(r) for r in self.manifest.ranges]
         out.update(counts=dict(self.counts), rule=str(self.rule))
         out["manifest"] = {"topic": self.manifest.topic, "ranges": ranges}
+        if self.mastery is not None:
+            out["mastery"] = {"classes": dict(self.mastery["classes"]),
+                              "changes": list(self.mastery["changes"])}
+        if self.stopping is not None:
+            out["stopping"] = {**self.stopping, "versions": list(self.stopping["versions"])}
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEstimate:
+    """Control-arm estimates of one class (schemas/class-feedback.schema.json `control`)."""
+
+    model_version: str
+    labels: int
+    accuracy: Interval | None
+    agreement: Interval | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +125,23 @@ class ClassStats:
     labels_since_trigger: int
     agreement: float | None
     weight: float
+    # Optional (docs/mastery.md): mastery state, when it last changed, control-arm estimates.
+    state: str | None = None
+    state_changed_at: float | None = None
+    control: ControlEstimate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in CLASS_STATS_REQUIRED}
+        if self.state is not None:
+            out["state"] = self.state
+        if self.state_changed_at is not None:
+            out["state_changed_at"] = self.state_changed_at
+        if self.control is not None:
+            c = self.control
+            out["control"] = {"model_version": c.model_version, "labels": c.labels,
+                              "accuracy": None if c.accuracy is None else _as_dict(c.accuracy),
+                              "agreement": None if c.agreement is None else _as_dict(c.agreement)}
+        return out
 
 
 class FeedbackKind(StrEnum):
@@ -138,7 +182,7 @@ class ClassFeedback:
     drift: DriftNotice | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        classes = {name: _as_dict(stats) for name, stats in self.classes.items()}
+        classes = {name: stats.to_dict() for name, stats in self.classes.items()}
         out: dict[str, Any] = {
             "schema_version": self.schema_version,
             "model_id": self.model_id,
@@ -160,19 +204,27 @@ def _fields(cls: type) -> frozenset[str]:
 
 
 TRIGGER_FIELDS = _fields(RetrainTrigger)
+TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery", "stopping"}
+STOPPING_FIELDS = frozenset({"stopped", "window", "min_gain", "versions"})
+PLATEAU_FIELDS = frozenset({"trigger_id", "model_version", "estimate", "labels"})
+MASTERY_FIELDS = frozenset({"classes", "changes"})
+CHANGE_FIELDS = frozenset({"seq", "class", "from", "to", "at", "model_version", "reason"})
 MANIFEST_FIELDS = _fields(Manifest)
 RANGE_FIELDS = _fields(OffsetRange)
 FEEDBACK_FIELDS = _fields(ClassFeedback)
 FEEDBACK_REQUIRED = FEEDBACK_FIELDS - {"kind", "drift"}
 DRIFT_FIELDS = (_fields(DriftNotice) - {"class_name"}) | {"class"}
 CLASS_STATS_FIELDS = _fields(ClassStats)
+CLASS_STATS_REQUIRED = CLASS_STATS_FIELDS - {"state", "state_changed_at", "control"}
+CONTROL_FIELDS = _fields(ControlEstimate)
+INTERVAL_FIELDS = _fields(Interval)
 
 
 def decode_retrain_trigger(data: bytes) -> RetrainTrigger:
     """Decode and check one retrain trigger; raises `InvalidEvent` (only) for bad input."""
     obj = load_object(data, MAX_OUTPUT_EVENT_BYTES)
     check_version(obj, SCHEMA_VERSION)
-    check_keys(obj, TRIGGER_FIELDS, tuple(sorted(TRIGGER_FIELDS)), "")
+    check_keys(obj, TRIGGER_FIELDS, tuple(sorted(TRIGGER_REQUIRED)), "")
     rule = obj["rule"]
     if type(rule) is not str:
         fail("rule", ErrorCode.WRONG_TYPE, f"expected a string, got {show(rule)}")
@@ -192,6 +244,91 @@ def decode_retrain_trigger(data: bytes) -> RetrainTrigger:
         total=integer(obj["total"], "", "total", 0, MAX_COUNT),
         triggered_at=number(obj["triggered_at"], "", "triggered_at", 0.0, MAX_TIMESTAMP),
         manifest=_manifest(mapping(obj["manifest"], "", "manifest"), "manifest"),
+        mastery=None if obj.get("mastery") is None else _mastery(obj["mastery"]),
+        stopping=None if obj.get("stopping") is None else _stopping(obj["stopping"]),
+    )
+
+
+def _stopping(value: Any) -> Mapping[str, Any]:
+    obj = mapping(value, "", "stopping")
+    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_FIELDS)), "stopping")
+    if type(obj["stopped"]) is not bool:
+        fail("stopping.stopped", ErrorCode.WRONG_TYPE,
+             f"expected a boolean, got {show(obj['stopped'])}")
+    versions = []
+    for i, item in enumerate(array(obj["versions"], "stopping", "versions", 0, 1001)):
+        where = f"stopping.versions[{i}]"
+        if type(item) is not dict:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(item)}")
+        check_keys(item, PLATEAU_FIELDS, tuple(sorted(PLATEAU_FIELDS)), where)
+        versions.append({
+            "trigger_id": text(item["trigger_id"], where, "trigger_id", MAX_ID_LENGTH),
+            "model_version": text(item["model_version"], where, "model_version", MAX_ID_LENGTH),
+            "estimate": optional_number(item["estimate"], where, "estimate", 0.0, 1.0),
+            "labels": integer(item["labels"], where, "labels", 0, MAX_COUNT),
+        })
+    return MappingProxyType({
+        "stopped": obj["stopped"],
+        "window": integer(obj["window"], "stopping", "window", 0, 1000),
+        "min_gain": number(obj["min_gain"], "stopping", "min_gain", 0.0, 1.0),
+        "versions": tuple(versions),
+    })
+
+
+def _state(value: Any, path: str, key: str) -> str:
+    if type(value) is not str:
+        fail(child(path, key), ErrorCode.WRONG_TYPE, f"expected a string, got {show(value)}")
+    if value not in MASTERY_STATES:
+        fail(child(path, key), ErrorCode.OUT_OF_RANGE,
+             f"{show(value)} is not one of {sorted(MASTERY_STATES)}")
+    return value
+
+
+def _mastery(value: Any) -> Mapping[str, Any]:
+    obj = mapping(value, "", "mastery")
+    check_keys(obj, MASTERY_FIELDS, ("changes", "classes"), "mastery")
+    classes = {}
+    for name, state in mapping(obj["classes"], "mastery", "classes").items():
+        class_key(name, "mastery.classes", MAX_ID_LENGTH)
+        classes[name] = _state(state, "mastery.classes", name)
+    changes = []
+    for i, item in enumerate(array(obj["changes"], "mastery", "changes", 0, MAX_CHANGES)):
+        where = f"mastery.changes[{i}]"
+        if type(item) is not dict:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(item)}")
+        check_keys(item, CHANGE_FIELDS, tuple(sorted(CHANGE_FIELDS)), where)
+        changes.append({
+            "seq": integer(item["seq"], where, "seq", 1, MAX_COUNT),
+            "class": class_name(item["class"], where, "class"),
+            "from": _state(item["from"], where, "from"),
+            "to": _state(item["to"], where, "to"),
+            "at": number(item["at"], where, "at", 0.0, MAX_TIMESTAMP),
+            "model_version": text(item["model_version"], where, "model_version", MAX_ID_LENGTH),
+            "reason": text(item["reason"], where, "reason", MAX_DETAIL_LENGTH),
+        })
+    return MappingProxyType({"classes": MappingProxyType(classes), "changes": tuple(changes)})
+
+
+def _interval(value: Any, path: str, key: str) -> Interval | None:
+    if value is None:
+        return None
+    where = child(path, key)
+    obj = mapping(value, path, key)
+    check_keys(obj, INTERVAL_FIELDS, ("estimate", "high", "low"), where)
+    return Interval(*(number(obj[k], where, k, 0.0, 1.0) for k in ("estimate", "low", "high")))
+
+
+def _control(value: Any, path: str) -> ControlEstimate | None:
+    if value is None:
+        return None
+    where = child(path, "control")
+    obj = mapping(value, path, "control")
+    check_keys(obj, CONTROL_FIELDS, tuple(sorted(CONTROL_FIELDS)), where)
+    return ControlEstimate(
+        model_version=text(obj["model_version"], where, "model_version", MAX_ID_LENGTH),
+        labels=integer(obj["labels"], where, "labels", 0, MAX_COUNT),
+        accuracy=_interval(obj["accuracy"], where, "accuracy"),
+        agreement=_interval(obj["agreement"], where, "agreement"),
     )
 
 
@@ -228,7 +365,8 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
         class_key(name, "classes", MAX_ID_LENGTH)
         where = child("classes", name)
         stats = mapping(raw, "classes", name)
-        check_keys(stats, CLASS_STATS_FIELDS, tuple(sorted(CLASS_STATS_FIELDS)), where)
+        check_keys(stats, CLASS_STATS_FIELDS, tuple(sorted(CLASS_STATS_REQUIRED)), where)
+        state = stats.get("state")
         classes[name] = ClassStats(
             labels_total=integer(stats["labels_total"], where, "labels_total", 0, MAX_COUNT),
             labels_since_trigger=integer(
@@ -236,6 +374,10 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
             ),
             agreement=optional_number(stats["agreement"], where, "agreement", 0.0, 1.0),
             weight=number(stats["weight"], where, "weight", 0.0, float("inf"), low_open=True),
+            state=None if state is None else _state(state, where, "state"),
+            state_changed_at=optional_number(stats.get("state_changed_at"), where,
+                                             "state_changed_at", 0.0, MAX_TIMESTAMP),
+            control=_control(stats.get("control"), where),
         )
         not_greater(stats, where, "labels_since_trigger", "labels_total")
     return ClassFeedback(

@@ -392,6 +392,23 @@ class LabelSinkSettings:
     dedupe_window_s: float = 86_400.0
     # Class feedback of changed models is published at most this often (wall clock).
     feedback_interval_s: float = 5.0
+    # Class mastery from control-arm labels (docs/mastery.md): a class is mastered when the
+    # lower bounds of its accuracy and agreement intervals (at MASTERY_CONFIDENCE) reach
+    # MASTER_AT over >= MIN_LABELS annotations; reopened when an upper bound falls below
+    # REOPEN_BELOW over >= MIN_REOPEN_LABELS. MASTER_AT=1 keeps every class learning.
+    mastery_master_at: float = 0.95
+    mastery_min_labels: int = 30
+    mastery_reopen_below: float = 0.95
+    mastery_min_reopen_labels: int = 10
+    mastery_confidence: float = 0.95
+    # Stopping signal (docs/mastery.md): raised when STOP_TRIGGERS model versions in a row (at
+    # their triggers) did not beat the control-arm accuracy of the version before them by
+    # STOP_MIN_GAIN, each estimated on >= STOP_MIN_LABELS control annotations (0 = off).
+    # STOP_TO_EXPLORATION: once raised, every class of the model gets only exploration.
+    mastery_stop_triggers: int = 3
+    mastery_stop_min_gain: float = 0.005
+    mastery_stop_min_labels: int = 100
+    mastery_stop_to_exploration: bool = False
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
     # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md). With static membership
     # it only delays the hand-over of a worker that dies and does not come back.

@@ -25,15 +25,23 @@ from services.streaming.annotation_requests import (
     TIER_NAMES,
 )
 from services.streaming.control_events import (
+    CHANGE_FIELDS,
     CLASS_STATS_FIELDS,
+    CLASS_STATS_REQUIRED,
+    CONTROL_FIELDS,
     DRIFT_FIELDS,
     FEEDBACK_FIELDS,
     FEEDBACK_REQUIRED,
+    INTERVAL_FIELDS,
     MANIFEST_FIELDS,
+    MASTERY_FIELDS,
     MAX_DETAIL_LENGTH,
     MAX_RANGES,
+    PLATEAU_FIELDS,
     RANGE_FIELDS,
+    STOPPING_FIELDS,
     TRIGGER_FIELDS,
+    TRIGGER_REQUIRED,
 )
 from services.streaming.event_fields import (
     MAX_CLASS_BYTES,
@@ -270,12 +278,18 @@ FIELD_SETS = [
     ("annotation-request", "/$defs/tier", TIER_FIELDS, TIER_FIELDS - {"escalated_from"}),
     ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),
-    ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_FIELDS),
+    ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_REQUIRED),
+    ("retrain-trigger", "/$defs/mastery", MASTERY_FIELDS, MASTERY_FIELDS),
+    ("retrain-trigger", "/$defs/change", CHANGE_FIELDS, CHANGE_FIELDS),
+    ("retrain-trigger", "/$defs/stopping", STOPPING_FIELDS, STOPPING_FIELDS),
+    ("retrain-trigger", "/$defs/plateau", PLATEAU_FIELDS, PLATEAU_FIELDS),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
     ("retrain-trigger", "/$defs/range", RANGE_FIELDS, RANGE_FIELDS),
     ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_REQUIRED),
     ("class-feedback", "/$defs/drift", DRIFT_FIELDS, DRIFT_FIELDS),
-    ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_FIELDS),
+    ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_REQUIRED),
+    ("class-feedback", "/$defs/control", CONTROL_FIELDS, CONTROL_FIELDS),
+    ("class-feedback", "/$defs/interval", INTERVAL_FIELDS, INTERVAL_FIELDS),
 ]
 
 

@@ -52,6 +52,7 @@ def test_faust_creates_its_topics_with_the_configured_replication(replicas: int 
         "active-stream-label-sink-requests-changelog": expected,
         "active-stream-label-sink-labels-changelog": expected,
         "active-stream-label-sink-tiers-changelog": expected,  # docs/tiers.md
+        "active-stream-label-sink-mastery-changelog": expected,
         "active-stream-label-sink-labels-by-model": expected,
     }
 

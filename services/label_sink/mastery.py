@@ -1,0 +1,166 @@
+"""The label sink's control-arm estimates and class mastery: the shell around core/mastery.py.
+
+What flows where (docs/mastery.md):
+
+1. A request picked by the uniform control arm (`reason.strategy == "random_control"` with a
+   known `inclusion_probability`) keeps `[model_version, pi]` in its request row
+   (`control_request`).
+2. A label answering such a request carries, in its joined row, `[model_version, 1 / pi,
+   [[human class, matched predicted class or None, agreed], ...]]` (`control_unit`). Labels of
+   every other strategy carry nothing: they never reach the estimates.
+3. Counting a control label applies it to the model's `MasteryBook`, kept as a JSON snapshot in
+   the `mastery` table (changelog-backed, key model_id), BEFORE the label's own row is written:
+   a crash between the two replays the label, which the book recognises as its last (`last`),
+   so it is counted once. The book never gets rebuilt by re-summing, so its floats, and the
+   feedback and triggers made from them, are the same bytes after a replay.
+4. Class feedback gets per class `state`, `state_changed_at` and `control` (estimates of the
+   newest version with their intervals), and the weights with mastered classes at
+   `FeedbackPolicy.mastered_weight` and their share spread over the others (`with_mastery`).
+   Retrain triggers get `mastery`: every class's state and the last changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
+from services.core.feedback import FeedbackPolicy, with_mastery
+from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
+from services.label_sink.metrics import LabelSinkMetrics
+from services.streaming.events import AnnotationRequest, Label
+from services.streaming.settings import LabelSinkSettings, SettingsError
+
+CONTROL = "k"
+"""Key of the control-arm fields in request rows and joined label rows."""
+
+
+def control_request(request: AnnotationRequest) -> dict[str, Any]:
+    """Extra request-row fields for a control-arm request; {} for any other request."""
+    pi = request.reason.inclusion_probability
+    if request.reason.strategy != CONTROL_STRATEGY or pi is None or not 0.0 < pi <= 1.0:
+        return {}
+    return {CONTROL: [request.model_version, pi]}
+
+
+def control_unit(request: dict[str, Any] | None, label: Label) -> list[Any] | None:
+    """The joined-row field of a label answering a control-arm request (module doc), else None."""
+    if request is None or CONTROL not in request:
+        return None
+    version, pi = request[CONTROL]
+    found = pairs([(iid, cls) for iid, cls in request["p"]],
+                  [(a.label, a.instance_id) for a in label.annotations])
+    if not found:
+        return None
+    return [version, 1.0 / pi, [list(p) for p in found]]
+
+
+def mastery_policy(settings: LabelSinkSettings) -> MasteryPolicy:
+    """The mastery rule the settings describe; SettingsError naming the variables if invalid."""
+    try:
+        return MasteryPolicy(master_at=settings.mastery_master_at,
+                             min_labels=settings.mastery_min_labels,
+                             reopen_below=settings.mastery_reopen_below,
+                             min_reopen_labels=settings.mastery_min_reopen_labels,
+                             confidence=settings.mastery_confidence,
+                             stop_triggers=settings.mastery_stop_triggers,
+                             stop_min_gain=settings.mastery_stop_min_gain,
+                             stop_min_labels=settings.mastery_stop_min_labels)
+    except ValueError as exc:
+        raise SettingsError(f"{settings.PREFIX}MASTERY_*: {exc}") from None
+
+
+def interval_dict(iv: Interval | None) -> dict[str, float] | None:
+    return None if iv is None else {"estimate": iv.estimate, "low": iv.low, "high": iv.high}
+
+
+class Mastery:
+    """Mastery books in a faust table (any mapping of model_id -> snapshot dict works)."""
+
+    def __init__(self, table: Any, policy: MasteryPolicy, feedback: FeedbackPolicy,
+                 metrics: LabelSinkMetrics, *, stop_to_exploration: bool = False) -> None:
+        self.table, self.policy, self.feedback, self.metrics = table, policy, feedback, metrics
+        self.stop_to_exploration = stop_to_exploration
+
+    def book(self, model_id: str) -> MasteryBook | None:
+        data = self.table.get(model_id)
+        return None if data is None else MasteryBook.from_snapshot(data)
+
+    def count(self, model_id: str, row: dict[str, Any]) -> list[Change]:
+        """Apply the control-arm label `row` (a joined label row with CONTROL) and persist."""
+        version, weight, found = row[CONTROL]
+        book = self.book(model_id) or MasteryBook()
+        label = [(h, p, bool(a)) for h, p, a in found]
+        changes = book.apply(self.policy, row["id"], version, weight, label, row["t"])
+        self.table[model_id] = book.snapshot()
+        for human, _, _ in label:
+            self.metrics.control_labels.labels(model_id, human).inc()
+        self.export(model_id, book, {h for h, _, _ in label} | {p for _, p, _ in label if p})
+        for change in changes:
+            self.metrics.mastery_changes.labels(change.new.value).inc()
+        return changes
+
+    def export(self, model_id: str, book: MasteryBook, names: set[str]) -> None:
+        for name in sorted(names):
+            found = book.estimate(self.policy, name)
+            if found is not None:
+                for rate, iv in (("accuracy", found[1]), ("agreement", found[2])):
+                    if iv is not None:
+                        for bound in ("estimate", "low", "high"):
+                            self.metrics.control_estimate.labels(model_id, name, rate, bound).set(
+                                getattr(iv, bound))
+            cm = book.classes.get(name)
+            if cm is not None:
+                for state in ClassState:
+                    self.metrics.mastery_state.labels(model_id, name, state.value).set(
+                        float(cm.state is state))
+
+    def feedback_classes(self, model_id: str, classes: dict[str, dict[str, Any]]
+                         ) -> dict[str, dict[str, Any]]:
+        """Class-feedback `classes` (name -> stats dict) with the mastery fields added and the
+        weights rebalanced for mastered classes. Classes without control labels are unchanged."""
+        book = self.book(model_id)
+        if book is None:
+            return classes
+        weights = with_mastery(self.feedback, {c: s["weight"] for c, s in classes.items()},
+                               book.mastered())
+        if book.stopped and self.stop_to_exploration:  # labels stopped paying: explore only
+            weights = dict.fromkeys(weights, self.feedback.mastered_weight)
+        out = {}
+        for name, stats in classes.items():
+            stats = {**stats, "weight": weights[name]}
+            cm = book.classes.get(name)
+            if cm is not None:
+                stats["state"] = cm.state.value
+                if cm.changed_at is not None:
+                    stats["state_changed_at"] = cm.changed_at
+            found = book.estimate(self.policy, name)
+            if found is not None:
+                stats["control"] = {"model_version": book.version, "labels": found[0],
+                                    "accuracy": interval_dict(found[1]),
+                                    "agreement": interval_dict(found[2])}
+            out[name] = stats
+        return out
+
+    def at_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
+        """Record the trigger in the model's book (before the trigger is published; idempotent
+        by trigger id) and return the trigger's `stopping` field; None without control labels."""
+        book = self.book(model_id)
+        if book is None or book.version is None:
+            return None
+        stopped = book.at_trigger(self.policy, trigger_id)
+        self.table[model_id] = book.snapshot()
+        self.metrics.stopping.labels(model_id).set(float(stopped))
+        latest = book.plateau[-1]
+        if latest.estimate is not None:
+            self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
+        return {"stopped": stopped, "window": self.policy.stop_triggers,
+                "min_gain": self.policy.stop_min_gain,
+                "versions": [p.to_dict() for p in book.plateau]}
+
+    def trigger_field(self, model_id: str) -> dict[str, Any] | None:
+        """The retrain trigger's `mastery`: states of all judged classes and the last changes."""
+        book = self.book(model_id)
+        if book is None or not book.classes:
+            return None
+        return {"classes": {n: s.value for n, s in book.states().items()},
+                "changes": [c.to_dict() for c in book.changes]}

@@ -1,0 +1,68 @@
+"""The label sink's mastery shell (services/label_sink/mastery.py) over a plain dict table."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from services.core.feedback import FeedbackPolicy
+from services.core.mastery import MasteryPolicy
+from services.label_sink.mastery import Mastery
+from services.label_sink.metrics import LabelSinkMetrics
+from services.streaming.control_events import decode_retrain_trigger
+from services.streaming.events import encode_event
+
+
+def shell(stop_to_exploration: bool) -> tuple[Mastery, CollectorRegistry]:
+    registry = CollectorRegistry()
+    policy = MasteryPolicy(master_at=0.8, min_labels=10, stop_triggers=1, stop_min_labels=20)
+    return Mastery({}, policy, FeedbackPolicy(), LabelSinkMetrics(registry),
+                   stop_to_exploration=stop_to_exploration), registry
+
+
+def feed(m: Mastery, version: str, n: int, start: int) -> None:
+    for i in range(start, start + n):
+        name = "cat" if i % 2 else "dog"
+        right = name == "cat" or i % 4 == 0  # cats always right, dogs half the time
+        predicted = name if right else "owl"
+        m.count("m", {"id": f"l{i}", "t": float(i),
+                      "k": [version, 10.0, [[name, predicted, right]]]})
+
+
+def classes() -> dict[str, dict]:
+    return {c: {"labels_total": 50, "labels_since_trigger": 0, "agreement": 0.5, "weight": 1.0}
+            for c in ("cat", "dog", "owl")}
+
+
+def test_feedback_and_trigger_fields_and_the_drop_to_exploration_option() -> None:
+    for drop in (False, True):
+        m, registry = shell(drop)
+        feed(m, "v1", 60, 0)
+        first = m.at_trigger("m", "t1")
+        assert first is not None and first["stopped"] is False
+        feed(m, "v2", 60, 100)
+        stopping = m.at_trigger("m", "t2")  # v2 no better than v1: stop
+        assert stopping is not None and stopping["stopped"] is True
+        assert [v["model_version"] for v in stopping["versions"]] == ["v1", "v2"]
+        out = m.feedback_classes("m", classes())
+        assert out["cat"]["state"] == "mastered" and out["dog"]["state"] == "learning"
+        assert out["cat"]["control"]["accuracy"]["estimate"] == 1.0
+        assert out["dog"]["control"]["labels"] == 30
+        weights = {c: s["weight"] for c, s in out.items()}
+        if drop:
+            assert weights == dict.fromkeys(weights, 0.01)
+        else:
+            assert weights["cat"] == 0.01 and weights["dog"] > 1.0 and weights["owl"] > 1.0
+        assert registry.get_sample_value("label_sink_stopping_signal", {"model_id": "m"}) == 1.0
+        assert registry.get_sample_value(
+            "label_sink_mastery_state", {"model_id": "m", "class": "cat",
+                                         "state": "mastered"}) == 1.0
+    # The trigger fields decode under the contract.
+    trigger = {"schema_version": 1, "trigger_id": "t2", "model_id": "m", "rule": "label_count",
+               "detail": "x", "counts": {"cat": 1}, "total": 1, "triggered_at": 1.0,
+               "manifest": {"topic": "al.labels.v1",
+                            "ranges": [{"partition": 0, "start_offset": 0, "end_offset": 1}]},
+               "mastery": m.trigger_field("m"), "stopping": stopping}
+    decoded = decode_retrain_trigger(encode_event(trigger))
+    assert decoded.stopping is not None and decoded.stopping["stopped"] is True
+    assert decoded.mastery is not None and decoded.mastery["classes"]["cat"] == "mastered"
+    assert decoded.to_dict() == trigger
