@@ -841,7 +841,9 @@ class Scorer:
         only from `feedback_from` on (past the replay and past the most the crashed instance can
         have processed, and produced output for, without that feedback: one batch), so the
         replayed batch decides as the crashed one did. Fresh partitions, and those handed over
-        with a final checkpoint, take it at once."""
+        with a final checkpoint, take it at once. Nothing is read with `class_feedback` off."""
+        if not self.settings.class_feedback:
+            return
         new = self.feedback.poll()
         if new:
             self._feedback_seq += 1

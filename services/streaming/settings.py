@@ -255,6 +255,10 @@ class ScorerSettings:
     # partition's state from its log's first record, as for a new partition; "stop" stops the
     # scorer (exit 4) for an operator to decide (docs/scorer.md, "Offsets that go backwards").
     on_offset_regression: str = "reset"
+    # Apply the label sink's class feedback (al.class-feedback.v1) to the class weights. Off:
+    # every weight stays 1, so the requests depend on the input alone, never on when feedback
+    # arrived (an A/B control deployment; the chaos soak's comparison with a reference run).
+    class_feedback: bool = True
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 
