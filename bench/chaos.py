@@ -61,6 +61,11 @@ POLICY: dict[str, Any] = {}  # the default selection policy and budget
 TRIGGER_EVERY = 20  # labels per retrain trigger: a few dozen triggers in a 3-minute soak
 
 
+def say(text: str) -> None:
+    """A progress line, at once (the soak runs for minutes, often with its output in a file)."""
+    print(text, flush=True)
+
+
 @dataclass
 class Report:
     checks: list[checks.Check]
@@ -86,7 +91,7 @@ class Report:
 def soak(kafka: ApacheKafka, *, minutes: float, rate: float = 100.0, seed: int = 1,
          fault_interval: tuple[float, float] = (10.0, 60.0), drain_s: float = 240.0,
          rss_limit_mib: float = 1024.0, sabotage: str = "none", workdir: Path | None = None,
-         say: Callable[[str], None] = print) -> Report:
+         say: Callable[[str], None] = say) -> Report:
     """The reference run, then the soak, on `kafka` (which the soak restarts once); the
     invariants. Services are reaped even when a run fails half-way."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="active-stream-chaos-"))
@@ -114,7 +119,7 @@ def soak(kafka: ApacheKafka, *, minutes: float, rate: float = 100.0, seed: int =
     return Report(found, ref, out)
 
 
-def print_report(report: Report, say: Callable[[str], None] = print) -> None:
+def print_report(report: Report, say: Callable[[str], None] = say) -> None:
     say("\nfaults:")
     for line in report.soak.faults:
         say(f"  {line}")

@@ -263,22 +263,36 @@ class Trainer(Actor):
                 self.problems += [f"trigger {trigger.trigger_id[:12]}: {p}" for p in problems]
 
     def _read(self, trigger: Any) -> list[tuple[str, str, str | None]]:
-        out = []
+        """The labels at the manifest's offsets: each partition's span read once (one
+        assignment for all of them: a fetch per run would cost a round trip per label where
+        two models' labels interleave)."""
+        wanted: dict[int, set[int]] = defaultdict(set)
         for r in trigger.manifest.ranges:
-            if r.end_offset <= r.start_offset:
-                continue
-            self.fetcher.assign([TopicPartition(self.labels_topic, r.partition, r.start_offset)])
-            got: list[Message] = []
-            deadline = time.monotonic() + 120
-            while len(got) < r.end_offset - r.start_offset and time.monotonic() < deadline:
-                got += [m for m in self.fetcher.consume(500, 0.5)
-                        if m.error() is None and m.offset() < r.end_offset]
-            for m in got:
-                try:
-                    label = decode_label(m.value() or b"")
-                    out.append((label.label_id, label.annotations[0].label, label.model_id))
-                except InvalidEvent as exc:
-                    out.append((f"invalid@{m.partition()}:{m.offset()}", exc.code.value, None))
+            wanted[r.partition].update(range(r.start_offset, r.end_offset))
+        if not wanted:
+            return []
+        last = {p: max(offsets) for p, offsets in wanted.items()}
+        self.fetcher.assign([TopicPartition(self.labels_topic, p, min(offsets))
+                             for p, offsets in wanted.items()])
+        got: dict[tuple[int, int], Message] = {}
+        reached: set[int] = set()
+        deadline = time.monotonic() + 120  # the broker may be restarting
+        while len(reached) < len(wanted) and time.monotonic() < deadline:
+            for m in self.fetcher.consume(500, 0.2):
+                p, off = m.partition() or 0, m.offset() or 0
+                if m.error() is not None or p not in wanted:
+                    continue
+                if off in wanted[p]:
+                    got[(p, off)] = m
+                if off >= last[p]:
+                    reached.add(p)
+        out = []
+        for (p, off), m in sorted(got.items()):
+            try:
+                label = decode_label(m.value() or b"")
+                out.append((label.label_id, label.annotations[0].label, label.model_id))
+            except InvalidEvent as exc:
+                out.append((f"invalid@{p}:{off}", exc.code.value, None))
         return out
 
     def covered(self) -> int:

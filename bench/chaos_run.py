@@ -7,10 +7,10 @@ need (`Outcome`)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ from services.streaming.apache_kafka import ApacheKafka
 from services.streaming.topics import create_topics, dlq, loop_topics
 
 PARTITIONS = 4
+# The broker restarts on this thread, never on one that ends: Linux sends a child its
+# parent-death signal (ApacheKafka sets SIGTERM) when the THREAD that spawned it exits, so a
+# broker started from a short-lived thread is stopped again the moment that thread returns.
+_KEEPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-keeper")
 PROGRESS_S = 10.0  # how often a progress line is printed (and RSS and metrics sampled)
 
 
@@ -209,7 +213,7 @@ class Run:
         if not self.s.broker_restart:
             broker_at = None
         next_progress = start
-        restart: threading.Thread | None = None
+        restart: Future[None] | None = None
         while time.monotonic() < end:
             now = time.monotonic()
             fleet.tick()
@@ -218,15 +222,14 @@ class Run:
                 next_fault = now + float(rng.uniform(lo, hi))
             if broker_at is not None and now >= broker_at:
                 broker_at = None
-                restart = threading.Thread(target=self._restart_broker, args=(fleet,),
-                                           name="broker-restart", daemon=True)
-                restart.start()  # the faults go on meanwhile (SIGCONTs and restarts due)
+                # The faults go on meanwhile (SIGCONTs and restarts due).
+                restart = _KEEPER.submit(self._restart_broker, fleet)
             if now >= next_progress:
                 self._progress(fleet, *actors)
                 next_progress = now + PROGRESS_S
             time.sleep(0.2)
         if restart is not None:
-            restart.join()
+            restart.result()
 
     def _restart_broker(self, fleet: Fleet) -> None:
         began = time.monotonic()
