@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the
 
 from bench import chaos_checks as checks  # noqa: E402
 from bench.chaos_input import stream  # noqa: E402
-from bench.chaos_run import PARTITIONS, Outcome, Run, Settings  # noqa: E402
+from bench.chaos_run import BROKER_START_S, PARTITIONS, Outcome, Run, Settings  # noqa: E402
 from services.evaluation.processes import ServiceProcess  # noqa: E402
 from services.streaming.apache_kafka import ApacheKafka  # noqa: E402
 
@@ -146,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lo, hi = (float(x) for x in args.fault_interval.split(","))
     started = time.monotonic()
-    with ApacheKafka() as kafka:
-        kafka.start()
+    kafka = ApacheKafka()
+    try:
+        kafka.start(BROKER_START_S)
         report = soak(kafka, minutes=args.minutes, rate=args.rate, seed=args.seed,
                       fault_interval=(lo, hi), drain_s=args.drain_s,
                       rss_limit_mib=args.rss_limit_mib, sabotage=args.sabotage,
                       workdir=args.workdir)
+    finally:
+        kafka.close()
     print_report(report)
     print(f"wall time {time.monotonic() - started:.0f}s")
     return 0 if report.ok else 1

@@ -43,6 +43,7 @@ PARTITIONS = 4
 # broker started from a short-lived thread is stopped again the moment that thread returns.
 _KEEPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-keeper")
 PROGRESS_S = 10.0  # how often a progress line is printed (and RSS and metrics sampled)
+BROKER_START_S = 240.0  # how long the restarted broker may take to serve again
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,9 @@ class Run:
         self.out.peak_mib["broker"] = max(self.out.peak_mib.get("broker", 0.0),
                                           peak_rss_mib(self.kafka.pid))
         fleet._note("broker restart begins (SIGTERM)", fleet.faults)
-        self.kafka.restart()
+        # Start-up took 10-45 s here with the machine's load average near 30; ApacheKafka's
+        # default 60 s was not always enough for it.
+        self.kafka.restart(timeout_s=BROKER_START_S)
         fleet._note(f"broker serving again ({time.monotonic() - began:.1f}s)", fleet.faults)
 
     def _drain(self, fleet: Fleet, model: ModelService, annotator: Annotator,
