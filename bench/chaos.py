@@ -82,7 +82,8 @@ class Report:
                 "duplicate_requests": len(s.requests) - len(checks._by_id(s.requests)),
                 "labels": len(s.label_ids), "triggers": len(s.trained),
                 "faults": len(s.faults), "exits_by_itself": len(s.exits),
-                "early_joined": s.early_joined, "peak_rss_mib": {
+                "early_joined": s.early_joined, "answered_first": s.answered_first,
+                "peak_rss_mib": {
                     k: round(v) for k, v in s.peak_mib.items()},
                 "soak_s": round(s.seconds), "reference_s": round(r.seconds),
                 "failed": [c.name for c in self.checks if not c.ok]}

@@ -185,7 +185,8 @@ def health(o: Any) -> Check:
     if bad:
         problems.append(f"exit codes at the graceful stop: {bad}")
     problems += o.actor_errors
-    detail = (f"{len(o.faults)} faults, {len(o.exits)} exits by itself, "
-              f"{o.early_joined} labels joined after waiting for their request")
+    first = "?" if o.answered_first is None else o.answered_first
+    detail = (f"{len(o.faults)} faults, {len(o.exits)} exits by itself; {first} labels sent "
+              f"before the sink had stored their request, {o.early_joined} seen waiting for it")
     return Check(f"{o.name}: drained and stopped cleanly", not problems,
                  "; ".join([detail, *problems]))

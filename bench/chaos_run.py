@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.chaos_actors import (
@@ -87,6 +87,7 @@ class Outcome:
     actor_errors: list[str] = field(default_factory=list)
     drained: bool = False
     early_joined: int = 0
+    answered_first: int | None = None
     labels_sent: int = 0
     topped_up: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -290,6 +291,27 @@ class Run:
             group.close()
             reader.close()
 
+    def _answered_first(self) -> int | None:
+        """Labels produced before the sink stored their request: the label's timestamp (set by
+        the annotator's producer) before the first record of the request in the sink's
+        requests-table changelog (written once the sink has read it). Unlike the sink's own
+        counter of labels that waited, this survives its kills. None without that changelog."""
+        changelog = f"{self.prefix}sink-requests-changelog"
+        try:
+            stored: dict[str, int] = {}
+            for m in read_topic(self.kafka.bootstrap, changelog, PARTITIONS):
+                rid = orjson.loads(m.key() or b"null")
+                if isinstance(rid, str) and m.value() is not None:
+                    stored.setdefault(rid, m.timestamp()[1])
+            early = 0
+            for m in read_topic(self.kafka.bootstrap, self.topic(topics.LABELS), PARTITIONS):
+                rid = orjson.loads(m.value() or b"{}").get("request_id")
+                if rid in stored and m.timestamp()[1] < stored[rid]:
+                    early += 1
+            return early
+        except KafkaException:
+            return None
+
     def _latest(self) -> float:
         """The newest event time of the input (the backlog labels come after it)."""
         good = [r.value for r in self.records if r.code is None and r.value is not None]
@@ -324,6 +346,7 @@ class Run:
             o.dead_letters.append((src["partition"], src["offset"], letter["code"]))
         o.requests = [m.value() or b"" for m in
                       read_topic(bootstrap, self.topic(topics.ANNOTATION_REQUESTS), PARTITIONS)]
+        o.answered_first = self._answered_first()
         reader: Consumer = consumer(bootstrap, **{"group.id": f"{self.prefix}scorer"})
         try:
             o.input_ends = ends(reader, inputs, PARTITIONS)
