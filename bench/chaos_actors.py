@@ -107,6 +107,7 @@ class ModelService(Actor):
         self.sent = 0
         self.delivered = 0
         self.failed = 0
+        self.last_error: str | None = None
         self.started = time.monotonic()
 
     def _report(self, err: Any, _msg: Any) -> None:
@@ -114,6 +115,7 @@ class ModelService(Actor):
             self.delivered += 1
         else:
             self.failed += 1
+            self.last_error = str(err)
 
     def step(self) -> None:
         due = len(self.records) if self.rate is None else min(
@@ -150,6 +152,7 @@ class Annotator(Actor):
         self.requests = 0
         self.sent = 0
         self.failed = 0
+        self.last_error: str | None = None
         self._due: list[tuple[float, int, Answer]] = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
@@ -160,6 +163,7 @@ class Annotator(Actor):
             self.sent += 1
         else:
             self.failed += 1
+            self.last_error = str(err)
 
     def step(self) -> None:
         now = time.monotonic()
