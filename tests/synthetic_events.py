@@ -13,6 +13,10 @@ class at 12.0). Two ways to draw it:
   that a pacer stamps an event when it sends it. The benchmarks' input (bench/scorer.py, its
   peers, bench/decoders.py, bench/takeover.py); `probabilities(rng, n)` alone for
   bench/selector.py, which times selection on decoded events.
+
+Hostile records (issue 13's kinds, each with the dead-letter code the scorer gives it):
+`hostile_record(template, kind, asset)` turns a good event into one of `HOSTILE_KINDS`; used by
+tests/integration/test_scorer_hostile.py and the chaos soak (bench/chaos_input.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 
 from services.streaming.events import encode_event
 
@@ -89,3 +94,60 @@ def event_bodies(rng: np.random.Generator, start: int, n: int,
 def stamp(t: float) -> bytes:
     """The end of an event body: its timestamp (epoch seconds) and the closing brace."""
     return b"%.6f}" % t
+
+
+FAR = 9.8e9  # event time in year 2280: valid epoch seconds, far past any watermark's skew bound
+
+# kind -> the dead-letter code the scorer must give it
+HOSTILE_KINDS: dict[str, str] = {
+    "far_timestamp": "timestamp_out_of_range",
+    "duplicate_key": "duplicate_key",
+    "class_name_bytes": "out_of_range",
+    "deep_metadata": "out_of_range",
+    "score_cells": "out_of_range",
+    "not_json": "not_json",
+    "tombstone": "empty",
+    "wrong_type": "wrong_type",
+    "metadata_bomb": "out_of_range",
+}
+
+
+def with_fields(template: bytes, asset: str, **changes: object) -> bytes:
+    """The event `template` as asset (and event id) `asset`, with `changes` over its fields."""
+    return encode_event({**orjson.loads(template), "asset_id": asset, "event_id": asset,
+                         **changes})
+
+
+def hostile_record(template: bytes, kind: str, asset: str) -> tuple[str, bytes | None]:
+    """(dead-letter code, value) of a record of hostile `kind` made from a good event with a
+    distribution (`template`), keyed `asset`. A None value is a tombstone."""
+    if kind == "far_timestamp":
+        value: bytes | None = with_fields(template, asset, timestamp=FAR)
+    elif kind == "duplicate_key":
+        value = b'{"timestamp":1,' + with_fields(template, asset)[1:]
+    elif kind == "class_name_bytes":
+        value = with_fields(template, asset, predictions=[
+            {"scores": {"\U0001F426" * 65: 0.5, "b": 0.5}}])
+    elif kind == "deep_metadata":
+        deep: dict[str, object] = {"leaf": 1}
+        for _ in range(8):
+            deep = {"d": deep}
+        value = with_fields(template, asset, metadata=deep)
+    elif kind == "score_cells":
+        wide = {f"c{i}": 0 for i in range(10_400)}
+        wide["c0"] = 1
+        value = with_fields(template, asset, predictions=[
+            *[{"label": "c1", "confidence": 0.5}] * 100, {"scores": wide}])
+    elif kind == "not_json":
+        value = b'{"schema_version": 1, "event_id": '
+    elif kind == "tombstone":
+        value = None
+    elif kind == "wrong_type":
+        value = with_fields(template, asset,
+                            predictions=orjson.loads(template)["predictions"][0])
+    elif kind == "metadata_bomb":  # valid JSON, ~256 KB of nested empty objects (~26x parsed)
+        value = with_fields(template, asset)[:-1] + b',"metadata":{"m":[' + b"{}," * 86_000 \
+            + b"{}]}}"
+    else:
+        raise ValueError(f"unknown hostile kind {kind!r}")
+    return HOSTILE_KINDS[kind], value

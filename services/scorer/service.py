@@ -70,6 +70,7 @@ FETCH_TIMEOUT_S = 10.0
 """Reading a reservoir pick's record back after a restore: tries, and the time each may take
 (a metadata round trip, then a fetch; seconds on a healthy cluster). 3 x 10 s bounds the wait
 near the 30 s a single try used to take before dropping the pick."""
+_FETCH_RETRY_S = 0.5  # between look-ups of a try that fail at once (`_fetch_once`)
 _UNREAD = object()
 
 PARTITIONS_CHECK_S = 30.0
@@ -874,7 +875,9 @@ class Scorer:
         only from `feedback_from` on (past the replay and past the most the crashed instance can
         have processed, and produced output for, without that feedback: one batch), so the
         replayed batch decides as the crashed one did. Fresh partitions, and those handed over
-        with a final checkpoint, take it at once."""
+        with a final checkpoint, take it at once. Nothing is read with `class_feedback` off."""
+        if not self.settings.class_feedback:
+            return
         new = self.feedback.poll()
         if new:
             self._feedback_seq += 1
@@ -1175,16 +1178,26 @@ class Scorer:
         return fetch
 
     def _fetch_once(self, tp: TopicPartition) -> bytes | None | object:
-        """One try of `fetch`: the value, None (gone), or _UNREAD (error or timeout)."""
-        try:
-            low, _ = self._fetcher.get_watermark_offsets(tp, timeout=FETCH_TIMEOUT_S)
-        except KafkaException as exc:
-            log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset, exc)
-            return _UNREAD
+        """One try of `fetch`, FETCH_TIMEOUT_S long: the value, None (gone), or _UNREAD (error
+        or timeout). A look-up that fails at once is asked again within the try: right after a
+        broker restart the client's metadata names no leader for a while, and librdkafka answers
+        `Unknown partition` in microseconds, which spent all the tries in one millisecond (the
+        chaos soak's scorer stopped so, bench/chaos.py)."""
+        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        while True:
+            try:
+                low, _ = self._fetcher.get_watermark_offsets(
+                    tp, timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except KafkaException as exc:
+                if time.monotonic() + _FETCH_RETRY_S >= deadline:
+                    log.warning("reading back %s[%d]@%d: %s", tp.topic, tp.partition,
+                                tp.offset, exc)
+                    return _UNREAD
+                time.sleep(_FETCH_RETRY_S)
         if tp.offset < low:
             return None  # removed by retention: no try will ever read it
         self._fetcher.assign([tp])
-        deadline = time.monotonic() + FETCH_TIMEOUT_S
         while time.monotonic() < deadline:
             msg = self._fetcher.poll(0.5)
             if msg is None:

@@ -173,7 +173,9 @@ class ApacheKafka:
     (SIGTERM, then SIGKILL past the timeout); `kill()` SIGKILLs it (a crash); `restart()` starts
     it again on the same ports and log directory, so clients reconnect to the same address and
     find every topic, offset and transaction as the broker left them. Usable as a context
-    manager. Not thread-safe.
+    manager. Not thread-safe. Start and restart it from a thread that outlives the broker: the
+    JVM gets SIGTERM when the thread that spawned it exits (Linux ties the parent-death signal
+    to the thread), so a restart on a short-lived thread is stopped when that thread returns.
 
     `port` fixes the client port (default: a free one). `properties` are broker settings on top
     of SINGLE_NODE (e.g. a faster log cleaner for a compaction test). The JVM heap is capped at

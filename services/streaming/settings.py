@@ -287,6 +287,10 @@ class ScorerSettings:
     # of TierPolicy settings plus optional "cost_budget" {"units_per_hour", "burst"} (the whole
     # group's) and "topics" {tier: topic} for per-tier copies of the requests.
     tiers: str = ""
+    # Apply the label sink's class feedback (al.class-feedback.v1) to the class weights. Off:
+    # every weight stays 1, so the requests depend on the input alone, never on when feedback
+    # arrived (an A/B control deployment; the chaos soak's comparison with a reference run).
+    class_feedback: bool = True
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 

@@ -29,7 +29,6 @@ from services.scorer.partition import (
     partition_seed,
 )
 from services.scorer.service import Scorer
-from services.streaming.events import encode_event
 from services.streaming.partitioning import KEYED_PARTITIONER
 from services.streaming.settings import ScorerSettings
 from tests.integration.kafka_support import metric, produce, read_all, scrape, wait_for
@@ -40,49 +39,26 @@ from tests.integration.scorer_support import (
     private_loop,
     scorer_env,
 )
-from tests.synthetic_events import inference_events
+from tests.synthetic_events import hostile_record, inference_events, with_fields
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
-FAR = 9.8e9  # event time in year 2280: valid epoch seconds
 BOMBS = 300  # the issue's case: 300 events of 256 KB worst-case metadata
 PARTITIONS = 2
 
 
-def _event(template: bytes, asset: str, **changes: object) -> bytes:
-    return encode_event({**orjson.loads(template), "asset_id": asset, "event_id": asset,
-                         **changes})
-
-
-def _bomb(template: bytes, asset: str) -> bytes:
-    """Valid JSON, ~256 KB of nested empty objects in metadata (~26x that once parsed)."""
-    head = _event(template, asset)[:-1]
-    return head + b',"metadata":{"m":[' + b"{}," * 86_000 + b"{}]}}"
-
-
 def _hostile(template: bytes) -> list[tuple[str, bytes, bytes | None]]:
-    """(expected dead-letter code, key, value) of every hostile kind, bombs included."""
-    scores = orjson.loads(template)["predictions"]
-    wide = {f"c{i}": 0 for i in range(10_400)}
-    wide["c0"] = 1
-    cells = [{"label": "c1", "confidence": 0.5}] * 100 + [{"scores": wide}]
-    deep: dict[str, object] = {"leaf": 1}
-    for _ in range(8):
-        deep = {"d": deep}
-    out = [
-        ("timestamp_out_of_range", b"far-1", _event(template, "far-1", timestamp=FAR)),
-        ("timestamp_out_of_range", b"far-2", _event(template, "far-2", timestamp=FAR + 9)),
-        ("duplicate_key", b"dup-1", b'{"timestamp":1,' + _event(template, "dup-1")[1:]),
-        ("out_of_range", b"bytes-1", _event(template, "bytes-1", predictions=[
-            {"scores": {"\U0001F426" * 65: 0.5, "b": 0.5}}])),
-        ("out_of_range", b"deep-1", _event(template, "deep-1", metadata=deep)),
-        ("out_of_range", b"cells-1", _event(template, "cells-1", predictions=cells)),
-        ("not_json", b"junk-1", b'{"schema_version": 1, "event_id": '),
-        ("empty", b"tomb-1", None),
-        ("wrong_type", b"type-1", _event(template, "type-1", predictions=scores[0])),
-    ]
-    out += [("out_of_range", f"bomb-{i}".encode(), _bomb(template, f"bomb-{i}"))
-            for i in range(BOMBS)]
+    """(expected dead-letter code, key, value) of every hostile kind (two of far timestamps),
+    the 256-KB metadata bombs included."""
+    kinds = [("far_timestamp", "far-1"), ("far_timestamp", "far-2"), ("duplicate_key", "dup-1"),
+             ("class_name_bytes", "bytes-1"), ("deep_metadata", "deep-1"),
+             ("score_cells", "cells-1"), ("not_json", "junk-1"), ("tombstone", "tomb-1"),
+             ("wrong_type", "type-1")]
+    kinds += [("metadata_bomb", f"bomb-{i}") for i in range(BOMBS)]
+    out = []
+    for kind, asset in kinds:
+        code, value = hostile_record(template, kind, asset)
+        out.append((code, asset.encode(), value))
     return out
 
 
@@ -307,7 +283,8 @@ def test_retired_model_versions_leave_the_threshold_metric(broker: object) -> No
     records = []
     for v in range(6):  # six versions in turn; the state keeps two (LRU)
         for key, value in inference_events(60, seed=30 + v, t0=1.7e9 + v * 100):
-            records.append((key, _event(value, key.decode() + f"-v{v}", model_version=f"v{v}")))
+            asset = key.decode() + f"-v{v}"
+            records.append((key, with_fields(value, asset, model_version=f"v{v}")))
     produce(bootstrap, topic, records)
     env = scorer_env(bootstrap, prefix, f"g-{prefix}",
                      policy='{"max_model_versions": 2}')
