@@ -27,6 +27,7 @@ from services.core.budget import BudgetPolicy
 from services.core.dedupe import DedupePolicy
 from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
+from services.core.redundancy import RedundancyPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
 from services.core.thresholds import ThresholdPolicy
@@ -71,6 +72,8 @@ class SelectorPolicy:
     multiples, so never at a batch boundary); decisions in between use the last refresh (smaller:
     fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
     partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
+    `redundancy`: near-duplicate suppression by `embedding` and a cap per `sequence_id`
+    (redundancy.py; off by default).
     """
 
     measure: Measure = "least_confidence"
@@ -85,6 +88,7 @@ class SelectorPolicy:
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
+    redundancy: RedundancyPolicy = field(default_factory=RedundancyPolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16

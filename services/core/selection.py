@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 STRATEGIES: tuple[str, ...] = (
@@ -56,11 +57,14 @@ class Selected:
 
 @dataclass(frozen=True)
 class Selection:
-    """The decisions of one batch: selected assets in decision order (deferred flushes first)."""
+    """The decisions of one batch: selected assets in decision order (deferred flushes first).
+    `suppressed`: exploit-lane candidates skipped as redundant, by reason (redundancy.py; empty
+    unless a redundancy gate is on)."""
 
     selected: tuple[Selected, ...]
     n_assets: int
     n_predictions: int
+    suppressed: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.selected)

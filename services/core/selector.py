@@ -23,6 +23,7 @@ one event stamped far in the future (or past) moves none of them.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from services.core.dedupe import DedupeState
 from services.core.draws import Draws
 from services.core.feedback import weights_from_agreement
 from services.core.policy import SelectorPolicy
+from services.core.redundancy import RedundancyState
 from services.core.registry import ModelBook, VersionState, evict_lru
 from services.core.reservoir import UniformReservoirState, WeightedReservoirState
 from services.core.selection import Selected, Selection
@@ -68,6 +70,8 @@ class SelectorState:
         self.versions: dict[tuple[str, str], VersionState] = {}
         self.weighted = WeightedReservoirState(policy.reservoir.per_class)
         self.control = UniformReservoirState(policy.reservoir.control_size)
+        self.redundancy = RedundancyState(policy.redundancy)
+        self.suppressed: Counter[str] = Counter()  # of the batch being selected (Selection)
 
     @classmethod
     def create(cls, policy: SelectorPolicy, seed: int) -> SelectorState:
@@ -163,6 +167,9 @@ class SelectorState:
             "books": [b.snapshot() for b in self.books.values()],
             "versions": [v.snapshot() for v in self.versions.values()],
             "weighted": self.weighted.snapshot(), "control": self.control.snapshot(),
+            # Only when a gate is on, so that a classification stream's checkpoint is unchanged.
+            **({"redundancy": self.redundancy.snapshot()} if self.policy.redundancy.enabled
+               else {}),
         }
 
     @classmethod
@@ -187,6 +194,7 @@ class SelectorState:
             state.versions[(version.model_id, version.version)] = version
         state.weighted = WeightedReservoirState.from_snapshot(data["weighted"])
         state.control = UniformReservoirState.from_snapshot(data["control"])
+        state.redundancy = RedundancyState.from_snapshot(policy.redundancy, data.get("redundancy"))
         return state
 
     def select(self, batch: PredictionBatch) -> Selection:
@@ -204,6 +212,7 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     boundaries (module docstring).
     """
     a = batch.n_assets
+    state.suppressed = Counter()
     if a == 0:
         return Selection((), 0, batch.n_predictions)
     pol = state.policy
@@ -222,7 +231,7 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
         _after(state, view, j, end, out)
         arms.settle(state, view)
         j = end
-    return Selection(tuple(out), a, batch.n_predictions)
+    return Selection(tuple(out), a, batch.n_predictions, dict(state.suppressed))
 
 
 def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.core.redundancy import REASONS as REDUNDANCY_REASONS
 from services.core.registry import OTHER_CLASS
 from services.streaming.events import ErrorCode
 
@@ -51,6 +52,12 @@ class ScorerMetrics:
         self.requests = Counter("scorer_requests_emitted_total",
                                 "Annotation requests produced (replayed ones not counted).",
                                 registry=registry)
+        self.redundant = Counter("scorer_redundant_suppressed_total",
+                                 "Exploit-lane candidates skipped as redundant (near-duplicate "
+                                 "embedding, sequence cap), by reason.", ["reason"],
+                                 registry=registry)
+        for reason in REDUNDANCY_REASONS:
+            self.redundant.labels(reason)
         self.replayed = Counter("scorer_events_replayed_total",
                                 "Records re-processed after a restore to rebuild state, "
                                 "without producing output.", registry=registry)

@@ -93,6 +93,8 @@ class BatchResult:
     suppressed: int = 0
     # Reservoir picks whose record could not be read back (e.g. removed by retention).
     lost_deferred: int = 0
+    # Exploit candidates the redundancy gates skipped, by reason (services/core/redundancy.py).
+    redundant: dict[str, int] = field(default_factory=dict)
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -224,6 +226,8 @@ class PartitionScorer:
             result.suppressed += len(values)
         refs = list(map(offsets.__getitem__, decoded.index))
         selection = self.state.select(PredictionBatch.from_parts(decoded.parts, refs))
+        for reason, count in selection.suppressed.items():
+            result.redundant[reason] = result.redundant.get(reason, 0) + count
         for sel in selection.selected:
             # Only the ~2% selected need the event itself: decode their record again (it is
             # valid), rather than build an object for every event of the batch.

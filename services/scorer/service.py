@@ -765,6 +765,8 @@ class Scorer:
                     m.latency.observe(max(0.0, now - sel.event_time))
             m.replayed.inc(result.suppressed)
             m.lost_deferred.inc(result.lost_deferred)
+            for reason, count in result.redundant.items():
+                m.redundant.labels(reason).inc(count)
         self._observe_state()
 
     def _observe_classes(self) -> None:

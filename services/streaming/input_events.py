@@ -88,6 +88,7 @@ class InferenceEvent:
     timestamp: float
     predictions: tuple[Prediction, ...]
     metadata: Mapping[str, Any] | None
+    sequence_id: str | None = None  # a camera, a clip: the redundancy gates' sequence key
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -103,6 +104,8 @@ class InferenceEvent:
             out["asset_uri"] = self.asset_uri
         if self.metadata is not None:
             out["metadata"] = dict(self.metadata)
+        if self.sequence_id is not None:
+            out["sequence_id"] = self.sequence_id
         return out
 
 
@@ -189,6 +192,8 @@ def quote_count(obj: dict[str, Any]) -> int:
     strings = 4  # event_id, asset_id, model_id, model_version
     if type(obj.get("asset_uri")) is str:
         strings += 1
+    if type(obj.get("sequence_id")) is str:
+        strings += 1
     if len(preds) == 1:
         pred = preds[0]
         scores = pred.get("scores")
@@ -253,6 +258,7 @@ def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> Infer
         timestamp=number(obj["timestamp"], "", "timestamp", 0.0, MAX_TIMESTAMP),
         predictions=predictions,
         metadata=metadata,
+        sequence_id=optional_text(obj.get("sequence_id"), "", "sequence_id", MAX_ID_LENGTH),
     )
 
 

@@ -102,6 +102,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "unknown-schema_version": ("unknown_version", "schema_version"),
         "wrong-type-model_version": ("wrong_type", "model_version"),
         "wrong-type-timestamp": ("wrong_type", "timestamp"),
+        "empty-sequence_id": ("empty", "sequence_id"),
+        "wrong-type-sequence_id": ("wrong_type", "sequence_id"),
     },
     "label": {
         "annotation-has-confidence": ("unknown_field", "annotations[0].confidence"),
