@@ -107,10 +107,11 @@ class VideoColumns:
     Per asset: `embedding` (the mean of its predictions' unit embeddings, float64, or None when
     none of its predictions has one), `sequence` (the event's `sequence_id` or None). Per
     prediction: `track` (`track_id` or None), `instance` (`instance_id` or None) and `bbox`
-    (n x 4 of x, y, width, height; NaN where absent)."""
+    (n x 4 of x, y, width, height; NaN where absent). `asset_id`: every asset's id."""
 
     embedding: tuple[np.ndarray | None, ...]
     sequence: tuple[str | None, ...]
+    asset_id: tuple[str, ...]
     track: tuple[str | None, ...]
     instance: tuple[str | None, ...]
     bbox: np.ndarray
@@ -303,5 +304,6 @@ class _Builder:
                 bbox[r] = x[2]
         return VideoColumns(
             embedding=tuple(v[0] for v in self.video), sequence=tuple(v[1] for v in self.video),
+            asset_id=tuple(self.asset_ids),
             track=tuple(None if x is None else x[0] for x in per_pred),
             instance=tuple(None if x is None else x[1] for x in per_pred), bbox=bbox)

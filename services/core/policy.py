@@ -31,6 +31,7 @@ from services.core.redundancy import RedundancyPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
 from services.core.thresholds import ThresholdPolicy
+from services.core.tracks import TrackPolicy
 from services.core.uncertainty import MEASURES, Aggregation, Measure
 
 SelectionMode = Literal["threshold", "reservoir"]
@@ -73,7 +74,8 @@ class SelectorPolicy:
     fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
     partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
     `redundancy`: near-duplicate suppression by `embedding` and a cap per `sequence_id`
-    (redundancy.py; off by default).
+    (redundancy.py; off by default). `tracks`: track instability by `track_id` joins uncertainty
+    in the ranking with `tracks.weight` (tracks.py; weight 0 by default = off).
     """
 
     measure: Measure = "least_confidence"
@@ -89,6 +91,7 @@ class SelectorPolicy:
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
     redundancy: RedundancyPolicy = field(default_factory=RedundancyPolicy)
+    tracks: TrackPolicy = field(default_factory=TrackPolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16

@@ -42,6 +42,7 @@ from services.core.registry import ModelBook, VersionState, evict_lru
 from services.core.reservoir import UniformReservoirState, WeightedReservoirState
 from services.core.selection import Selected, Selection
 from services.core.thresholds import growth, relative_quantiles
+from services.core.tracks import TrackState
 from services.core.view import BatchView
 
 FORMAT = "active-stream/selector-state"
@@ -71,6 +72,7 @@ class SelectorState:
         self.weighted = WeightedReservoirState(policy.reservoir.per_class)
         self.control = UniformReservoirState(policy.reservoir.control_size)
         self.redundancy = RedundancyState(policy.redundancy)
+        self.tracks = TrackState(policy.tracks)
         self.suppressed: Counter[str] = Counter()  # of the batch being selected (Selection)
 
     @classmethod
@@ -170,6 +172,7 @@ class SelectorState:
             # Only when a gate is on, so that a classification stream's checkpoint is unchanged.
             **({"redundancy": self.redundancy.snapshot()} if self.policy.redundancy.enabled
                else {}),
+            **({"tracks": self.tracks.snapshot()} if self.policy.tracks.enabled else {}),
         }
 
     @classmethod
@@ -195,6 +198,7 @@ class SelectorState:
         state.weighted = WeightedReservoirState.from_snapshot(data["weighted"])
         state.control = UniformReservoirState.from_snapshot(data["control"])
         state.redundancy = RedundancyState.from_snapshot(policy.redundancy, data.get("redundancy"))
+        state.tracks = TrackState.from_snapshot(policy.tracks, data.get("tracks"))
         return state
 
     def select(self, batch: PredictionBatch) -> Selection:
@@ -221,6 +225,8 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     versions: list[VersionState | None] = [state.versions.get(k) for k in batch.model_keys]
     view = BatchView(batch, books, versions, pol.measure, pol.aggregation, pol.top_k,
                      state.assets_seen, state.watermark, state.last_time)
+    if pol.tracks.enabled and batch.video is not None:
+        view.add_instability(pol.tracks.weight, observe_tracks(state.tracks, view))
     cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
@@ -232,6 +238,28 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
         arms.settle(state, view)
         j = end
     return Selection(tuple(out), a, batch.n_predictions, dict(state.suppressed))
+
+
+def observe_tracks(tracks: TrackState, view: BatchView) -> dict[int, Any]:
+    """Feed every tracked prediction of the batch to the track memory in stream order (at the
+    watermark after its asset); the unstable ones by prediction index. Command."""
+    b = view.batch
+    video = b.video
+    assert video is not None
+    out: dict[int, Any] = {}
+    for r, track in enumerate(video.track):
+        if track is None:
+            continue
+        a = int(b.asset_of[r])
+        box = video.bbox[r]
+        inst = tracks.observe(
+            b.model_keys[int(b.asset_model[a])][0], track, float(view.watermark[a]),
+            b.classes[int(b.top_class[r])], float(b.top_conf[r]),
+            None if np.isnan(box[0]) else (float(box[0]), float(box[1]), float(box[2]),
+                                           float(box[3])), video.asset_id[a])
+        if inst is not None:
+            out[r] = inst
+    return out
 
 
 def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:

@@ -136,6 +136,8 @@ def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: i
     }
     if event.asset_uri is not None:
         request["asset_uri"] = event.asset_uri
+    if sel.track is not None:  # the track and frames that drove it (core/tracks.py)
+        request["reason"]["track"] = dict(sel.track)  # type: ignore[index]
     return request
 
 

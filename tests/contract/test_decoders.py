@@ -129,6 +129,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "negative-offset": ("out_of_range", "source.offset"),
         "priority-above-one": ("out_of_range", "priority"),
         "scores-not-normalised": ("not_normalised", "predictions[0].scores"),
+        "track-unknown-signal": ("out_of_range", "reason.track.signals[0]"),
+        "track-no-frames": ("empty", "reason.track.frames"),
     },
     "retrain-trigger": {
         "empty-ranges": ("empty", "manifest.ranges"),
@@ -256,7 +258,7 @@ FIELD_SETS = [
     ("label", "", LABEL_FIELDS, LABEL_REQUIRED),
     ("label", "/$defs/annotation", ANNOTATION_FIELDS, ANNOTATION_REQUIRED),
     ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri"}),
-    ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS),
+    ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS - {"track"}),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_FIELDS),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
