@@ -59,10 +59,10 @@ def baseline_policy(budget: float) -> SelectorPolicy:
 class VideoSettings:
     seeds: int = 5
     seed_labels: int = 30
-    budget: float = 0.03
+    budget: float = 0.015
     retrain_every: int = 10
-    clips: int = 60
-    frames: int = 20
+    clips: int = 40
+    frames: int = 60
     objects: int = 3
     batch_size: int = 50
     random_state: int = 0
@@ -299,9 +299,14 @@ def _goals(st: dict[str, Any], settings: VideoSettings) -> dict[str, Any]:
     if a and r:
         random_labels = settings.seed_labels + r["labels_used"]
         need = a["labels_to_random_final_median"]
+        # Labels count the seed labels too, as in docs/label-efficiency.md; the acquired ones
+        # alone are printed beside them.
         goals["half_of_random_labels"] = {
             "met": need is not None and need <= 0.5 * random_labels,
-            "active_labels_to_random_final": need, "random_labels": random_labels}
+            "active_labels_to_random_final": need, "random_labels": random_labels,
+            "ratio": None if need is None else need / random_labels,
+            "acquired_ratio": None if need is None else
+            (need - settings.seed_labels) / max(r["labels_used"], 1)}
     if a and u:
         goals["beat_uncertainty_only"] = {
             "met": a["final_accuracy"] > u["final_accuracy"]
@@ -319,7 +324,7 @@ def print_report(summary: dict[str, Any], write: Callable[[str], None] = print) 
     """The figures as a table, then the goals."""
     s = summary["settings"]
     write(f"video (digits clips): {s['seeds']} seeds, {s['clips']} clips x {s['frames']} frames "
-          f"x {s['objects']} objects, {s['seed_labels']} seed labels, cap {s['budget']:.0%} of "
+          f"x {s['objects']} objects, {s['seed_labels']} seed labels, cap {s['budget']:.1%} of "
           f"the stream, retrain every {s['retrain_every']}")
     write(f"{'strategy':<18} {'final acc':>14} {'labels':>7} {'to rnd final':>12} "
           f"{'switch/label':>12} {'objects/label':>13}  suppressed")
