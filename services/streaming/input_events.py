@@ -36,6 +36,7 @@ from services.streaming.event_fields import (
     class_key,
     class_name,
     fail,
+    integer,
     load_object,
     mapping,
     number,
@@ -110,12 +111,31 @@ class InferenceEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Keypoint:
+    """A named point of an object (COCO style); `visibility` 0 not labelled, 1 labelled but not
+    visible, 2 visible."""
+
+    name: str
+    x: float
+    y: float
+    visibility: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "x": self.x, "y": self.y, "visibility": self.visibility}
+
+
+MAX_KEYPOINTS = 64
+KEYPOINT_FIELDS = frozenset({"name", "x", "y", "visibility"})
+
+
+@dataclass(frozen=True, slots=True)
 class Annotation:
     """One object (or the whole asset) as a human labelled it."""
 
     label: str
     instance_id: str | None = None
     bbox: BBox | None = None
+    keypoints: tuple[Keypoint, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label}
@@ -123,6 +143,8 @@ class Annotation:
             out["instance_id"] = self.instance_id
         if self.bbox is not None:
             out["bbox"] = list(self.bbox)
+        if self.keypoints is not None:
+            out["keypoints"] = [k.to_dict() for k in self.keypoints]
         return out
 
 
@@ -393,4 +415,22 @@ def _annotation(raw: Any, path: str) -> Annotation:
         label=class_name(raw["label"], path, "label"),
         instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
         bbox=_bbox(raw.get("bbox"), path),
+        keypoints=_keypoints(raw.get("keypoints"), path),
     )
+
+
+def _keypoints(raw: Any, path: str) -> tuple[Keypoint, ...] | None:
+    if raw is None:
+        return None
+    points = array(raw, path, "keypoints", 0, MAX_KEYPOINTS)
+    out = []
+    for n, point in enumerate(points):
+        where = child(child(path, "keypoints"), n)
+        if type(point) is not dict:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(point)}")
+        check_keys(point, KEYPOINT_FIELDS, ("name", "visibility", "x", "y"), where)
+        out.append(Keypoint(class_name(point["name"], where, "name"),
+                            number(point["x"], where, "x", -_INF, _INF),
+                            number(point["y"], where, "y", -_INF, _INF),
+                            integer(point["visibility"], where, "visibility", 0, 2)))
+    return tuple(out)

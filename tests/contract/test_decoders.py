@@ -121,6 +121,7 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "unknown-schema_version": ("unknown_version", "schema_version"),
         "wrong-type-annotations": ("wrong_type", "annotations"),
         "wrong-type-labeled_at": ("wrong_type", "labeled_at"),
+        "keypoint-visibility": ("out_of_range", "annotations[0].keypoints[0].visibility"),
     },
     "annotation-request": {
         "inclusion-probability-zero": ("out_of_range", "reason.inclusion_probability"),

@@ -46,3 +46,17 @@ def test_track_reason_reaches_a_valid_request() -> None:
     assert decoded.reason.track["track_id"] == "A"
     assert "class_flip" in decoded.reason.track["signals"]
     assert decoded.to_dict()["reason"]["track"] == request["reason"]["track"]
+
+
+def test_keypoints_in_a_label_round_trip() -> None:
+    from pathlib import Path
+
+    from services.streaming.events import decode_label
+
+    raw = Path("schemas/examples/label/valid-keypoints.json").read_bytes()
+    label = decode_label(raw)
+    points = label.annotations[0].keypoints
+    assert points is not None and [(k.name, k.visibility) for k in points] == \
+        [("left_shoulder", 2), ("right_hip", 1), ("left_hip", 0)]
+    assert label.to_dict()["annotations"] == orjson.loads(raw)["annotations"]
+    assert decode_label(encode_event(label.to_dict())) == label
