@@ -32,8 +32,11 @@ from services.core.registry import OTHER_CLASS
 MAX_CLASSES = 1024
 MAX_CLASS_NAME_BYTES = 96 * 1024
 
-Predicted = tuple[str | None, str]
-"""One model prediction reduced to (instance_id or None, top-1 class)."""
+Predicted = tuple[str | None, str] | tuple[str | None, str, list[float]]
+"""One model prediction reduced to (instance_id or None, top-1 class[, bbox x, y, w, h]): the box
+only when the prediction has one (detections)."""
+
+MATCH_IOU = 0.5  # the usual detection-matching bar (COCO's AP50, PASCAL VOC)
 
 Outcome = tuple[str, bool]
 """(human class, whether the model agreed with the human on that annotation)."""
@@ -58,8 +61,20 @@ def top_class(prediction: PredictionLike) -> str:
 
 
 def top_classes(predictions: Iterable[PredictionLike]) -> tuple[Predicted, ...]:
-    """Each prediction as (instance_id, top-1 class), in input order."""
-    return tuple((p.instance_id, top_class(p)) for p in predictions)
+    """Each prediction as (instance_id, top-1 class[, bbox]), in input order."""
+    out: list[Predicted] = []
+    for p in predictions:
+        box = getattr(p, "bbox", None)
+        out.append((p.instance_id, top_class(p)) if box is None else
+                   (p.instance_id, top_class(p), [float(x) for x in box]))
+    return tuple(out)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - ix * iy
+    return ix * iy / union if union > 0 else 0.0
 
 
 def outcomes(
@@ -67,21 +82,36 @@ def outcomes(
 ) -> tuple[Outcome, ...]:
     """Per annotation (in order): (human class, model agreed).
 
-    Matching, most specific first: by `instance_id` when both sides carry the same id; one
-    prediction and one annotation (whole-asset classification) are each other's match; otherwise
-    the model agreed if any of its predictions on the asset has the human's class. With no
-    predictions at all there is nothing to compare and the result is empty.
+    Matching, most specific first: by `instance_id` when both sides carry the same id; for an
+    annotation with a box, the unmatched predicted box of highest IoU >= MATCH_IOU (each
+    prediction matched once, annotations in order), a box matching none being a miss (the
+    model did not find that object: not agreed); one prediction and one annotation
+    (whole-asset classification) are each other's match; otherwise the model agreed if any of
+    its predictions on the asset has the human's class. With no predictions at all there is
+    nothing to compare and the result is empty.
     """
     if not predicted:
         return ()
-    by_instance = {iid: cls for iid, cls in predicted if iid is not None}
-    asset_classes = {cls for _, cls in predicted}
+    by_instance = {p[0]: p[1] for p in predicted if p[0] is not None}
+    asset_classes = {p[1] for p in predicted}
+    boxes = [(k, p[2]) for k, p in enumerate(predicted) if len(p) > 2]
+    used: set[int] = set()
     single = len(predicted) == 1 and len(annotations) == 1
     result = []
     for annotation in annotations:
         human = annotation.label
+        box = getattr(annotation, "bbox", None)
         if annotation.instance_id is not None and annotation.instance_id in by_instance:
             agreed = by_instance[annotation.instance_id] == human
+        elif box is not None and boxes:
+            best, k_best = MATCH_IOU, -1
+            for k, pbox in boxes:
+                overlap = _iou(box, pbox)
+                if k not in used and overlap >= best:
+                    best, k_best = overlap, k
+            agreed = k_best >= 0 and predicted[k_best][1] == human
+            if k_best >= 0:
+                used.add(k_best)
         elif single:
             agreed = predicted[0][1] == human
         else:

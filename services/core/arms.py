@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.core import draws
+from services.core import draws, gates
 from services.core.budget import LaneGate, class_limits
 from services.core.selection import Selected
 from services.core.thresholds import RELATIVE, UNCERTAIN, WARMUP, Thetas, relative_quantiles, scan
@@ -113,11 +113,15 @@ def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.n
         eta = 1.0 + tp.randomization * state.draws.get(draws.ETA, view.first + lo,
                                                        view.first + hi)[cand - lo]
     limits = [class_limits(pol.budget, bk.weights, bk.published) for bk in books]  # type: ignore
-    gate = LaneGate(pol.budget, state.budget, view.n_seen[cand], view.watermark[cand],
-                    np.where(is_warm, -1, view.asset_cls[cand]), ver,
-                    [bk.buckets for bk in books], limits)  # type: ignore[union-attr]
+    gate: Any = LaneGate(pol.budget, state.budget, view.n_seen[cand], view.watermark[cand],
+                         np.where(is_warm, -1, view.asset_cls[cand]), ver,
+                         [bk.buckets for bk in books], limits)  # type: ignore[union-attr]
+    if gates.active(state, view):
+        gate = gates.RedundancyGate(gate, state, view, cand, is_warm)
     res = scan(1.0 - view.asset_priority[cand], rel[cand - lo] & ~is_warm, eta, is_warm, ver,
                thetas, tp.step, base is None, gate)
+    if isinstance(gate, gates.RedundancyGate):
+        state.suppressed.update(gate.vetoed.values())
     for j, v in enumerate(versions):
         assert v is not None
         v.warmup_used += quota0[j] - thetas.quota[j]
@@ -236,17 +240,29 @@ def settle(state: SelectorState, view: BatchView) -> None:
                                (state.control.payload, "random_control")):
         for k, p in enumerate(payloads):
             if isinstance(p, int):
-                payloads[k] = _payloads(view, strategy, np.array([p]))[0]
+                payloads[k] = _payloads(state, view, strategy, np.array([p]))[0]
 
 
-def _payloads(view: BatchView, strategy: str, idx: np.ndarray) -> list[Any]:
-    """Reservoir payloads [Selected.to_json() (asset_index -1), dedupe key, stream position]."""
+def _payloads(state: SelectorState, view: BatchView, strategy: str, idx: np.ndarray
+              ) -> list[Any]:
+    """Reservoir payloads [Selected.to_json() (asset_index -1), dedupe key, stream position],
+    plus [folded embedding (base64 float32) or None, sequence or None] when a redundancy gate is
+    on and the asset has either."""
     out = []
     for i in idx.tolist():
         row = view.describe(i, strategy).to_json()
         row[1] = -1
-        out.append([row, str(int(view.dkey[i])), int(view.pos[i])])
+        out.append([row, str(int(view.dkey[i])), int(view.pos[i]),
+                    *gates.payload_extra(state, view, i)])
     return out
+
+
+def _video(state: SelectorState, view: BatchView, payload: Any
+           ) -> tuple[np.ndarray | None, str | None]:
+    """The gates' view of a reservoir payload (see gates.py)."""
+    if isinstance(payload, int):
+        return gates.of_asset(state, view, payload)
+    return gates.of_payload(payload)
 
 
 def _restore(view: BatchView, payload: Any, strategy: str) -> tuple[Selected, int]:
@@ -281,6 +297,7 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
     limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
     granted = 0
     limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    gating = pol.redundancy.enabled
     for _, payload in entries:
         if granted >= limit or not state.budget.available(pol.budget, "exploit", n_seen, wm):
             break
@@ -288,11 +305,18 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
         # the Selected (`_restore`) costs more than the checks.
         key, model_id, class_name = _identity(view, payload)
         book = state.books.get(model_id)
-        if state.dedupe.holds(key) or (book is not None and
-                                       not _class_spend(state, book, class_name, n_seen, limits)):
+        if state.dedupe.holds(key):
+            continue
+        video = _video(state, view, payload) if gating else (None, None)
+        why = gates.reason(state, model_id, video, wm)
+        if why is not None:  # checked before the class token, which it would spend
+            state.suppressed[why] += 1
+            continue
+        if book is not None and not _class_spend(state, book, class_name, n_seen, limits):
             continue
         state.budget.spend(pol.budget, "exploit", n_seen, wm)
         _grant(state, key, out, _restore(view, payload, "reservoir")[0])
+        gates.remember(state, model_id, video, wm)
         granted += 1
 
 
@@ -320,8 +344,11 @@ def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: flo
         if not state.dedupe.holds(key) and state.budget.available(pol.budget, "explore", n_seen,
                                                                    wm):
             state.budget.spend(pol.budget, "explore", n_seen, wm)
-            chosen.append((_restore(view, payload, "random_control")[0], key))
+            sel = _restore(view, payload, "random_control")[0]
+            chosen.append((sel, key))
             state.dedupe.add_one(pol.dedupe, key)
+            if pol.redundancy.enabled:  # remembered, never suppressed (a random arm)
+                gates.remember(state, sel.model_id, _video(state, view, payload), wm)
     for sel, _ in chosen:
         incl = len(chosen) / max(offered, 1)
         out.append(replace(sel, inclusion_probability=incl))

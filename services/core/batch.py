@@ -33,6 +33,7 @@ class PredictionBatch:
     Everything the selector derives from one prediction depends on that prediction only, never on
     its batch-mates: `top_class` breaks ties by the event's own class order, and batch-local class
     indices never reach the state (the selector registers classes per model in stream order).
+    `video`: the optional video fields (`VideoColumns`), None when no event of the batch has any.
     Treat every array as read-only.
     """
 
@@ -52,6 +53,7 @@ class PredictionBatch:
     refs: tuple[Any, ...]
     layouts: tuple[tuple[int, ...], ...] = ()
     pred_layout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    video: VideoColumns | None = None
 
     @property
     def n_predictions(self) -> int:
@@ -98,6 +100,36 @@ class PredictionBatch:
         return builder.build(tuple(refs))
 
 
+@dataclass(frozen=True, eq=False)
+class VideoColumns:
+    """The optional video fields of a batch (issue 16), present only when some event has one.
+
+    Per asset: `embedding` (the mean of its predictions' unit embeddings, float64, or None when
+    none of its predictions has one), `sequence` (the event's `sequence_id` or None). Per
+    prediction: `track` (`track_id` or None), `instance` (`instance_id` or None) and `bbox`
+    (n x 4 of x, y, width, height; NaN where absent). `asset_id`: every asset's id."""
+
+    embedding: tuple[np.ndarray | None, ...]
+    sequence: tuple[str | None, ...]
+    asset_id: tuple[str, ...]
+    track: tuple[str | None, ...]
+    instance: tuple[str | None, ...]
+    bbox: np.ndarray
+
+
+def _asset_embedding(vectors: list[Any]) -> np.ndarray | None:
+    """Mean of the unit-normalised vectors (zero vectors skipped); None if there are none."""
+    units = []
+    for v in vectors:
+        a = np.asarray(v, dtype=np.float64)
+        norm = float(np.sqrt(a @ a))
+        if norm > 0 and np.isfinite(norm):
+            units.append(a / norm)
+    if not units or len({u.shape[0] for u in units}) != 1:
+        return None if not units else units[0]
+    return np.mean(units, axis=0) if len(units) > 1 else units[0]
+
+
 _Bucket = tuple[list[int], list[list[float]], list[np.ndarray], list[np.ndarray]]
 
 
@@ -118,6 +150,7 @@ class _Builder:
         self.asset_ids: list[str] = []
         self.seen: set[tuple[str, int]] = set()
         self.repeats: list[int] = []
+        self.video: list[tuple[Any, ...]] | None = None  # per asset once any video field is seen
 
     def add(self, event: InferenceEventLike) -> None:
         """Append one event; the per-prediction work is one tuple, one dict lookup, one list."""
@@ -132,6 +165,7 @@ class _Builder:
         self.asset_ids.append(event.asset_id)
         row = self.starts[-1]
         layouts = self.layouts
+        self._add_video(event)
         for pred in event.predictions:
             scores = pred.scores
             if scores is None:
@@ -145,6 +179,22 @@ class _Builder:
                 bucket[1].append(list(scores.values()))
             row += 1
         self.starts.append(row)
+
+    def _add_video(self, event: InferenceEventLike) -> None:
+        """Collect the event's optional video fields (read with getattr: the protocol does not
+        require them); nothing is stored for a batch that has none."""
+        sequence = getattr(event, "sequence_id", None)
+        preds = event.predictions
+        extra = [(getattr(p, "embedding", None), getattr(p, "track_id", None),
+                  getattr(p, "instance_id", None), getattr(p, "bbox", None)) for p in preds]
+        if self.video is None:
+            if sequence is None and not any(any(x is not None for x in e) for e in extra):
+                return
+            self.video = [(None, None, (None,) * (self.starts[a + 1] - self.starts[a]))
+                          for a in range(len(self.times) - 1)]
+        vectors = [e[0] for e in extra if e[0] is not None]
+        self.video.append((_asset_embedding(vectors) if vectors else None, sequence,
+                           tuple(e[1:] for e in extra)))
 
     def add_columns(self, cols: ScoreColumns) -> None:
         """Append a run of single-distribution events; per event only C-level passes (map,
@@ -164,6 +214,8 @@ class _Builder:
                     self.repeats.append(i)
                 self.seen.add(asset)
         self.times.extend(map(float, cols.timestamps))
+        if self.video is not None:  # column events carry no video field
+            self.video.extend((None, None, (None,)) for _ in range(n))
         self.asset_ids.extend(cols.asset_ids)
         self.starts.extend(range(row + 1, row + n + 1))
         for names, rows, values in zip(cols.layouts, cols.rows, cols.values, strict=True):
@@ -219,6 +271,7 @@ class _Builder:
         asset_of = np.repeat(np.arange(len(self.times), dtype=np.int64), np.diff(starts))
         repeat = np.zeros(len(self.times), dtype=bool)
         repeat[self.repeats] = True
+        video = self._video_columns(n)
         return PredictionBatch(
             classes=tuple(self.vocab),
             model_keys=tuple(self.models),
@@ -236,4 +289,21 @@ class _Builder:
             refs=refs,
             layouts=layouts,
             pred_layout=pred_layout,
+            video=video,
         )
+
+    def _video_columns(self, n: int) -> VideoColumns | None:
+        if self.video is None:
+            return None
+        while len(self.video) < len(self.times):  # column runs added after the last event
+            self.video.append((None, None, (None,)))
+        per_pred = [x for _, _, preds in self.video for x in preds]
+        bbox = np.full((n, 4), np.nan)
+        for r, x in enumerate(per_pred):
+            if x is not None and x[2] is not None:
+                bbox[r] = x[2]
+        return VideoColumns(
+            embedding=tuple(v[0] for v in self.video), sequence=tuple(v[1] for v in self.video),
+            asset_id=tuple(self.asset_ids),
+            track=tuple(None if x is None else x[0] for x in per_pred),
+            instance=tuple(None if x is None else x[1] for x in per_pred), bbox=bbox)

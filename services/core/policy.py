@@ -37,9 +37,11 @@ from services.core.dedupe import DedupePolicy
 from services.core.drift import DriftPolicy
 from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
+from services.core.redundancy import RedundancyPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
 from services.core.thresholds import ThresholdPolicy
+from services.core.tracks import TrackPolicy
 from services.core.uncertainty import MEASURES, Aggregation, Measure
 
 SelectionMode = Literal["threshold", "reservoir"]
@@ -82,6 +84,9 @@ class SelectorPolicy:
     fresher stats, a few more numpy calls per batch). `event_time`: how far ahead of the
     partition's watermark an event may be (eventtime.py; the scorer dead-letters the others).
     `drift`: per-class confidence drift detection and its budget boost (drift.py).
+    `redundancy`: near-duplicate suppression by `embedding` and a cap per `sequence_id`
+    (redundancy.py; off by default). `tracks`: track instability by `track_id` joins uncertainty
+    in the ranking with `tracks.weight` (tracks.py; weight 0 by default = off).
     """
 
     measure: Measure = "margin"
@@ -97,6 +102,8 @@ class SelectorPolicy:
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    redundancy: RedundancyPolicy = field(default_factory=RedundancyPolicy)
+    tracks: TrackPolicy = field(default_factory=TrackPolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16

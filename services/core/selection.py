@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 STRATEGIES: tuple[str, ...] = (
@@ -25,7 +26,8 @@ class Selected:
     `driving_predictions`: positions in the event's `predictions`. `priority`: in [0, 1], the
     class-weighted score used for ordering. `inclusion_probability`: the design probability of a
     random arm (warmup, exploration, random_control) selecting this asset, else None.
-    `event_time`: the asset's event time (epoch s).
+    `event_time`: the asset's event time (epoch s). `track`: when track instability drove the
+    driving prediction, which track, signals, score and frames (tracks.Instability.to_json).
     """
 
     ref: Any
@@ -40,12 +42,17 @@ class Selected:
     priority: float
     inclusion_probability: float | None
     event_time: float
+    track: Mapping[str, Any] | None = None
 
     def to_json(self) -> list[Any]:
-        """JSON-able list form (used for deferred candidates held in snapshots)."""
-        return [self.ref, self.asset_index, self.model_id, self.model_version, self.strategy,
-                self.score, self.threshold, self.class_name, list(self.driving_predictions),
-                self.priority, self.inclusion_probability, self.event_time]
+        """JSON-able list form (used for deferred candidates held in snapshots); `track` only
+        when set, so other selections keep their form."""
+        out = [self.ref, self.asset_index, self.model_id, self.model_version, self.strategy,
+               self.score, self.threshold, self.class_name, list(self.driving_predictions),
+               self.priority, self.inclusion_probability, self.event_time]
+        if self.track is not None:
+            out.append(dict(self.track))
+        return out
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Selected:
@@ -56,11 +63,14 @@ class Selected:
 
 @dataclass(frozen=True)
 class Selection:
-    """The decisions of one batch: selected assets in decision order (deferred flushes first)."""
+    """The decisions of one batch: selected assets in decision order (deferred flushes first).
+    `suppressed`: exploit-lane candidates skipped as redundant, by reason (redundancy.py; empty
+    unless a redundancy gate is on)."""
 
     selected: tuple[Selected, ...]
     n_assets: int
     n_predictions: int
+    suppressed: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.selected)

@@ -23,6 +23,7 @@ one event stamped far in the future (or past) moves none of them.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,10 +39,12 @@ from services.core.drift import DriftEvent
 from services.core.drift import update as drift_update
 from services.core.feedback import weights_from_agreement
 from services.core.policy import SelectorPolicy
+from services.core.redundancy import RedundancyState
 from services.core.registry import ModelBook, VersionState, evict_lru
 from services.core.reservoir import UniformReservoirState, WeightedReservoirState
 from services.core.selection import Selected, Selection
 from services.core.thresholds import growth, relative_quantiles
+from services.core.tracks import TrackState
 from services.core.view import BatchView
 
 FORMAT = "active-stream/selector-state"
@@ -73,6 +76,9 @@ class SelectorState:
         # Classes that started drifting (drift.py), for the shell to report; drained by
         # `take_drift_events` after each `select`, so never part of a snapshot.
         self.drift_events: list[DriftEvent] = []
+        self.redundancy = RedundancyState(policy.redundancy)
+        self.tracks = TrackState(policy.tracks)
+        self.suppressed: Counter[str] = Counter()  # of the batch being selected (Selection)
 
     def take_drift_events(self) -> list[DriftEvent]:
         """The drift events of the `select` calls since the last take. Command."""
@@ -174,6 +180,10 @@ class SelectorState:
             "books": [b.snapshot() for b in self.books.values()],
             "versions": [v.snapshot() for v in self.versions.values()],
             "weighted": self.weighted.snapshot(), "control": self.control.snapshot(),
+            # Only when a gate is on, so that a classification stream's checkpoint is unchanged.
+            **({"redundancy": self.redundancy.snapshot()} if self.policy.redundancy.enabled
+               else {}),
+            **({"tracks": self.tracks.snapshot()} if self.policy.tracks.enabled else {}),
         }
 
     @classmethod
@@ -198,6 +208,8 @@ class SelectorState:
             state.versions[(version.model_id, version.version)] = version
         state.weighted = WeightedReservoirState.from_snapshot(data["weighted"])
         state.control = UniformReservoirState.from_snapshot(data["control"])
+        state.redundancy = RedundancyState.from_snapshot(policy.redundancy, data.get("redundancy"))
+        state.tracks = TrackState.from_snapshot(policy.tracks, data.get("tracks"))
         return state
 
     def select(self, batch: PredictionBatch) -> Selection:
@@ -215,6 +227,7 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     boundaries (module docstring).
     """
     a = batch.n_assets
+    state.suppressed = Counter()
     if a == 0:
         return Selection((), 0, batch.n_predictions)
     pol = state.policy
@@ -223,6 +236,8 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     versions: list[VersionState | None] = [state.versions.get(k) for k in batch.model_keys]
     view = BatchView(batch, books, versions, pol.measure, pol.aggregation, pol.top_k,
                      state.assets_seen, state.watermark, state.last_time)
+    if pol.tracks.enabled and batch.video is not None:
+        view.add_instability(pol.tracks.weight, observe_tracks(state.tracks, view))
     cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
@@ -233,7 +248,29 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
         _after(state, view, j, end, out)
         arms.settle(state, view)
         j = end
-    return Selection(tuple(out), a, batch.n_predictions)
+    return Selection(tuple(out), a, batch.n_predictions, dict(state.suppressed))
+
+
+def observe_tracks(tracks: TrackState, view: BatchView) -> dict[int, Any]:
+    """Feed every tracked prediction of the batch to the track memory in stream order (at the
+    watermark after its asset); the unstable ones by prediction index. Command."""
+    b = view.batch
+    video = b.video
+    assert video is not None
+    out: dict[int, Any] = {}
+    for r, track in enumerate(video.track):
+        if track is None:
+            continue
+        a = int(b.asset_of[r])
+        box = video.bbox[r]
+        inst = tracks.observe(
+            b.model_keys[int(b.asset_model[a])][0], track, float(view.watermark[a]),
+            b.classes[int(b.top_class[r])], float(b.top_conf[r]),
+            None if np.isnan(box[0]) else (float(box[0]), float(box[1]), float(box[2]),
+                                           float(box[3])), video.asset_id[a])
+        if inst is not None:
+            out[r] = inst
+    return out
 
 
 def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:

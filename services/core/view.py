@@ -53,6 +53,8 @@ class BatchView:
             if book is not None and batch.model_keys[k][0] not in mapped:
                 mapped.add(batch.model_keys[k][0])
                 self.map_model(k, book, 0)
+        self.boost: np.ndarray | None = None  # track instability per prediction (tracks.py)
+        self.unstable: dict[int, Any] = {}  # prediction -> tracks.Instability
         self._derive()
         self.dkey = self._dedupe_keys()
 
@@ -108,12 +110,24 @@ class BatchView:
             self.priority = self.u
         else:
             self.priority = np.where(w == 1.0, self.u, 1.0 - (1.0 - self.u) ** w)
+        if self.boost is not None:  # instability joins uncertainty (tracks.py)
+            self.priority = 1.0 - (1.0 - self.priority) * (1.0 - self.boost)
         b = self.batch
         self.asset_priority, self.driver = aggregate(  # (-1: a model not created yet)
             self.priority, np.maximum(self.gcls, 0), b.pred_start, self.aggregation, self.top_k)
         has = self.driver >= 0
         self.asset_cls = np.where(has, self.gcls[np.maximum(self.driver, 0)], -1) if \
             self.gcls.shape[0] else np.full(b.n_assets, -1)
+
+    def add_instability(self, weight: float, unstable: dict[int, Any]) -> None:
+        """Raise the priorities of unstable predictions (tracks.py) and re-derive. Command."""
+        if not unstable:
+            return
+        boost = np.zeros(self.batch.n_predictions)
+        for r, inst in unstable.items():
+            boost[r] = weight * inst.score
+        self.boost, self.unstable = boost, unstable
+        self._derive()
 
     def rebook(self, k: int, book: ModelBook, from_asset: int) -> None:
         """Model key k got a new (recreated) book at asset `from_asset`: remap and re-derive."""
@@ -158,12 +172,14 @@ class BatchView:
         model_id, version = b.model_keys[k]
         book = self.books[k]
         assert book is not None
+        unstable = self.unstable.get(d) if d >= 0 and self.unstable else None
         return Selected(
             ref=b.refs[i], asset_index=i, model_id=model_id, model_version=version,
             strategy=strategy, score=score, threshold=threshold,
             class_name=book.names[int(self.gcls[d])] if d >= 0 else None,
             driving_predictions=tuple(int(b.position[j]) for j in drivers), priority=priority,
-            inclusion_probability=inclusion, event_time=float(b.asset_time[i]))
+            inclusion_probability=inclusion, event_time=float(b.asset_time[i]),
+            track=None if unstable is None else unstable.to_json())
 
 
 _KEY_HASHES: dict[tuple[str, str], int] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -34,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("inprocess", "kafka"), default="inprocess",
                    help="inprocess: the selection core driven directly (fast, many seeds); "
                         "kafka: end to end through the services")
+    p.add_argument("--scenario", choices=("classification", "video"), default="classification",
+                   help="video: clips built from digits (tracks, near-duplicate frames, id "
+                        "swaps; services/evaluation/video.py), active-stream with its video "
+                        "signals vs uncertainty-only vs random (in process)")
     p.add_argument("--dataset", default="digits",
                    help="digits | segments | breast_cancer | wine | iris | synthetic-imbalanced |"
                         " synthetic-noisy | PATH.npz (arrays X: samples x features, y: labels)")
@@ -150,6 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     from services.evaluation.datasets import DatasetError, load_dataset
     from services.evaluation.harness import Settings, run_benchmark
 
+    if getattr(args, "scenario", "classification") == "video":
+        return _run_video(args)
     policy, overrides = policy_from_json(args.policy_json, args.budget)
     variants = _variants(args, overrides)
     if args.suite is not None:
@@ -195,6 +202,37 @@ def _run(args: argparse.Namespace) -> int:
     print(report.text_chart(results), flush=True)
     print(f"wrote {out / 'results.json'} and {out / 'label-efficiency.png'} "
           f"in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """`--scenario video` (services/evaluation/video.py): in process only for now."""
+    from services.evaluation import video
+
+    if args.mode == "kafka":
+        raise UsageError("--scenario video runs in process only (--mode kafka is not built yet)")
+    budget = args.budget if args.budget != 0.10 else video.VideoSettings.budget
+    try:
+        settings = video.VideoSettings(seeds=args.seeds, budget=budget,
+                                       retrain_every=args.retrain_every,
+                                       random_state=args.random_state)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror}") from None
+    started = time.perf_counter()
+    status = StatusLine(sys.stderr)
+    runs = video.run_video_benchmark(settings, progress=status.say)
+    summary = video.summarize(runs, settings)
+    report_json = out / "video-results.json"
+    report_json.write_text(json.dumps(summary, indent=1, default=str))
+    video.plot(summary, out / "video-label-efficiency.png")
+    video.print_report(summary)
+    print(f"wrote {report_json} and {out / 'video-label-efficiency.png'} in "
+          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0
 
 

@@ -108,7 +108,8 @@ def joined_label(
     model_id = request["m"] if request is not None else label.model_id
     if model_id is None:
         return None
-    predicted = [(iid, cls) for iid, cls in request["p"]] if request is not None else []
+    # [instance, class] or, for a detection, [instance, class, bbox] (core/agreement.py)
+    predicted = [tuple(p) for p in request["p"]] if request is not None else []
     return {
         "id": label.label_id,
         "m": model_id,
@@ -116,8 +117,8 @@ def joined_label(
         "o": offset,
         "t": label.labeled_at,
         "c": [a.label for a in label.annotations],
-        "r": [list(pair) for pair in outcomes(predicted, label.annotations)],
-        "w": sorted({cls for _, cls in predicted}),
+        "r": [list(pair) for pair in outcomes(predicted, label.annotations)],  # type: ignore
+        "w": sorted({p[1] for p in predicted}),
         "ta": label.labeled_at - request["t"] if request is not None else None,
     }
 

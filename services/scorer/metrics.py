@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.core.redundancy import REASONS as REDUNDANCY_REASONS
 from services.core.registry import OTHER_CLASS
 from services.core.tiers import SCORER_TIERS
 from services.streaming.events import ErrorCode
@@ -61,6 +62,12 @@ class ScorerMetrics:
         self.tier_withheld = Counter("scorer_tier_withheld_total",
                                      "Selections withheld because the cost budget could not "
                                      "afford even a review (docs/tiers.md).", registry=registry)
+        self.redundant = Counter("scorer_redundant_suppressed_total",
+                                 "Exploit-lane candidates skipped as redundant (near-duplicate "
+                                 "embedding, sequence cap), by reason.", ["reason"],
+                                 registry=registry)
+        for reason in REDUNDANCY_REASONS:
+            self.redundant.labels(reason)
         self.replayed = Counter("scorer_events_replayed_total",
                                 "Records re-processed after a restore to rebuild state, "
                                 "without producing output.", registry=registry)

@@ -107,6 +107,8 @@ class BatchResult:
     # Classes that started drifting (core/drift.py), and their class-feedback records.
     drift: list[DriftEvent] = field(default_factory=list)
     drift_records: list[Output] = field(default_factory=list)
+    # Exploit candidates the redundancy gates skipped, by reason (services/core/redundancy.py).
+    redundant: dict[str, int] = field(default_factory=dict)
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -151,6 +153,8 @@ def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: i
         request["asset_uri"] = event.asset_uri
     if tier is not None:
         request["tier"] = {"name": tier[0], "annotators": tier[1], "cost": tier[2]}
+    if sel.track is not None:  # the track and frames that drove it (core/tracks.py)
+        request["reason"]["track"] = dict(sel.track)  # type: ignore[index]
     return request
 
 
@@ -262,6 +266,8 @@ class PartitionScorer:
             result.suppressed += len(values)
         refs = list(map(offsets.__getitem__, decoded.index))
         selection = self.state.select(PredictionBatch.from_parts(decoded.parts, refs))
+        for reason, count in selection.suppressed.items():
+            result.redundant[reason] = result.redundant.get(reason, 0) + count
         for sel in selection.selected:
             # Only the ~2% selected need the event itself: decode their record again (it is
             # valid), rather than build an object for every event of the batch.

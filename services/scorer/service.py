@@ -783,6 +783,8 @@ class Scorer:
             m.lost_deferred.inc(result.lost_deferred)
             for drift in result.drift:
                 m.drift.labels(drift.model_id, m.class_label(drift.class_name)).inc()
+            for reason, count in result.redundant.items():
+                m.redundant.labels(reason).inc(count)
         self._observe_state()
 
     def _observe_classes(self) -> None:

@@ -7,6 +7,7 @@ consumers and agrees with the schema (tests/contract). Import from `services.str
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +67,10 @@ class SelectionReason:
     threshold: float | None
     instances: tuple[int | str, ...]
     inclusion_probability: float | None
+    track: Mapping[str, Any] | None = None  # track instability that drove it (core/tracks.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "strategy": self.strategy,
             "score": self.score,
             "class": self.class_name,
@@ -76,6 +78,9 @@ class SelectionReason:
             "instances": list(self.instances),
             "inclusion_probability": self.inclusion_probability,
         }
+        if self.track is not None:
+            out["track"] = dict(self.track)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,9 @@ def _fields(cls: type) -> frozenset[str]:
 
 REQUEST_FIELDS = _fields(AnnotationRequest)
 REASON_FIELDS = (_fields(SelectionReason) - {"class_name"}) | {"class"}
+_OPTIONAL_REASON_FIELDS = frozenset({"track"})
+TRACK_SIGNALS = frozenset({"class_flip", "confidence_collapse", "identity_switch", "crossing"})
+_TRACK_FIELDS = frozenset({"track_id", "other_track_id", "score", "signals", "frames"})
 SOURCE_FIELDS = _fields(Source)
 TIER_FIELDS = _fields(RequestTier)
 _OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri", "tier"})
@@ -175,7 +183,7 @@ def _tier(obj: dict[str, Any], path: str) -> RequestTier:
 
 
 def _reason(obj: dict[str, Any], path: str) -> SelectionReason:
-    check_keys(obj, REASON_FIELDS, tuple(sorted(REASON_FIELDS)), path)
+    check_keys(obj, REASON_FIELDS, tuple(sorted(REASON_FIELDS - _OPTIONAL_REASON_FIELDS)), path)
     raw = array(obj["instances"], path, "instances", 0, MAX_PREDICTIONS)
     where = child(path, "instances")
     instances = tuple(
@@ -194,7 +202,33 @@ def _reason(obj: dict[str, Any], path: str) -> SelectionReason:
         threshold=optional_number(obj["threshold"], path, "threshold", 0.0, 1.0),
         instances=instances,
         inclusion_probability=inclusion,
+        track=_track(obj.get("track"), path),
     )
+
+
+def _track(raw: Any, parent: str) -> dict[str, Any] | None:
+    """The optional `reason.track` object (schemas/annotation-request.schema.json)."""
+    if raw is None:
+        return None
+    obj = mapping(raw, parent, "track")
+    path = child(parent, "track")
+    check_keys(obj, _TRACK_FIELDS, ("frames", "score", "signals", "track_id"), path)
+    signals = array(obj["signals"], path, "signals", 0, len(TRACK_SIGNALS))
+    for n, name in enumerate(signals):
+        if name not in TRACK_SIGNALS:
+            fail(child(child(path, "signals"), n), ErrorCode.OUT_OF_RANGE,
+                 f"unknown signal {show(name)}")
+    frames = array(obj["frames"], path, "frames", 1, MAX_PREDICTIONS)
+    out: dict[str, Any] = {
+        "track_id": text(obj["track_id"], path, "track_id", MAX_ID_LENGTH),
+        "score": number(obj["score"], path, "score", 0.0, 1.0),
+        "signals": list(signals),
+        "frames": [text(f, child(path, "frames"), n, MAX_ID_LENGTH) for n, f in enumerate(frames)],
+    }
+    other = optional_text(obj.get("other_track_id"), path, "other_track_id", MAX_ID_LENGTH)
+    if other is not None:
+        out["other_track_id"] = other
+    return out
 
 
 def _source(obj: dict[str, Any], path: str) -> Source:

@@ -36,6 +36,7 @@ from services.streaming.event_fields import (
     class_key,
     class_name,
     fail,
+    integer,
     load_object,
     mapping,
     number,
@@ -88,6 +89,7 @@ class InferenceEvent:
     timestamp: float
     predictions: tuple[Prediction, ...]
     metadata: Mapping[str, Any] | None
+    sequence_id: str | None = None  # a camera, a clip: the redundancy gates' sequence key
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -103,7 +105,27 @@ class InferenceEvent:
             out["asset_uri"] = self.asset_uri
         if self.metadata is not None:
             out["metadata"] = dict(self.metadata)
+        if self.sequence_id is not None:
+            out["sequence_id"] = self.sequence_id
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Keypoint:
+    """A named point of an object (COCO style); `visibility` 0 not labelled, 1 labelled but not
+    visible, 2 visible."""
+
+    name: str
+    x: float
+    y: float
+    visibility: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "x": self.x, "y": self.y, "visibility": self.visibility}
+
+
+MAX_KEYPOINTS = 64
+KEYPOINT_FIELDS = frozenset({"name", "x", "y", "visibility"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +135,7 @@ class Annotation:
     label: str
     instance_id: str | None = None
     bbox: BBox | None = None
+    keypoints: tuple[Keypoint, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label}
@@ -120,6 +143,8 @@ class Annotation:
             out["instance_id"] = self.instance_id
         if self.bbox is not None:
             out["bbox"] = list(self.bbox)
+        if self.keypoints is not None:
+            out["keypoints"] = [k.to_dict() for k in self.keypoints]
         return out
 
 
@@ -189,6 +214,8 @@ def quote_count(obj: dict[str, Any]) -> int:
     strings = 4  # event_id, asset_id, model_id, model_version
     if type(obj.get("asset_uri")) is str:
         strings += 1
+    if type(obj.get("sequence_id")) is str:
+        strings += 1
     if len(preds) == 1:
         pred = preds[0]
         scores = pred.get("scores")
@@ -253,6 +280,7 @@ def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> Infer
         timestamp=number(obj["timestamp"], "", "timestamp", 0.0, MAX_TIMESTAMP),
         predictions=predictions,
         metadata=metadata,
+        sequence_id=optional_text(obj.get("sequence_id"), "", "sequence_id", MAX_ID_LENGTH),
     )
 
 
@@ -387,4 +415,22 @@ def _annotation(raw: Any, path: str) -> Annotation:
         label=class_name(raw["label"], path, "label"),
         instance_id=optional_text(raw.get("instance_id"), path, "instance_id", MAX_ID_LENGTH),
         bbox=_bbox(raw.get("bbox"), path),
+        keypoints=_keypoints(raw.get("keypoints"), path),
     )
+
+
+def _keypoints(raw: Any, path: str) -> tuple[Keypoint, ...] | None:
+    if raw is None:
+        return None
+    points = array(raw, path, "keypoints", 0, MAX_KEYPOINTS)
+    out = []
+    for n, point in enumerate(points):
+        where = child(child(path, "keypoints"), n)
+        if type(point) is not dict:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(point)}")
+        check_keys(point, KEYPOINT_FIELDS, ("name", "visibility", "x", "y"), where)
+        out.append(Keypoint(class_name(point["name"], where, "name"),
+                            number(point["x"], where, "x", -_INF, _INF),
+                            number(point["y"], where, "y", -_INF, _INF),
+                            integer(point["visibility"], where, "visibility", 0, 2)))
+    return tuple(out)

@@ -116,6 +116,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "unknown-schema_version": ("unknown_version", "schema_version"),
         "wrong-type-model_version": ("wrong_type", "model_version"),
         "wrong-type-timestamp": ("wrong_type", "timestamp"),
+        "empty-sequence_id": ("empty", "sequence_id"),
+        "wrong-type-sequence_id": ("wrong_type", "sequence_id"),
     },
     "label": {
         "annotation-has-confidence": ("unknown_field", "annotations[0].confidence"),
@@ -133,6 +135,7 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "unknown-schema_version": ("unknown_version", "schema_version"),
         "wrong-type-annotations": ("wrong_type", "annotations"),
         "wrong-type-labeled_at": ("wrong_type", "labeled_at"),
+        "keypoint-visibility": ("out_of_range", "annotations[0].keypoints[0].visibility"),
     },
     "annotation-request": {
         "inclusion-probability-zero": ("out_of_range", "reason.inclusion_probability"),
@@ -143,6 +146,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "scores-not-normalised": ("not_normalised", "predictions[0].scores"),
         "unknown-tier": ("out_of_range", "tier.name"),
         "tier-no-annotators": ("out_of_range", "tier.annotators"),
+        "track-unknown-signal": ("out_of_range", "reason.track.signals[0]"),
+        "track-no-frames": ("empty", "reason.track.frames"),
     },
     "retrain-trigger": {
         "empty-ranges": ("empty", "manifest.ranges"),
@@ -276,7 +281,7 @@ FIELD_SETS = [
     ("label", "/$defs/annotation", ANNOTATION_FIELDS, ANNOTATION_REQUIRED),
     ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri", "tier"}),
     ("annotation-request", "/$defs/tier", TIER_FIELDS, TIER_FIELDS - {"escalated_from"}),
-    ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS),
+    ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS - {"track"}),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_REQUIRED),
     ("retrain-trigger", "/$defs/mastery", MASTERY_FIELDS, MASTERY_FIELDS),

@@ -163,3 +163,36 @@ def test_a_checkpoint_with_the_dedupe_memory_full_fits_the_state_topics_record_l
     spec = next(s for s in loop_topics() if s.name == SCORER_STATE)
     assert int(spec.configs["max.message.bytes"]) == STATE_MAX_MESSAGE_BYTES
     assert spec.configs["cleanup.policy"] == "compact"
+
+
+def test_video_fields_through_the_partition_scorer() -> None:
+    """Near-duplicate frames (one clip, same embedding) are suppressed and counted by reason in
+    the batch result; a checkpoint of the video state restores."""
+    from dataclasses import replace
+
+    from services.core.redundancy import RedundancyPolicy
+    from services.core.tracks import TrackPolicy
+
+    records = []
+    for i in range(600):
+        scene = i // 100
+        event = {"schema_version": 1, "event_id": f"e{i}", "asset_id": f"f{i}",
+                 "model_id": "cam", "model_version": "v1", "timestamp": 1_700_000_000 + i,
+                 "sequence_id": f"clip{scene}",
+                 "predictions": [{"scores": {"a": 0.55, "b": 0.45}, "track_id": f"t{scene}",
+                                  "bbox": [float(i % 100), 0.0, 5.0, 5.0],
+                                  "embedding": [1.0, float(scene), 0.0, 0.001 * (i % 3)]}]}
+        records.append(Record(i, f"f{i}".encode(), orjson.dumps(event), 1_700_000_000.0 + i))
+    policy = replace(POLICY, redundancy=RedundancyPolicy(similarity=0.95, horizon_seconds=1e6),
+                     tracks=TrackPolicy(weight=0.5))
+    state = SelectorState.create(policy, 3)
+    scorer = PartitionScorer(TOPIC, 0, state, 0, service_version="test",
+                             fetch={r.offset: r.value for r in records}.get)
+    result = scorer.process(records)
+    assert result.redundant.get("near_duplicate", 0) > 0
+    reservoir = [s for s in result.selected if s.strategy == "reservoir"]
+    assert len(reservoir) <= 6  # one per scene at most: the others are near duplicates
+    snap = state.snapshot()
+    assert "redundancy" in snap and "tracks" in snap
+    assert SelectorState.from_snapshot(orjson.loads(orjson.dumps(snap)), policy).snapshot() == \
+        snap

@@ -68,3 +68,29 @@ def test_tally_is_order_independent_and_in_range(events: list[tuple[str, bool]])
         assert share is not None and 0.0 <= share <= 1.0
     stats = feedback_classes(forward, dict(forward.labels), FeedbackPolicy())
     assert all(s.weight > 0 and s.labels_since_trigger <= s.labels_total for s in stats.values())
+
+
+def test_detections_match_by_instance_then_by_box_overlap() -> None:
+    """Issue 16: agreement for detections is per object (instance id, else IoU >= 0.5), not
+    "the class is somewhere on the asset"."""
+    from types import SimpleNamespace as NS
+
+    from services.core.agreement import outcomes, top_classes
+
+    preds = [NS(scores=None, label="shoulder", confidence=0.6, instance_id=None,
+                bbox=(0.0, 0.0, 10.0, 10.0)),
+             NS(scores=None, label="hip", confidence=0.6, instance_id="p2",
+                bbox=(50.0, 50.0, 10.0, 10.0))]
+    predicted = top_classes(preds)
+    assert predicted[0] == (None, "shoulder", [0.0, 0.0, 10.0, 10.0])
+    humans = [NS(label="hip", instance_id=None, bbox=(1.0, 1.0, 10.0, 10.0)),  # on the shoulder
+              NS(label="hip", instance_id="p2", bbox=None),  # by id
+              NS(label="shoulder", instance_id=None, bbox=(200.0, 0.0, 5.0, 5.0))]  # missed
+    assert outcomes(predicted, humans) == (("hip", False), ("hip", True), ("shoulder", False))
+    # each predicted box answers one annotation: a second box on the same spot is a miss
+    twice = [NS(label="shoulder", instance_id=None, bbox=(0.0, 0.0, 10.0, 10.0))] * 2
+    assert outcomes(predicted, twice) == (("shoulder", True), ("shoulder", False))
+    # old rows without boxes keep the asset-level rule
+    assert outcomes([(None, "a"), (None, "b")], [NS(label="b", instance_id=None,
+                                                      bbox=(0.0, 0.0, 1.0, 1.0))]) == \
+        (("b", True),)
