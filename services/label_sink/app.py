@@ -458,6 +458,13 @@ def build_app(
             metrics.turnaround.observe(max(0.0, row["ta"]))
 
     async def publish_feedback(model_id: str) -> None:
+        if not ledger.valid:
+            # A rebalance invalidated the ledger while this task awaited a send (the timer
+            # between two models, or a count after its trigger): leave the model dirty; the
+            # timer publishes it from the rebuilt counts. Found by the chaos soak, where it
+            # crashed the worker ("ledger used before rebuild()").
+            status.dirty.add(model_id)
+            return
         status.dirty.discard(model_id)
         state = ledger.get(model_id)
         if state.clock is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from services.streaming import topics
@@ -52,7 +53,10 @@ def metadata_lists(settings: LabelSinkSettings) -> Callable[[str], bool]:
     def visible(topic: str) -> bool:
         # A short timeout: the caller polls again; a broker that does not answer at all is
         # reported by the caller's own deadline.
-        meta = admin.list_topics(topic, timeout=5.0).topics.get(topic)
+        try:
+            meta = admin.list_topics(topic, timeout=5.0).topics.get(topic)
+        except KafkaException:  # broker down or restarting (_TRANSPORT): not visible yet
+            return False
         return bool(meta is not None and meta.error is None and meta.partitions and all(
             p.leader >= 0 for p in meta.partitions.values()))
 

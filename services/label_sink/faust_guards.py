@@ -59,9 +59,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 log = logging.getLogger(__name__)
 
 # How long a freshly created topic may take to appear in the broker's metadata. Measured: a few
-# ms on a one-node KRaft broker; a loaded multi-broker cluster may take seconds. Past it start-up
-# fails loudly rather than joining a group that would ignore the topic.
-TOPIC_VISIBLE_TIMEOUT_S = 30.0
+# ms on a one-node KRaft broker; a loaded multi-broker cluster may take seconds. A broker that
+# restarts meanwhile answers nothing (the look-up reports "not visible") until it serves again:
+# 44-59 s in the chaos soak on a loaded 2-core machine, hence 120 s. Past it start-up fails
+# loudly rather than joining a group that would ignore the topic.
+TOPIC_VISIBLE_TIMEOUT_S = 120.0
 # Pause between two metadata requests while waiting for a topic (cheap: one request each).
 _METADATA_POLL_S = 0.05
 
