@@ -122,7 +122,8 @@ def _asset_embedding(vectors: list[Any]) -> np.ndarray | None:
     units = []
     for v in vectors:
         a = np.asarray(v, dtype=np.float64)
-        norm = float(np.sqrt(a @ a))
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e300-sized values: inf, skipped
+            norm = float(np.sqrt(a @ a))
         if norm > 0 and np.isfinite(norm):
             units.append(a / norm)
     if not units or len({u.shape[0] for u in units}) != 1:
