@@ -1,7 +1,8 @@
-"""The chaos soak's actors, each on a thread of its own (bench/chaos.py): the model service that
-streams inference events, the annotator that answers requests, the trainer that reads each
-trigger's manifest, and a tail of the class feedback (how much the sink has counted). None of
-them is a fault target: they stand for other teams' systems, which keep running."""
+"""The chaos soak's actors, each on a thread of its own (bench/chaos.py): the annotator that
+answers requests, the trainer that reads each trigger's manifest, and a tail of the class
+feedback (how much the sink has counted); the model service that streams inference events is in
+chaos_model.py. None of them is a fault target: they stand for other teams' systems, which keep
+running."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from bench.chaos_input import Answer, Record, answer, backlog_label
+from bench.chaos_input import Answer, answer, backlog_label
 from services.streaming.annotation_requests import decode_annotation_request
 from services.streaming.control_events import decode_class_feedback, decode_retrain_trigger
 from services.streaming.events import InvalidEvent, decode_label
@@ -94,43 +95,6 @@ class Actor(threading.Thread):
 
     def close(self) -> None:
         pass
-
-
-class ModelService(Actor):
-    """Streams `records` to `topic` at `rate` records/s (None: as fast as it can)."""
-
-    def __init__(self, bootstrap: str, topic: str, records: list[Record],
-                 rate: float | None) -> None:
-        super().__init__("model-service")
-        self.topic, self.records, self.rate = topic, records, rate
-        self.producer = producer(bootstrap)
-        self.sent = 0
-        self.delivered = 0
-        self.failed = 0
-        self.last_error: str | None = None
-        self.started = time.monotonic()
-
-    def _report(self, err: Any, _msg: Any) -> None:
-        if err is None:
-            self.delivered += 1
-        else:
-            self.failed += 1
-            self.last_error = str(err)
-
-    def step(self) -> None:
-        due = len(self.records) if self.rate is None else min(
-            len(self.records), int((time.monotonic() - self.started) * self.rate))
-        while self.sent < due:
-            r = self.records[self.sent]
-            try:
-                self.producer.produce(self.topic, r.value, r.key, on_delivery=self._report)
-            except BufferError:  # the client's queue is full (the broker is away): wait
-                break
-            self.sent += 1
-        self.producer.poll(0.05)
-        if self.sent == len(self.records):
-            self.producer.flush(600)  # the broker may be restarting: librdkafka retries
-            self.halt.set()
 
 
 class Annotator(Actor):

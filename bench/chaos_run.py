@@ -7,7 +7,9 @@ need (`Outcome`)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +25,6 @@ from confluent_kafka.admin import AdminClient
 from bench.chaos_actors import (
     Annotator,
     FeedbackTail,
-    ModelService,
     Trainer,
     consumer,
     ends,
@@ -32,6 +33,7 @@ from bench.chaos_actors import (
 )
 from bench.chaos_fleet import Fleet, Slot, peak_rss_mib
 from bench.chaos_input import Record
+from bench.chaos_model import ModelService
 from services.evaluation.processes import ServiceProcess
 from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
@@ -45,6 +47,7 @@ _KEEPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-keeper")
 PROGRESS_S = 10.0  # how often a progress line is printed (and RSS and metrics sampled)
 BROKER_START_S = 240.0  # how long the restarted broker may take to serve again
 BROKER_STOP_S = 180.0  # how long its controlled shutdown may take before a SIGKILL
+STUCK_S = 90.0  # longer than the broker restart took (59 s): a stall past it is a finding
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Outcome:
     answered_first: int | None = None
     labels_sent: int = 0
     topped_up: dict[str, int] = field(default_factory=dict)
+    producers_replaced: list[str] = field(default_factory=list)  # the model service's (why)
     seconds: float = 0.0
 
 
@@ -137,6 +141,8 @@ class Run:
         self.workdir = workdir / name
         self.out = Outcome(name, self.prefix)
         self.t0 = time.monotonic()
+        self._model_seen = (0, self.t0)  # (delivered, when it last changed)
+        self._stack_shown = False
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -149,7 +155,7 @@ class Run:
         bootstrap = self.kafka.bootstrap
         fast = self.s.minutes is None
         model = ModelService(bootstrap, self.topic(topics.INFERENCE_EVENTS), self.records,
-                             None if fast else self.s.rate)
+                             None if fast else self.s.rate, PARTITIONS)
         annotator = Annotator(bootstrap, self.topic(topics.ANNOTATION_REQUESTS),
                               self.topic(topics.LABELS), PARTITIONS, self.s.seed,
                               0.0 if fast else 1.0,
@@ -198,12 +204,33 @@ class Run:
         fleet.sample()
         self.out.peak_mib["broker"] = max(self.out.peak_mib.get("broker", 0.0),
                                           peak_rss_mib(self.kafka.pid))
+        self._model_stuck(model)
         self.say(f"[{self.name}] t+{time.monotonic() - self.t0:5.0f}s events "
-                 f"{model.delivered}/{len(self.records)} ({model.failed} failed), requests read "
+                 f"{model.delivered}/{len(self.records)} ({model.sent} sent, "
+                 f"{len(model.producer)} in the producer, {model.failed} failed, "
+                 f"{len(model.replaced)} producers replaced), requests read "
                  f"{annotator.requests} "
                  f"({len(annotator.answered)} answered), labels sent {annotator.sent}, counted "
                  f"{feedback.counted()}, triggers {len(trainer.trained)}; faults "
                  f"{len(fleet.faults)}, exits {len(fleet.exits)}; {fleet.states()}")
+
+    def _model_stuck(self, model: ModelService) -> None:
+        """Once, when the model service has delivered nothing for STUCK_S while it had records
+        to send: print its thread's stack. The 30-minute run's model service stopped for good
+        after the broker restart without a trace; the stack tells a thread blocked in a call
+        from a producer that holds records it never sends (then `in the producer` grows)."""
+        now = time.monotonic()
+        if model.delivered != self._model_seen[0]:
+            self._model_seen = (model.delivered, now)
+            return
+        if (self._stack_shown or model.halt.is_set() or not model.is_alive()
+                or now - self._model_seen[1] < STUCK_S):
+            return
+        self._stack_shown = True
+        frame = sys._current_frames().get(model.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)"
+        self.say(f"[{self.name}] model service: nothing delivered for {STUCK_S:.0f} s; its "
+                 f"stack:\n{stack}")
 
     def _faults(self, fleet: Fleet, *actors: Any) -> None:
         """Faults every fault_interval seconds (seeded) and one broker restart, for `minutes`."""
@@ -325,10 +352,16 @@ class Run:
                  trainer: Trainer, feedback: FeedbackTail) -> None:
         o, bootstrap = self.out, self.kafka.bootstrap
         o.produced = model.delivered
-        if model.failed or annotator.failed:
-            last = model.last_error or annotator.last_error
-            o.actor_errors.append(f"deliveries failed: {model.failed} events, "
-                                  f"{annotator.failed} labels (last error: {last})")
+        o.producers_replaced = list(model.replaced)
+        if model.unresolved:
+            # Failed deliveries the model service reconciled are not errors; records whose
+            # outcome it never learnt are (bench/chaos_model.py).
+            first = [self.records[i].key.decode() for i in sorted(model.unresolved)[:5]]
+            o.actor_errors.append(f"{len(model.unresolved)} events of unknown outcome (first: "
+                                  f"{first}; last error: {model.last_error})")
+        if annotator.failed:
+            o.actor_errors.append(f"deliveries failed: {annotator.failed} labels (last error: "
+                                  f"{annotator.last_error})")
         o.faults, o.exits = fleet.faults, fleet.exits
         o.actor_errors += [f"{a.name}: {a.error!r}" for a in (model, annotator, trainer, feedback)
                            if a.error is not None]
