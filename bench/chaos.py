@@ -143,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-limit-mib", type=float, default=1024.0)
     parser.add_argument("--sabotage", choices=("none", "double-count", "drop-request"),
                         default="none", help="break one thing on purpose: the checks must fail")
-    parser.add_argument("--workdir", type=Path, default=None, help="service logs (default: tmp)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="service logs, and the broker's data and server.log in broker/ "
+                        "(default: tmp, the broker's removed at the end)")
     args = parser.parse_args(argv)
     lo, hi = (float(x) for x in args.fault_interval.split(","))
     started = time.monotonic()
-    kafka = ApacheKafka()
+    # With a workdir the broker's log stays too: the 30-minute run's model-service stall could
+    # not be read against the broker's side of the restart, its temporary directory was gone.
+    kafka = ApacheKafka(data_dir=args.workdir / "broker" if args.workdir else None)
     try:
         kafka.start(BROKER_START_S)
         report = soak(kafka, minutes=args.minutes, rate=args.rate, seed=args.seed,
