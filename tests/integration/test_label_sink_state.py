@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
-from services.streaming.events import decode_retrain_trigger
+from services.streaming.events import RetrainTrigger, decode_retrain_trigger
 from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import SinkProcess, create_sink_topics, label
 
@@ -65,6 +65,15 @@ def test_the_labels_table_stays_within_the_window_across_a_restart(kafka: Apache
         assert metric(sink.metrics(), "label_sink_duplicate_labels_total") == len(copies)
         assert 0 < rows(sink) <= BOUND, rows(sink)
 
+        # Known limit (docs/label-sink.md, "State"): labels the label reader forwarded but had
+        # not committed when a SIGKILL lands are forwarded again after the restart, and those
+        # further back than the dedupe window are counted again. This test is about what the
+        # state holds and recovers, so it kills the worker once its label-topic commit has
+        # caught up (this test's 50-record window is far below what one commit interval can
+        # forward; the default window is 25,000 records).
+        lag = ("label_sink_committed_offset_lag_records", (("topic", labels_topic),))
+        wait_for(lambda: sink.metrics().get(lag) == 0.0, 60,
+                 f"label-topic commit never caught up:\n{sink.tail()}")
         sink.kill()
         sink = start()
         sink.wait_ready(90)
@@ -75,11 +84,20 @@ def test_the_labels_table_stays_within_the_window_across_a_restart(kafka: Apache
         # label (thousands of records back) is counted again, and so are 39 new ones.
         produce(bootstrap, labels_topic, records([LABELS - 3, 0], model)
                 + records(list(range(LABELS, LABELS + N - 1)), model))
-        wait_for(lambda: counted(sink) == N, 90, f"not counted after the restart:\n{sink.tail()}")
-        assert metric(sink.metrics(), "label_sink_duplicate_labels_total") >= 1
         total = LABELS + N
-        triggers = {t.trigger_id: t for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)
+
+        def model_triggers() -> dict[str, RetrainTrigger]:
+            return {t.trigger_id: t for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)
                     if (t := decode_retrain_trigger(m.value())).model_id == model}
+
+        # Wait on the triggers, not on the restarted worker's counter: a SIGKILL may land before
+        # the last changelog writes left the producer, and those labels are then counted again
+        # by the new worker (exactly once in the state; its counter starts at 0).
+        wait_for(lambda: len(model_triggers()) >= total // N, 90,
+                 f"not counted after the restart:\n{sink.tail()}")
+        assert counted(sink) >= N
+        assert metric(sink.metrics(), "label_sink_duplicate_labels_total") >= 1
+        triggers = model_triggers()
         assert len(triggers) == total // N, len(triggers)
         assert all(t.total == N for t in triggers.values())
         assert sum(t.total for t in triggers.values()) == total
