@@ -377,6 +377,8 @@ def build_app(
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
+            if not consensus.decides(label):
+                row["v"] = 1  # a consensus vote: in the manifest, not counted (consensus.py)
         unit = control_unit(request, label)
         if unit is not None:
             row[CONTROL] = unit
@@ -440,7 +442,7 @@ def build_app(
             return
         model_id = row["m"]
         state, record = ledger.count(p, s, row)
-        if CONTROL in row:  # before the label's row: mastery.py says why
+        if CONTROL in row and not row.get("v"):  # before the label's row: mastery.py says why
             for change in mastery.count(model_id, row):
                 log.info("class %r of %s: %s -> %s (%s)", change.name, model_id, change.old,
                          change.new, change.reason)
