@@ -13,8 +13,8 @@ The rule (`MasteryPolicy`, all settings explicit):
   its instances) and its agreement (the humans confirm the model's predictions of it) have
   >= `min_labels` annotations of evidence and an interval lower bound >= `master_at`;
 - `mastered` -> `reopened` when either has >= `min_reopen_labels` annotations of evidence and
-  an interval upper bound < `reopen_below` (the estimate fell, with evidence), or when `reopen`
-  is called (the hook for drift detection);
+  an interval upper bound < `reopen_below` (the estimate fell, with evidence), or when the
+  scorer reports drift of the class (`drift`, any version of the model);
 - a new model version (first seen in a control label) restarts every class's evidence but keeps
   its state: a mastered class stays mastered until the new version's labels show otherwise.
   Labels of other versions count in their version's estimates only.
@@ -47,6 +47,10 @@ from services.core.estimates import (
     book_from_snapshot,
     book_snapshot,
 )
+
+MAX_DRIFTS = 64
+"""Drift reports remembered per model for idempotence: far more than a replay can bring again
+(a scorer sends one per class, input partition and drift episode)."""
 
 
 class ClassState(StrEnum):
@@ -139,6 +143,7 @@ class MasteryBook:
     overall: dict[str, RatioSums] = field(default_factory=dict)  # version -> all classes
     plateau: list[Plateau] = field(default_factory=list)
     stopped: bool = False
+    drifts: list[str] = field(default_factory=list)  # ids of the drift reports applied, newest last
 
     def apply(self, policy: MasteryPolicy, label_id: str, version: str, weight: float,
               label: Sequence[Pair], at: float) -> list[Change]:
@@ -205,6 +210,22 @@ class MasteryBook:
             return None
         return self._change(policy, name, ClassState.REOPENED, at, reason)
 
+    def drift(self, policy: MasteryPolicy, drift_id: str, name: str, at: float, reason: str
+              ) -> Change | None:
+        """Apply the scorer's drift report `drift_id` on class `name` (event time `at`): a
+        mastered class is reopened, any other keeps its state. Idempotent by `drift_id` over
+        the last MAX_DRIFTS reports, whatever came in between: a replayed or re-forwarded report
+        never reopens a class its first copy found learning, or mastered again since. A report
+        detected before the class's last change (event time) is stale and changes nothing: say,
+        old reports read from the topic's start by a sink that was just upgraded."""
+        if drift_id in self.drifts:
+            return None
+        self.drifts = [*self.drifts, drift_id][-MAX_DRIFTS:]
+        cm = self.classes.get(name)
+        if cm is not None and cm.changed_at is not None and at < cm.changed_at:
+            return None  # stale: the class changed state after the drift was seen
+        return self.reopen(policy, name, at, reason)
+
     def _change(self, policy: MasteryPolicy, name: str, new: ClassState, at: float,
                 reason: str) -> Change:
         cm = self.classes[name]
@@ -241,6 +262,7 @@ class MasteryBook:
             "overall": [[v, r.snapshot()] for v, r in self.overall.items()],
             "plateau": [p.to_dict() for p in self.plateau],
             "stopped": self.stopped,
+            "drifts": list(self.drifts),
         }
 
     @classmethod
@@ -257,7 +279,8 @@ class MasteryBook:
                    overall={v: RatioSums.from_snapshot(r) for v, r in data.get("overall", [])},
                    plateau=[Plateau(p["trigger_id"], p["model_version"], p["estimate"],
                                     p["labels"]) for p in data.get("plateau", [])],
-                   stopped=bool(data.get("stopped", False)))
+                   stopped=bool(data.get("stopped", False)),
+                   drifts=list(data.get("drifts", [])))
 
 
 def plateaued(entries: Sequence[Plateau], policy: MasteryPolicy) -> bool:

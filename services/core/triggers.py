@@ -97,6 +97,9 @@ class LabelRecord:
     predicted: tuple[str, ...] = ()
     batch: int = 0
     fired: Fired | None = None
+    # A consensus vote (label_sink/consensus.py): its offset is in the manifest, nothing of it
+    # is counted (its request counts once, by the label that decided it).
+    vote: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,11 @@ class TriggerState:
 
     def _count(self, label: LabelRecord, *, pending: bool) -> None:
         self.clock = label.labeled_at if self.clock is None else max(self.clock, label.labeled_at)
+        if label.vote:
+            if pending:
+                self.n_runs += _add_offset(self.runs.setdefault(label.partition, []),
+                                           label.offset)
+            return
         name = self.names.name
         classes = [name(c) for c in label.classes]
         results = [(name(c), agreed) for c, agreed in label.outcomes]

@@ -8,6 +8,9 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
    `<app_id>-labels-by-model`, so that one model's labels meet in one partition, hence one worker.
 3. `count_labels` (labels-by-model): dedupe by label_id against the `labels` table, count, run the
    trigger policy, publish al.retrain-triggers.v1; class feedback goes out on a timer.
+4. `read_drift` (al.class-feedback.v1, with MASTERY_REOPEN_ON_DRIFT): the scorer's drift records
+   go, keyed by model_id, to labels-by-model too, where they may reopen a mastered class
+   (label_sink/mastery.py); the sink's own feedback records there are passed over.
 
 Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
 model's compact state row, the rows of the labels in the dedupe window and the labels counted
@@ -54,9 +57,11 @@ from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
 from services.label_sink.mastery import (
     CONTROL,
+    DRIFT,
     Mastery,
     control_request,
     control_unit,
+    drift_row,
     mastery_policy,
 )
 from services.label_sink.metrics import LabelSinkMetrics
@@ -85,6 +90,7 @@ from services.streaming.events import (
     InvalidEvent,
     dead_letter,
     decode_annotation_request,
+    decode_class_feedback,
     decode_label,
     encode_event,
 )
@@ -230,8 +236,10 @@ def build_app(
         offset = consumer._read_offset.get(tp)
         return offset if isinstance(offset, int) else None
 
+    drift_in = app.topic(names.feedback, **_RAW) if settings.mastery_reopen_on_drift else None
+    guarded = (names.labels, names.requests, by_model.get_topic_name())
     order = status.order = InOrder(seek, broker, metrics,
-                                   topics=(names.labels, names.requests, by_model.get_topic_name()),
+                                   topics=guarded + ((names.feedback,) if drift_in else ()),
                                    describe=consumer_state, read_offset=read_offset)
     # The handlers below take a faust event or, for records the consumer skipped, an
     # ordering.FetchedEvent: they use only `value` and `message.{topic,partition,offset,key}`.
@@ -369,6 +377,8 @@ def build_app(
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
+            if not consensus.decides(label):
+                row["v"] = 1  # a consensus vote: in the manifest, not counted (consensus.py)
         unit = control_unit(request, label)
         if unit is not None:
             row[CONTROL] = unit
@@ -397,8 +407,31 @@ def build_app(
             else:
                 labels[key] = value
 
+    async def read_drift(stream: Any) -> None:
+        async for event in stream.events():
+            await order.process(event, forward_drift)
+
+    if drift_in is not None:
+        app.agent(drift_in, name="read_drift")(crashes_worker(read_drift))
+
+    async def forward_drift(event: Any) -> None:
+        try:
+            feedback = decode_class_feedback(event.value or b"")
+        except InvalidEvent:
+            return  # the scorer dead-letters unusable feedback records (scorer/feedback.py)
+        row = drift_row(feedback)
+        if row is not None:
+            await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+
     async def count_label(event: Any) -> None:
         row = orjson.loads(event.value)
+        if DRIFT in row:  # a drift report, not a label: the mastery book dedupes it by its id
+            change = mastery.drift(row["m"], row)
+            if change is not None:
+                log.info("class %r of %s: %s -> %s (%s)", change.name, row["m"], change.old,
+                         change.new, change.reason)
+                status.dirty.add(row["m"])  # the next feedback carries the new state
+            return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
             ledger.rebuild(labels.items())
@@ -409,7 +442,7 @@ def build_app(
             return
         model_id = row["m"]
         state, record = ledger.count(p, s, row)
-        if CONTROL in row:  # before the label's row: mastery.py says why
+        if CONTROL in row and not row.get("v"):  # before the label's row: mastery.py says why
             for change in mastery.count(model_id, row):
                 log.info("class %r of %s: %s -> %s (%s)", change.name, model_id, change.old,
                          change.new, change.reason)

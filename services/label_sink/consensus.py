@@ -18,6 +18,10 @@ crash in between produces the same request again (never loses it); replaying a l
 joined already changes nothing. Rows live as long as requests (`request_ttl_s`, pruned with
 them), and a table of rows is bounded by the requests table's own bound.
 
+A consensus request counts as ONE label towards triggers, feedback and estimates: the label that
+decided it (`decides`); its other labels are votes, in the trigger's manifest but not counted
+(an escalated request's k labels are all votes: its expert's label counts).
+
 Every label whose request had a tier is counted once (after the labels table's dedupe) in
 `label_sink_tier_cost_units_total{model_id, tier, class}`: its request's cost per label.
 """
@@ -138,6 +142,17 @@ class ConsensusHook:
             if outcome in ("agreed", "escalated"):
                 self.metrics.consensus.labels(outcome).inc()
         return row["n"], row["u"], row["c"]
+
+    def decides(self, label: Label) -> bool:
+        """Whether `label` counts as a label (towards triggers, feedback, estimates): any label
+        but a consensus vote. Of a consensus request's labels only the one that made it
+        `agreed` counts, standing for the decision, also when it is replayed; the others, and
+        all k of an escalated one (its expert's label counts instead), are votes. Call after
+        `on_label`. So a consensus request counts as one decided label, not as k."""
+        row = self.table.get(label.request_id) if label.request_id else None
+        if row is None or row["n"] != "consensus":
+            return True
+        return row["d"] == "agreed" and bool(row["l"]) and row["l"][-1][0] == label.label_id
 
     def count(self, model_id: str, row: Row) -> None:
         """Cost of a counted label (after the labels table's dedupe), by tier and class."""

@@ -17,6 +17,12 @@ What flows where (docs/mastery.md):
    newest version with their intervals), and the weights with mastered classes at
    `FeedbackPolicy.mastered_weight` and their share spread over the others (`with_mastery`).
    Retrain triggers get `mastery`: every class's state and the last changes.
+5. Drift (docs/drift.md): the sink reads the scorer's drift records (`kind: drift`) from the
+   class-feedback topic and forwards each, as a `drift_row` keyed by model_id, to the same
+   labels-by-model topic as the labels. So the report meets the model's book on the worker
+   and changelog partition that own it, in one order with the model's labels that a replay
+   reads again; the book applies it once by its id (`MasteryBook.drift`), reopening the class
+   if it is mastered.
 """
 
 from __future__ import annotations
@@ -27,11 +33,29 @@ from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
 from services.core.feedback import FeedbackPolicy, with_mastery
 from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
 from services.label_sink.metrics import LabelSinkMetrics
-from services.streaming.events import AnnotationRequest, Label
+from services.streaming.events import AnnotationRequest, ClassFeedback, FeedbackKind, Label
 from services.streaming.settings import LabelSinkSettings, SettingsError
 
 CONTROL = "k"
 """Key of the control-arm fields in request rows and joined label rows."""
+DRIFT = "dr"
+"""Key of a drift report in a labels-by-model row (`drift_row`); such a row holds no label."""
+
+
+def drift_row(feedback: ClassFeedback) -> dict[str, Any] | None:
+    """The labels-by-model row of a scorer's drift record: `{"m": model_id, DRIFT: [id, class,
+    detected_at, reason]}`; None for any other class-feedback record (the sink's own). The id
+    names the report (version, class, input partition, detection time): the scorer's copies of
+    one report share it."""
+    notice = feedback.drift
+    if feedback.kind is not FeedbackKind.DRIFT or notice is None:
+        return None
+    report = "\x1f".join((notice.model_version, notice.class_name, str(notice.partition),
+                          repr(notice.detected_at)))
+    reason = (f"drift of {notice.model_version} on input partition {notice.partition}: KS "
+              f"distance {notice.distance:.3f} > {notice.critical:.3f}")
+    return {"m": feedback.model_id,
+            DRIFT: [report, notice.class_name, notice.detected_at, reason]}
 
 
 def control_request(request: AnnotationRequest) -> dict[str, Any]:
@@ -98,6 +122,23 @@ class Mastery:
         for change in changes:
             self.metrics.mastery_changes.labels(change.new.value).inc()
         return changes
+
+    def drift(self, model_id: str, row: dict[str, Any]) -> Change | None:
+        """Apply the drift report of `row` (a `drift_row`) to the model's book and persist it;
+        the change if it reopened a mastered class. A model without a book has nothing
+        mastered: the report changes nothing."""
+        report, name, at, reason = row[DRIFT]
+        book = self.book(model_id)
+        if book is None or report in book.drifts:  # no book, or a repeat: nothing to write
+            self.metrics.drift_reports.labels("kept").inc()
+            return None
+        change = book.drift(self.policy, report, name, at, reason)
+        self.metrics.drift_reports.labels("reopened" if change else "kept").inc()
+        self.table[model_id] = book.snapshot()
+        if change is not None:
+            self.export(model_id, book, {name})
+            self.metrics.mastery_changes.labels(change.new.value).inc()
+        return change
 
     def export(self, model_id: str, book: MasteryBook, names: set[str]) -> None:
         for name in sorted(names):

@@ -153,6 +153,13 @@ class LabelSinkMetrics:
             "1 when labels have stopped paying for the model: its last model versions bought no "
             "measurable control-arm accuracy (docs/mastery.md, \"Stopping signal\").",
             ["model_id"], registry=registry)
+        self.drift_reports = Counter(
+            "label_sink_drift_reports_total",
+            "Scorer drift reports (kind drift on class feedback) applied to class mastery: "
+            "`reopened` a mastered class, or `kept` its state (not mastered, stale, a repeat).",
+            ["outcome"], registry=registry)
+        for outcome in ("reopened", "kept"):
+            self.drift_reports.labels(outcome)
         for state in ClassState:
             self.mastery_changes.labels(state.value)
         for code in ErrorCode:

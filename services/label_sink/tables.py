@@ -48,7 +48,8 @@ from services.streaming.events import AnnotationRequest, Label
 
 RequestRow = dict[str, Any]
 LabelRow = list[Any]  # [p, s, model, label partition, label offset, labeled_at, classes,
-#                       outcomes, predicted, batch, fired ([id, rule, at]) or None]
+#                       outcomes, predicted, batch, fired ([id, rule, at]) or None, and 1
+#                       for a consensus vote (consensus.py)]
 
 # A model's state row is rewritten after this many of its labels (or a trigger): a rebuild
 # replays at most this many label rows per model, and the row (up to a few hundred KB with a
@@ -135,7 +136,7 @@ def stored_row(p: int, s: int, joined: dict[str, Any], batch: int,
     """The row persisted for a counted label (see `LabelRow`)."""
     f = [fired.trigger_id, fired.rule, fired.triggered_at] if fired is not None else None
     return [p, s, joined["m"], joined["q"], joined["o"], joined["t"], joined["c"], joined["r"],
-            joined["w"], batch, f]
+            joined["w"], batch, f, *([1] if joined.get("v") else [])]
 
 
 def to_record(joined: dict[str, Any], batch: int) -> LabelRecord:
@@ -144,7 +145,7 @@ def to_record(joined: dict[str, Any], batch: int) -> LabelRecord:
         label_id=joined["id"], partition=joined["q"], offset=joined["o"],
         labeled_at=joined["t"], classes=tuple(joined["c"]),
         outcomes=tuple((c, bool(a)) for c, a in joined["r"]), predicted=tuple(joined["w"]),
-        batch=batch)
+        batch=batch, vote=bool(joined.get("v")))
 
 
 def _row_record(label_id: str, row: LabelRow) -> LabelRecord:
@@ -153,7 +154,8 @@ def _row_record(label_id: str, row: LabelRow) -> LabelRecord:
         label_id=label_id, partition=row[3], offset=row[4], labeled_at=row[5],
         classes=tuple(row[6]), outcomes=tuple((c, bool(a)) for c, a in row[7]),
         predicted=tuple(row[8]), batch=row[9],
-        fired=Fired(f[0], f[1], f[2]) if f is not None else None)
+        fired=Fired(f[0], f[1], f[2]) if f is not None else None,
+        vote=len(row) > 11 and bool(row[11]))
 
 
 @dataclass

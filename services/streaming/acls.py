@@ -12,7 +12,8 @@ how the name matches (literal or prefixed) and one operation. What each service 
   adds its transactional ids, `<group>-<instance>`.
 - label sink (faust): reads labels and requests; creates, reads and writes its own topics, all
   named `<app_id>-...` (its changelogs, the labels-by-model topic, the leader topic); writes
-  triggers, class feedback and both dead-letter topics; joins the group `<app_id>`; with tiers
+  triggers, class feedback and both dead-letter topics; reads class feedback for the scorer's
+  drift records (unless `..._MASTERY_REOPEN_ON_DRIFT=false`); joins the group `<app_id>`; with tiers
   set (`..._LABEL_SINK_TIERS`) it also writes expert requests to the requests topic.
 - Label Studio bridge: reads requests (and inference events, for frame sizes); writes labels and
   the labels dead-letter topic; its groups start with its group id.
@@ -76,7 +77,8 @@ def label_sink_acls(settings: Any, principal: str) -> list[Acl]:
             + _topic(principal, settings.app_id + "-", "create", "read", "write",
                      pattern="prefixed")
             + _topic(principal, prefix + topics.RETRAIN_TRIGGERS, "write")
-            + _topic(principal, prefix + topics.CLASS_FEEDBACK, "write")
+            + _topic(principal, prefix + topics.CLASS_FEEDBACK,
+                     *(("read", "write") if settings.mastery_reopen_on_drift else ("write",)))
             + _topic(principal, topics.dlq(labels), "write")
             + _topic(principal, topics.dlq(requests), "write")
             + [Acl(principal, "group", settings.app_id, "literal", "read")]

@@ -413,6 +413,9 @@ class LabelSinkSettings:
     mastery_stop_min_gain: float = 0.005
     mastery_stop_min_labels: int = 100
     mastery_stop_to_exploration: bool = False
+    # Read the scorer's drift records from class feedback and reopen a mastered class on drift
+    # (docs/mastery.md); the sink then needs READ on the class-feedback topic.
+    mastery_reopen_on_drift: bool = True
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
     # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md). With static membership
     # it only delays the hand-over of a worker that dies and does not come back.

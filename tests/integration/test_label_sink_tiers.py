@@ -1,7 +1,8 @@
 """Tiers through the real label sink on Apache Kafka: a consensus request whose two labels
 disagree is escalated to exactly one expert request, on the requests topic, also after the
 labels are replayed and the sink is restarted (its `tiers` table comes back from its changelog);
-a consensus that agrees escalates nothing; cost is counted per tier and class."""
+a consensus that agrees escalates nothing; cost is counted per tier and class; a consensus
+request counts as one decided label (its votes are in the trigger's manifest only)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 from services.label_sink.consensus import expert_request_id
 from services.streaming import topics
 from services.streaming.apache_kafka import ApacheKafka
-from services.streaming.events import decode_annotation_request, encode_event
+from services.streaming.events import (
+    decode_annotation_request,
+    decode_class_feedback,
+    decode_retrain_trigger,
+    encode_event,
+)
 from tests.integration.kafka_support import metric, produce, read_all, wait_for
 from tests.integration.label_sink_support import SinkProcess, create_sink_topics
 
@@ -62,7 +68,13 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
         out = [decode_annotation_request(m.value()) for m in read_all(bootstrap, requests_topic)]
         return [r for r in out if r.tier is not None and r.tier.name == "expert"]
 
-    sink = SinkProcess(bootstrap, app_id, prefix).start()
+    def counted() -> dict[str, int]:
+        feedback = [decode_class_feedback(m.value())
+                    for m in read_all(bootstrap, prefix + topics.CLASS_FEEDBACK)]
+        mine = [f for f in feedback if f.model_id == "tiered"]
+        return {c: s.labels_total for c, s in mine[-1].classes.items()} if mine else {}
+
+    sink = SinkProcess(bootstrap, app_id, prefix, trigger_min_labels=3).start()
     try:
         sink.wait_ready(90)
         produce(bootstrap, labels_topic, split + agree + plain)
@@ -85,6 +97,14 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
         wait_for(lambda: metric(sink.metrics(), "label_sink_tier_cost_units_total",
                                 model_id="tiered", tier="expert", **{"class": "cat"}) == 8.0,
                  60, f"expert label not counted\n{sink.tail()}")
+        # Six labels, three decided labels: r-agree by l4 (dog), r-split by the expert (dog),
+        # r-plain (cat). The trigger fires on the third and its manifest holds all six.
+        wait_for(lambda: counted() == {"dog": 2, "cat": 1}, 60,
+                 f"decided labels not counted once: {counted()}\n{sink.tail()}")
+        (trigger,) = [decode_retrain_trigger(m.value())
+                      for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)]
+        assert trigger.total == 3 and dict(trigger.counts) == {"dog": 2, "cat": 1}
+        assert sum(r.end_offset - r.start_offset for r in trigger.manifest.ranges) == 6
         assert sink.stop() == 0, sink.tail()
 
         # Restart, then replay every label: the table remembers both decisions.

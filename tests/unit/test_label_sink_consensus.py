@@ -171,3 +171,20 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
     assert cost("consensus") == 6.0 and cost("review") == 1.0
     hook.count("m", {"id": "untiered"})  # no tier: nothing counted
     assert registry.get_sample_value("label_sink_tier_labels_total", {"tier": "review"}) == 1.0
+
+
+def test_only_the_deciding_label_of_a_consensus_counts_also_on_replay() -> None:
+    hook, _, _, _ = _hook()
+    hook.on_request(decode_annotation_request(_request(CONSENSUS)), 0)
+    hook.on_request(decode_annotation_request(_request(CONSENSUS, rid="r2")), 0)
+    hook.on_request(decode_annotation_request(
+        _request({"name": "review", "annotators": 1, "cost": 1.0}, rid="r3")), 0)
+    agreed = [_label("l1", "ann-a", "dog"), _label("l2", "ann-b", "dog"),
+              _label("l3", "ann-c", "dog")]  # l3: late
+    split = [_label("l4", "ann-a", "dog", rid="r2"), _label("l5", "ann-b", "cat", rid="r2")]
+    plain = [_label("l6", "ann-a", "cat", rid="r3")]
+    decided = []
+    for lab in agreed + split + plain + agreed:  # then a replay of the agreed request's labels
+        asyncio.run(hook.on_label(lab))
+        decided.append(hook.decides(lab))
+    assert decided == [False, True, False, False, False, True, False, True, False]

@@ -66,3 +66,39 @@ def test_feedback_and_trigger_fields_and_the_drop_to_exploration_option() -> Non
     assert decoded.stopping is not None and decoded.stopping["stopped"] is True
     assert decoded.mastery is not None and decoded.mastery["classes"]["cat"] == "mastered"
     assert decoded.to_dict() == trigger
+
+
+def test_drift_records_reopen_through_the_shell_and_other_feedback_is_passed_over() -> None:
+    from services.label_sink.mastery import DRIFT, drift_row
+    from services.streaming.events import decode_class_feedback
+
+    m, registry = shell(False)
+    feed(m, "v1", 60, 0)  # cats mastered
+    drift = {"schema_version": 1, "model_id": "m", "updated_at": 500.0, "classes": {},
+             "kind": "drift",
+             "drift": {"class": "cat", "model_version": "v1", "partition": 2, "distance": 0.3,
+                       "critical": 0.1, "recent_count": 300, "reference_count": 900,
+                       "detected_at": 500.0, "boost": 2.0, "boost_until": 4100.0}}
+    row = drift_row(decode_class_feedback(encode_event(drift)))
+    assert row is not None and row["m"] == "m" and row[DRIFT][1:3] == ["cat", 500.0]
+    own = {"schema_version": 1, "model_id": "m", "updated_at": 1.0,
+           "classes": {"cat": {"labels_total": 1, "labels_since_trigger": 1, "agreement": 1.0,
+                               "weight": 1.0}}}
+    assert drift_row(decode_class_feedback(encode_event(own))) is None
+    assert m.drift("other-model", row) is None  # no book: nothing mastered
+    before = dict(m.table)
+    change = m.drift("m", row)
+    assert change is not None and change.new.value == "reopened" and "KS distance" in \
+        change.reason
+    assert m.table["m"] != before["m"]
+    out = m.feedback_classes("m", classes())
+    assert out["cat"]["state"] == "reopened" and out["cat"]["state_changed_at"] == 500.0
+    assert out["cat"]["weight"] == 1.0  # its budget back
+    written = m.table["m"]
+    assert m.drift("m", row) is None and m.table["m"] is written  # a repeat writes nothing
+    assert registry.get_sample_value("label_sink_drift_reports_total",
+                                     {"outcome": "reopened"}) == 1.0
+    assert registry.get_sample_value("label_sink_drift_reports_total",
+                                     {"outcome": "kept"}) == 2.0
+    assert registry.get_sample_value("label_sink_mastery_state", {
+        "model_id": "m", "class": "cat", "state": "reopened"}) == 1.0

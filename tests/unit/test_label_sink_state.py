@@ -236,3 +236,17 @@ def test_a_late_label_swept_at_once_is_not_counted_again_after_a_crash() -> None
     restarted = sim.crash({})
     run(restarted, records[3:])  # the committed offset was behind: a replay
     assert restarted.states()["m"]["T"] == 7
+
+
+def test_a_consensus_vote_row_stays_a_vote_after_a_restart() -> None:
+    sim = Sim(DedupeWindow(), TriggerPolicy(min_labels=10**6))
+    for i in range(6):
+        row = joined(f"l{i}", "m0", i, float(i))
+        if i % 3:
+            row["v"] = 1  # two votes per decided label
+        sim.process(0, i, row)
+    assert sim.ledger.get("m0").total == 2
+    restarted = sim.crash({})
+    assert restarted.states() == sim.states()
+    assert restarted.ledger.get("m0").total == 2
+    assert restarted.ledger.get("m0").ranges()[0].end_offset == 6

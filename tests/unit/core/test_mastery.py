@@ -105,6 +105,38 @@ def test_drift_hook_reopens_and_a_new_version_restarts_the_evidence() -> None:
     assert book.versions["v1"]["cat"].accuracy.n == 153 + 3
 
 
+def test_a_drift_report_reopens_a_mastered_class_once_by_its_id() -> None:
+    book = MasteryBook()
+    feed(book, [hit("cat")] * 80 + [hit("dog")] * 5)
+    assert book.mastered() == {"cat"}
+    assert book.drift(POLICY, "v1/dog/0/5000", "dog", 5000.0, "drift") is None  # learning
+    change = book.drift(POLICY, "v1/cat/0/5000", "cat", 5000.0, "drift of v1")
+    assert change is not None and (change.old, change.new) == (ClassState.MASTERED,
+                                                               ClassState.REOPENED)
+    assert change.reason == "drift of v1" and change.at == 5000.0
+    feed(book, [hit("cat")] * 73, start=6000 - 1000)  # mastered again after the drift
+    assert book.mastered() == {"cat"}
+    resumed = MasteryBook.from_snapshot(orjson.loads(orjson.dumps(book.snapshot())))
+    for b in (book, resumed):  # the same report again (a replay, a re-forwarded copy)
+        assert b.drift(POLICY, "v1/cat/0/5000", "cat", 5000.0, "drift of v1") is None
+        assert b.drift(POLICY, "v1/dog/0/5000", "dog", 5000.0, "drift") is None
+        assert b.mastered() == {"cat"}
+    # A report detected before the class's last change is stale, whatever its id.
+    assert book.drift(POLICY, "v1/cat/1/4000", "cat", 4000.0, "old") is None
+    assert book.mastered() == {"cat"}
+    later = book.drift(POLICY, "v1/cat/0/9000", "cat", 9000.0, "new episode")
+    assert later is not None and later.new is ClassState.REOPENED
+    assert [c.reason for c in book.changes[-3:]] == ["drift of v1", book.changes[-2].reason,
+                                                     "new episode"]
+
+
+def test_drift_ids_are_bounded() -> None:
+    book = MasteryBook()
+    for i in range(200):
+        book.drift(POLICY, f"d{i}", "cat", float(i), "drift")
+    assert len(book.drifts) == 64 and book.drifts[-1] == "d199"
+
+
 def test_replaying_the_last_label_is_idempotent_and_snapshots_replay_byte_identically() -> None:
     rng = np.random.default_rng(3)
     labels = [hit(str(c)) if rng.random() < 0.97 else miss(str(c))

@@ -137,3 +137,15 @@ def test_batches_partition_the_labels_and_ranges_cover_them(raw: list, n: int) -
     assert sum(d.total for d in fired) + state.total == len(records)
     assert all(d.total == n for d in fired)
     assert sum(sum(d.counts.values()) for d in fired) == n * len(fired)
+
+
+def test_a_consensus_vote_is_in_the_manifest_but_never_counted() -> None:
+    state, policy = TriggerState(), TriggerPolicy(min_labels=2)
+    votes = [LabelRecord(label_id=f"v{i}", partition=0, offset=i, labeled_at=float(i),
+                         classes=("cat",), outcomes=(("cat", False),), vote=True)
+             for i in range(3)]
+    assert feed(state, policy, votes) == []  # k labels of one request are not k labels
+    assert state.total == 0 and state.all_time.labels == {} and state.pending.compared == {}
+    (fired,) = feed(state, policy, [rec(3), rec(4)])
+    assert fired.total == 2 and fired.counts == {"cat": 2}
+    assert fired.ranges == (OffsetSpan(0, 0, 5),)  # the votes' offsets ride along
