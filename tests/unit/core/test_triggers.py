@@ -137,3 +137,29 @@ def test_batches_partition_the_labels_and_ranges_cover_them(raw: list, n: int) -
     assert sum(d.total for d in fired) + state.total == len(records)
     assert all(d.total == n for d in fired)
     assert sum(sum(d.counts.values()) for d in fired) == n * len(fired)
+
+
+def test_label_count_in_instances_counts_annotations() -> None:
+    """`cost: instances` (issue 16): min_labels counts annotated instances, so labels of
+    two, three, zero and four instances fire at 9 on the fourth; in `assets` they are 4 labels.
+    The state (and its snapshot) is the same in both units; a label without annotations
+    counts no instance."""
+    frames = [("shoulder", "hip"), ("shoulder", "hip", "hip"), (), ("hip",) * 4]
+    records = [LabelRecord(label_id=f"l{i}", partition=0, offset=i, labeled_at=float(i),
+                           classes=c) for i, c in enumerate(frames)]
+    inst = TriggerPolicy(min_labels=9, cost="instances")
+    state = TriggerState()
+    fired = feed(state, inst, records)
+    assert len(fired) == 1 and fired[0].total == 4 and fired[0].rule == "label_count"
+    assert "9 new instances" in fired[0].detail
+    assert dict(fired[0].counts) == {"hip": 7, "shoulder": 2}
+    assert feed(TriggerState(), TriggerPolicy(min_labels=9), records) == []
+    early = TriggerState()
+    assert feed(early, TriggerPolicy(min_labels=4, cost="instances"), records[:1]) == []
+    assert early.units(TriggerPolicy(cost="instances")) == 2 and early.total == 1
+    a, b = TriggerState(), TriggerState()
+    feed(a, TriggerPolicy(min_labels=100), records)
+    feed(b, TriggerPolicy(min_labels=100, cost="instances"), records)
+    assert a.snapshot() == b.snapshot()
+    with pytest.raises(ValueError):
+        TriggerPolicy(cost="boxes")
