@@ -54,8 +54,9 @@ def _explore(state: SelectorState, view: BatchView, lo: int, hi: int, elig: np.n
         i = lo + r
         n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
         if state.budget.available(b, "explore", n_seen, wm):
-            state.budget.spend(b, "explore", n_seen, wm)
-            picks.append((i, view.describe(i, "exploration", inclusion=p)))
+            sel = view.describe(i, "exploration", inclusion=p)
+            state.budget.spend(b, "explore", n_seen, wm, sel.cost)
+            picks.append((i, sel))
             taken[r] = True
 
 
@@ -113,9 +114,10 @@ def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.n
         eta = 1.0 + tp.randomization * state.draws.get(draws.ETA, view.first + lo,
                                                        view.first + hi)[cand - lo]
     limits = [class_limits(pol.budget, bk.weights, bk.published) for bk in books]  # type: ignore
+    costs = None if pol.budget.cost == "assets" else (lambda j: view.cost_of(int(cand[j])))
     gate: Any = LaneGate(pol.budget, state.budget, view.n_seen[cand], view.watermark[cand],
                          np.where(is_warm, -1, view.asset_cls[cand]), ver,
-                         [bk.buckets for bk in books], limits)  # type: ignore[union-attr]
+                         [bk.buckets for bk in books], limits, costs)  # type: ignore[union-attr]
     if gates.active(state, view):
         gate = gates.RedundancyGate(gate, state, view, cand, is_warm)
     res = scan(1.0 - view.asset_priority[cand], rel[cand - lo] & ~is_warm, eta, is_warm, ver,
@@ -139,6 +141,10 @@ def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.n
             d = _relative_driver(view, i, conf_thr)
             sel = view.describe(i, "class_relative", driver=d,
                                 threshold=float(conf_thr[int(b.asset_model[i])][view.gcls[d]]))
+            if costs is not None and sel.cost != costs(j):
+                # The gate spent what the asset's own driver costs (the flagged driver was not
+                # known when it spent): the selection reports what was spent.
+                sel = replace(sel, cost=costs(j))
         picks.append((i, sel))
         taken[i - lo] = True
 
@@ -312,10 +318,13 @@ def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: fl
         if why is not None:  # checked before the class token, which it would spend
             state.suppressed[why] += 1
             continue
-        if book is not None and not _class_spend(state, book, class_name, n_seen, limits):
+        sel = _restore(view, payload, "reservoir")[0] if pol.budget.cost != "assets" else None
+        cost = 1 if sel is None else sel.cost
+        if book is not None and not _class_spend(state, book, class_name, n_seen, limits,
+                                                 cost):
             continue
-        state.budget.spend(pol.budget, "exploit", n_seen, wm)
-        _grant(state, key, out, _restore(view, payload, "reservoir")[0])
+        state.budget.spend(pol.budget, "exploit", n_seen, wm, cost)
+        _grant(state, key, out, sel or _restore(view, payload, "reservoir")[0])
         gates.remember(state, model_id, video, wm)
         granted += 1
 
@@ -343,8 +352,8 @@ def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: flo
         key = _identity(view, payload)[0]
         if not state.dedupe.holds(key) and state.budget.available(pol.budget, "explore", n_seen,
                                                                    wm):
-            state.budget.spend(pol.budget, "explore", n_seen, wm)
             sel = _restore(view, payload, "random_control")[0]
+            state.budget.spend(pol.budget, "explore", n_seen, wm, sel.cost)
             chosen.append((sel, key))
             state.dedupe.add_one(pol.dedupe, key)
             if pol.redundancy.enabled:  # remembered, never suppressed (a random arm)
@@ -355,8 +364,9 @@ def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: flo
 
 
 def _class_spend(state: SelectorState, book: Any, class_name: str | None, n_seen: float,
-                 limits: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
-    """Spend the class sub-budget of a deferred pick if it has a token; False if not.
+                 limits: dict[str, tuple[np.ndarray, np.ndarray]], cost: int = 1) -> bool:
+    """Spend `cost` from the class sub-budget of a deferred pick if it has a token; False if
+    not.
     `limits` caches the books' class limits for one flush (they change at refreshes only)."""
     cls = book.index.get(class_name) if class_name is not None else None
     if cls is None:
@@ -368,5 +378,5 @@ def _class_spend(state: SelectorState, book: Any, class_name: str | None, n_seen
     gain = rate[cls] * max(n_seen - buckets.coord[cls], 0.0)  # ClassBuckets.levels_at, scalar
     if min(cap[cls], buckets.level[cls] + gain) < 1.0:
         return False
-    buckets.spend(cls, n_seen, rate, cap)
+    buckets.spend(cls, n_seen, rate, cap, cost)
     return True

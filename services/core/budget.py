@@ -22,6 +22,14 @@ used within its window is lost: a partition that flushes less often than its win
 default, can select a little below its share.) Count buckets count a partition's own assets,
 which no two partitions share, so they keep the floor: at most one token per lane and
 partition beyond `share_burst`, spent once (they refill per asset).
+
+Counting instances (`BudgetPolicy.cost = "instances"`, issue 16): every amount above is in
+instances instead of assets -- the count buckets refill per prediction seen, a request spends
+as many tokens as it costs (instances.py), the class sub-budgets likewise. A lane still grants
+when it holds >= 1 token and then spends the whole cost, going into debt: no request is too big
+to ever be granted, and the bounds above hold up to one request's cost minus one (at most
+`instances.max_instances` - 1 with instance-level requests, else the asset's predictions - 1).
+A phased bucket in debt skips the tokens it owes.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from services.core.codec import decode_array, encode_array
 
 LANES: tuple[str, ...] = ("exploit", "explore")
+CostUnit = Literal["assets", "instances"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,8 @@ class BudgetPolicy:
     for random exploration (the exploration floor); `class_cap_factor`: a class may use at most
     factor x weight / n_classes of the exploit lane (its sub-budget, >= 1 token of capacity);
     1.5 (3 before issue 15) keeps a weak many-class model from spending most of the lane on the
-    few classes it is most unsure of (docs/label-efficiency.md).
+    few classes it is most unsure of (docs/label-efficiency.md). `cost`: what one unit of
+    every amount counts, `assets` (default) or `instances` (module doc).
     """
 
     share: float = 0.02
@@ -58,8 +68,11 @@ class BudgetPolicy:
     exploration_share: float = 0.1
     class_cap_factor: float = 1.5
     phase: float = 0.0  # in [0, 1): where this partition's tokens fall (module doc; `scaled`)
+    cost: CostUnit = "assets"
 
     def __post_init__(self) -> None:
+        if self.cost not in ("assets", "instances"):
+            raise ValueError(f"cost must be 'assets' or 'instances', got {self.cost!r}")
         if not 0.0 <= self.share <= 1.0 or not 0.0 <= self.exploration_share < 1.0:
             raise ValueError("share must be in [0, 1] and exploration_share in [0, 1)")
         if self.labels_per_hour < 0 or self.share_burst < 1 or self.burst <= 0:
@@ -112,9 +125,10 @@ class TokenBucket:
         """Tokens at `coord` (no refill for coordinates behind the last one). Query."""
         return min(cap, self.level + rate * max(coord - self.coord, 0.0))
 
-    def spend(self, coord: float, rate: float, cap: float) -> None:
-        """Take one token at `coord`. The caller checked `level_at(...) >= 1`."""
-        self.level = self.level_at(coord, rate, cap) - 1.0
+    def spend(self, coord: float, rate: float, cap: float, cost: float = 1.0) -> None:
+        """Take `cost` tokens at `coord` (below zero: a debt). The caller checked
+        `level_at(...) >= 1`."""
+        self.level = self.level_at(coord, rate, cap) - cost
         self.coord = max(coord, self.coord)
 
     def first_index(self, coords: np.ndarray, start: int, rate: float, cap: float) -> int:
@@ -155,9 +169,10 @@ class PhasedBucket:
         last = self._last(coord, rate)
         return 1.0 if last > coord - cap / rate and last > self.coord else 0.0
 
-    def spend(self, coord: float, rate: float, cap: float) -> None:
-        """Take the token usable at `coord`. The caller checked `level_at(...) >= 1`."""
-        self.coord = self._last(coord, rate)
+    def spend(self, coord: float, rate: float, cap: float, cost: float = 1.0) -> None:
+        """Take the token usable at `coord`, and skip the next `cost` - 1 arrivals (a debt).
+        The caller checked `level_at(...) >= 1`."""
+        self.coord = self._last(coord, rate) + (cost - 1.0) / rate
 
     def first_index(self, coords: np.ndarray, start: int, rate: float, cap: float) -> int:
         """First i >= start with a token usable at coords[i]; len(coords) if none."""
@@ -197,11 +212,12 @@ class BudgetState:
                 return k
             i = k
 
-    def spend(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> None:
-        """Take one selection from `lane`; the caller checked `available`."""
+    def spend(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float,
+              cost: float = 1.0) -> None:
+        """Take one selection of `cost` units from `lane`; the caller checked `available`."""
         cr, cc, tr, tc = policy.lane(lane)
-        self.count[lane].spend(n_seen, cr, cc)
-        self.time[lane].spend(watermark, tr, tc)
+        self.count[lane].spend(n_seen, cr, cc, cost)
+        self.time[lane].spend(watermark, tr, tc, cost)
 
     def remaining(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> float:
         """Whole selections `lane` could grant right now (min over its two buckets). Query."""
@@ -264,10 +280,11 @@ class ClassBuckets:
         gain = rate[classes] * np.maximum(n_seen - self.coord[classes], 0.0)
         return np.minimum(cap[classes], self.level[classes] + gain)
 
-    def spend(self, cls: int, n_seen: float, rate: np.ndarray, cap: np.ndarray) -> None:
-        """Take one token from class `cls` at asset count `n_seen`."""
+    def spend(self, cls: int, n_seen: float, rate: np.ndarray, cap: np.ndarray,
+              cost: float = 1.0) -> None:
+        """Take `cost` tokens (below zero: a debt) from class `cls` at count `n_seen`."""
         gain = rate[cls] * max(n_seen - self.coord[cls], 0.0)
-        self.level[cls] = min(cap[cls], self.level[cls] + gain) - 1.0
+        self.level[cls] = min(cap[cls], self.level[cls] + gain) - cost
         self.coord[cls] = max(n_seen, self.coord[cls])
 
     def snapshot(self) -> dict[str, Any]:
@@ -304,9 +321,10 @@ class LaneGate:
 
     def __init__(self, policy: BudgetPolicy, budget: BudgetState, n_seen: np.ndarray,
                  watermark: np.ndarray, classes: np.ndarray, book_of: np.ndarray,
-                 buckets: list[ClassBuckets], limits: list[tuple[np.ndarray, np.ndarray]]
-                 ) -> None:
+                 buckets: list[ClassBuckets], limits: list[tuple[np.ndarray, np.ndarray]],
+                 costs: Any = None) -> None:
         self.policy, self.budget, self.buckets, self.limits = policy, budget, buckets, limits
+        self.costs = costs  # per candidate -> units it spends (None: 1 each)
         self.n_seen, self.watermark, self.classes, self.book_of = n_seen, watermark, classes, \
             book_of
         self.single = len(buckets) == 1
@@ -351,11 +369,12 @@ class LaneGate:
         return min(cap[c], float(b.level[c]) + gain) >= 1.0
 
     def spend(self, i: int, with_class: bool) -> None:
-        """Take one token for candidate i from the lane and (threshold labels) its class."""
+        """Take candidate i's cost from the lane and (threshold labels) its class."""
         n_seen, wm = float(self.n_seen[i]), float(self.watermark[i])
-        self.budget.spend(self.policy, "exploit", n_seen, wm)
+        cost = 1.0 if self.costs is None else float(self.costs(i))
+        self.budget.spend(self.policy, "exploit", n_seen, wm, cost)
         c = int(self.classes[i])
         if with_class and c >= 0:
             k = int(self.book_of[i])
             rate, cap = self.limits[k]
-            self.buckets[k].spend(c, n_seen, rate, cap)
+            self.buckets[k].spend(c, n_seen, rate, cap, cost)

@@ -37,6 +37,7 @@ from services.core.dedupe import DedupePolicy
 from services.core.drift import DriftPolicy
 from services.core.eventtime import EventTimePolicy
 from services.core.feedback import FeedbackPolicy
+from services.core.instances import InstancePolicy
 from services.core.redundancy import RedundancyPolicy
 from services.core.reservoir import ReservoirPolicy
 from services.core.stats import ConfidenceStatsPolicy
@@ -87,6 +88,8 @@ class SelectorPolicy:
     `redundancy`: near-duplicate suppression by `embedding` and a cap per `sequence_id`
     (redundancy.py; off by default). `tracks`: track instability by `track_id` joins uncertainty
     in the ranking with `tracks.weight` (tracks.py; weight 0 by default = off).
+    `instances`: instance-level requests (instances.py; off by default); with
+    `budget.cost = "instances"` the budget counts the instances a request names.
     """
 
     measure: Measure = "margin"
@@ -104,6 +107,7 @@ class SelectorPolicy:
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     redundancy: RedundancyPolicy = field(default_factory=RedundancyPolicy)
     tracks: TrackPolicy = field(default_factory=TrackPolicy)
+    instances: InstancePolicy = field(default_factory=InstancePolicy)
     exploration_rate: float | None = None
     max_model_versions: int = 8
     max_models: int = 16

@@ -28,6 +28,9 @@ class Selected:
     random arm (warmup, exploration, random_control) selecting this asset, else None.
     `event_time`: the asset's event time (epoch s). `track`: when track instability drove the
     driving prediction, which track, signals, score and frames (tracks.Instability.to_json).
+    `targets`: with instance-level requests on (instances.py), the positions in the event's
+    `predictions` of the instances to annotate, else None. `cost`: the budget units the
+    selection spent (1 unless the budget counts instances).
     """
 
     ref: Any
@@ -43,21 +46,32 @@ class Selected:
     inclusion_probability: float | None
     event_time: float
     track: Mapping[str, Any] | None = None
+    targets: tuple[int, ...] | None = None
+    cost: int = 1
 
     def to_json(self) -> list[Any]:
         """JSON-able list form (used for deferred candidates held in snapshots); `track` only
-        when set, so other selections keep their form."""
+        when set, and {targets, cost} only when either is set, so other selections keep their
+        form."""
         out = [self.ref, self.asset_index, self.model_id, self.model_version, self.strategy,
                self.score, self.threshold, self.class_name, list(self.driving_predictions),
                self.priority, self.inclusion_probability, self.event_time]
-        if self.track is not None:
-            out.append(dict(self.track))
+        extra = self.targets is not None or self.cost != 1
+        if self.track is not None or extra:
+            out.append(None if self.track is None else dict(self.track))
+        if extra:
+            out.append({"targets": None if self.targets is None else list(self.targets),
+                        "cost": self.cost})
         return out
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Selected:
         fields = list(data)
         fields[8] = tuple(fields[8])
+        if len(fields) > 13:
+            extra = fields.pop(13)
+            targets = extra.get("targets")
+            fields += [None if targets is None else tuple(targets), int(extra.get("cost", 1))]
         return cls(*fields)
 
 

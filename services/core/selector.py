@@ -63,6 +63,7 @@ class SelectorState:
         self.control_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
             [self.seed, _CONTROL_STREAM])))
         self.assets_seen = 0
+        self.units_seen = 0.0  # predictions seen: the count coordinate when cost = instances
         self.watermark = -math.inf
         self.last_time: float | None = None  # event time of the last asset (eventtime.py)
         self.window_id: int | None = None
@@ -165,7 +166,8 @@ class SelectorState:
     def budget_remaining(self, lane: str = "exploit") -> float:
         """Whole selections the lane could grant at the current position. Query."""
         wm = self.watermark if self.watermark > -math.inf else 0.0
-        return self.budget.remaining(self.policy.budget, lane, float(self.assets_seen), wm)
+        seen = self.units_seen if self.policy.budget.cost == "instances" else self.assets_seen
+        return self.budget.remaining(self.policy.budget, lane, float(seen), wm)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able dict (str/int/float/bool/None/list/dict; no NaN/inf; ints <= 64 bits)
@@ -184,6 +186,8 @@ class SelectorState:
             **({"redundancy": self.redundancy.snapshot()} if self.policy.redundancy.enabled
                else {}),
             **({"tracks": self.tracks.snapshot()} if self.policy.tracks.enabled else {}),
+            **({"units_seen": self.units_seen} if self.policy.budget.cost == "instances"
+               else {}),
         }
 
     @classmethod
@@ -210,6 +214,7 @@ class SelectorState:
         state.control = UniformReservoirState.from_snapshot(data["control"])
         state.redundancy = RedundancyState.from_snapshot(policy.redundancy, data.get("redundancy"))
         state.tracks = TrackState.from_snapshot(policy.tracks, data.get("tracks"))
+        state.units_seen = float(data.get("units_seen", 0.0))
         return state
 
     def select(self, batch: PredictionBatch) -> Selection:
@@ -235,7 +240,8 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
     books: list[ModelBook | None] = [state.books.get(m) for m, _ in batch.model_keys]
     versions: list[VersionState | None] = [state.versions.get(k) for k in batch.model_keys]
     view = BatchView(batch, books, versions, pol.measure, pol.aggregation, pol.top_k,
-                     state.assets_seen, state.watermark, state.last_time)
+                     state.assets_seen, state.watermark, state.last_time, pol.instances,
+                     pol.budget.cost, state.units_seen)
     if pol.tracks.enabled and batch.video is not None:
         view.add_instability(pol.tracks.weight, observe_tracks(state.tracks, view))
     cuts = _Cuts(state, view, lazy)
@@ -402,6 +408,8 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
     pol = state.policy
     b = view.batch
     state.assets_seen = view.first + hi
+    if pol.budget.cost == "instances":
+        state.units_seen = float(view.n_seen[hi - 1])
     state.watermark = float(view.watermark[hi - 1])
     state.last_time = float(b.asset_time[hi - 1])
     state.window_count += hi - lo

@@ -15,7 +15,12 @@ bounded whatever the number of classes annotators use.
 
 Rules, checked in this order once the cooldown since the last trigger has passed:
 
-1. `label_count`: new labels (since the last trigger) >= `min_labels`;
+1. `label_count`: new labels (since the last trigger) >= `min_labels`; with `cost` =
+   `instances` (issue 16, the scorer's budget unit), new annotated instances (annotations,
+   summed over the labels) >= `min_labels` instead: a label of a frame with five players
+   counts five. The state is the same in both units (the per-class counts already count
+   annotations), so switching the unit needs no migration and replays stay byte-identical;
+   `total` and the manifest still count label records;
 2. `class_coverage`: every class the model has predicted on answered requests has
    >= `min_labels_per_class` new annotations;
 3. `label_age`: the oldest new label is more than `max_label_age_s` older than the newest label;
@@ -60,8 +65,11 @@ class TriggerPolicy:
     max_disagreement: float | None = None
     min_disagreement_labels: int = 20
     cooldown_s: float = 0.0
+    cost: str = "assets"  # or "instances": what `min_labels` counts (module doc, rule 1)
 
     def __post_init__(self) -> None:
+        if self.cost not in ("assets", "instances"):
+            raise ValueError(f"cost must be 'assets' or 'instances', got {self.cost!r}")
         if self.min_labels < 1:
             raise ValueError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.min_labels_per_class is not None and self.min_labels_per_class < 1:
@@ -229,8 +237,10 @@ class TriggerState:
         )
 
     def _rule(self, policy: TriggerPolicy, now: float) -> tuple[str, str] | None:
-        if self.total >= policy.min_labels:
-            return "label_count", f"{self.total} new labels >= min_labels {policy.min_labels}"
+        units = self.units(policy)
+        if units >= policy.min_labels:
+            noun = "labels" if policy.cost == "assets" else "instances"
+            return "label_count", f"{units} new {noun} >= min_labels {policy.min_labels}"
         m = policy.min_labels_per_class
         if m is not None and self.watched:
             if all(self.pending.labels[c] >= m for c in self.watched):
@@ -249,6 +259,13 @@ class TriggerState:
                         f"class {name!r}: disagreement {rate:.3f} > {d:g} over {n} labels"
                     )
         return None
+
+    def units(self, policy: TriggerPolicy) -> int:
+        """New labels since the last trigger in the policy's unit: label records, or their
+        annotations (`cost` = instances). Query."""
+        if policy.cost == "assets":
+            return self.total
+        return sum(self.pending.labels.values())
 
     def ranges(self) -> tuple[OffsetSpan, ...]:
         """The current batch's manifest: its labels' offsets as runs, by partition and offset."""

@@ -16,6 +16,7 @@ import numpy as np
 from services.core.batch import PredictionBatch
 from services.core.codec import combine64
 from services.core.eventtime import watermarks
+from services.core.instances import InstancePolicy, cost, targets
 from services.core.registry import OTHER_CLASS, ModelBook, VersionState
 from services.core.selection import Selected
 from services.core.uncertainty import Aggregation, aggregate, driving_predictions, score_predictions
@@ -27,20 +28,28 @@ class BatchView:
     (prediction index, -1 if none), `asset_cls`, `pos` (absolute stream position, 0-based),
     `n_seen` / `watermark` (budget coordinates; the watermark after each asset, see
     eventtime.py), `dkey` (dedupe key). `books` / `versions`: the
-    state objects of each batch model key (None until created)."""
+    state objects of each batch model key (None until created). `instances` / `cost_unit`:
+    instance-level requests and the budget's unit (instances.py); with the unit `instances`,
+    `n_seen` counts the predictions seen (from `units_seen` before the batch), not assets."""
 
     def __init__(self, batch: PredictionBatch, books: list[ModelBook | None],
                  versions: list[VersionState | None], measure: Any, aggregation: Aggregation,
                  top_k: int, assets_seen: int, watermark: float,
-                 last_time: float | None = None) -> None:
+                 last_time: float | None = None, instances: InstancePolicy | None = None,
+                 cost_unit: str = "assets", units_seen: float = 0.0) -> None:
         self.batch, self.books, self.versions = batch, books, versions
         self.aggregation, self.top_k = aggregation, top_k
+        self.instances, self.cost_unit = instances, cost_unit
         self.single_model = len(versions) == 1
         self.u = score_predictions(measure, batch.probs, batch.n_classes, batch.top_conf)
         a = batch.n_assets
         self.first = assets_seen
         self.pos = assets_seen + np.arange(a, dtype=np.int64)
-        self.n_seen = self.pos + 1.0
+        if cost_unit == "instances":  # the count buckets refill per instance seen
+            self.n_seen: np.ndarray = units_seen + np.cumsum(np.diff(batch.pred_start)).astype(
+                np.float64)
+        else:
+            self.n_seen = self.pos + 1.0
         # Two consecutive events must agree to move the watermark (eventtime.py).
         self.watermark = watermarks(batch.asset_time, last_time, watermark)
         self.pred_model = (np.zeros(batch.n_predictions, dtype=np.int32) if self.single_model
@@ -158,6 +167,20 @@ class BatchView:
             return slice(p0, p1)
         return p0 + np.flatnonzero(self.pred_model[p0:p1] == k)
 
+    def cost_of(self, i: int) -> int:
+        """Budget units asset i costs when selected by its own driver (instances.py); 1 when
+        the budget counts assets. Query."""
+        if self.cost_unit == "assets":
+            return 1
+        b = self.batch
+        lo, hi = int(b.pred_start[i]), int(b.pred_start[i + 1])
+        if self.instances is None or not self.instances.requests:
+            return cost(self.cost_unit, hi - lo, None)
+        drivers = driving_predictions(self.priority, self.gcls, lo, hi, int(self.driver[i]),
+                                      self.aggregation, self.top_k)
+        rows = targets(self.instances, self.priority, lo, hi, drivers, self.unstable)
+        return cost(self.cost_unit, hi - lo, len(rows))
+
     def describe(self, i: int, strategy: str, threshold: float | None = None,
                  inclusion: float | None = None, driver: int | None = None) -> Selected:
         """The `Selected` record of asset i of this batch. Query."""
@@ -173,13 +196,18 @@ class BatchView:
         book = self.books[k]
         assert book is not None
         unstable = self.unstable.get(d) if d >= 0 and self.unstable else None
+        named = None
+        if self.instances is not None and self.instances.requests:
+            rows = targets(self.instances, self.priority, lo, hi, drivers, self.unstable)
+            named = tuple(int(b.position[j]) for j in rows)
         return Selected(
             ref=b.refs[i], asset_index=i, model_id=model_id, model_version=version,
             strategy=strategy, score=score, threshold=threshold,
             class_name=book.names[int(self.gcls[d])] if d >= 0 else None,
             driving_predictions=tuple(int(b.position[j]) for j in drivers), priority=priority,
             inclusion_probability=inclusion, event_time=float(b.asset_time[i]),
-            track=None if unstable is None else unstable.to_json())
+            track=None if unstable is None else unstable.to_json(), targets=named,
+            cost=cost(self.cost_unit, hi - lo, None if named is None else len(named)))
 
 
 _KEY_HASHES: dict[tuple[str, str], int] = {}

@@ -71,7 +71,8 @@ def control_unit(request: dict[str, Any] | None, label: Label) -> list[Any] | No
     if request is None or CONTROL not in request:
         return None
     version, pi = request[CONTROL]
-    found = pairs([(iid, cls) for iid, cls in request["p"]],
+    # A detection's row entries are [instance, class, bbox] (tables.py), others [instance, class]
+    found = pairs([(p[0], p[1]) for p in request["p"]],
                   [(a.label, a.instance_id) for a in label.annotations])
     if not found:
         return None

@@ -53,6 +53,7 @@ def trigger_policy(settings: LabelSinkSettings) -> TriggerPolicy:
                               if settings.trigger_max_disagreement < 1.0 else None),
             min_disagreement_labels=settings.trigger_min_disagreement_labels,
             cooldown_s=settings.trigger_cooldown_s,
+            cost=settings.trigger_cost,
         )
     except ValueError as exc:
         raise SettingsError(f"{settings.PREFIX}TRIGGER_*: {exc}") from None

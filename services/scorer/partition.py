@@ -27,6 +27,7 @@ from services.core import PredictionBatch, Selected, SelectorState
 from services.core.drift import DriftEvent
 from services.core.eventtime import too_far_ahead
 from services.core.tiers import TierRouter
+from services.scorer.instances import annotate
 from services.streaming.events import (
     SCHEMA_VERSION,
     ClassFeedback,
@@ -155,6 +156,8 @@ def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: i
         request["tier"] = {"name": tier[0], "annotators": tier[1], "cost": tier[2]}
     if sel.track is not None:  # the track and frames that drove it (core/tracks.py)
         request["reason"]["track"] = dict(sel.track)  # type: ignore[index]
+    if sel.targets is not None:  # instance-level requests (core/instances.py)
+        request["annotate"] = annotate(event, sel)
     return request
 
 

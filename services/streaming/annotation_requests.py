@@ -37,6 +37,7 @@ from services.streaming.event_fields import (
     text,
 )
 from services.streaming.input_events import Prediction, read_prediction
+from services.streaming.request_annotate import read_annotate
 
 MAX_STRATEGY_LENGTH = 64
 TIER_NAMES: tuple[str, ...] = ("review", "annotate", "consensus", "expert")
@@ -118,13 +119,17 @@ class AnnotationRequest:
     predictions: tuple[Prediction, ...]
     source: Source
     tier: RequestTier | None = None
+    annotate: Mapping[str, Any] | None = None  # instance-level request (request_annotate.py)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in REQUEST_FIELDS if name != "tier"}
+        out = {name: getattr(self, name) for name in REQUEST_FIELDS
+               if name not in ("tier", "annotate")}
         out.update(reason=self.reason.to_dict(), source=self.source.to_dict())
         out["predictions"] = [p.to_dict() for p in self.predictions]
         if self.tier is not None:  # absent, not null: untiered requests keep their old bytes
             out["tier"] = self.tier.to_dict()
+        if self.annotate is not None:  # likewise: requests without it keep their bytes
+            out["annotate"] = dict(self.annotate)
         return out
 
 
@@ -139,7 +144,7 @@ TRACK_SIGNALS = frozenset({"class_flip", "confidence_collapse", "identity_switch
 _TRACK_FIELDS = frozenset({"track_id", "other_track_id", "score", "signals", "frames"})
 SOURCE_FIELDS = _fields(Source)
 TIER_FIELDS = _fields(RequestTier)
-_OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri", "tier"})
+_OPTIONAL_REQUEST_FIELDS = frozenset({"asset_uri", "tier", "annotate"})
 
 
 def decode_annotation_request(data: bytes) -> AnnotationRequest:
@@ -162,6 +167,7 @@ def decode_annotation_request(data: bytes) -> AnnotationRequest:
         predictions=tuple(read_prediction(p, f"predictions[{i}]") for i, p in enumerate(raw)),
         source=_source(mapping(obj["source"], "", "source"), "source"),
         tier=None if obj.get("tier") is None else _tier(mapping(obj["tier"], "", "tier"), "tier"),
+        annotate=read_annotate(obj.get("annotate"), ""),
     )
 
 

@@ -303,7 +303,7 @@ def array(value: Any, path: str, key: str, min_items: int, max_items: int) -> li
     fail(where, ErrorCode.OUT_OF_RANGE, f"{len(value)} items, expected {expected}")
 
 
-def mapping(value: Any, path: str, key: str) -> dict[str, Any]:
+def mapping(value: Any, path: str, key: str | int) -> dict[str, Any]:
     """A JSON object (its keys and values are checked by the caller)."""
     if type(value) is dict:
         return value

@@ -379,6 +379,9 @@ class LabelSinkSettings:
     trigger_max_disagreement: float = 1.0
     trigger_min_disagreement_labels: int = 20
     trigger_cooldown_s: float = 0.0
+    # What TRIGGER_MIN_LABELS counts: "assets" (label records) or "instances" (their
+    # annotations), the unit of the scorer's budget.cost (docs/video.md).
+    trigger_cost: str = "assets"
     # A request older than this (event time) when its label arrives is not joined, and is pruned.
     request_ttl_s: float = 7 * 86400.0
     # A label read before the request it answers waits for it (services/label_sink/early.py):

@@ -63,6 +63,7 @@ from services.streaming.input_events import (
     LABEL_REQUIRED,
     PREDICTION_FIELDS,
 )
+from services.streaming.request_annotate import ANNOTATE_FIELDS, INSTANCE_FIELDS
 from tests.contract import strategies
 from tests.contract.schema_support import (
     blamed_fields,
@@ -148,6 +149,10 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "tier-no-annotators": ("out_of_range", "tier.annotators"),
         "track-unknown-signal": ("out_of_range", "reason.track.signals[0]"),
         "track-no-frames": ("empty", "reason.track.frames"),
+        "annotate-no-instances": ("empty", "annotate.instances"),
+        "annotate-zero-cost": ("out_of_range", "annotate.cost"),
+        "annotate-unknown-instance-field": ("unknown_field", "annotate.instances[0].box"),
+        "annotate-negative-box-width": ("out_of_range", "annotate.instances[1].bbox[2]"),
     },
     "retrain-trigger": {
         "empty-ranges": ("empty", "manifest.ranges"),
@@ -279,7 +284,9 @@ FIELD_SETS = [
     ("inference-event", "/$defs/prediction", PREDICTION_FIELDS, ()),
     ("label", "", LABEL_FIELDS, LABEL_REQUIRED),
     ("label", "/$defs/annotation", ANNOTATION_FIELDS, ANNOTATION_REQUIRED),
-    ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri", "tier"}),
+    ("annotation-request", "", REQUEST_FIELDS, REQUEST_FIELDS - {"asset_uri", "tier", "annotate"}),
+    ("annotation-request", "/$defs/annotate", ANNOTATE_FIELDS, {"instances", "cost"}),
+    ("annotation-request", "/$defs/instance", INSTANCE_FIELDS, {"position", "label", "confidence"}),
     ("annotation-request", "/$defs/tier", TIER_FIELDS, TIER_FIELDS - {"escalated_from"}),
     ("annotation-request", "/$defs/reason", REASON_FIELDS, REASON_FIELDS - {"track"}),
     ("annotation-request", "/$defs/source", SOURCE_FIELDS, SOURCE_FIELDS),

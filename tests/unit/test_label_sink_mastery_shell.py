@@ -102,3 +102,23 @@ def test_drift_records_reopen_through_the_shell_and_other_feedback_is_passed_ove
                                      {"outcome": "kept"}) == 2.0
     assert registry.get_sample_value("label_sink_mastery_state", {
         "model_id": "m", "class": "cat", "state": "reopened"}) == 1.0
+
+
+def test_control_unit_of_a_detection_request_row() -> None:
+    """A detection request's row holds [instance, class, bbox] per prediction (tables.py): the
+    control-arm join reads the first two instead of crashing the worker (issue 16 found it)."""
+    from services.label_sink.mastery import control_unit
+    from services.streaming.events import decode_label
+
+    label = decode_label(encode_event({
+        "schema_version": 1, "label_id": "l1", "asset_id": "f1", "annotator_id": "a",
+        "labeled_at": 1.0, "annotations": [{"label": "hip", "instance_id": "o2",
+                                            "bbox": [1.0, 1.0, 4.0, 4.0]}]}))
+    row = {"k": ["v1", 0.25], "p": [["o1", "ball", [0.0, 0.0, 2.0, 2.0]],
+                                   ["o2", "shoulder", [1.0, 1.0, 4.0, 4.0]]]}
+    assert control_unit(row, label) == ["v1", 4.0, [["hip", "shoulder", False]]]
+    classification = {"k": ["v1", 0.5], "p": [[0, "cat"]]}
+    assert control_unit(classification, decode_label(encode_event({
+        "schema_version": 1, "label_id": "l2", "asset_id": "a", "annotator_id": "a",
+        "labeled_at": 1.0, "annotations": [{"label": "cat"}]}))) == ["v1", 2.0,
+                                                                     [["cat", "cat", True]]]

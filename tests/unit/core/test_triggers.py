@@ -149,3 +149,29 @@ def test_a_consensus_vote_is_in_the_manifest_but_never_counted() -> None:
     (fired,) = feed(state, policy, [rec(3), rec(4)])
     assert fired.total == 2 and fired.counts == {"cat": 2}
     assert fired.ranges == (OffsetSpan(0, 0, 5),)  # the votes' offsets ride along
+
+
+def test_label_count_in_instances_counts_annotations() -> None:
+    """`cost: instances` (issue 16): min_labels counts annotated instances, so labels of
+    two, three, zero and four instances fire at 9 on the fourth; in `assets` they are 4 labels.
+    The state (and its snapshot) is the same in both units; a label without annotations
+    counts no instance."""
+    frames = [("shoulder", "hip"), ("shoulder", "hip", "hip"), (), ("hip",) * 4]
+    records = [LabelRecord(label_id=f"l{i}", partition=0, offset=i, labeled_at=float(i),
+                           classes=c) for i, c in enumerate(frames)]
+    inst = TriggerPolicy(min_labels=9, cost="instances")
+    state = TriggerState()
+    fired = feed(state, inst, records)
+    assert len(fired) == 1 and fired[0].total == 4 and fired[0].rule == "label_count"
+    assert "9 new instances" in fired[0].detail
+    assert dict(fired[0].counts) == {"hip": 7, "shoulder": 2}
+    assert feed(TriggerState(), TriggerPolicy(min_labels=9), records) == []
+    early = TriggerState()
+    assert feed(early, TriggerPolicy(min_labels=4, cost="instances"), records[:1]) == []
+    assert early.units(TriggerPolicy(cost="instances")) == 2 and early.total == 1
+    a, b = TriggerState(), TriggerState()
+    feed(a, TriggerPolicy(min_labels=100), records)
+    feed(b, TriggerPolicy(min_labels=100, cost="instances"), records)
+    assert a.snapshot() == b.snapshot()
+    with pytest.raises(ValueError):
+        TriggerPolicy(cost="boxes")
