@@ -102,3 +102,16 @@ def test_drift_records_reopen_through_the_shell_and_other_feedback_is_passed_ove
                                      {"outcome": "kept"}) == 2.0
     assert registry.get_sample_value("label_sink_mastery_state", {
         "model_id": "m", "class": "cat", "state": "reopened"}) == 1.0
+
+
+def test_each_versions_trigger_entry_carries_its_interval() -> None:
+    m, _ = shell(False)
+    feed(m, "v1", 60, 0)
+    stopping = m.at_trigger("m", "t1")
+    assert stopping is not None
+    [entry] = stopping["versions"]
+    assert entry["low"] is not None and entry["high"] is not None
+    assert 0.0 <= entry["low"] < entry["estimate"] < entry["high"] <= 1.0
+    assert entry["labels"] == 60
+    restored = m.book("m")
+    assert restored is not None and restored.plateau[-1].low == entry["low"]
