@@ -110,16 +110,20 @@ class Change:
 
 @dataclass(frozen=True)
 class Plateau:
-    """One model version's overall control-arm accuracy at its latest trigger."""
+    """One model version's overall control-arm accuracy at its latest trigger, with its Wilson
+    interval (`low`, `high`) at the policy's confidence (None without control labels)."""
 
     trigger_id: str
     version: str
     estimate: float | None
     labels: int
+    low: float | None = None
+    high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger_id": self.trigger_id, "model_version": self.version,
-                "estimate": self.estimate, "labels": self.labels}
+                "estimate": self.estimate, "labels": self.labels, "low": self.low,
+                "high": self.high}
 
 
 @dataclass
@@ -192,7 +196,9 @@ class MasteryBook:
         if self.version is None or (self.plateau and self.plateau[-1].trigger_id == trigger_id):
             return self.stopped
         sums = self.overall.get(self.version, RatioSums())
-        entry = Plateau(trigger_id, self.version, sums.ratio(), sums.m_total)
+        iv = sums.interval(policy.confidence)
+        entry = Plateau(trigger_id, self.version, sums.ratio(), sums.m_total,
+                        None if iv is None else iv.low, None if iv is None else iv.high)
         if self.plateau and self.plateau[-1].version == self.version:
             self.plateau[-1] = entry
         else:
@@ -278,7 +284,8 @@ class MasteryBook:
                    classes=classes, changes=changes, seq=data["seq"], last=data["last"],
                    overall={v: RatioSums.from_snapshot(r) for v, r in data.get("overall", [])},
                    plateau=[Plateau(p["trigger_id"], p["model_version"], p["estimate"],
-                                    p["labels"]) for p in data.get("plateau", [])],
+                                    p["labels"], p.get("low"), p.get("high"))
+                            for p in data.get("plateau", [])],
                    stopped=bool(data.get("stopped", False)),
                    drifts=list(data.get("drifts", [])))
 

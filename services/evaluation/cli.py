@@ -75,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-share", type=float, default=0.3, help=hidden)
     # --mode kafka: the annotator works through a local Label Studio (`demo --label-studio`).
     p.add_argument("--label-studio", action="store_true", help=hidden)
+    # --mode kafka: the tier policy (docs/tiers.md) for the scorer and the sink (`demo`: {}).
+    p.add_argument("--tiers", default=None, help=hidden)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -186,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.mode == "kafka":
             runs = _run_kafka(data, settings, overrides, out, status, args.label_delay,
-                              label_studio=args.label_studio)
+                              label_studio=args.label_studio, tiers_json=args.tiers)
         else:
             runs = run_benchmark(data, settings, policy, progress=say, variants=variants)
     except DatasetError as exc:
@@ -310,18 +312,43 @@ class StatusLine:
         print(line, file=self.stream, flush=True)
 
 
+def round_lines(r: Any, triggered: bool) -> list[str]:
+    """The permanent lines a round of the closed loop adds to the progress display: each change
+    of a class's mastery state, and after a trigger the classes' states, the spend per tier and
+    the newest control-arm estimate (loop_view.py)."""
+    from services.evaluation.loop_view import change_lines, spend_text, states_text
+
+    lines = change_lines(r.changes)
+    if triggered:
+        parts = [p for p in (states_text(r.states or {}), spend_text(r.spend or {})) if p]
+        c = r.control
+        if c is not None:
+            parts.append(f"control-arm accuracy of {c.version} {c.estimate:.2f} "
+                         f"[{c.low:.2f}, {c.high:.2f}] on {c.labels} labels")
+        if parts:
+            lines.append(f"  model {r.model_version}: " + "; ".join(parts))
+    return lines
+
+
 def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
-               status: StatusLine, label_delay_s: float, label_studio: bool = False) -> list[Any]:
+               status: StatusLine, label_delay_s: float, label_studio: bool = False,
+               tiers_json: str | None = None) -> list[Any]:
     """active-stream through the services on the embedded broker (or the cluster in
     KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
     from services.evaluation.harness import run_benchmark
     from services.evaluation.kafka_loop import KafkaLoop, RoundReport
     from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
 
+    last = {"triggers": 0}
+
     def on_round(r: RoundReport) -> None:
         status.update(f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests "
                       f"{r.requests}  labels {r.labels}/{r.cap}  triggers {r.triggers}  model "
                       f"{r.model_version}  held-out accuracy {r.accuracy:.3f}")
+        triggered = r.triggers > last["triggers"]
+        last["triggers"] = r.triggers
+        for line in round_lines(r, triggered):
+            status.say(line)
 
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -336,8 +363,11 @@ def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
 
             annotator = LabelStudioAnnotator(out / "services", data.classes, status.say)
             stack.callback(annotator.close)
+        if tiers_json is not None and annotator is not None:
+            raise UsageError("--tiers needs the oracle annotator (drop --label-studio)")
         loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
-                         on_round=on_round, label_delay_s=label_delay_s, annotator=annotator)
+                         on_round=on_round, label_delay_s=label_delay_s, annotator=annotator,
+                         tiers_json=tiers_json)
         try:
             return run_benchmark(data, settings, progress=status.say, active_runner=loop.run_seed,
                                  policy=None)

@@ -102,6 +102,10 @@ class SeedRun:
     seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
     picked: list[int] = field(default_factory=list)  # stream positions labeled, in label order
+    # Control-arm accuracy estimates of the model versions (--mode kafka: from the triggers'
+    # `stopping`): {labels (the version was trained on), model_version, estimate, low, high,
+    # control_labels}.
+    control: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:

@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.evaluation.datasets import Dataset, Split
 from services.evaluation.harness import FittedModel, SeedRun, Settings
+from services.evaluation.loop_view import ControlPoint, LoopView, tier_spend
 from services.evaluation.processes import ServiceProcess, metric, wait_until
 from services.evaluation.strategies import EPOCH, MODEL_ID, SeedContext
 from services.scorer.partition import partition_seed
@@ -44,7 +45,7 @@ from services.streaming import topics
 from services.streaming.annotation_requests import decode_annotation_request
 from services.streaming.control_events import decode_class_feedback, decode_retrain_trigger
 from services.streaming.event_fields import SCHEMA_VERSION
-from services.streaming.events import encode_event
+from services.streaming.events import FeedbackKind, encode_event
 from services.streaming.partitioning import KEYED_PARTITIONER
 from services.streaming.topics import create_topics, loop_topics
 
@@ -68,6 +69,12 @@ class RoundReport:
     triggers: int
     accuracy: float
     model_version: str
+    # What the demo shows besides accuracy (loop_view.py): each class's mastery state, the
+    # changes of state the round's triggers carried, cost units spent per tier (with tiers).
+    states: Mapping[str, str] | None = None
+    changes: tuple[Mapping[str, Any], ...] = ()
+    spend: Mapping[str, float] | None = None
+    control: ControlPoint | None = None  # the newest control-arm estimate of a model version
 
 
 class _Tail:
@@ -123,12 +130,14 @@ class KafkaLoop:
     `policy_overrides`: the selector policy as ACTIVE_STREAM_SCORER_POLICY overrides (the same
     the in-process run applies); `label_delay_s`: wall-clock wait before the oracle answers a
     round's requests; `workdir`: service logs and the sink's data (a temp dir when None);
-    `annotator`: answers the requests instead of the oracle's labels (None: the oracle)."""
+    `annotator`: answers the requests instead of the oracle's labels (None: the oracle);
+    `tiers_json`: the tier policy (docs/tiers.md) both services get, None = no tiers; the oracle
+    then answers a consensus request with its k labels, from k annotator ids."""
 
     def __init__(self, bootstrap: str, settings: Settings, policy_overrides: Mapping[str, Any],
                  *, label_delay_s: float = 0.0, workdir: Path | None = None,
                  on_round: Callable[[RoundReport], None] | None = None,
-                 annotator: Annotator | None = None) -> None:
+                 annotator: Annotator | None = None, tiers_json: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
         self.policy_json = json.dumps(policy_overrides, sort_keys=True)
@@ -136,6 +145,7 @@ class KafkaLoop:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="active-stream-loop-"))
         self.on_round = on_round
         self.annotator = annotator
+        self.tiers_json = tiers_json
 
     def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int) -> SeedRun:
         started = time.perf_counter()
@@ -185,6 +195,9 @@ class KafkaLoop:
             "ACTIVE_STREAM_LABEL_SINK_FEEDBACK_INTERVAL_S": "86400",
             "ACTIVE_STREAM_LABEL_SINK_DATA_DIR": str(self.workdir / f"{prefix}sink-data"),
         }
+        if self.tiers_json is not None:
+            scorer_env["ACTIVE_STREAM_SCORER_TIERS"] = self.tiers_json
+            sink_env["ACTIVE_STREAM_LABEL_SINK_TIERS"] = self.tiers_json
         logs = self.workdir / f"seed-{seed}"
         return (ServiceProcess("scorer", scorer_env, "ACTIVE_STREAM_SCORER_METRICS_PORT",
                                logs / "scorer.log"),
@@ -217,6 +230,10 @@ class _Round:
         self.feedback = _Tail(loop.bootstrap, prefix + topics.CLASS_FEEDBACK)
         self.labels = _Tail(loop.bootstrap, self.labels_topic)
         self.given: dict[int, str] = {}  # row -> class a person gave that differs from the truth
+        self.records = 0  # label records produced by the oracle (a consensus request has k)
+        self.trained_requests: set[str] = set()  # requests whose label the trainer has taken
+        self.view = LoopView()
+        self.control_x: dict[str, int] = {}  # model version -> labels it was trained on
 
     def check(self) -> None:
         self.scorer.check()
@@ -235,6 +252,7 @@ class _Round:
         trained = list(self.split.seed.tolist())  # rows the current model was trained on
         model = FittedModel(X[trained], y[trained], s.max_iter)
         curve = [(len(trained), model.accuracy(X_test, y_test))]
+        self.control_x["v0"] = len(trained)
         picked: list[int] = []
         n, cap = stream.shape[0], self.ctx.cap
         version = pos = requests = acquired = triggered = 0
@@ -266,10 +284,15 @@ class _Round:
                 self.loop.annotator.answer(answers, self.check)
             if self.producer.flush(30) != 0:
                 raise RuntimeError("labels not delivered within 30 s")
-            self._wait_metric(self.sink, "label_sink_label_records_total", acquired)
+            if self.loop.annotator is None:
+                self._wait_metric(self.sink, "label_sink_label_records_total", self.records)
+            else:
+                self._wait_metric(self.sink, "label_sink_label_records_total", acquired)
             due = acquired // s.retrain_every - triggered
+            changes: list[Mapping[str, Any]] = []
             for msg in self.triggers.take(due, self.check):
                 trigger = decode_retrain_trigger(msg.value() or b"")
+                changes += self.view.trigger(trigger.mastery, trigger.stopping)
                 # The ranges hold exactly the labels this trigger counted. Here every label is
                 # valid and counted once (one model, one partition), so they follow on from the
                 # previous trigger's without a gap.
@@ -283,20 +306,26 @@ class _Round:
                 version += 1
                 model = FittedModel(X[trained], self._classes(trained), s.max_iter)
                 curve.append((len(trained), model.accuracy(X_test, y_test)))
+                self.control_x[f"v{version}"] = len(trained)
             if due:
                 triggered += due
-                feedback = self.feedback.take(due, self.check)[-1]
+                feedback = self._sink_feedback(due)
+                self.view.feedback(feedback.classes)
                 if pos < n and acquired < cap:
-                    self._wait_weights(decode_class_feedback(feedback.value() or b""))
-            self._report(pos, requests, acquired, triggered, curve[-1][1], version)
-        if acquired > label_offset:  # the final retraining on labels past the last trigger
-            trained += self._rows(label_offset, acquired)
+                    self._wait_weights(feedback)
+            self._report(pos, requests, acquired, triggered, curve[-1][1], version, changes)
+        end = self.records if self.loop.annotator is None else acquired
+        if end > label_offset:  # the final retraining on labels past the last trigger
+            trained += self._rows(label_offset, end)
             model = FittedModel(X[trained], self._classes(trained), s.max_iter)
             curve.append((len(trained), model.accuracy(X_test, y_test)))
             self._report(pos, requests, acquired, triggered, curve[-1][1], version)
+        control = [{"labels": self.control_x[v], "model_version": v, "estimate": c.estimate,
+                    "low": c.low, "high": c.high, "control_labels": c.labels}
+                   for v, c in self.view.control.items() if v in self.control_x]
         return SeedRun("active-stream", self.seed, acquired, curve,
                        time.perf_counter() - started,
-                       {"requests": requests, "triggers": triggered}, picked)
+                       {"requests": requests, "triggers": triggered}, picked, control)
 
     # -- the actors ---------------------------------------------------------------------------
 
@@ -315,19 +344,31 @@ class _Round:
             raise RuntimeError("inference events not delivered within 30 s")
 
     def _label(self, request: Any, true_class: str) -> None:
-        """The oracle: the true class of the requested asset."""
-        event = {"schema_version": SCHEMA_VERSION, "label_id": f"oracle-{request.request_id}",
-                 "request_id": request.request_id, "asset_id": request.asset_id,
-                 "model_id": request.model_id, "annotations": [{"label": true_class}],
-                 "annotator_id": "oracle",
-                 "labeled_at": request.event_timestamp + self.loop.label_delay_s}
-        self.producer.produce(self.labels_topic, encode_event(event), request.asset_id.encode())
+        """The oracle: the true class of the requested asset, from each of the annotators its
+        tier asks for (k independent labels for consensus, which agree, so it is decided)."""
+        k = 1 if request.tier is None else request.tier.annotators
+        for i in range(k):
+            suffix = "" if k == 1 else f"-{i + 1}"
+            event = {"schema_version": SCHEMA_VERSION,
+                     "label_id": f"oracle-{request.request_id}{suffix}",
+                     "request_id": request.request_id, "asset_id": request.asset_id,
+                     "model_id": request.model_id, "annotations": [{"label": true_class}],
+                     "annotator_id": f"oracle{suffix}",
+                     "labeled_at": request.event_timestamp + self.loop.label_delay_s}
+            self.producer.produce(self.labels_topic, encode_event(event),
+                                  request.asset_id.encode())
+            self.records += 1
 
     def _rows(self, start: int, end: int) -> list[int]:
         """The trainer: dataset rows of the label records at offsets [start, end)."""
         rows = []
         for msg in self.labels.read(start, end, self.check):
             label = json.loads(msg.value() or b"")
+            request_id = label.get("request_id")
+            if request_id is not None:
+                if request_id in self.trained_requests:
+                    continue  # another vote of a consensus request: one training row
+                self.trained_requests.add(request_id)
             p = int(label["asset_id"].rsplit("-", 1)[1])
             row = int(self.split.stream[p])
             given = label["annotations"][0]["label"]
@@ -353,6 +394,17 @@ class _Round:
         wait_until(lambda: metric(service.metrics(), name) >= at_least, STEP_TIMEOUT_S,
                    f"{service.command} {name} >= {at_least}", self.check)
 
+    def _sink_feedback(self, n: int) -> Any:
+        """The last of the next `n` class-feedback records the label sink published (the
+        scorer's own records on that topic, drift and stability, are passed over)."""
+        found = None
+        while n:
+            for msg in self.feedback.take(1, self.check):
+                record = decode_class_feedback(msg.value() or b"")
+                if record.kind is FeedbackKind.FEEDBACK:
+                    found, n = record, n - 1
+        return found
+
     def _wait_weights(self, feedback: Any) -> None:
         """Until the scorer's class weights equal the feedback's (it applies feedback between
         batches, so the next round is decided with it)."""
@@ -365,9 +417,11 @@ class _Round:
         wait_until(applied, STEP_TIMEOUT_S, "the scorer to apply class feedback", self.check)
 
     def _report(self, pos: int, requests: int, labels: int, triggers: int, accuracy: float,
-                version: int) -> None:
+                version: int, changes: list[Mapping[str, Any]] | None = None) -> None:
         if self.loop.on_round is not None:
+            spend = tier_spend(self.sink.metrics()) if self.loop.tiers_json is not None else None
             self.loop.on_round(RoundReport(self.seed, pos, self.split.stream.shape[0],
                                            requests, labels, self.ctx.cap, triggers, accuracy,
-                                           f"v{version}"))
+                                           f"v{version}", dict(self.view.states),
+                                           tuple(changes or ()), spend, self.view.newest))
 

@@ -95,6 +95,12 @@ def summarize(runs: Sequence[SeedRun], settings: dict[str, Any]) -> dict[str, An
         diag = _diagnostics(rs)
         if diag:
             entry["diagnostics"] = diag
+        if any(r.control for r in rs):
+            # Per seed, never averaged: each point is one model version's estimate with its
+            # own interval, and versions of different seeds are different models.
+            entry["control_estimate_per_seed"] = [
+                [{k: _r(v) if isinstance(v, float) else v for k, v in c.items()}
+                 for c in r.control] for r in rs]
         out[name] = entry
     return {"format": "active-stream/label-efficiency", "version": 1, "mode": "inprocess",
             "settings": settings, "strategies": out}
@@ -168,13 +174,22 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path, title: str) -> None:
-    """Mean test accuracy vs labels (seed + acquired), ± 1 std band, one line per strategy."""
+    """Mean test accuracy vs labels (seed + acquired), ± 1 std band, one line per strategy.
+    With control-arm estimates (--mode kafka), a second panel sets each model version's
+    estimate, with its interval, beside that version's held-out accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    control = {n: e["control_estimate_per_seed"] for n, e in results["strategies"].items()
+               if e.get("control_estimate_per_seed")}
+    if control:
+        fig, (ax, bottom) = plt.subplots(2, 1, figsize=(7.5, 7.6), dpi=120, sharex=True,
+                                         height_ratios=(3, 2))
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    colors = {}
     for name, e in results["strategies"].items():
         keys = sorted(e["curve"], key=int)
         xs = [int(k) for k in keys]
@@ -184,15 +199,55 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
         style = "--" if name == "random" else "-"
         (line,) = ax.plot(xs, m, style, lw=lw, label=f"{name} ({m[-1]:.3f})")
         ax.fill_between(xs, m - s, m + s, color=line.get_color(), alpha=0.12, lw=0)
+        colors[name] = line.get_color()
     st = results["settings"]
-    ax.set_xlabel(f"labels (the {st['seed_labels']} seed labels + acquired)")
     ax.set_ylabel("held-out accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    last = ax
+    if control:
+        for name, seeds in control.items():
+            e = results["strategies"][name]
+            keys = sorted(e["curve"], key=int)
+            bottom.step([int(k) for k in keys], [e["curve"][k] for k in keys], where="post",
+                        color=colors[name], lw=1.6, label=f"{name}: held-out accuracy")
+            _plot_control(bottom, name, seeds, colors[name])
+        bottom.set_ylim(0.0, 1.03)
+        bottom.set_ylabel("accuracy of each model version")
+        bottom.set_title("stream accuracy estimated from the random control arm's labels "
+                         f"({_confidence(results):g}% interval), beside held-out", fontsize=9)
+        bottom.grid(alpha=0.3)
+        bottom.legend(fontsize=7.5, loc="lower right")
+        last = bottom
+    last.set_xlabel(f"labels (the {st['seed_labels']} seed labels + acquired)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _confidence(results: dict[str, Any]) -> float:
+    """The intervals' confidence in percent: the label sink's default (the demo keeps it)."""
+    return float(results["settings"].get("control_confidence", 0.95)) * 100
+
+
+def _plot_control(ax: Any, name: str, seeds: list[list[dict[str, Any]]], color: Any) -> None:
+    """Each model version's control-arm accuracy estimate (its stream accuracy, from the random
+    control arm's labels) with its interval, at the label count the version was trained on:
+    beside the held-out accuracy of the same model."""
+    first = True
+    for points in seeds:
+        if not points:
+            continue
+        xs = [p["labels"] for p in points]
+        est = np.array([p["estimate"] for p in points])
+        err = np.array([est - [p["low"] for p in points], [p["high"] for p in points] - est])
+        n = sum(p["control_labels"] for p in points)
+        label = (f"{name}: control-arm estimate and interval ({n} control labels, "
+                 f"{len(points)} versions)") if first else None
+        ax.errorbar(xs, est, yerr=np.clip(err, 0.0, None), fmt="o", ms=4, color=color,
+                    ecolor=color, elinewidth=1.0, capsize=3, alpha=0.8, label=label)
+        first = False
 
 
 def text_chart(results: dict[str, Any], names: Sequence[str] = ("active-stream", "random"),

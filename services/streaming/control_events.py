@@ -206,7 +206,8 @@ def _fields(cls: type) -> frozenset[str]:
 TRIGGER_FIELDS = _fields(RetrainTrigger)
 TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery", "stopping"}
 STOPPING_FIELDS = frozenset({"stopped", "window", "min_gain", "versions"})
-PLATEAU_FIELDS = frozenset({"trigger_id", "model_version", "estimate", "labels"})
+PLATEAU_REQUIRED = frozenset({"trigger_id", "model_version", "estimate", "labels"})
+PLATEAU_FIELDS = PLATEAU_REQUIRED | {"low", "high"}
 MASTERY_FIELDS = frozenset({"classes", "changes"})
 CHANGE_FIELDS = frozenset({"seq", "class", "from", "to", "at", "model_version", "reason"})
 MANIFEST_FIELDS = _fields(Manifest)
@@ -260,12 +261,14 @@ def _stopping(value: Any) -> Mapping[str, Any]:
         where = f"stopping.versions[{i}]"
         if type(item) is not dict:
             fail(where, ErrorCode.WRONG_TYPE, f"expected an object, got {show(item)}")
-        check_keys(item, PLATEAU_FIELDS, tuple(sorted(PLATEAU_FIELDS)), where)
+        check_keys(item, PLATEAU_FIELDS, tuple(sorted(PLATEAU_REQUIRED)), where)
         versions.append({
             "trigger_id": text(item["trigger_id"], where, "trigger_id", MAX_ID_LENGTH),
             "model_version": text(item["model_version"], where, "model_version", MAX_ID_LENGTH),
             "estimate": optional_number(item["estimate"], where, "estimate", 0.0, 1.0),
             "labels": integer(item["labels"], where, "labels", 0, MAX_COUNT),
+            "low": optional_number(item.get("low"), where, "low", 0.0, 1.0),
+            "high": optional_number(item.get("high"), where, "high", 0.0, 1.0),
         })
     return MappingProxyType({
         "stopped": obj["stopped"],

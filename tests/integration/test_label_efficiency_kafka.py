@@ -66,3 +66,32 @@ def test_kafka_mode_command_writes_results(broker: object, tmp_path: Path,
     assert used == doc["strategies"]["random"]["labels_used_per_seed"] and used[0] > 0
     assert (out / "label-efficiency.png").stat().st_size > 10_000
     assert (out / "services" / "seed-0" / "scorer.log").exists()
+
+
+def test_tiered_loop_trains_one_row_per_consensus_request_and_shows_spend_and_estimates(
+        broker: object, tmp_path: Path) -> None:
+    """`demo`'s loop with tiers: the oracle answers a consensus request with its k votes, the
+    trainer takes one row per request (so the models equal the untiered in-process run's), each
+    round reports spend per tier, and the triggers' control-arm estimates reach the results."""
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    data = load_dataset(str(_blobs(tmp_path / "blobs.npz")))
+    settings = Settings(str(tmp_path / "blobs.npz"), seeds=1, seed_labels=10, budget=0.2,
+                        retrain_every=5, strategies=("active-stream",))
+    demo_policy = json.dumps({"budget": {"exploration_share": 0.3}, "exploration_rate": 0.0})
+    policy, overrides = cli.policy_from_json(demo_policy, settings.budget)
+    inprocess = run_benchmark(data, settings, policy)
+    rounds: list[object] = []
+    loop = KafkaLoop(bootstrap, settings, overrides, workdir=tmp_path / "services",
+                     on_round=rounds.append, tiers_json=json.dumps({"consensus_k": 2}))
+    [run] = run_benchmark(data, settings, active_runner=loop.run_seed)
+    assert run.picked == inprocess[0].picked and run.curve == inprocess[0].curve
+    spend = rounds[-1].spend  # type: ignore[attr-defined]
+    assert spend and spend.get("consensus", 0) > 0 and spend.get("annotate", 0) > 0
+    assert set(spend) <= {"review", "annotate", "consensus"}
+    assert run.control and all(c["low"] <= c["estimate"] <= c["high"] for c in run.control)
+    versions = [c["model_version"] for c in run.control]
+    trained_at = dict(zip([f"v{i}" for i in range(len(run.curve))],
+                          [n for n, _ in run.curve], strict=False))
+    assert all(c["labels"] == trained_at[c["model_version"]] for c in run.control), versions
+    states = rounds[-1].states  # type: ignore[attr-defined]
+    assert states and set(states.values()) <= {"learning", "mastered", "reopened"}

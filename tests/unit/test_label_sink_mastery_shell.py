@@ -122,3 +122,16 @@ def test_control_unit_of_a_detection_request_row() -> None:
         "schema_version": 1, "label_id": "l2", "asset_id": "a", "annotator_id": "a",
         "labeled_at": 1.0, "annotations": [{"label": "cat"}]}))) == ["v1", 2.0,
                                                                      [["cat", "cat", True]]]
+
+
+def test_each_versions_trigger_entry_carries_its_interval() -> None:
+    m, _ = shell(False)
+    feed(m, "v1", 60, 0)
+    stopping = m.at_trigger("m", "t1")
+    assert stopping is not None
+    [entry] = stopping["versions"]
+    assert entry["low"] is not None and entry["high"] is not None
+    assert 0.0 <= entry["low"] < entry["estimate"] < entry["high"] <= 1.0
+    assert entry["labels"] == 60
+    restored = m.book("m")
+    assert restored is not None and restored.plateau[-1].low == entry["low"]
