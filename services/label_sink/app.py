@@ -52,6 +52,7 @@ from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
+from services.label_sink.frontier import floor_of
 from services.label_sink.mastery import (
     CONTROL,
     Mastery,
@@ -366,6 +367,9 @@ def build_app(
             await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
                                             "request (within request_ttl_s)")
             return
+        # Its floor: every label of its partition below it is forwarded (or dead-lettered)
+        # before it, so a re-forward of one is a replay to the counter (frontier.py).
+        row["f"] = floor_of(early.offsets((msg.topic, msg.partition)), msg.offset)
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
@@ -404,7 +408,7 @@ def build_app(
             ledger.rebuild(labels.items())
             export_rows()
         found = labels.get(label_key(p, row["id"]))
-        if ledger.verdict(p, s, found) is not Verdict.NEW:
+        if ledger.verdict(p, s, found, row) is not Verdict.NEW:
             metrics.duplicates.inc()
             return
         model_id = row["m"]

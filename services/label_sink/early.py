@@ -86,8 +86,12 @@ class EarlyLabels:
 
     def oldest(self, tp: TP) -> int | None:
         """The lowest offset of a label of `tp` waiting (the commit must not pass it)."""
-        offsets = [h.offset for items in self._by_request.values() for h in items if h.tp == tp]
+        offsets = self.offsets(tp)
         return min(offsets) if offsets else None
+
+    def offsets(self, tp: TP) -> list[int]:
+        """The offsets of the labels of `tp` waiting (a forwarded label's floor, frontier.py)."""
+        return [h.offset for items in self._by_request.values() for h in items if h.tp == tp]
 
     def expired(self, ends: Mapping[int, int], frontier: Callable[[int], int | None],
                 now: float) -> list[tuple[Held, str]]:

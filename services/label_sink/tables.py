@@ -13,9 +13,10 @@ Two changelog-backed tables:
     and where it was counted (p, labels-by-model offset s). Rows out of the window get
     tombstones (`sweep`).
   - `m:<model_id>` -> the model's compact state (`TriggerState.snapshot()`: counters per
-    class, the pending manifest, the class vocabulary) with the offset s of the last label it
-    includes. Written when a trigger fires, every `SNAPSHOT_EVERY` labels of the model, and
-    before any row it does not include yet is dropped.
+    class, the pending manifest, the class vocabulary) and its frontier on `al.labels.v1`
+    (frontier.py) with the offset s of the last label it includes. Written when a trigger
+    fires, every `SNAPSHOT_EVERY` labels of the model, and before any row it does not include
+    yet is dropped.
 
 Why it is exactly-once: aiokafka keeps one batch in flight per partition, so after a crash
 changelog partition p holds a prefix of the writes made. The state rebuilt from it (`Ledger.
@@ -28,6 +29,11 @@ partition's state, never on when a sweep ran (a row out of the window is ignored
 swept or not), so replays are deterministic. Order of writes within a record: trigger
 delivered, then the state row of a model whose row is replaced, the label row, the model's
 state row when due, then the sweep (state rows before tombstones).
+
+A label the label reader forwards again after its own crash (a new labels-by-model record)
+is a REPLAY too when its model's frontier (frontier.py) holds its `al.labels.v1` offset,
+however far back the window ends: label rows carry each label's floor and the state row the
+frontier, so a rebuild gives the frontier back with the counts.
 
 Dedupe window (`DedupeWindow`): a label whose label_id has a row counted at offset s0 of its
 partition is a duplicate at offset s iff s - s0 <= `labels` and the row's `labeled_at` >=
@@ -44,11 +50,13 @@ from typing import Any, NamedTuple
 
 from services.core.agreement import outcomes, top_classes
 from services.core.triggers import Fired, LabelRecord, TriggerState
+from services.label_sink.frontier import FRONTIER_LIMIT, Frontiers
 from services.streaming.events import AnnotationRequest, Label
 
 RequestRow = dict[str, Any]
 LabelRow = list[Any]  # [p, s, model, label partition, label offset, labeled_at, classes,
-#                       outcomes, predicted, batch, fired ([id, rule, at]) or None]
+#                       outcomes, predicted, batch, fired ([id, rule, at]) or None,
+#                       floor (frontier.py; absent or None from a reader before it)]
 
 # A model's state row is rewritten after this many of its labels (or a trigger): a rebuild
 # replays at most this many label rows per model, and the row (up to a few hundred KB with a
@@ -78,7 +86,7 @@ class DedupeWindow:
 class Verdict(Enum):
     NEW = "new"  # count it
     DUPLICATE = "duplicate"  # its label_id was counted within the window
-    REPLAY = "replay"  # this very record was processed before a restart: its effect persisted
+    REPLAY = "replay"  # this record, or this very label forwarded again, was processed before
 
 
 class Write(NamedTuple):
@@ -135,7 +143,7 @@ def stored_row(p: int, s: int, joined: dict[str, Any], batch: int,
     """The row persisted for a counted label (see `LabelRow`)."""
     f = [fired.trigger_id, fired.rule, fired.triggered_at] if fired is not None else None
     return [p, s, joined["m"], joined["q"], joined["o"], joined["t"], joined["c"], joined["r"],
-            joined["w"], batch, f]
+            joined["w"], batch, f, joined.get("f")]
 
 
 def to_record(joined: dict[str, Any], batch: int) -> LabelRecord:
@@ -178,12 +186,17 @@ class Ledger:
     window: DedupeWindow = field(default_factory=DedupeWindow)
     snapshot_every: int = SNAPSHOT_EVERY
     sweep_min: int = SWEEP_MIN
+    frontier_limit: int = FRONTIER_LIMIT
+    _frontiers: Frontiers = field(default_factory=Frontiers)
     _models: dict[str, TriggerState] | None = None
     _meta: dict[str, _Meta] = field(default_factory=dict)
     _applied: dict[int, int] = field(default_factory=dict)
     _watermark: dict[int, float] = field(default_factory=dict)
     _since_sweep: dict[int, int] = field(default_factory=dict)
     _rows: dict[int, int] = field(default_factory=dict)  # label rows per partition
+
+    def __post_init__(self) -> None:
+        self._frontiers = Frontiers(self.frontier_limit)
 
     @property
     def valid(self) -> bool:
@@ -199,6 +212,7 @@ class Ledger:
         meta: dict[str, _Meta] = {}
         applied: dict[int, int] = {}
         rows_in: dict[int, int] = {}
+        frontiers = Frontiers(self.frontier_limit)
         deltas: dict[str, list[tuple[int, str, LabelRow]]] = {}
         for key, value in items:
             if isinstance(value, dict) and "id" in value:
@@ -207,6 +221,7 @@ class Ledger:
                 model_id = key[len(MODEL):]
                 models[model_id] = TriggerState.from_snapshot(value["st"])
                 meta[model_id] = _Meta(value["p"], value["s"], value["s"])
+                frontiers.load(model_id, value.get("f"))
                 applied[value["p"]] = max(applied.get(value["p"], -1), value["s"])
             elif key.startswith(LABEL):
                 label_id = key[len(LABEL):].split(":", 1)[1]
@@ -219,6 +234,7 @@ class Ledger:
             for s, label_id, row in sorted(rows, key=lambda r: r[0]):
                 if s > m.folded:
                     state.replay(_row_record(label_id, row))
+                    frontiers.add(model_id, row[3], row[4], row[11] if len(row) > 11 else None)
                     m.last, m.unfolded, m.partition = s, m.unfolded + 1, row[0]
         watermark: dict[int, float] = {}
         for model_id, state in models.items():
@@ -226,6 +242,7 @@ class Ledger:
             if state.clock is not None:
                 watermark[p] = max(watermark.get(p, state.clock), state.clock)
         self._models, self._meta, self._applied = models, meta, applied
+        self._frontiers = frontiers
         self._watermark, self._since_sweep, self._rows = watermark, {}, rows_in
 
     def applied(self, p: int) -> int:
@@ -236,10 +253,14 @@ class Ledger:
         """The newest `labeled_at` counted in partition `p`."""
         return self._watermark.get(p)
 
-    def verdict(self, p: int, s: int, found: LabelRow | None) -> Verdict:
+    def verdict(self, p: int, s: int, found: LabelRow | None,
+                joined: dict[str, Any] | None = None) -> Verdict:
         """What to do with the record at offset `s` of partition `p`; `found`: the table's row
-        for its label_id, if any. Query."""
+        for its label_id, if any; `joined`: the record (its model's frontier is asked whether
+        its `al.labels.v1` offset was counted already). Query."""
         if s <= self.applied(p):
+            return Verdict.REPLAY
+        if joined is not None and self._frontiers.seen(joined["m"], joined["q"], joined["o"]):
             return Verdict.REPLAY
         return Verdict.DUPLICATE if found is not None and self._live(found, p, s) else Verdict.NEW
 
@@ -266,6 +287,7 @@ class Ledger:
         state = self.get(model_id)
         record = to_record(joined, state.batch)
         state.record(record)
+        self._frontiers.add(model_id, joined["q"], joined["o"], joined.get("f"))
         m = self._meta.setdefault(model_id, _Meta(p))
         m.partition, m.last, m.unfolded = p, s, m.unfolded + 1
         self._applied[p] = s
@@ -323,5 +345,6 @@ class Ledger:
     def _snapshot(self, model_id: str) -> Write:
         m = self._meta[model_id]
         m.folded, m.unfolded = m.last, 0
-        value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot()}
+        value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot(),
+                 "f": self._frontiers.dump(model_id)}
         return Write(MODEL + model_id, value)
