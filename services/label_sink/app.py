@@ -12,10 +12,12 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
 Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
 model's compact state row, the rows of the labels in the dedupe window and the labels counted
 since the state row (`tables.Ledger`); a record whose effect persisted is skipped as a replay,
-any later one is processed again against the same state. A trigger is published (and its
-delivery awaited) BEFORE the row of the label that fired it is written, so a crash in between
-republishes the same trigger (same labels, same deterministic trigger_id) instead of losing it.
-Consumers of triggers dedupe on trigger_id. State stays bounded by the window (tables.py).
+and so is a label forwarded again after a crash of the label reader (its model's frontier on
+al.labels.v1 offsets, frontier.py), any later one is processed again against the same state.
+A trigger is published (and its delivery awaited) BEFORE the row of the label that fired it is
+written, so a crash in between republishes the same trigger (same labels, same deterministic
+trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id. State stays
+bounded by the window (tables.py).
 
 Order: each agent admits a record through `ordering.InOrder` before processing it, so records of
 a partition are processed in offset order, each once per assignment, never past a hole; the

@@ -17,7 +17,8 @@ the request id it names. It leaves in one of three ways:
 
 Durable without a table: a held label's offset bounds what the sink commits on its partition
 (`oldest`), so a restart reads it again and holds it again; labels after it that were already
-forwarded are then skipped as duplicates by the counter.
+forwarded are then skipped as replays by the counter (frontier.py: each forwarded label
+carries the lowest offset still held, so the held one is counted when it comes).
 
 Pure: no Kafka, no faust, no clock (`now` is an argument).
 """
