@@ -180,7 +180,8 @@ class Ledger:
     table (`rebuild`) after a rebalance (`invalidate`). The shell applies the `Write`s the
     commands return to the table, in order.
 
-    Queries: `valid`, `verdict`, `applied`, `watermark`, `get`, `items`, `sweep_due`.
+    Queries: `valid`, `verdict`, `applied`, `watermark`, `frontier`, `get`, `items`,
+    `sweep_due`.
     Commands: `rebuild`, `count`, `persist`, `sweep`."""
 
     window: DedupeWindow = field(default_factory=DedupeWindow)
@@ -271,6 +272,10 @@ class Ledger:
         if mark is not None and row[5] < mark - self.window.seconds:
             return False
         return s - row[1] <= self.window.labels
+
+    def frontier(self, model_id: str) -> dict[str, list[Any]]:
+        """The model's frontier on `al.labels.v1` as its state row keeps it (frontier.py)."""
+        return self._frontiers.dump(model_id)
 
     def get(self, model_id: str) -> TriggerState:
         if self._models is None:

@@ -144,6 +144,8 @@ def test_a_counter_crash_anywhere_with_reforwards_gives_the_same_state(seed: int
         sim.ledger.invalidate()
         run(sim, [r for r in records if r[1] >= start[r[0]]])
         assert sim.states() == reference.states()
+        assert {m: sim.ledger.frontier(m) for m, _ in sim.ledger.items()} == {
+            m: reference.ledger.frontier(m) for m, _ in reference.ledger.items()}
         assert set(map(repr, sim.triggers)) == set(map(repr, reference.triggers))
 
 
