@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
-from services.label_sink.frontier import floor_of
+from services.label_sink.frontier import InFlight, floor_of
 from services.label_sink.mastery import (
     CONTROL,
     Mastery,
@@ -253,6 +254,7 @@ def build_app(
                       feedback_policy, metrics,
                       stop_to_exploration=settings.mastery_stop_to_exploration)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
+    in_flight = InFlight()  # forwards not known delivered yet (frontier.py)
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
@@ -369,16 +371,26 @@ def build_app(
             await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
                                             "request (within request_ttl_s)")
             return
-        # Its floor: every label of its partition below it is forwarded (or dead-lettered)
-        # before it, so a re-forward of one is a replay to the counter (frontier.py).
-        row["f"] = floor_of(early.offsets((msg.topic, msg.partition)), msg.offset)
+        # Its floor: every label of its partition below it is forwarded and delivered (or
+        # dead-lettered) before it, so a re-forward of one is a replay to the counter
+        # (frontier.py); one held for its request or in flight keeps the floor below it.
+        tp = (msg.topic, msg.partition)
+        row["f"] = floor_of(early.offsets(tp), msg.offset, in_flight.oldest(tp))
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
         unit = control_unit(request, label)
         if unit is not None:
             row[CONTROL] = unit
-        await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+        in_flight.sent(tp, msg.offset)
+        sent: Any = await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))  # a future
+        sent.add_done_callback(partial(forwarded, tp, msg.offset))
+
+    def forwarded(tp: tuple[str, int], offset: int, sent: Any) -> None:
+        # A refused forward stays in flight: the worker stops on it (delivery.py) and no later
+        # label's floor may pass it meanwhile, or its re-forward would be taken for a replay.
+        if not sent.cancelled() and sent.exception() is None:
+            in_flight.delivered(tp, offset)
 
     async def dead_letter_orphan(event: Any, why: str) -> None:
         metrics.unattributed.inc()
@@ -410,8 +422,11 @@ def build_app(
             ledger.rebuild(labels.items())
             export_rows()
         found = labels.get(label_key(p, row["id"]))
-        if ledger.verdict(p, s, found, row) is not Verdict.NEW:
+        verdict = ledger.verdict(p, s, found, row)
+        if verdict is not Verdict.NEW:
             metrics.duplicates.inc()
+            if verdict is Verdict.DUPLICATE:
+                apply(ledger.skip(row))  # its offset is decided: a re-forward is a replay
             return
         model_id = row["m"]
         state, record = ledger.count(p, s, row)

@@ -6,7 +6,7 @@ Two changelog-backed tables:
 - `requests`: request_id -> `RequestRow` (model, inference time, top-1 prediction per instance,
   source partition). Written by the request reader, read by the label reader for the join; rows
   older than the TTL (event time) are ignored and pruned (tombstones).
-- `labels`, three kinds of rows, all written while a record of the internal labels-by-model
+- `labels`, four kinds of rows, all written while a record of the internal labels-by-model
   partition p is processed, so all go to changelog partition p, in processing order:
   - `l:<p>:<label_id>` -> `LabelRow`, one per label counted within the dedupe window: what it
     contributes (classes, agreement outcomes, label-topic offset, batch, the trigger it fired)
@@ -17,6 +17,11 @@ Two changelog-backed tables:
     (frontier.py) with the offset s of the last label it includes. Written when a trigger
     fires, every `SNAPSHOT_EVERY` labels of the model, and before any row it does not include
     yet is dropped.
+  - `f:<model_id>` -> the model's frontier alone, written when a label of it is skipped as a
+    DUPLICATE (no label row records that decision): so its `al.labels.v1` offset stays
+    decided, and a re-forward of it after a crash, past the window, is a replay rather than
+    a new label. Its size is the frontier's (a floor and at most `FRONTIER_LIMIT` offsets
+    per label partition), one row per model.
 
 Why it is exactly-once: aiokafka keeps one batch in flight per partition, so after a crash
 changelog partition p holds a prefix of the writes made. The state rebuilt from it (`Ledger.
@@ -32,8 +37,9 @@ state row when due, then the sweep (state rows before tombstones).
 
 A label the label reader forwards again after its own crash (a new labels-by-model record)
 is a REPLAY too when its model's frontier (frontier.py) holds its `al.labels.v1` offset,
-however far back the window ends: label rows carry each label's floor and the state row the
-frontier, so a rebuild gives the frontier back with the counts.
+however far back the window ends: label rows carry each label's floor, the state row and the
+frontier row the frontier, so a rebuild gives the frontier back with the counts (frontiers
+merge in any order, so which of these rows came first does not matter).
 
 Dedupe window (`DedupeWindow`): a label whose label_id has a row counted at offset s0 of its
 partition is a duplicate at offset s iff s - s0 <= `labels` and the row's `labeled_at` >=
@@ -66,7 +72,7 @@ SNAPSHOT_EVERY = 500
 # least), or a quarter of its rows: the scan of the table is amortised to O(1) a label.
 SWEEP_MIN = 1_000
 
-LABEL, MODEL = "l:", "m:"
+LABEL, MODEL, DECIDED = "l:", "m:", "f:"
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ class Ledger:
 
     Queries: `valid`, `verdict`, `applied`, `watermark`, `frontier`, `get`, `items`,
     `sweep_due`.
-    Commands: `rebuild`, `count`, `persist`, `sweep`."""
+    Commands: `rebuild`, `count`, `skip`, `persist`, `sweep`."""
 
     window: DedupeWindow = field(default_factory=DedupeWindow)
     snapshot_every: int = SNAPSHOT_EVERY
@@ -222,8 +228,10 @@ class Ledger:
                 model_id = key[len(MODEL):]
                 models[model_id] = TriggerState.from_snapshot(value["st"])
                 meta[model_id] = _Meta(value["p"], value["s"], value["s"])
-                frontiers.load(model_id, value.get("f"))
+                frontiers.merge(model_id, value.get("f"))
                 applied[value["p"]] = max(applied.get(value["p"], -1), value["s"])
+            elif key.startswith(DECIDED):
+                frontiers.merge(key[len(DECIDED):], value)
             elif key.startswith(LABEL):
                 label_id = key[len(LABEL):].split(":", 1)[1]
                 deltas.setdefault(value[2], []).append((value[1], label_id, value))
@@ -300,6 +308,18 @@ class Ledger:
         self._watermark[p] = record.labeled_at if mark is None else max(mark, record.labeled_at)
         self._since_sweep[p] = self._since_sweep.get(p, 0) + 1
         return state, record
+
+    def skip(self, joined: dict[str, Any]) -> list[Write]:
+        """The label just judged a DUPLICATE (its label_id counted within the window): its
+        `al.labels.v1` offset is decided as surely as a counted one's, so it joins its model's
+        frontier, and the frontier row is written (no label row holds the decision). Without
+        it, a re-forward of this offset after a crash, further back than the window by then,
+        would be counted as a new label (tests/unit/test_label_sink_frontier.py)."""
+        if joined.get("f") is None:
+            return []  # from a reader before the frontier: it says nothing about offsets
+        model_id = joined["m"]
+        self._frontiers.add(model_id, joined["q"], joined["o"], joined["f"])
+        return [Write(DECIDED + model_id, self._frontiers.dump(model_id))]
 
     def persist(self, p: int, s: int, joined: dict[str, Any], record: LabelRecord,
                 fired: Fired | None, found: LabelRow | None) -> list[Write]:

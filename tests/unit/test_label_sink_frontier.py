@@ -11,13 +11,13 @@ import pytest
 
 from services.core.triggers import TriggerPolicy
 from services.label_sink.early import EarlyLabels, Held
-from services.label_sink.frontier import Frontier, floor_of
-from services.label_sink.tables import MODEL, DedupeWindow
+from services.label_sink.frontier import Frontier, InFlight, floor_of
+from services.label_sink.tables import DECIDED, MODEL, DedupeWindow
 from tests.unit.test_label_sink_state import Record, Sim, joined, run
 
 
 def reader(labels: dict[int, list[str]], seed: int, early_share: float = 0.1,
-           crashes: int = 3) -> list[Record]:
+           crashes: int = 3, ids: dict[int, list[str]] | None = None) -> list[Record]:
     """What the label reader sends to labels-by-model (model mN -> partition N % 2) while it
     reads `labels[q]` (the models of partition q's labels, by offset): a label is early with
     probability `early_share`, held (early.EarlyLabels) until 1-40 more reads, then forwarded
@@ -38,8 +38,8 @@ def reader(labels: dict[int, list[str]], seed: int, early_share: float = 0.1,
         model = labels[q][o]
         p = int(model[1:]) % 2
         floor = floor_of(held.offsets(q), o)
-        out.append((p, sent.get(p, 0), joined(f"q{q}o{o}", model, o, float(o), floor=floor,
-                                               q=q)))
+        label_id = ids[q][o] if ids is not None else f"q{q}o{o}"
+        out.append((p, sent.get(p, 0), joined(label_id, model, o, float(o), floor=floor, q=q)))
         sent[p] = sent.get(p, 0) + 1
 
     while any(nxt[q] < len(labels[q]) for q in labels) or due:
@@ -77,6 +77,21 @@ def reader(labels: dict[int, list[str]], seed: int, early_share: float = 0.1,
 def two_partitions(n: int, models: int, seed: int) -> dict[int, list[str]]:
     rng = random.Random(seed)
     return {q: [f"m{rng.randrange(models)}" for _ in range(n)] for q in (0, 1)}
+
+
+def resubmitted(n: int, models: int, seed: int,
+                share: float = 0.1) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """`two_partitions`, where a share of the labels are resubmissions: the label_id (and
+    model) of the label 1-3 offsets before, at their own offset."""
+    rng = random.Random(seed)
+    labels = two_partitions(n, models, seed)
+    ids = {q: [f"q{q}o{o}" for o in range(n)] for q in labels}
+    for q in labels:
+        for o in range(3, n):
+            if rng.random() < share:
+                back = o - rng.randint(1, 3)
+                labels[q][o], ids[q][o] = labels[q][back], ids[q][back]
+    return labels, ids
 
 
 def totals(sim: Sim) -> int:
@@ -172,3 +187,106 @@ def test_frontier_floor_and_offsets_above_it() -> None:
     f.add(2, 6, 10)  # 2 released, 3 and 4 read and not this model's: floor 6
     assert f.dump() == [6, []] and f.seen(4)
     assert floor_of([7, 9], 9) == 7 and floor_of([9], 9) == 10 and floor_of([], 4) == 5
+
+
+def test_a_resubmission_forwarded_again_past_the_window_is_still_a_duplicate() -> None:
+    """Case (a): label "a" at offset 0, its resubmission at offset 1 (a DUPLICATE, inside the
+    window), then other models' labels. The reader is killed before its commit and forwards
+    all again: by then "a"'s row is far out of the window, so only the frontier can tell the
+    re-forward of offset 1 from a new label. A duplicate decides its offset as a count does."""
+    window, policy = DedupeWindow(labels=3, seconds=1e9), TriggerPolicy(min_labels=10**6)
+    first = [(0, 0, joined("a", "m", 0, 0.0)), (0, 1, joined("a", "m", 1, 1.0))]
+    first += [(0, 2 + i, joined(f"n{i}", "n", 2 + i, 2.0 + i)) for i in range(10)]
+    sim = run(Sim(window, policy), first)
+    assert totals(sim) == 11 and sim.duplicates == 1
+    assert sim.table[DECIDED + "m"] == {"0": [2, []]}
+    again = [(0, 12 + s, row) for s, (_, _, row) in enumerate(first)]
+    restarted = run(sim.crash({}), again)  # the counter restarts from its persisted rows too
+    assert totals(restarted) == 11 and restarted.duplicates == 12
+    run(sim, again)  # and without its restart
+    assert totals(sim) == 11 and sim.duplicates == 13
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resubmissions_keep_their_verdict_across_reforwards_and_counter_crashes(
+        seed: int) -> None:
+    """A counter crash anywhere, with reforwards and resubmissions: the same counts and the
+    same frontiers (duplicates' included) as the uncrashed run."""
+    window, policy = DedupeWindow(labels=20, seconds=1e9), TriggerPolicy(min_labels=37)
+    options = {"snapshot_every": 15, "sweep_min": 10}
+    labels, ids = resubmitted(300, 4, seed)
+    records = reader(labels, seed + 200, ids=ids)
+    reference = run(Sim(window, policy, **options), records)
+    assert any(k.startswith(DECIDED) for k in reference.table)  # duplicates were decided
+    distinct = {i for q in ids for i in ids[q]}
+    assert len(distinct) <= totals(reference) < 600  # each label_id at least once
+    rng = random.Random(seed)
+    for _ in range(8):
+        cut = rng.randrange(1, len(records))
+        sim = run(Sim(window, policy, **options), records[:cut])
+        sim = sim.crash({p: rng.randrange(0, len(w) + 1) for p, w in sim.log.items()})
+        sim.ledger.rebuild(sim.table.items())
+        start = {p: rng.randint(0, sim.ledger.applied(p) + 1) for p in (0, 1)}
+        sim.ledger.invalidate()
+        run(sim, [r for r in records if r[1] >= start[r[0]]])
+        assert sim.states() == reference.states()
+        assert {m: sim.ledger.frontier(m) for m, _ in sim.ledger.items()} == {
+            m: reference.ledger.frontier(m) for m, _ in reference.ledger.items()}
+
+
+def test_a_lost_forward_below_a_delivered_one_is_counted_when_forwarded_again() -> None:
+    """Case (b): the forward of offset 0 is refused by the broker (aiokafka then sends the
+    partition's next batch), the one of offset 1 is delivered and counted, the worker stops.
+    Had offset 1 carried floor 2, the re-forward of 0 would be taken for a replay and label 0
+    never counted; a forward still in flight keeps later floors at or below it."""
+    flight = InFlight()
+
+    def forward(o: int) -> dict[str, object]:
+        floor = floor_of([], o, flight.oldest(0))  # as app.forward_label, before sending
+        flight.sent(0, o)
+        return joined(f"l{o}", "m", o, float(o), floor=floor)
+
+    lost, delivered = forward(0), forward(1)
+    flight.delivered(0, 1)  # offset 0's forward failed: it stays in flight
+    assert delivered["f"] == 0 and lost["f"] == 1
+    sim = run(Sim(DedupeWindow(labels=1, seconds=1e9), TriggerPolicy(min_labels=10**6)),
+              [(0, 0, delivered)])
+    flight = InFlight()  # the restarted reader reads from its commit, offset 0
+    again = [forward(0)]
+    flight.delivered(0, 0)
+    again.append(forward(1))
+    restarted = run(sim.crash({}), [(0, 1 + s, row) for s, row in enumerate(again)])
+    assert totals(restarted) == 2 and restarted.duplicates == 1
+    assert restarted.ledger.frontier("m") == {"0": [1, [1]]}  # 1 replayed: not added again
+
+
+def test_in_flight_keeps_the_lowest_offset_not_delivered() -> None:
+    flight = InFlight()
+    for o in (4, 2, 7, 2):
+        flight.sent("t", o)
+    assert flight.oldest("t") == 2 and flight.oldest("u") is None
+    flight.delivered("t", 2)
+    assert flight.oldest("t") == 2  # sent twice, delivered once
+    flight.delivered("t", 2)
+    assert flight.oldest("t") == 4
+    flight.delivered("t", 4)
+    flight.delivered("t", 7)
+    assert flight.oldest("t") is None and len(flight) == 0
+    assert floor_of([9], 5, 3) == 3 and floor_of([], 5, 5) == 5 and floor_of([], 5) == 6
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_frontiers_merge_in_any_order_to_what_adding_in_order_gives(seed: int) -> None:
+    rng = random.Random(seed)
+    limit = rng.choice([1, 3, 50])
+    adds = [(o, rng.randint(max(0, o - 5), o + 1)) for o in rng.sample(range(60), 40)]
+    whole = Frontier()
+    for o, f in adds:
+        whole.add(o, f, limit)
+    parts = [Frontier(), Frontier(), Frontier()]
+    for o, f in adds:
+        rng.choice(parts).add(o, f, limit)
+    merged = Frontier()
+    for part in rng.sample(parts, 3):
+        merged.merge(part, limit)
+    assert merged.dump() == whole.dump()

@@ -14,6 +14,7 @@ import pytest
 
 from services.core.triggers import Fired, TriggerPolicy, trigger_id
 from services.label_sink.tables import (
+    DECIDED,
     LABEL,
     MODEL,
     DedupeWindow,
@@ -57,8 +58,11 @@ class Sim:
         if not ledger.valid:
             ledger.rebuild(self.table.items())
         found = self.table.get(label_key(p, row["id"]))
-        if ledger.verdict(p, s, found, row) is not Verdict.NEW:
+        verdict = ledger.verdict(p, s, found, row)
+        if verdict is not Verdict.NEW:
             self.duplicates += 1
+            if verdict is Verdict.DUPLICATE:  # as app.count_label does
+                self.apply(p, ledger.skip(row))
             return
         state, record = ledger.count(p, s, row)
         decision = state.should_trigger(self.policy)
@@ -130,7 +134,9 @@ def test_rows_stay_within_the_count_window_and_open_models() -> None:
     for p in (0, 1):
         assert sim.label_rows(p) <= bound
     assert sum(1 for k in sim.table if k.startswith(MODEL)) == 6
-    assert len(sim.table) <= 2 * bound + 6
+    # ... plus a state row and at most one frontier row (its duplicates') per model
+    assert sum(1 for k in sim.table if k.startswith(DECIDED)) <= 6
+    assert len(sim.table) <= 2 * bound + 12
 
 
 def test_rows_stay_within_the_event_time_window() -> None:
