@@ -2,11 +2,14 @@
 Kafka (not a test; prints figures).
 
     .venv/bin/python bench/sink_state.py [--labels 1000000] [--partitions 4] [--models 10]
+        [--max-count-minutes M]
 
 A fresh Apache Kafka (KRaft, one node), one sink worker, and `--labels` distinct labels (each
 with its own model_id, so no request is needed; 1 class each, 3 classes) produced up front. The
 sink counts them; then it is stopped (SIGTERM) and started again. Printed:
 
+  labels_counted         labels it had counted when the figures were taken (all of them,
+                         unless --max-count-minutes ran out first)
   labels_per_s           labels counted per second while it caught up
   peak_rss_mb            the sink's peak resident memory (VmHWM) while counting
   rss_after_restart_mb   its resident memory once the restarted sink is ready and counting
@@ -105,6 +108,11 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--max-count-minutes", type=float, default=0.0,
+                        help="stop waiting for the sink to count all labels after this long "
+                             "(0: no limit); the figures are then those at that point, "
+                             "labels_counted says how far it got, and the restart is measured "
+                             "with the rest still to count")
     parser.add_argument("--dedupe-window-labels", type=int, default=0,
                         help="the sink's ACTIVE_STREAM_LABEL_SINK_DEDUPE_WINDOW_LABELS (0: its "
                              "default)")
@@ -152,11 +160,21 @@ def main() -> None:
         try:
             proc.wait_ready(120)
             started = time.monotonic()
-            peak = 0
-            while counted(proc) < args.labels:
+            deadline = started + args.max_count_minutes * 60 if args.max_count_minutes else None
+            peak, done, said = 0, 0.0, started
+            while (done := counted(proc)) < args.labels:
                 proc.check()
                 assert proc.proc is not None
                 peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
+                now = time.monotonic()
+                if now - said >= 60:  # progress, for a run watched by hand
+                    said = now
+                    say(f"{done:.0f} counted after {now - started:.0f} s "
+                        f"({done / (now - started):.0f}/s), peak RSS {peak / 1024:.0f} MB, "
+                        f"load {os.getloadavg()[0]:.1f}")
+                if deadline is not None and now >= deadline:
+                    say(f"stopped waiting after {args.max_count_minutes} min")
+                    break
                 time.sleep(1.0)
             took = time.monotonic() - started
             assert proc.proc is not None
@@ -184,14 +202,16 @@ def main() -> None:
         finally:
             proc.stop(120)
         changelog = dir_bytes(kafka.data_dir / "logs", f"{app_id}-labels-changelog-", ".log")
-    figures = {"labels": args.labels, "labels_per_s": round(args.labels / took, 1),
+    figures = {"labels": args.labels, "labels_counted": int(done),
+               "labels_per_s": round(done / took, 1),
                "peak_rss_mb": round(peak / 1024, 1), "rss_after_restart_mb": round(after / 1024, 1),
                "changelog_mb": round(counted_bytes / 2**20, 1),
                "changelog_files_mb": round(counted_files / 2**20, 1),
                "changelog_end_mb": round(changelog / 2**20, 1),
                "changelog_records": recovered, "cleanup_policy": policy,
                "restart_ready_s": round(ready, 2), "restart_count_s": round(count, 2),
-               "partitions": args.partitions, "models": args.models, "cores": os.cpu_count()}
+               "partitions": args.partitions, "models": args.models, "cores": os.cpu_count(),
+               "load_average_1m_end": round(os.getloadavg()[0], 2)}
     for name, value in figures.items():
         print(f"{name:22s} {value}")
     print("JSON " + json.dumps(figures))

@@ -15,10 +15,12 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
 Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
 model's compact state row, the rows of the labels in the dedupe window and the labels counted
 since the state row (`tables.Ledger`); a record whose effect persisted is skipped as a replay,
-any later one is processed again against the same state. A trigger is published (and its
-delivery awaited) BEFORE the row of the label that fired it is written, so a crash in between
-republishes the same trigger (same labels, same deterministic trigger_id) instead of losing it.
-Consumers of triggers dedupe on trigger_id. State stays bounded by the window (tables.py).
+and so is a label forwarded again after a crash of the label reader (its model's frontier on
+al.labels.v1 offsets, frontier.py), any later one is processed again against the same state.
+A trigger is published (and its delivery awaited) BEFORE the row of the label that fired it is
+written, so a crash in between republishes the same trigger (same labels, same deterministic
+trigger_id) instead of losing it. Consumers of triggers dedupe on trigger_id. State stays
+bounded by the window (tables.py).
 
 Order: each agent admits a record through `ordering.InOrder` before processing it, so records of
 a partition are processed in offset order, each once per assignment, never past a hole; the
@@ -36,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,7 @@ from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
+from services.label_sink.frontier import InFlight, floor_of
 from services.label_sink.mastery import (
     CONTROL,
     DRIFT,
@@ -258,6 +262,7 @@ def build_app(
                       feedback_policy, metrics,
                       stop_to_exploration=settings.mastery_stop_to_exploration)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
+    in_flight = InFlight()  # forwards not known delivered yet (frontier.py)
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
                                        settings.early_label_max_wait_s)
     window = DeadLetterWindow(DeadLetterCeiling())
@@ -374,6 +379,11 @@ def build_app(
             await dead_letter_orphan(event, f"request_id {label.request_id!r} answers no known "
                                             "request (within request_ttl_s)")
             return
+        # Its floor: every label of its partition below it is forwarded and delivered (or
+        # dead-lettered) before it, so a re-forward of one is a replay to the counter
+        # (frontier.py); one held for its request or in flight keeps the floor below it.
+        tp = (msg.topic, msg.partition)
+        row["f"] = floor_of(early.offsets(tp), msg.offset, in_flight.oldest(tp))
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
@@ -382,7 +392,15 @@ def build_app(
         unit = control_unit(request, label)
         if unit is not None:
             row[CONTROL] = unit
-        await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
+        in_flight.sent(tp, msg.offset)
+        sent: Any = await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))  # a future
+        sent.add_done_callback(partial(forwarded, tp, msg.offset))
+
+    def forwarded(tp: tuple[str, int], offset: int, sent: Any) -> None:
+        # A refused forward stays in flight: the worker stops on it (delivery.py) and no later
+        # label's floor may pass it meanwhile, or its re-forward would be taken for a replay.
+        if not sent.cancelled() and sent.exception() is None:
+            in_flight.delivered(tp, offset)
 
     async def dead_letter_orphan(event: Any, why: str) -> None:
         metrics.unattributed.inc()
@@ -437,8 +455,11 @@ def build_app(
             ledger.rebuild(labels.items())
             export_rows()
         found = labels.get(label_key(p, row["id"]))
-        if ledger.verdict(p, s, found) is not Verdict.NEW:
+        verdict = ledger.verdict(p, s, found, row)
+        if verdict is not Verdict.NEW:
             metrics.duplicates.inc()
+            if verdict is Verdict.DUPLICATE:
+                apply(ledger.skip(row))  # its offset is decided: a re-forward is a replay
             return
         model_id = row["m"]
         state, record = ledger.count(p, s, row)

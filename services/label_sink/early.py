@@ -17,7 +17,8 @@ the request id it names. It leaves in one of three ways:
 
 Durable without a table: a held label's offset bounds what the sink commits on its partition
 (`oldest`), so a restart reads it again and holds it again; labels after it that were already
-forwarded are then skipped as duplicates by the counter.
+forwarded are then skipped as replays by the counter (frontier.py: each forwarded label
+carries the lowest offset still held, so the held one is counted when it comes).
 
 Pure: no Kafka, no faust, no clock (`now` is an argument).
 """
@@ -86,8 +87,12 @@ class EarlyLabels:
 
     def oldest(self, tp: TP) -> int | None:
         """The lowest offset of a label of `tp` waiting (the commit must not pass it)."""
-        offsets = [h.offset for items in self._by_request.values() for h in items if h.tp == tp]
+        offsets = self.offsets(tp)
         return min(offsets) if offsets else None
+
+    def offsets(self, tp: TP) -> list[int]:
+        """The offsets of the labels of `tp` waiting (a forwarded label's floor, frontier.py)."""
+        return [h.offset for items in self._by_request.values() for h in items if h.tp == tp]
 
     def expired(self, ends: Mapping[int, int], frontier: Callable[[int], int | None],
                 now: float) -> list[tuple[Held, str]]:

@@ -6,16 +6,22 @@ Two changelog-backed tables:
 - `requests`: request_id -> `RequestRow` (model, inference time, top-1 prediction per instance,
   source partition). Written by the request reader, read by the label reader for the join; rows
   older than the TTL (event time) are ignored and pruned (tombstones).
-- `labels`, three kinds of rows, all written while a record of the internal labels-by-model
+- `labels`, four kinds of rows, all written while a record of the internal labels-by-model
   partition p is processed, so all go to changelog partition p, in processing order:
   - `l:<p>:<label_id>` -> `LabelRow`, one per label counted within the dedupe window: what it
     contributes (classes, agreement outcomes, label-topic offset, batch, the trigger it fired)
     and where it was counted (p, labels-by-model offset s). Rows out of the window get
     tombstones (`sweep`).
   - `m:<model_id>` -> the model's compact state (`TriggerState.snapshot()`: counters per
-    class, the pending manifest, the class vocabulary) with the offset s of the last label it
-    includes. Written when a trigger fires, every `SNAPSHOT_EVERY` labels of the model, and
-    before any row it does not include yet is dropped.
+    class, the pending manifest, the class vocabulary) and its frontier on `al.labels.v1`
+    (frontier.py) with the offset s of the last label it includes. Written when a trigger
+    fires, every `SNAPSHOT_EVERY` labels of the model, and before any row it does not include
+    yet is dropped.
+  - `f:<model_id>` -> the model's frontier alone, written when a label of it is skipped as a
+    DUPLICATE (no label row records that decision): so its `al.labels.v1` offset stays
+    decided, and a re-forward of it after a crash, past the window, is a replay rather than
+    a new label. Its size is the frontier's (a floor and at most `FRONTIER_LIMIT` offsets
+    per label partition), one row per model.
 
 Why it is exactly-once: aiokafka keeps one batch in flight per partition, so after a crash
 changelog partition p holds a prefix of the writes made. The state rebuilt from it (`Ledger.
@@ -28,6 +34,12 @@ partition's state, never on when a sweep ran (a row out of the window is ignored
 swept or not), so replays are deterministic. Order of writes within a record: trigger
 delivered, then the state row of a model whose row is replaced, the label row, the model's
 state row when due, then the sweep (state rows before tombstones).
+
+A label the label reader forwards again after its own crash (a new labels-by-model record)
+is a REPLAY too when its model's frontier (frontier.py) holds its `al.labels.v1` offset,
+however far back the window ends: label rows carry each label's floor, the state row and the
+frontier row the frontier, so a rebuild gives the frontier back with the counts (frontiers
+merge in any order, so which of these rows came first does not matter).
 
 Dedupe window (`DedupeWindow`): a label whose label_id has a row counted at offset s0 of its
 partition is a duplicate at offset s iff s - s0 <= `labels` and the row's `labeled_at` >=
@@ -44,12 +56,14 @@ from typing import Any, NamedTuple
 
 from services.core.agreement import outcomes, top_classes
 from services.core.triggers import Fired, LabelRecord, TriggerState
+from services.label_sink.frontier import FRONTIER_LIMIT, Frontiers
 from services.streaming.events import AnnotationRequest, Label
 
 RequestRow = dict[str, Any]
 LabelRow = list[Any]  # [p, s, model, label partition, label offset, labeled_at, classes,
-#                       outcomes, predicted, batch, fired ([id, rule, at]) or None, and 1
-#                       for a consensus vote (consensus.py)]
+#                       outcomes, predicted, batch, fired ([id, rule, at]) or None,
+#                       floor (frontier.py; absent or None from a reader before it),
+#                       and 1 for a consensus vote (consensus.py; absent otherwise)]
 
 # A model's state row is rewritten after this many of its labels (or a trigger): a rebuild
 # replays at most this many label rows per model, and the row (up to a few hundred KB with a
@@ -59,7 +73,7 @@ SNAPSHOT_EVERY = 500
 # least), or a quarter of its rows: the scan of the table is amortised to O(1) a label.
 SWEEP_MIN = 1_000
 
-LABEL, MODEL = "l:", "m:"
+LABEL, MODEL, DECIDED = "l:", "m:", "f:"
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,7 @@ class DedupeWindow:
 class Verdict(Enum):
     NEW = "new"  # count it
     DUPLICATE = "duplicate"  # its label_id was counted within the window
-    REPLAY = "replay"  # this very record was processed before a restart: its effect persisted
+    REPLAY = "replay"  # this record, or this very label forwarded again, was processed before
 
 
 class Write(NamedTuple):
@@ -136,7 +150,7 @@ def stored_row(p: int, s: int, joined: dict[str, Any], batch: int,
     """The row persisted for a counted label (see `LabelRow`)."""
     f = [fired.trigger_id, fired.rule, fired.triggered_at] if fired is not None else None
     return [p, s, joined["m"], joined["q"], joined["o"], joined["t"], joined["c"], joined["r"],
-            joined["w"], batch, f, *([1] if joined.get("v") else [])]
+            joined["w"], batch, f, joined.get("f"), *([1] if joined.get("v") else [])]
 
 
 def to_record(joined: dict[str, Any], batch: int) -> LabelRecord:
@@ -155,7 +169,7 @@ def _row_record(label_id: str, row: LabelRow) -> LabelRecord:
         classes=tuple(row[6]), outcomes=tuple((c, bool(a)) for c, a in row[7]),
         predicted=tuple(row[8]), batch=row[9],
         fired=Fired(f[0], f[1], f[2]) if f is not None else None,
-        vote=len(row) > 11 and bool(row[11]))
+        vote=len(row) > 12 and bool(row[12]))
 
 
 @dataclass
@@ -174,18 +188,24 @@ class Ledger:
     table (`rebuild`) after a rebalance (`invalidate`). The shell applies the `Write`s the
     commands return to the table, in order.
 
-    Queries: `valid`, `verdict`, `applied`, `watermark`, `get`, `items`, `sweep_due`.
-    Commands: `rebuild`, `count`, `persist`, `sweep`."""
+    Queries: `valid`, `verdict`, `applied`, `watermark`, `frontier`, `get`, `items`,
+    `sweep_due`.
+    Commands: `rebuild`, `count`, `skip`, `persist`, `sweep`."""
 
     window: DedupeWindow = field(default_factory=DedupeWindow)
     snapshot_every: int = SNAPSHOT_EVERY
     sweep_min: int = SWEEP_MIN
+    frontier_limit: int = FRONTIER_LIMIT
+    _frontiers: Frontiers = field(default_factory=Frontiers)
     _models: dict[str, TriggerState] | None = None
     _meta: dict[str, _Meta] = field(default_factory=dict)
     _applied: dict[int, int] = field(default_factory=dict)
     _watermark: dict[int, float] = field(default_factory=dict)
     _since_sweep: dict[int, int] = field(default_factory=dict)
     _rows: dict[int, int] = field(default_factory=dict)  # label rows per partition
+
+    def __post_init__(self) -> None:
+        self._frontiers = Frontiers(self.frontier_limit)
 
     @property
     def valid(self) -> bool:
@@ -201,6 +221,7 @@ class Ledger:
         meta: dict[str, _Meta] = {}
         applied: dict[int, int] = {}
         rows_in: dict[int, int] = {}
+        frontiers = Frontiers(self.frontier_limit)
         deltas: dict[str, list[tuple[int, str, LabelRow]]] = {}
         for key, value in items:
             if isinstance(value, dict) and "id" in value:
@@ -209,7 +230,10 @@ class Ledger:
                 model_id = key[len(MODEL):]
                 models[model_id] = TriggerState.from_snapshot(value["st"])
                 meta[model_id] = _Meta(value["p"], value["s"], value["s"])
+                frontiers.merge(model_id, value.get("f"))
                 applied[value["p"]] = max(applied.get(value["p"], -1), value["s"])
+            elif key.startswith(DECIDED):
+                frontiers.merge(key[len(DECIDED):], value)
             elif key.startswith(LABEL):
                 label_id = key[len(LABEL):].split(":", 1)[1]
                 deltas.setdefault(value[2], []).append((value[1], label_id, value))
@@ -221,6 +245,7 @@ class Ledger:
             for s, label_id, row in sorted(rows, key=lambda r: r[0]):
                 if s > m.folded:
                     state.replay(_row_record(label_id, row))
+                    frontiers.add(model_id, row[3], row[4], row[11] if len(row) > 11 else None)
                     m.last, m.unfolded, m.partition = s, m.unfolded + 1, row[0]
         watermark: dict[int, float] = {}
         for model_id, state in models.items():
@@ -228,6 +253,7 @@ class Ledger:
             if state.clock is not None:
                 watermark[p] = max(watermark.get(p, state.clock), state.clock)
         self._models, self._meta, self._applied = models, meta, applied
+        self._frontiers = frontiers
         self._watermark, self._since_sweep, self._rows = watermark, {}, rows_in
 
     def applied(self, p: int) -> int:
@@ -238,10 +264,14 @@ class Ledger:
         """The newest `labeled_at` counted in partition `p`."""
         return self._watermark.get(p)
 
-    def verdict(self, p: int, s: int, found: LabelRow | None) -> Verdict:
+    def verdict(self, p: int, s: int, found: LabelRow | None,
+                joined: dict[str, Any] | None = None) -> Verdict:
         """What to do with the record at offset `s` of partition `p`; `found`: the table's row
-        for its label_id, if any. Query."""
+        for its label_id, if any; `joined`: the record (its model's frontier is asked whether
+        its `al.labels.v1` offset was counted already). Query."""
         if s <= self.applied(p):
+            return Verdict.REPLAY
+        if joined is not None and self._frontiers.seen(joined["m"], joined["q"], joined["o"]):
             return Verdict.REPLAY
         return Verdict.DUPLICATE if found is not None and self._live(found, p, s) else Verdict.NEW
 
@@ -252,6 +282,10 @@ class Ledger:
         if mark is not None and row[5] < mark - self.window.seconds:
             return False
         return s - row[1] <= self.window.labels
+
+    def frontier(self, model_id: str) -> dict[str, list[Any]]:
+        """The model's frontier on `al.labels.v1` as its state row keeps it (frontier.py)."""
+        return self._frontiers.dump(model_id)
 
     def get(self, model_id: str) -> TriggerState:
         if self._models is None:
@@ -268,6 +302,7 @@ class Ledger:
         state = self.get(model_id)
         record = to_record(joined, state.batch)
         state.record(record)
+        self._frontiers.add(model_id, joined["q"], joined["o"], joined.get("f"))
         m = self._meta.setdefault(model_id, _Meta(p))
         m.partition, m.last, m.unfolded = p, s, m.unfolded + 1
         self._applied[p] = s
@@ -275,6 +310,18 @@ class Ledger:
         self._watermark[p] = record.labeled_at if mark is None else max(mark, record.labeled_at)
         self._since_sweep[p] = self._since_sweep.get(p, 0) + 1
         return state, record
+
+    def skip(self, joined: dict[str, Any]) -> list[Write]:
+        """The label just judged a DUPLICATE (its label_id counted within the window): its
+        `al.labels.v1` offset is decided as surely as a counted one's, so it joins its model's
+        frontier, and the frontier row is written (no label row holds the decision). Without
+        it, a re-forward of this offset after a crash, further back than the window by then,
+        would be counted as a new label (tests/unit/test_label_sink_frontier.py)."""
+        if joined.get("f") is None:
+            return []  # from a reader before the frontier: it says nothing about offsets
+        model_id = joined["m"]
+        self._frontiers.add(model_id, joined["q"], joined["o"], joined["f"])
+        return [Write(DECIDED + model_id, self._frontiers.dump(model_id))]
 
     def persist(self, p: int, s: int, joined: dict[str, Any], record: LabelRecord,
                 fired: Fired | None, found: LabelRow | None) -> list[Write]:
@@ -325,5 +372,6 @@ class Ledger:
     def _snapshot(self, model_id: str) -> Write:
         m = self._meta[model_id]
         m.folded, m.unfolded = m.last, 0
-        value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot()}
+        value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot(),
+                 "f": self._frontiers.dump(model_id)}
         return Write(MODEL + model_id, value)

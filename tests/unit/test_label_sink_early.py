@@ -18,6 +18,8 @@ def test_labels_wait_by_request_in_order_and_bound_the_commit() -> None:
     assert early.hold(held("r1", 7)) and early.hold(held("r2", 3)) and early.hold(held("r1", 9))
     assert [h.offset for h in early.waiting("r1")] == [7, 9]
     assert early.oldest((LABELS, 0)) == 3 and early.oldest((LABELS, 1)) is None
+    # a forwarded label's floor (frontier.py) is below every label of its partition held
+    assert sorted(early.offsets((LABELS, 0))) == [3, 7, 9] and early.offsets((LABELS, 1)) == []
     for h in early.waiting("r2"):
         early.discard(h)
     assert early.oldest((LABELS, 0)) == 7 and len(early) == 2

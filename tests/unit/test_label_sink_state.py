@@ -14,6 +14,7 @@ import pytest
 
 from services.core.triggers import Fired, TriggerPolicy, trigger_id
 from services.label_sink.tables import (
+    DECIDED,
     LABEL,
     MODEL,
     DedupeWindow,
@@ -26,9 +27,13 @@ from services.label_sink.tables import (
 Record = tuple[int, int, dict[str, Any]]  # (labels-by-model partition, offset, joined label)
 
 
-def joined(label_id: str, model: str, offset: int, at: float, cls: str = "cat") -> dict[str, Any]:
-    return {"id": label_id, "m": model, "q": 0, "o": offset, "t": at, "c": [cls],
-            "r": [[cls, cls != "dog"]], "w": [cls], "ta": None}
+def joined(label_id: str, model: str, offset: int, at: float, cls: str = "cat",
+           floor: int | None = None, q: int = 0) -> dict[str, Any]:
+    """A joined label at `offset` of label partition `q`, forwarded in order (floor offset + 1)
+    unless `floor` says an older label of `q` was held then."""
+    return {"id": label_id, "m": model, "q": q, "o": offset, "t": at, "c": [cls],
+            "r": [[cls, cls != "dog"]], "w": [cls], "ta": None,
+            "f": offset + 1 if floor is None else floor}
 
 
 class Sim:
@@ -53,8 +58,11 @@ class Sim:
         if not ledger.valid:
             ledger.rebuild(self.table.items())
         found = self.table.get(label_key(p, row["id"]))
-        if ledger.verdict(p, s, found) is not Verdict.NEW:
+        verdict = ledger.verdict(p, s, found, row)
+        if verdict is not Verdict.NEW:
             self.duplicates += 1
+            if verdict is Verdict.DUPLICATE:  # as app.count_label does
+                self.apply(p, ledger.skip(row))
             return
         state, record = ledger.count(p, s, row)
         decision = state.should_trigger(self.policy)
@@ -91,7 +99,8 @@ class Sim:
 
 def stream(n: int, models: int, partitions: int, dup_every: int, seed: int) -> list[Record]:
     """n labels over `models` models (model i in partition i % partitions), with a duplicate
-    of an earlier label (near or far back) every `dup_every` records."""
+    of an earlier label (near or far back) every `dup_every` records: a resubmission, the same
+    label_id at its own offset of the label topic."""
     rng = random.Random(seed)
     next_offset = dict.fromkeys(range(partitions), 0)
     out: list[Record] = []
@@ -102,7 +111,7 @@ def stream(n: int, models: int, partitions: int, dup_every: int, seed: int) -> l
         row = joined(f"l{i}", f"m{m}", i, 1000.0 + i, rng.choice(["cat", "dog", "bird"]))
         if sent and i % dup_every == 0:
             old = sent[-rng.choice([1, 3, 30, 300, 3000]) if len(sent) > 3000 else -1]
-            row = old[2]
+            row = {**old[2], "o": i, "f": i + 1}
             p = old[0]
         out.append((p, next_offset[p], row))
         next_offset[p] += 1
@@ -125,7 +134,9 @@ def test_rows_stay_within_the_count_window_and_open_models() -> None:
     for p in (0, 1):
         assert sim.label_rows(p) <= bound
     assert sum(1 for k in sim.table if k.startswith(MODEL)) == 6
-    assert len(sim.table) <= 2 * bound + 6
+    # ... plus a state row and at most one frontier row (its duplicates') per model
+    assert sum(1 for k in sim.table if k.startswith(DECIDED)) <= 6
+    assert len(sim.table) <= 2 * bound + 12
 
 
 def test_rows_stay_within_the_event_time_window() -> None:
@@ -138,16 +149,16 @@ def test_rows_stay_within_the_event_time_window() -> None:
 def test_a_duplicate_inside_the_window_is_counted_once_and_after_it_again() -> None:
     window = DedupeWindow(labels=10, seconds=1e9)
     sim = Sim(window, TriggerPolicy(min_labels=10**6))
-    first = joined("x", "m", 0, 1.0)
-    sim.process(0, 0, first)
+    sim.process(0, 0, joined("x", "m", 0, 1.0))
     for s in range(1, 10):
         sim.process(0, s, joined(f"y{s}", "m", s, 1.0 + s))
-    sim.process(0, 10, first)  # 10 records after it: inside the window
+    # A resubmission (its own label-topic offset) 10 records after it: inside the window.
+    sim.process(0, 10, joined("x", "m", 10, 1.0))
     assert sim.duplicates == 1
     assert sim.ledger.get("m").all_time.labels["cat"] == 10
     for s in range(11, 30):
         sim.process(0, s, joined(f"z{s}", "m", s, 1.0 + s))
-    sim.process(0, 30, first)  # 30 records after it: outside, counted again (documented)
+    sim.process(0, 30, joined("x", "m", 30, 1.0))  # 30 records after: outside, counted again
     assert sim.duplicates == 1
     assert sim.ledger.get("m").all_time.labels["cat"] == 30
 
@@ -155,9 +166,9 @@ def test_a_duplicate_inside_the_window_is_counted_once_and_after_it_again() -> N
 def test_a_late_duplicate_by_event_time_is_counted_again() -> None:
     sim = Sim(DedupeWindow(labels=10**6, seconds=100.0), TriggerPolicy(min_labels=10**6))
     sim.process(0, 0, joined("x", "m", 0, 1000.0))
-    sim.process(0, 1, joined("x", "m", 0, 1000.0))
-    sim.process(0, 2, joined("y", "m", 1, 1200.0))  # the watermark moves 200 s on
-    sim.process(0, 3, joined("x", "m", 0, 1000.0))
+    sim.process(0, 1, joined("x", "m", 1, 1000.0))  # resubmitted
+    sim.process(0, 2, joined("y", "m", 2, 1200.0))  # the watermark moves 200 s on
+    sim.process(0, 3, joined("x", "m", 3, 1000.0))
     assert sim.duplicates == 1 and sim.ledger.get("m").total == 3
 
 
@@ -219,7 +230,7 @@ def test_a_copy_after_the_window_keeps_the_first_count_across_a_restart() -> Non
               snapshot_every=10**6, sweep_min=10**6)
     records = [(0, 0, joined("x", "m", 0, 0.0))]
     records += [(0, s, joined(f"y{s}", "m", s, float(s))) for s in range(1, 11)]
-    records.append((0, 11, joined("x", "m", 0, 0.0)))  # 11 records later: counted again
+    records.append((0, 11, joined("x", "m", 11, 0.0)))  # resubmitted 11 records later: new
     run(sim, records)
     assert sim.ledger.get("m").total == 12
     assert sim.crash({}).states()["m"]["T"] == 12
