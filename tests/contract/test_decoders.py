@@ -120,6 +120,7 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "wrong-type-timestamp": ("wrong_type", "timestamp"),
         "empty-sequence_id": ("empty", "sequence_id"),
         "wrong-type-sequence_id": ("wrong_type", "sequence_id"),
+        "wrong-type-probe": ("wrong_type", "probe"),
     },
     "label": {
         "annotation-has-confidence": ("unknown_field", "annotations[0].confidence"),
