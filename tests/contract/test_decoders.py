@@ -171,6 +171,9 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "drift-without-drift": ("missing_field", "drift"),
         "drift-boost-above-ten": ("out_of_range", "drift.boost"),
         "feedback-with-drift": ("missing_field", "kind"),
+        "stability-without-stability": ("missing_field", "stability"),
+        "stability-changed-exceeds-probes": ("out_of_range", "stability.probes"),
+        "drift-with-stability": ("out_of_range", "kind"),
     },
 }
 
