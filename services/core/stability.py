@@ -150,3 +150,27 @@ class ProbeBooks:
         """Books from `snapshot()`'s value (None: none yet)."""
         return cls(policy, max_models,
                    {m: ProbeBook.from_snapshot(b) for m, b in (data or [])})
+
+
+MAX_PROBE_PARTITIONS = 1024
+"""Input partitions whose latest stability record a model's mastery book keeps (later ones are
+left out): the records' partition numbers come from a topic, so they are bounded here."""
+MAX_STABILITY_IDS = 64
+"""Stability records remembered per model for idempotence (a repeat changes nothing)."""
+
+
+def fold_stability(latest: Mapping[str, list[Any]], newest: str | None,
+                   policy: StabilityPolicy) -> dict[str, Any] | None:
+    """The stopping signal's stability branch over one model's latest record per input
+    partition (`latest`: partition -> [model_version, previous_version, probes, changed]):
+    the partitions whose latest record compares `newest` (the newest version to arrive,
+    MasteryBook.stability) are summed; a partition still comparing an older version is left
+    out until its record for `newest` arrives. None before any record. Query."""
+    if newest is None:
+        return None
+    mine = [entry for entry in latest.values() if entry[0] == newest]
+    probes, changed = sum(int(e[2]) for e in mine), sum(int(e[3]) for e in mine)
+    record = StabilityRecord(newest, "", probes, changed)
+    return {"stopped": record.stable(policy), "model_version": newest, "probes": probes,
+            "changed": changed, "share": record.share, "partitions": len(mine),
+            "threshold": policy.threshold, "min_probes": policy.min_probes}

@@ -224,7 +224,10 @@ def _fields(cls: type) -> frozenset[str]:
 
 TRIGGER_FIELDS = _fields(RetrainTrigger)
 TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery", "stopping"}
-STOPPING_FIELDS = frozenset({"stopped", "window", "min_gain", "versions"})
+STOPPING_REQUIRED = frozenset({"stopped", "window", "min_gain", "versions"})
+STOPPING_FIELDS = STOPPING_REQUIRED | {"stable"}
+STABLE_FIELDS = frozenset({"stopped", "model_version", "probes", "changed", "share",
+                           "partitions", "threshold", "min_probes"})
 PLATEAU_REQUIRED = frozenset({"trigger_id", "model_version", "estimate", "labels"})
 PLATEAU_FIELDS = PLATEAU_REQUIRED | {"low", "high"}
 MASTERY_FIELDS = frozenset({"classes", "changes"})
@@ -272,7 +275,7 @@ def decode_retrain_trigger(data: bytes) -> RetrainTrigger:
 
 def _stopping(value: Any) -> Mapping[str, Any]:
     obj = mapping(value, "", "stopping")
-    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_FIELDS)), "stopping")
+    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_REQUIRED)), "stopping")
     if type(obj["stopped"]) is not bool:
         fail("stopping.stopped", ErrorCode.WRONG_TYPE,
              f"expected a boolean, got {show(obj['stopped'])}")
@@ -290,12 +293,35 @@ def _stopping(value: Any) -> Mapping[str, Any]:
             "low": optional_number(item.get("low"), where, "low", 0.0, 1.0),
             "high": optional_number(item.get("high"), where, "high", 0.0, 1.0),
         })
-    return MappingProxyType({
+    out = {
         "stopped": obj["stopped"],
         "window": integer(obj["window"], "stopping", "window", 0, 1000),
         "min_gain": number(obj["min_gain"], "stopping", "min_gain", 0.0, 1.0),
         "versions": tuple(versions),
+    }
+    if "stable" in obj:
+        out["stable"] = _stable(mapping(obj["stable"], "stopping", "stable"), "stopping.stable")
+    return MappingProxyType(out)
+
+
+def _stable(obj: dict[str, Any], path: str) -> Mapping[str, Any]:
+    """The stopping signal's stability branch (`stopping.stable`)."""
+    check_keys(obj, STABLE_FIELDS, tuple(sorted(STABLE_FIELDS)), path)
+    if type(obj["stopped"]) is not bool:
+        fail(child(path, "stopped"), ErrorCode.WRONG_TYPE,
+             f"expected a boolean, got {show(obj['stopped'])}")
+    out = MappingProxyType({
+        "stopped": obj["stopped"],
+        "model_version": text(obj["model_version"], path, "model_version", MAX_ID_LENGTH),
+        "probes": integer(obj["probes"], path, "probes", 0, MAX_COUNT),
+        "changed": integer(obj["changed"], path, "changed", 0, MAX_COUNT),
+        "share": number(obj["share"], path, "share", 0.0, 1.0),
+        "partitions": integer(obj["partitions"], path, "partitions", 0, MAX_PARTITION + 1),
+        "threshold": number(obj["threshold"], path, "threshold", 0.0, 1.0),
+        "min_probes": integer(obj["min_probes"], path, "min_probes", 1, MAX_COUNT),
     })
+    not_greater(obj, path, "changed", "probes")
+    return out
 
 
 def _state(value: Any, path: str, key: str) -> str:

@@ -423,6 +423,13 @@ class LabelSinkSettings:
     mastery_stop_min_gain: float = 0.005
     mastery_stop_min_labels: int = 100
     mastery_stop_to_exploration: bool = False
+    # Its prediction-stability branch (docs/mastery.md): read the scorer's stability records
+    # from class feedback (the sink then needs READ there); raised when, of >= STABLE_MIN_PROBES
+    # probes compared, the share whose predicted class the newest version changed is below
+    # STABLE_THRESHOLD.
+    mastery_stop_on_stability: bool = True
+    mastery_stable_threshold: float = 0.01
+    mastery_stable_min_probes: int = 100
     # Read the scorer's drift records from class feedback and reopen a mastered class on drift
     # (docs/mastery.md); the sink then needs READ on the class-feedback topic.
     mastery_reopen_on_drift: bool = True
