@@ -27,6 +27,13 @@ labels of the same model are no evidence that labels stopped paying). With `stop
 annotations and none of the last K beats the one before them by `stop_min_gain`: K model
 versions in a row bought no measurable accuracy.
 
+Its prediction-stability branch (core/stability.py): the book keeps the scorer's latest
+stability record per input partition (`stability`, idempotent by the record's id) and folds
+them into the trigger's `stable` (`fold_stability`): raised when, over the partitions that
+compared the newest version, >= `stability.min_probes` probes were compared and the share whose
+predicted class changed is below `stability.threshold`. The signal is raised when either
+branch is (`stopped_by`).
+
 The lower bound makes the rule cost what it says: with every label agreeing, Wilson's 95% lower
 bound passes 0.95 only after 73 labels, so `min_labels` = 30 is a floor, not the typical count.
 """
@@ -46,6 +53,12 @@ from services.core.estimates import (
     add_label,
     book_from_snapshot,
     book_snapshot,
+)
+from services.core.stability import (
+    MAX_PROBE_PARTITIONS,
+    MAX_STABILITY_IDS,
+    StabilityPolicy,
+    fold_stability,
 )
 
 MAX_DRIFTS = 64
@@ -76,6 +89,7 @@ class MasteryPolicy:
     stop_triggers: int = 0
     stop_min_gain: float = 0.005
     stop_min_labels: int = 100
+    stability: StabilityPolicy = StabilityPolicy()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.master_at <= 1.0 or not 0.0 < self.reopen_below <= 1.0:
@@ -148,6 +162,12 @@ class MasteryBook:
     plateau: list[Plateau] = field(default_factory=list)
     stopped: bool = False
     drifts: list[str] = field(default_factory=list)  # ids of the drift reports applied, newest last
+    # Stability branch: input partition -> [version, previous, probes, changed] of its latest
+    # record, the version of the last record applied, the ids applied (newest last).
+    probes: dict[str, list[Any]] = field(default_factory=dict)
+    probe_version: str | None = None
+    probe_ids: list[str] = field(default_factory=list)
+    probe_older: list[str] = field(default_factory=list)  # versions known older than the newest
 
     def apply(self, policy: MasteryPolicy, label_id: str, version: str, weight: float,
               label: Sequence[Pair], at: float) -> list[Change]:
@@ -207,6 +227,36 @@ class MasteryBook:
         self.plateau = self.plateau[-(k + 1):] if k else self.plateau[-1:]
         self.stopped = k > 0 and plateaued(self.plateau, policy)
         return self.stopped
+
+    def stability(self, record_id: str, partition: int, version: str, previous: str,
+                  probes: int, changed: int) -> bool:
+        """Apply one scorer stability record (module doc); False when it changed nothing (a
+        repeat by id over the last MAX_STABILITY_IDS, or a partition past the bound)."""
+        if record_id in self.probe_ids:
+            return False
+        self.probe_ids = [*self.probe_ids, record_id][-MAX_STABILITY_IDS:]
+        key = str(partition)
+        if key not in self.probes and len(self.probes) >= MAX_PROBE_PARTITIONS:
+            return False
+        self.probes[key] = [version, previous, probes, changed]
+        # The newest version is the latest to arrive that is not known to be older: a lagging
+        # partition's record of an older comparison is kept for that partition but does not
+        # turn the branch back to its version.
+        if version != self.probe_version and version not in self.probe_older:
+            older = [v for v in (previous, self.probe_version) if v is not None]
+            self.probe_older = [*(v for v in self.probe_older if v not in older), *older
+                                ][-MAX_STABILITY_IDS:]
+            self.probe_version = version
+        return True
+
+    def stable(self, policy: MasteryPolicy) -> dict[str, Any] | None:
+        """The trigger's `stopping.stable` (core/stability.py, fold_stability). Query."""
+        return fold_stability(self.probes, self.probe_version, policy.stability)
+
+    def stopped_by(self, policy: MasteryPolicy) -> bool:
+        """The stopping signal: either branch raised. Query."""
+        stable = self.stable(policy)
+        return self.stopped or (stable is not None and stable["stopped"])
 
     def reopen(self, policy: MasteryPolicy, name: str, at: float, reason: str) -> Change | None:
         """Reopen a mastered class from outside (drift, item 4 of issue 18); None if it is not
@@ -269,6 +319,10 @@ class MasteryBook:
             "plateau": [p.to_dict() for p in self.plateau],
             "stopped": self.stopped,
             "drifts": list(self.drifts),
+            **({"probes": [[p, *e] for p, e in self.probes.items()],
+                "probe_version": self.probe_version, "probe_ids": list(self.probe_ids),
+                "probe_older": list(self.probe_older)}
+               if self.probe_ids else {}),  # absent without stability records: same bytes
         }
 
     @classmethod
@@ -287,7 +341,11 @@ class MasteryBook:
                                     p["labels"], p.get("low"), p.get("high"))
                             for p in data.get("plateau", [])],
                    stopped=bool(data.get("stopped", False)),
-                   drifts=list(data.get("drifts", [])))
+                   drifts=list(data.get("drifts", [])),
+                   probes={p: list(e) for p, *e in data.get("probes", [])},
+                   probe_version=data.get("probe_version"),
+                   probe_ids=list(data.get("probe_ids", [])),
+                   probe_older=list(data.get("probe_older", [])))
 
 
 def plateaued(entries: Sequence[Plateau], policy: MasteryPolicy) -> bool:

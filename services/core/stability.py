@@ -19,6 +19,7 @@ therefore seldom complete and yield no record, which is the safe side for a stop
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,3 +111,66 @@ class ProbeBook:
                    previous=data["previous"], expected=int(data["expected"]),
                    seen=int(data["seen"]), changed=int(data["changed"]),
                    done=bool(data["done"]))
+
+
+def predicted_class(scores: Mapping[str, float] | None, label: str | None) -> str:
+    """A probe's predicted class: `label` (top-1 events), or the class of highest probability,
+    ties to the smallest class name (so the same distribution always names the same class)."""
+    if scores is None:
+        return label or ""
+    return min(scores.items(), key=lambda item: (-item[1], item[0]))[0]
+
+
+@dataclass
+class ProbeBooks:
+    """One input partition's `ProbeBook` per model, at most `max_models` of them: a model met
+    when the bound is reached gets no book (its probes are left out, deterministically). Command
+    `observe`; `snapshot`/`from_snapshot` restore it exactly."""
+
+    policy: StabilityPolicy
+    max_models: int = 64
+    books: dict[str, ProbeBook] = field(default_factory=dict)
+
+    def observe(self, model_id: str, asset: str, version: str, predicted: str
+                ) -> StabilityRecord | None:
+        """Fold one probe prediction of `model_id` (ProbeBook.observe)."""
+        book = self.books.get(model_id)
+        if book is None:
+            if len(self.books) >= self.max_models:
+                return None
+            book = self.books[model_id] = ProbeBook()
+        return book.observe(self.policy, asset, version, predicted)
+
+    def snapshot(self) -> list[list[Any]]:
+        return [[model_id, book.snapshot()] for model_id, book in self.books.items()]
+
+    @classmethod
+    def from_snapshot(cls, policy: StabilityPolicy, data: list[list[Any]] | None,
+                      max_models: int = 64) -> ProbeBooks:
+        """Books from `snapshot()`'s value (None: none yet)."""
+        return cls(policy, max_models,
+                   {m: ProbeBook.from_snapshot(b) for m, b in (data or [])})
+
+
+MAX_PROBE_PARTITIONS = 1024
+"""Input partitions whose latest stability record a model's mastery book keeps (later ones are
+left out): the records' partition numbers come from a topic, so they are bounded here."""
+MAX_STABILITY_IDS = 64
+"""Stability records remembered per model for idempotence (a repeat changes nothing)."""
+
+
+def fold_stability(latest: Mapping[str, list[Any]], newest: str | None,
+                   policy: StabilityPolicy) -> dict[str, Any] | None:
+    """The stopping signal's stability branch over one model's latest record per input
+    partition (`latest`: partition -> [model_version, previous_version, probes, changed]):
+    the partitions whose latest record compares `newest` (the newest version to arrive,
+    MasteryBook.stability) are summed; a partition still comparing an older version is left
+    out until its record for `newest` arrives. None before any record. Query."""
+    if newest is None:
+        return None
+    mine = [entry for entry in latest.values() if entry[0] == newest]
+    probes, changed = sum(int(e[2]) for e in mine), sum(int(e[3]) for e in mine)
+    record = StabilityRecord(newest, "", probes, changed)
+    return {"stopped": record.stable(policy), "model_version": newest, "probes": probes,
+            "changed": changed, "share": record.share, "partitions": len(mine),
+            "threshold": policy.threshold, "min_probes": policy.min_probes}

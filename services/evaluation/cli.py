@@ -316,7 +316,7 @@ def round_lines(r: Any, triggered: bool) -> list[str]:
     """The permanent lines a round of the closed loop adds to the progress display: each change
     of a class's mastery state, and after a trigger the classes' states, the spend per tier and
     the newest control-arm estimate (loop_view.py)."""
-    from services.evaluation.loop_view import change_lines, spend_text, states_text
+    from services.evaluation.loop_view import change_lines, spend_text, stable_text, states_text
 
     lines = change_lines(r.changes)
     if triggered:
@@ -325,6 +325,8 @@ def round_lines(r: Any, triggered: bool) -> list[str]:
         if c is not None:
             parts.append(f"control-arm accuracy of {c.version} {c.estimate:.2f} "
                          f"[{c.low:.2f}, {c.high:.2f}] on {c.labels} labels")
+        if getattr(r, "stable", None):  # the stopping signal's stability branch
+            parts.append(stable_text(r.stable))
         if parts:
             lines.append(f"  model {r.model_version}: " + "; ".join(parts))
     return lines

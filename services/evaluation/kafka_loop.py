@@ -4,7 +4,10 @@ Per seed, on fresh private topics (one partition each), a real `active-stream sc
 `active-stream label-sink` run as child processes, and three actors run here:
 
 - the model service streams the seed's events as inference events (the current model's full
-  distribution as `scores`, `model_version` = v<retrainings>) to al.inference-events.v1;
+  distribution as `scores`, `model_version` = v<retrainings>) to al.inference-events.v1, and
+  with each model version first re-scores a fixed probe set (the first PROBES held-out rows,
+  `probe: true`), from which the scorer measures how many predictions a version changed: the
+  stopping signal's stability branch, which the next trigger's `stopping.stable` carries;
 - the oracle annotator answers every annotation request with the true class (label events on
   al.labels.v1) until the hard label cap, optionally after a delay;
 - the trainer consumes al.retrain-triggers.v1, reads exactly the labels in each trigger's
@@ -54,6 +57,7 @@ from services.streaming.topics import create_topics, loop_topics
 CLIENT_TIMINGS = {"fetch.wait.max.ms": 10, "session.timeout.ms": 6000,
                   "heartbeat.interval.ms": 1000}
 STEP_TIMEOUT_S = 120.0  # one wait of a round (service start-up included); generous for CI
+PROBES = 300  # probe assets re-scored per model version (docs/mastery.md, stability branch)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class RoundReport:
     changes: tuple[Mapping[str, Any], ...] = ()
     spend: Mapping[str, float] | None = None
     control: ControlPoint | None = None  # the newest control-arm estimate of a model version
+    stable: Mapping[str, Any] | None = None  # the last trigger's stopping.stable
 
 
 class _Tail:
@@ -234,6 +239,9 @@ class _Round:
         self.trained_requests: set[str] = set()  # requests whose label the trainer has taken
         self.view = LoopView()
         self.control_x: dict[str, int] = {}  # model version -> labels it was trained on
+        self.probes_sent = 0  # probe events produced (the scorer counts them as consumed)
+        self.probed = -1  # the model version whose probes were sent last
+        self.compared = 0  # versions compared with the one before on the probes
 
     def check(self) -> None:
         self.scorer.check()
@@ -259,9 +267,19 @@ class _Round:
         label_offset = 0  # labels-topic offset up to which the trainer has trained
         while pos < n and acquired < cap:
             hi = min(n, pos + s.batch_size)
+            if version != self.probed:  # a new model version: its probes first
+                self.compared += self.probed >= 0
+                self._probe(model, version, pos)
+                self.probed = version
             self._stream(model, version, pos, hi)
             pos = hi
-            self._wait_metric(self.scorer, "scorer_events_consumed_total", hi)
+            self._wait_metric(self.scorer, "scorer_events_consumed_total",
+                              hi + self.probes_sent)
+            # The comparison's record in the sink before this round's labels, so that the
+            # next trigger carries it whatever the timing.
+            wait_until(lambda: metric(self.sink.metrics(), "label_sink_stability_records_total",
+                                      outcome="applied") >= self.compared, STEP_TIMEOUT_S,
+                       "the sink to apply the scorer's stability records", self.check)
             total = int(metric(self.scorer.metrics(), "scorer_requests_emitted_total"))
             batch = [decode_annotation_request(m.value() or b"")
                      for m in self.requests.take(total - requests, self.check)]
@@ -343,6 +361,19 @@ class _Round:
         if self.producer.flush(30) != 0:
             raise RuntimeError("inference events not delivered within 30 s")
 
+    def _probe(self, model: FittedModel, version: int, pos: int) -> None:
+        """The model service re-scores the fixed probe set (the first PROBES held-out rows)
+        with a new model version, stamped at the stream's current event time."""
+        rows = self.split.test[:PROBES]
+        for k, dist in enumerate(model.proba(self.data.X[rows]).tolist()):
+            asset = f"probe-{k}"
+            event = {"schema_version": SCHEMA_VERSION, "event_id": f"probe-v{version}-{k}",
+                     "asset_id": asset, "model_id": MODEL_ID, "model_version": f"v{version}",
+                     "timestamp": EPOCH + pos * self.settings.event_spacing, "probe": True,
+                     "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
+            self.producer.produce(self.input, encode_event(event), asset.encode())
+        self.probes_sent += rows.shape[0]
+
     def _label(self, request: Any, true_class: str) -> None:
         """The oracle: the true class of the requested asset, from each of the annotators its
         tier asks for (k independent labels for consensus, which agree, so it is decided)."""
@@ -423,5 +454,6 @@ class _Round:
             self.loop.on_round(RoundReport(self.seed, pos, self.split.stream.shape[0],
                                            requests, labels, self.ctx.cap, triggers, accuracy,
                                            f"v{version}", dict(self.view.states),
-                                           tuple(changes or ()), spend, self.view.newest))
+                                           tuple(changes or ()), spend, self.view.newest,
+                                           self.view.stable))
 

@@ -51,6 +51,7 @@ class LoopView:
         self.seen_seq = 0  # changes are numbered per model; the triggers repeat the last 16
         self.control: dict[str, ControlPoint] = {}  # model version -> its latest estimate
         self.newest: ControlPoint | None = None  # the estimate the last trigger updated
+        self.stable: Mapping[str, Any] | None = None  # the last trigger's stopping.stable
 
     def trigger(self, mastery: Mapping[str, Any] | None, stopping: Mapping[str, Any] | None
                 ) -> list[Mapping[str, Any]]:
@@ -62,6 +63,8 @@ class LoopView:
                     new.append(change)
             self.seen_seq = max([self.seen_seq, *(c["seq"] for c in new)])
             self.states.update(mastery["classes"])
+        if stopping is not None and stopping.get("stable") is not None:
+            self.stable = stopping["stable"]
         for entry in (stopping or {}).get("versions", ()):
             if entry["estimate"] is not None and entry.get("low") is not None:
                 point = ControlPoint(entry["model_version"], entry["estimate"], entry["low"],
@@ -82,6 +85,15 @@ def states_text(states: Mapping[str, str]) -> str:
         counts[state] = counts.get(state, 0) + 1
     order = [s for s in ("learning", "mastered", "reopened") if s in counts]
     return "classes " + ", ".join(f"{counts[s]} {s}" for s in order) if order else ""
+
+
+def stable_text(stable: Mapping[str, Any] | None) -> str:
+    """`v4 changed 2 of 300 probes (0.7%): predictions stable, stop` ('' without the branch)."""
+    if not stable:
+        return ""
+    verdict = ": predictions stable, stop" if stable["stopped"] else ""
+    return (f"{stable['model_version']} changed {stable['changed']} of {stable['probes']} "
+            f"probes ({stable['share']:.1%}){verdict}")
 
 
 def spend_text(spend: Mapping[str, float]) -> str:

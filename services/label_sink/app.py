@@ -8,9 +8,11 @@ Flow (all topics raw bytes; we decode ourselves so a bad record can be dead-lett
    `<app_id>-labels-by-model`, so that one model's labels meet in one partition, hence one worker.
 3. `count_labels` (labels-by-model): dedupe by label_id against the `labels` table, count, run the
    trigger policy, publish al.retrain-triggers.v1; class feedback goes out on a timer.
-4. `read_drift` (al.class-feedback.v1, with MASTERY_REOPEN_ON_DRIFT): the scorer's drift records
-   go, keyed by model_id, to labels-by-model too, where they may reopen a mastered class
-   (label_sink/mastery.py); the sink's own feedback records there are passed over.
+4. `read_drift` (al.class-feedback.v1, with MASTERY_REOPEN_ON_DRIFT or
+   MASTERY_STOP_ON_STABILITY): the scorer's drift and stability records go, keyed by model_id,
+   to labels-by-model too, where a drift record may reopen a mastered class and a stability
+   record feeds the stopping signal (label_sink/mastery.py); the sink's own feedback records
+   there are passed over.
 
 Idempotence under at-least-once (faust reprocesses after a crash): the `labels` table holds each
 model's compact state row, the rows of the labels in the dedupe window and the labels counted
@@ -62,11 +64,13 @@ from services.label_sink.frontier import InFlight, floor_of
 from services.label_sink.mastery import (
     CONTROL,
     DRIFT,
+    STABLE,
     Mastery,
     control_request,
     control_unit,
     drift_row,
     mastery_policy,
+    stability_row,
 )
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import FetchedEvent, InOrder, OutOfOrder
@@ -240,7 +244,8 @@ def build_app(
         offset = consumer._read_offset.get(tp)
         return offset if isinstance(offset, int) else None
 
-    drift_in = app.topic(names.feedback, **_RAW) if settings.mastery_reopen_on_drift else None
+    drift_in = (app.topic(names.feedback, **_RAW) if settings.mastery_reopen_on_drift
+                or settings.mastery_stop_on_stability else None)
     guarded = (names.labels, names.requests, by_model.get_topic_name())
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=guarded + ((names.feedback,) if drift_in else ()),
@@ -437,12 +442,17 @@ def build_app(
             feedback = decode_class_feedback(event.value or b"")
         except InvalidEvent:
             return  # the scorer dead-letters unusable feedback records (scorer/feedback.py)
-        row = drift_row(feedback)
+        row = drift_row(feedback) if settings.mastery_reopen_on_drift else None
+        if row is None and settings.mastery_stop_on_stability:
+            row = stability_row(feedback)
         if row is not None:
             await by_model.send(key=row["m"].encode(), value=orjson.dumps(row))
 
     async def count_label(event: Any) -> None:
         row = orjson.loads(event.value)
+        if STABLE in row:  # a stability record, not a label: the book dedupes it by its id
+            mastery.stability(row["m"], row)
+            return
         if DRIFT in row:  # a drift report, not a label: the mastery book dedupes it by its id
             change = mastery.drift(row["m"], row)
             if change is not None:

@@ -17,6 +17,10 @@ What flows where (docs/mastery.md):
    newest version with their intervals), and the weights with mastered classes at
    `FeedbackPolicy.mastered_weight` and their share spread over the others (`with_mastery`).
    Retrain triggers get `mastery`: every class's state and the last changes.
+6. Stability (docs/mastery.md, "Stopping signal"): the scorer's stability records (`kind:
+   stability`) take the same way as drift records (`stability_row`, forwarded by model_id to
+   labels-by-model); the book keeps the latest per input partition, applied once by its id, and
+   each trigger's `stopping` gets the folded `stable` branch.
 5. Drift (docs/drift.md): the sink reads the scorer's drift records (`kind: drift`) from the
    class-feedback topic and forwards each, as a `drift_row` keyed by model_id, to the same
    labels-by-model topic as the labels. So the report meets the model's book on the worker
@@ -32,6 +36,7 @@ from typing import Any
 from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
 from services.core.feedback import FeedbackPolicy, with_mastery
 from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
+from services.core.stability import StabilityPolicy
 from services.label_sink.metrics import LabelSinkMetrics
 from services.streaming.events import AnnotationRequest, ClassFeedback, FeedbackKind, Label
 from services.streaming.settings import LabelSinkSettings, SettingsError
@@ -40,6 +45,22 @@ CONTROL = "k"
 """Key of the control-arm fields in request rows and joined label rows."""
 DRIFT = "dr"
 """Key of a drift report in a labels-by-model row (`drift_row`); such a row holds no label."""
+STABLE = "st"
+"""Key of a stability record in a labels-by-model row (`stability_row`); it holds no label."""
+
+
+def stability_row(feedback: ClassFeedback) -> dict[str, Any] | None:
+    """The labels-by-model row of a scorer's stability record: `{"m": model_id, STABLE: [id,
+    partition, model_version, previous_version, probes, changed]}`; None for any other record.
+    The id names the comparison (versions, input partition): the scorer's copies share it."""
+    notice = feedback.stability
+    if feedback.kind is not FeedbackKind.STABILITY or notice is None:
+        return None
+    record = "\x1f".join((notice.model_version, notice.previous_version,
+                           str(notice.partition)))
+    return {"m": feedback.model_id,
+            STABLE: [record, notice.partition, notice.model_version, notice.previous_version,
+                     notice.probes, notice.changed]}
 
 
 def drift_row(feedback: ClassFeedback) -> dict[str, Any] | None:
@@ -89,7 +110,11 @@ def mastery_policy(settings: LabelSinkSettings) -> MasteryPolicy:
                              confidence=settings.mastery_confidence,
                              stop_triggers=settings.mastery_stop_triggers,
                              stop_min_gain=settings.mastery_stop_min_gain,
-                             stop_min_labels=settings.mastery_stop_min_labels)
+                             stop_min_labels=settings.mastery_stop_min_labels,
+                             stability=StabilityPolicy(
+                                 threshold=settings.mastery_stable_threshold,
+                                 min_probes=settings.mastery_stable_min_probes,
+                                 max_probes=max(4096, settings.mastery_stable_min_probes)))
     except ValueError as exc:
         raise SettingsError(f"{settings.PREFIX}MASTERY_*: {exc}") from None
 
@@ -141,6 +166,20 @@ class Mastery:
             self.metrics.mastery_changes.labels(change.new.value).inc()
         return change
 
+    def stability(self, model_id: str, row: dict[str, Any]) -> bool:
+        """Apply the stability record of `row` (a `stability_row`) to the model's book (made
+        if it has none: probes need no control labels) and persist it; False for a repeat."""
+        record, partition, version, previous, probes, changed = row[STABLE]
+        book = self.book(model_id) or MasteryBook()
+        applied = book.stability(record, partition, version, previous, probes, changed)
+        self.metrics.stability_records.labels("applied" if applied else "kept").inc()
+        if applied:
+            self.table[model_id] = book.snapshot()
+            stable = book.stable(self.policy)
+            if stable is not None:
+                self.metrics.probe_changed.labels(model_id).set(stable["share"])
+        return applied
+
     def export(self, model_id: str, book: MasteryBook, names: set[str]) -> None:
         for name in sorted(names):
             found = book.estimate(self.policy, name)
@@ -165,7 +204,7 @@ class Mastery:
             return classes
         weights = with_mastery(self.feedback, {c: s["weight"] for c, s in classes.items()},
                                book.mastered())
-        if book.stopped and self.stop_to_exploration:  # labels stopped paying: explore only
+        if self.stop_to_exploration and book.stopped_by(self.policy):  # explore only
             weights = dict.fromkeys(weights, self.feedback.mastered_weight)
         out = {}
         for name, stats in classes.items():
@@ -185,19 +224,29 @@ class Mastery:
 
     def at_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
         """Record the trigger in the model's book (before the trigger is published; idempotent
-        by trigger id) and return the trigger's `stopping` field; None without control labels."""
+        by trigger id) and return the trigger's `stopping` field: the control-arm branch
+        (`versions`, empty without control labels) and, once a stability record arrived, the
+        stability branch (`stable`); `stopped` when either is raised. None with neither."""
         book = self.book(model_id)
-        if book is None or book.version is None:
+        if book is None:
             return None
-        stopped = book.at_trigger(self.policy, trigger_id)
-        self.table[model_id] = book.snapshot()
+        stable = book.stable(self.policy)
+        if book.version is None and stable is None:
+            return None
+        if book.version is not None:
+            book.at_trigger(self.policy, trigger_id)
+            self.table[model_id] = book.snapshot()
+            latest = book.plateau[-1]
+            if latest.estimate is not None:
+                self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
+        stopped = book.stopped_by(self.policy)
         self.metrics.stopping.labels(model_id).set(float(stopped))
-        latest = book.plateau[-1]
-        if latest.estimate is not None:
-            self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
-        return {"stopped": stopped, "window": self.policy.stop_triggers,
-                "min_gain": self.policy.stop_min_gain,
-                "versions": [p.to_dict() for p in book.plateau]}
+        out: dict[str, Any] = {"stopped": stopped, "window": self.policy.stop_triggers,
+                               "min_gain": self.policy.stop_min_gain,
+                               "versions": [p.to_dict() for p in book.plateau]}
+        if stable is not None:
+            out["stable"] = stable
+        return out
 
     def trigger_field(self, model_id: str) -> dict[str, Any] | None:
         """The retrain trigger's `mastery`: states of all judged classes and the last changes."""

@@ -151,7 +151,8 @@ class LabelSinkMetrics:
         self.stopping = Gauge(
             "label_sink_stopping_signal",
             "1 when labels have stopped paying for the model: its last model versions bought no "
-            "measurable control-arm accuracy (docs/mastery.md, \"Stopping signal\").",
+            "measurable control-arm accuracy, or its newest version changed the predicted class "
+            "of too few probes (docs/mastery.md, \"Stopping signal\").",
             ["model_id"], registry=registry)
         self.drift_reports = Counter(
             "label_sink_drift_reports_total",
@@ -160,6 +161,18 @@ class LabelSinkMetrics:
             ["outcome"], registry=registry)
         for outcome in ("reopened", "kept"):
             self.drift_reports.labels(outcome)
+        self.stability_records = Counter(
+            "label_sink_stability_records_total",
+            "Scorer stability records (kind stability on class feedback): `applied` to the "
+            "model's stopping signal, or `kept` (a repeat, or an input partition past the bound).",
+            ["outcome"], registry=registry)
+        for outcome in ("applied", "kept"):
+            self.stability_records.labels(outcome)
+        self.probe_changed = Gauge(
+            "label_sink_probe_changed_ratio",
+            "Share of the probes whose predicted class the model's newest version changed, over "
+            "the input partitions that compared it (the stopping signal's stability branch).",
+            ["model_id"], registry=registry)
         for state in ClassState:
             self.mastery_changes.labels(state.value)
         for code in ErrorCode:

@@ -65,7 +65,7 @@ class FeedbackReader:
                 self.invalid_codes.append(str(exc.code))
                 self.dead_letters.append(self._dead_letter(msg, exc))
                 continue
-            if feedback.kind is FeedbackKind.DRIFT:  # a scorer's drift report, not weights
+            if feedback.kind is not FeedbackKind.FEEDBACK:  # a scorer's report (drift, stability)
                 continue
             weights = {name: stats.weight for name, stats in feedback.classes.items()}
             latest[feedback.model_id] = weights

@@ -115,6 +115,15 @@ class ScorerMetrics:
                                  "Weight multiplier a drifting class gets now (1 = none), the "
                                  "largest over this instance's partitions.",
                                  ["model_id", "class"], registry=registry)
+        self.probes = Counter("scorer_probe_events_total",
+                              "Probe events (`probe: true`) consumed: kept out of selection, "
+                              "statistics, budgets and drift (docs/mastery.md).",
+                              registry=registry)
+        self.probe_changed = Gauge("scorer_probe_changed_ratio",
+                                   "Share of the probes whose predicted class the model's "
+                                   "newest version changed against the version before it, "
+                                   "as of the last comparison an input partition completed.",
+                                   ["model_id"], registry=registry)
         self.feedback_invalid = Counter("scorer_feedback_invalid_total",
                                         "Class-feedback records dead-lettered, by reason code.",
                                         ["reason"], registry=registry)

@@ -26,6 +26,7 @@ import orjson
 from services.core import PredictionBatch, Selected, SelectorState
 from services.core.drift import DriftEvent
 from services.core.eventtime import too_far_ahead
+from services.core.stability import ProbeBooks, StabilityRecord, predicted_class
 from services.core.tiers import TierRouter
 from services.scorer.instances import annotate
 from services.streaming.events import (
@@ -36,6 +37,7 @@ from services.streaming.events import (
     FeedbackKind,
     InferenceEvent,
     InvalidEvent,
+    StabilityNotice,
     dead_letter,
     decode_inference_event,
     encode_event,
@@ -110,6 +112,11 @@ class BatchResult:
     drift_records: list[Output] = field(default_factory=list)
     # Exploit candidates the redundancy gates skipped, by reason (services/core/redundancy.py).
     redundant: dict[str, int] = field(default_factory=dict)
+    # Probe events (never selected), and the stability records of the comparisons they
+    # completed, as (model_id, record) and as class-feedback records.
+    probes: int = 0
+    stability: list[tuple[str, StabilityRecord]] = field(default_factory=list)
+    stability_records: list[Output] = field(default_factory=list)
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -177,6 +184,19 @@ def build_drift_record(event: DriftEvent, partition: int) -> Output:
     return Output(key.encode(), encode_event(record.to_dict()))
 
 
+def build_stability_record(model_id: str, record: StabilityRecord, partition: int,
+                           at: float) -> Output:
+    """The class-feedback record (kind stability) of one completed probe comparison of input
+    `partition`, at event time `at` (the probe that completed it), keyed by stability, model and
+    partition (U+001F-joined): compaction keeps each partition's latest, never the sink's."""
+    notice = StabilityNotice(record.model_version, record.previous_version, partition,
+                             record.probes, record.changed)
+    feedback = ClassFeedback(SCHEMA_VERSION, model_id, at, {}, FeedbackKind.STABILITY,
+                             stability=notice)
+    key = "\x1f".join(("stability", model_id, str(partition)))
+    return Output(key.encode(), encode_event(feedback.to_dict()))
+
+
 def _unit(x: float) -> float:
     """Clamp float round-off (1.0000000000000002) into the contract's [0, 1]."""
     return min(1.0, max(0.0, float(x)))
@@ -198,7 +218,8 @@ class PartitionScorer:
                  *, service_version: str, fetch: Callable[[int], bytes | None],
                  suppress_below: int = 0, feedback_from: int = 0,
                  tiers: TierRouter | None = None,
-                 tier_topics: dict[str, str] | None = None) -> None:
+                 tier_topics: dict[str, str] | None = None,
+                 probes: ProbeBooks | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.state = state
@@ -212,6 +233,9 @@ class PartitionScorer:
         # Labeling tiers (services/core/tiers.py), None when off; part of the checkpoint.
         self.tiers = tiers
         self.tier_topics = tier_topics or {}
+        # Probe predictions per model (core/stability.py), None: probes are only kept out of
+        # selection. Part of the checkpoint, so a replay yields the same stability records.
+        self.probes = probes
         # Raw values of the records the selector's reservoirs still hold (bounded by their
         # size): a pick granted in a later batch needs its record, and reading it back from
         # Kafka costs a fetch round trip per pick (slow at low load, when windows span batches).
@@ -259,6 +283,7 @@ class PartitionScorer:
             return
         errors = list(decoded.errors)
         decoded = self._admit(decoded, record, first, errors)
+        decoded = self._take_probes(decoded, emit, result)
         errors.sort(key=lambda e: e[0])
         for i, exc in errors:
             result.invalid_codes.append(str(exc.code))
@@ -301,6 +326,30 @@ class PartitionScorer:
                 result.drift.append(drift)
                 result.drift_records.append(build_drift_record(drift, self.partition))
         self._hold(offsets, values)
+
+    def _take_probes(self, decoded: DecodedBatch, emit: bool, result: BatchResult
+                     ) -> DecodedBatch:
+        """`decoded` less its probe events (never selected, never in the class statistics,
+        budgets or drift), which are folded, in input order, into the probe books. A comparison
+        a probe completes yields a stability record (when emitting: a replayed one was output
+        before the crash). A comparison of no probes (the previous version's all left out by
+        the book's bound) is not a measurement: it yields nothing."""
+        mask = decoded.probe_mask()
+        if not mask.any():
+            return decoded
+        result.probes += int(mask.sum())
+        result.valid += int(mask.sum())  # valid events, for the dead-letter ceiling
+        if self.probes is not None:
+            for event in _flagged(decoded, mask):
+                first = event.predictions[0]
+                found = self.probes.observe(event.model_id, event.asset_id,
+                                            event.model_version,
+                                            predicted_class(first.scores, first.label))
+                if found is not None and found.probes and emit:
+                    result.stability.append((event.model_id, found))
+                    result.stability_records.append(build_stability_record(
+                        event.model_id, found, self.partition, event.timestamp))
+        return decoded.without(mask)
 
     def _admit(self, decoded: DecodedBatch, record: Callable[[int], Record], first: int,
                errors: list[tuple[int, InvalidEvent]]) -> DecodedBatch:
@@ -366,7 +415,22 @@ class PartitionScorer:
         }
         if self.tiers is not None:  # absent without tiers: checkpoints keep their bytes
             data["tiers"] = self.tiers.snapshot()
+        if self.probes is not None and self.probes.books:  # absent until a probe arrives
+            data["probes"] = self.probes.snapshot()
         return encode_event(data)
+
+
+def _flagged(decoded: DecodedBatch, mask: np.ndarray) -> list[InferenceEvent]:
+    """The events of `decoded` flagged in `mask` (`index` order), in input order. Flagged
+    events are probes, never rows of columns (DecodedBatch.probe_mask)."""
+    out: list[InferenceEvent] = []
+    k = 0
+    for part in decoded.parts:
+        if isinstance(part, list):
+            out.extend(e for e, flag in zip(part, mask[k:k + len(part)].tolist(), strict=True)
+                       if flag)
+        k += len(part)
+    return out
 
 
 def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int, int]]:
@@ -395,6 +459,7 @@ class Checkpoint(NamedTuple):
     final: bool
     slot: str | None = None
     tiers: dict[str, Any] | None = None  # the tier router's snapshot, when tiers were on
+    probes: list[list[Any]] | None = None  # the probe books' snapshot, once a probe arrived
 
 
 def checkpoint_records(key: bytes, payload: bytes, slot: str | None
@@ -442,7 +507,7 @@ def read_checkpoint(raw: bytes, policy: Any,
         if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
             return None
         return Checkpoint(SelectorState.from_snapshot(data["state"], policy), int(data["offset"]),
-                          data.get("final") is True, slot, data.get("tiers"))
+                          data.get("final") is True, slot, data.get("tiers"), data.get("probes"))
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
         return None
 

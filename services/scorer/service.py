@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from services import service_version
 from services.core import SelectorPolicy, SelectorState
+from services.core.stability import ProbeBooks, StabilityPolicy
 from services.core.tiers import TierRouter
 from services.scorer.checkpoint_store import CheckpointLocator, Located, pointer
 from services.scorer.feedback import FeedbackReader
@@ -211,6 +212,8 @@ class Scorer:
         # its checkpoint, until the partition's scorer is built.
         self._tiers = settings.tier_settings()
         self._tier_snapshots: dict[int, dict[str, Any] | None] = {}
+        # Per partition, the probe books' snapshot read with its checkpoint (likewise).
+        self._probe_snapshots: dict[int, list[list[Any]] | None] = {}
         self._plain_producer: Producer | None = None
         self._in_transaction = False
         self._commits_in_flight = 0
@@ -459,6 +462,8 @@ class Scorer:
             for topic, out in result.tier_copies:  # tiers: the copies their pools read
                 self._send(topic, out)
             for out in result.drift_records:
+                self._send(self.settings.feedback_topic, out)
+            for out in result.stability_records:  # in the same transaction as the offsets
                 self._send(self.settings.feedback_topic, out)
             # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
             # 256 KiB record) go as soon as it is queued, not when the batch is done.
@@ -783,6 +788,9 @@ class Scorer:
             m.lost_deferred.inc(result.lost_deferred)
             for drift in result.drift:
                 m.drift.labels(drift.model_id, m.class_label(drift.class_name)).inc()
+            m.probes.inc(result.probes)
+            for model_id, record in result.stability:
+                m.probe_changed.labels(model_id).set(record.share)
             for reason, count in result.redundant.items():
                 m.redundant.labels(reason).inc(count)
         self._observe_state()
@@ -1010,6 +1018,7 @@ class Scorer:
                                                                  low, high):
                 state, offset, final, restored, done = self._fresh_state(p), low, False, False, -1
                 self._tier_snapshots.pop(p, None)  # the tiers' state goes with the old log's
+                self._probe_snapshots.pop(p, None)  # and so do the probe books
             if offset is None:
                 # No usable checkpoint (e.g. a crash before the partition's first one): rebuild
                 # the state from the partition's first record, replaying what the group already
@@ -1026,7 +1035,7 @@ class Scorer:
                 self.topic, p, state, offset, service_version=self.version,
                 fetch=self._fetch_from(p), suppress_below=max(done, offset),
                 feedback_from=max(done, offset) + past if in_flight else 0,
-                **self._tier_router(p))
+                probes=self._probe_books(p), **self._tier_router(p))
             if restored and p in located.pointers:
                 self._pointers[p] = located.pointers[p]
             else:
@@ -1063,9 +1072,11 @@ class Scorer:
                 continue
             if self._regressed(p, was, low, high):
                 self._tier_snapshots.pop(p, None)
+                self._probe_snapshots.pop(p, None)
                 self.partitions[p] = PartitionScorer(
                     self.topic, p, self._fresh_state(p), low, service_version=self.version,
-                    fetch=self._fetch_from(p), **self._tier_router(p))
+                    fetch=self._fetch_from(p), probes=self._probe_books(p),
+                    **self._tier_router(p))
                 self._owed[p] = ({m: dict(w) for m, w in self.feedback.latest.items()},
                                  self._feedback_seq)
                 self._last_checkpoint[p] = (low, time.monotonic())
@@ -1107,6 +1118,16 @@ class Scorer:
         return {"tiers": TierRouter.from_snapshot(self._tiers.policy, budget, snapshot),
                 "tier_topics": self._tiers.topics}
 
+    def _probe_books(self, p: int) -> ProbeBooks | None:
+        """Partition p's probe books, restored from the snapshot its checkpoint held (empty
+        without one); None with ..._PROBE_MAX=0 (probes are then only kept out of selection)."""
+        snapshot = self._probe_snapshots.pop(p, None)
+        if not self.settings.probe_max:
+            return None
+        policy = StabilityPolicy(min_probes=min(100, self.settings.probe_max),
+                                 max_probes=self.settings.probe_max)
+        return ProbeBooks.from_snapshot(policy, snapshot)
+
     def _fresh_state(self, p: int) -> SelectorState:
         return SelectorState.create(self._partition_policy(p),
                                     partition_seed(self.settings.seed, p))
@@ -1141,11 +1162,13 @@ class Scorer:
         the chunks of a checkpoint kept in several records (partition.read_checkpoint)."""
         self._chunk_slots.pop(partition, None)
         self._tier_snapshots.pop(partition, None)
+        self._probe_snapshots.pop(partition, None)
         if raw is not None:
             restored = read_checkpoint(raw, policy, chunk)
             if restored is not None:
                 self._chunk_slots[partition] = restored.slot
                 self._tier_snapshots[partition] = restored.tiers
+                self._probe_snapshots[partition] = restored.probes
                 return restored.state, restored.offset, restored.final
             log.warning("partition %d: checkpoint unreadable with this policy; rebuilding the "
                         "state from the partition's first record", partition)

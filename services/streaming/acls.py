@@ -78,7 +78,8 @@ def label_sink_acls(settings: Any, principal: str) -> list[Acl]:
                      pattern="prefixed")
             + _topic(principal, prefix + topics.RETRAIN_TRIGGERS, "write")
             + _topic(principal, prefix + topics.CLASS_FEEDBACK,
-                     *(("read", "write") if settings.mastery_reopen_on_drift else ("write",)))
+                     *(("read", "write") if settings.mastery_reopen_on_drift
+                       or settings.mastery_stop_on_stability else ("write",)))
             + _topic(principal, topics.dlq(labels), "write")
             + _topic(principal, topics.dlq(requests), "write")
             + [Acl(principal, "group", settings.app_id, "literal", "read")]

@@ -149,6 +149,7 @@ class FeedbackKind(StrEnum):
 
     FEEDBACK = "feedback"
     DRIFT = "drift"
+    STABILITY = "stability"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,21 @@ class DriftNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class StabilityNotice:
+    """The scorer's stability record (`stability`): on one input partition's probes, how many
+    predicted classes `model_version` changed against `previous_version`."""
+
+    model_version: str
+    previous_version: str
+    partition: int
+    probes: int
+    changed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class ClassFeedback:
     schema_version: int
     model_id: str
@@ -180,6 +196,7 @@ class ClassFeedback:
     classes: Mapping[str, ClassStats]
     kind: FeedbackKind = FeedbackKind.FEEDBACK
     drift: DriftNotice | None = None
+    stability: StabilityNotice | None = None
 
     def to_dict(self) -> dict[str, Any]:
         classes = {name: stats.to_dict() for name, stats in self.classes.items()}
@@ -191,6 +208,8 @@ class ClassFeedback:
         }
         if self.kind is FeedbackKind.DRIFT and self.drift is not None:
             out.update(kind=str(self.kind), drift=self.drift.to_dict())
+        if self.kind is FeedbackKind.STABILITY and self.stability is not None:
+            out.update(kind=str(self.kind), stability=self.stability.to_dict())
         return out
 
 
@@ -205,7 +224,10 @@ def _fields(cls: type) -> frozenset[str]:
 
 TRIGGER_FIELDS = _fields(RetrainTrigger)
 TRIGGER_REQUIRED = TRIGGER_FIELDS - {"mastery", "stopping"}
-STOPPING_FIELDS = frozenset({"stopped", "window", "min_gain", "versions"})
+STOPPING_REQUIRED = frozenset({"stopped", "window", "min_gain", "versions"})
+STOPPING_FIELDS = STOPPING_REQUIRED | {"stable"}
+STABLE_FIELDS = frozenset({"stopped", "model_version", "probes", "changed", "share",
+                           "partitions", "threshold", "min_probes"})
 PLATEAU_REQUIRED = frozenset({"trigger_id", "model_version", "estimate", "labels"})
 PLATEAU_FIELDS = PLATEAU_REQUIRED | {"low", "high"}
 MASTERY_FIELDS = frozenset({"classes", "changes"})
@@ -213,7 +235,8 @@ CHANGE_FIELDS = frozenset({"seq", "class", "from", "to", "at", "model_version", 
 MANIFEST_FIELDS = _fields(Manifest)
 RANGE_FIELDS = _fields(OffsetRange)
 FEEDBACK_FIELDS = _fields(ClassFeedback)
-FEEDBACK_REQUIRED = FEEDBACK_FIELDS - {"kind", "drift"}
+FEEDBACK_REQUIRED = FEEDBACK_FIELDS - {"kind", "drift", "stability"}
+STABILITY_FIELDS = _fields(StabilityNotice)
 DRIFT_FIELDS = (_fields(DriftNotice) - {"class_name"}) | {"class"}
 CLASS_STATS_FIELDS = _fields(ClassStats)
 CLASS_STATS_REQUIRED = CLASS_STATS_FIELDS - {"state", "state_changed_at", "control"}
@@ -252,7 +275,7 @@ def decode_retrain_trigger(data: bytes) -> RetrainTrigger:
 
 def _stopping(value: Any) -> Mapping[str, Any]:
     obj = mapping(value, "", "stopping")
-    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_FIELDS)), "stopping")
+    check_keys(obj, STOPPING_FIELDS, tuple(sorted(STOPPING_REQUIRED)), "stopping")
     if type(obj["stopped"]) is not bool:
         fail("stopping.stopped", ErrorCode.WRONG_TYPE,
              f"expected a boolean, got {show(obj['stopped'])}")
@@ -270,12 +293,35 @@ def _stopping(value: Any) -> Mapping[str, Any]:
             "low": optional_number(item.get("low"), where, "low", 0.0, 1.0),
             "high": optional_number(item.get("high"), where, "high", 0.0, 1.0),
         })
-    return MappingProxyType({
+    out = {
         "stopped": obj["stopped"],
         "window": integer(obj["window"], "stopping", "window", 0, 1000),
         "min_gain": number(obj["min_gain"], "stopping", "min_gain", 0.0, 1.0),
         "versions": tuple(versions),
+    }
+    if "stable" in obj:
+        out["stable"] = _stable(mapping(obj["stable"], "stopping", "stable"), "stopping.stable")
+    return MappingProxyType(out)
+
+
+def _stable(obj: dict[str, Any], path: str) -> Mapping[str, Any]:
+    """The stopping signal's stability branch (`stopping.stable`)."""
+    check_keys(obj, STABLE_FIELDS, tuple(sorted(STABLE_FIELDS)), path)
+    if type(obj["stopped"]) is not bool:
+        fail(child(path, "stopped"), ErrorCode.WRONG_TYPE,
+             f"expected a boolean, got {show(obj['stopped'])}")
+    out = MappingProxyType({
+        "stopped": obj["stopped"],
+        "model_version": text(obj["model_version"], path, "model_version", MAX_ID_LENGTH),
+        "probes": integer(obj["probes"], path, "probes", 0, MAX_COUNT),
+        "changed": integer(obj["changed"], path, "changed", 0, MAX_COUNT),
+        "share": number(obj["share"], path, "share", 0.0, 1.0),
+        "partitions": integer(obj["partitions"], path, "partitions", 0, MAX_PARTITION + 1),
+        "threshold": number(obj["threshold"], path, "threshold", 0.0, 1.0),
+        "min_probes": integer(obj["min_probes"], path, "min_probes", 1, MAX_COUNT),
     })
+    not_greater(obj, path, "changed", "probes")
+    return out
 
 
 def _state(value: Any, path: str, key: str) -> str:
@@ -360,9 +406,11 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
     obj = load_object(data, MAX_OUTPUT_EVENT_BYTES)
     check_version(obj, SCHEMA_VERSION)
     check_keys(obj, FEEDBACK_FIELDS, tuple(sorted(FEEDBACK_REQUIRED)), "")
-    kind, drift = _kind(obj), None
+    kind, drift, stability = _kind(obj), None, None
     if kind is FeedbackKind.DRIFT:
         drift = _drift(mapping(obj["drift"], "", "drift"), "drift")
+    if kind is FeedbackKind.STABILITY:
+        stability = _stability(mapping(obj["stability"], "", "stability"), "stability")
     classes = {}
     for name, raw in mapping(obj["classes"], "", "classes").items():
         class_key(name, "classes", MAX_ID_LENGTH)
@@ -390,6 +438,7 @@ def decode_class_feedback(data: bytes) -> ClassFeedback:
         classes=MappingProxyType(classes),
         kind=kind,
         drift=drift,
+        stability=stability,
     )
 
 
@@ -397,19 +446,36 @@ _KINDS = frozenset(k.value for k in FeedbackKind)
 
 
 def _kind(obj: dict[str, Any]) -> FeedbackKind:
-    """The record's kind (absent: feedback); `drift` present exactly when it is drift."""
+    """The record's kind (absent: feedback); its payload field (`drift`, `stability`) present
+    exactly when it is of that kind."""
     kind = obj.get("kind", FeedbackKind.FEEDBACK.value)
     if type(kind) is not str:
         fail("kind", ErrorCode.WRONG_TYPE, f"expected a string, got {show(kind)}")
     if kind not in _KINDS:
         fail("kind", ErrorCode.OUT_OF_RANGE, f"{show(kind)} is not one of {sorted(_KINDS)}")
-    if kind == FeedbackKind.DRIFT and "drift" not in obj:
-        fail("drift", ErrorCode.MISSING_FIELD, "required field is missing")
-    if kind != FeedbackKind.DRIFT and "drift" in obj:  # `drift` belongs to kind drift only
-        if "kind" not in obj:
-            fail("kind", ErrorCode.MISSING_FIELD, "required with `drift`")
-        fail("kind", ErrorCode.OUT_OF_RANGE, f"{show(kind)} with `drift`: must be drift")
+    for own in (FeedbackKind.DRIFT, FeedbackKind.STABILITY):
+        field_name = own.value  # each kind's payload field is named after it
+        if kind == own and field_name not in obj:
+            fail(field_name, ErrorCode.MISSING_FIELD, "required field is missing")
+        if kind != own and field_name in obj:  # the payload belongs to its kind only
+            if "kind" not in obj:
+                fail("kind", ErrorCode.MISSING_FIELD, f"required with `{field_name}`")
+            fail("kind", ErrorCode.OUT_OF_RANGE,
+                 f"{show(kind)} with `{field_name}`: must be {field_name}")
     return FeedbackKind(kind)
+
+
+def _stability(obj: dict[str, Any], path: str) -> StabilityNotice:
+    check_keys(obj, STABILITY_FIELDS, tuple(sorted(STABILITY_FIELDS)), path)
+    notice = StabilityNotice(
+        model_version=text(obj["model_version"], path, "model_version", MAX_ID_LENGTH),
+        previous_version=text(obj["previous_version"], path, "previous_version",
+                              MAX_ID_LENGTH),
+        partition=integer(obj["partition"], path, "partition", 0, MAX_PARTITION),
+        probes=integer(obj["probes"], path, "probes", 1, MAX_COUNT),
+        changed=integer(obj["changed"], path, "changed", 0, MAX_COUNT))
+    not_greater(obj, path, "changed", "probes")
+    return notice
 
 
 def _drift(obj: dict[str, Any], path: str) -> DriftNotice:

@@ -253,6 +253,14 @@ def optional_text(value: Any, path: str, key: str, max_len: int) -> str | None:
     return None if value is None else text(value, path, key, max_len)
 
 
+def flag(value: Any, path: str, key: str) -> bool:
+    """An optional boolean: absent or null is False; anything but true/false is wrong_type
+    (1 and "true" are not booleans)."""
+    if value is None or value is False or value is True:
+        return value is True
+    fail(child(path, key), ErrorCode.WRONG_TYPE, f"expected a boolean, got {show(value)}")
+
+
 def number(
     value: Any, path: str, key: str | int, low: float, high: float, low_open: bool = False
 ) -> float:

@@ -25,7 +25,9 @@ a run the fast check accepts is let through only when the quote characters of it
 the keys and strings of its parsed events (`_quotes_match`, one numpy pass); otherwise each
 event is judged by the exact decoder, which counts them per event (`quote_count`). Metadata
 passes the fast check only when flat and within its bounds; any other goes to the exact
-decoder, which measures it.
+decoder, which measures it. So do `sequence_id` and `probe` (any event holding a field besides
+the required ones, `asset_uri` and `metadata`): a probe is always an `InferenceEvent` with
+`probe` set, never a row of `ScoreColumns` (`DecodedBatch.probe_mask`).
 
 The sum check is the one place where the fast path computes differently (numpy's sum instead of
 `math.fsum`): it accepts a row only when its numpy sum is within SUM_TOLERANCE - _SUM_MARGIN of 1.
@@ -144,6 +146,15 @@ class DecodedBatch:
                         else:
                             names.update(p.scores)
         return rows * len(names)
+
+    def probe_mask(self) -> np.ndarray:
+        """True for each valid event (`index` order) that is a probe (`InferenceEvent.probe`).
+        Columns hold none: the fast check refuses any event with a `probe` field."""
+        if all(isinstance(part, ScoreColumns) for part in self.parts):  # the usual batch
+            return np.zeros(len(self.index), dtype=bool)
+        return np.concatenate([np.zeros(len(part), dtype=bool) if isinstance(part, ScoreColumns)
+                               else np.array([e.probe for e in part], dtype=bool)
+                               for part in self.parts])
 
     def without(self, drop: np.ndarray) -> DecodedBatch:
         """The batch less the valid events flagged in `drop` (bool, `index` order), which

@@ -36,6 +36,7 @@ from services.streaming.event_fields import (
     class_key,
     class_name,
     fail,
+    flag,
     integer,
     load_object,
     mapping,
@@ -90,6 +91,9 @@ class InferenceEvent:
     predictions: tuple[Prediction, ...]
     metadata: Mapping[str, Any] | None
     sequence_id: str | None = None  # a camera, a clip: the redundancy gates' sequence key
+    # A probe (docs/mastery.md, "Prediction-stability branch"): the model service re-scores a
+    # fixed sample with each new version; never selected, never in stats, budgets or drift.
+    probe: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -107,6 +111,8 @@ class InferenceEvent:
             out["metadata"] = dict(self.metadata)
         if self.sequence_id is not None:
             out["sequence_id"] = self.sequence_id
+        if self.probe:
+            out["probe"] = True
         return out
 
 
@@ -281,6 +287,7 @@ def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> Infer
         predictions=predictions,
         metadata=metadata,
         sequence_id=optional_text(obj.get("sequence_id"), "", "sequence_id", MAX_ID_LENGTH),
+        probe=flag(obj.get("probe"), "", "probe"),
     )
 
 

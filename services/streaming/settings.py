@@ -291,6 +291,10 @@ class ScorerSettings:
     # every weight stays 1, so the requests depend on the input alone, never on when feedback
     # arrived (an A/B control deployment; the chaos soak's comparison with a reference run).
     class_feedback: bool = True
+    # Probe assets (events with `probe: true`, docs/mastery.md) whose predictions are kept per
+    # model and input partition to compare consecutive model versions; 0 = keep none (probes
+    # are then only kept out of selection, and no stability record is published).
+    probe_max: int = 4096
 
     PREFIX = "ACTIVE_STREAM_SCORER_"
 
@@ -342,6 +346,9 @@ class ScorerSettings:
                 f"expected one of {', '.join(OFFSET_REGRESSION_POLICIES)}")
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
+        if not 0 <= settings.probe_max <= 1_000_000:  # bounds a checkpoint's probe books
+            raise SettingsError(f"{cls.PREFIX}PROBE_MAX={settings.probe_max}: expected an "
+                                "integer in [0, 1000000]")
         settings.selector_policy()  # fail at start-up, naming the variable
         settings.tier_settings()
         _check_metrics_auth(cls.PREFIX, settings)
@@ -416,6 +423,13 @@ class LabelSinkSettings:
     mastery_stop_min_gain: float = 0.005
     mastery_stop_min_labels: int = 100
     mastery_stop_to_exploration: bool = False
+    # Its prediction-stability branch (docs/mastery.md): read the scorer's stability records
+    # from class feedback (the sink then needs READ there); raised when, of >= STABLE_MIN_PROBES
+    # probes compared, the share whose predicted class the newest version changed is below
+    # STABLE_THRESHOLD.
+    mastery_stop_on_stability: bool = True
+    mastery_stable_threshold: float = 0.01
+    mastery_stable_min_probes: int = 100
     # Read the scorer's drift records from class feedback and reopen a mastered class on drift
     # (docs/mastery.md); the sink then needs READ on the class-feedback topic.
     mastery_reopen_on_drift: bool = True

@@ -69,6 +69,7 @@ inference_events = st.fixed_dictionaries(
     optional={
         "asset_uri": st.none() | st.text(min_size=1, max_size=30),
         "metadata": st.none() | st.dictionaries(st.text(max_size=6), json_values, max_size=3),
+        "probe": st.none() | st.booleans(),
     },
 )
 annotation_objects = st.fixed_dictionaries(

@@ -40,7 +40,10 @@ from services.streaming.control_events import (
     PLATEAU_FIELDS,
     PLATEAU_REQUIRED,
     RANGE_FIELDS,
+    STABILITY_FIELDS,
+    STABLE_FIELDS,
     STOPPING_FIELDS,
+    STOPPING_REQUIRED,
     TRIGGER_FIELDS,
     TRIGGER_REQUIRED,
 )
@@ -120,6 +123,7 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "wrong-type-timestamp": ("wrong_type", "timestamp"),
         "empty-sequence_id": ("empty", "sequence_id"),
         "wrong-type-sequence_id": ("wrong_type", "sequence_id"),
+        "wrong-type-probe": ("wrong_type", "probe"),
     },
     "label": {
         "annotation-has-confidence": ("unknown_field", "annotations[0].confidence"),
@@ -161,6 +165,7 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "negative-count": ("out_of_range", "counts.shoulder"),
         "range-end-before-start": ("out_of_range", "manifest.ranges[1].end_offset"),
         "unknown-rule": ("out_of_range", "rule"),
+        "stable-changed-exceeds-probes": ("out_of_range", "stopping.stable.probes"),
     },
     "class-feedback": {
         "agreement-above-one": ("out_of_range", "classes.person.agreement"),
@@ -170,6 +175,9 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "drift-without-drift": ("missing_field", "drift"),
         "drift-boost-above-ten": ("out_of_range", "drift.boost"),
         "feedback-with-drift": ("missing_field", "kind"),
+        "stability-without-stability": ("missing_field", "stability"),
+        "stability-changed-exceeds-probes": ("out_of_range", "stability.probes"),
+        "drift-with-stability": ("out_of_range", "kind"),
     },
 }
 
@@ -294,12 +302,14 @@ FIELD_SETS = [
     ("retrain-trigger", "", TRIGGER_FIELDS, TRIGGER_REQUIRED),
     ("retrain-trigger", "/$defs/mastery", MASTERY_FIELDS, MASTERY_FIELDS),
     ("retrain-trigger", "/$defs/change", CHANGE_FIELDS, CHANGE_FIELDS),
-    ("retrain-trigger", "/$defs/stopping", STOPPING_FIELDS, STOPPING_FIELDS),
+    ("retrain-trigger", "/$defs/stopping", STOPPING_FIELDS, STOPPING_REQUIRED),
+    ("retrain-trigger", "/$defs/stable", STABLE_FIELDS, STABLE_FIELDS),
     ("retrain-trigger", "/$defs/plateau", PLATEAU_FIELDS, PLATEAU_REQUIRED),
     ("retrain-trigger", "/$defs/manifest", MANIFEST_FIELDS, MANIFEST_FIELDS),
     ("retrain-trigger", "/$defs/range", RANGE_FIELDS, RANGE_FIELDS),
     ("class-feedback", "", FEEDBACK_FIELDS, FEEDBACK_REQUIRED),
     ("class-feedback", "/$defs/drift", DRIFT_FIELDS, DRIFT_FIELDS),
+    ("class-feedback", "/$defs/stability", STABILITY_FIELDS, STABILITY_FIELDS),
     ("class-feedback", "/$defs/class_stats", CLASS_STATS_FIELDS, CLASS_STATS_REQUIRED),
     ("class-feedback", "/$defs/control", CONTROL_FIELDS, CONTROL_FIELDS),
     ("class-feedback", "/$defs/interval", INTERVAL_FIELDS, INTERVAL_FIELDS),

@@ -141,6 +141,8 @@ def _assert_agrees(values: list[bytes | None]) -> None:
     accepted, rejected = _exact(values)
     assert [(i, e.field, e.code, e.detail) for i, e in got.errors] == rejected
     assert got.index == [i for i, _ in accepted]
+    # Probes (never selected, never in stats) are told apart exactly as the exact decoder does.
+    assert got.probe_mask().tolist() == [e.probe for _, e in accepted]
     refs = [values[i] for i in got.index]
     _assert_equal_batches(PredictionBatch.from_parts(got.parts, refs),
                           PredictionBatch.from_events([e for _, e in accepted], refs))
@@ -342,3 +344,18 @@ def test_mixed_streams_agree_whichever_route_each_event_takes() -> None:
     got = decode_inference_batch(clean)
     assert [i for i, _ in got.errors] == [300]
     assert sum(len(p) for p in got.parts if not isinstance(p, ScoreColumns)) <= 32
+
+
+def test_probes_are_told_apart_in_a_batch_of_the_fast_shape() -> None:
+    """`probe` true, false, null or of a wrong type among events of the fast shape: the same
+    verdicts as the exact decoder, and exactly the events with `probe: true` flagged."""
+    flags: list[Any] = [True, False, None, "true", 1, True]
+    objs = [_bench_event(i, probe=flags[i % 7]) if i % 7 < 6 else _bench_event(i)
+            for i in range(200)]
+    values: list[bytes | None] = [orjson.dumps(obj) for obj in objs]
+    _assert_agrees(values)
+    got = decode_inference_batch(values)
+    flagged = [got.index[k] for k in np.flatnonzero(got.probe_mask()).tolist()]
+    assert flagged == [i for i in range(200) if i % 7 in (0, 5)]
+    assert [i for i, e in got.errors] == [i for i in range(200) if i % 7 in (3, 4)]
+    assert all(e.code == "wrong_type" and e.field == "probe" for _, e in got.errors)

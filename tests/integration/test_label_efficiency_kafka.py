@@ -49,6 +49,12 @@ def test_kafka_mode_selects_what_the_in_process_run_selects(any_broker: object,
         assert run.labels_used >= 20 and run.diagnostics["triggers"] >= 4
         assert run.diagnostics["requests"] >= run.labels_used
     assert rounds and len(rounds) >= 6
+    # The model service's probes reach the triggers: once a second model version has been
+    # served, the triggers carry the stability branch (its comparison with the one before on
+    # the probes: every held-out row, 90 here, since the test split is below PROBES).
+    stable = [r.stable for r in rounds if r.stable]  # type: ignore[attr-defined]
+    assert len({s["model_version"] for s in stable}) >= 2
+    assert all(s["probes"] == 90 and s["partitions"] == 1 for s in stable)
 
 
 def test_kafka_mode_command_writes_results(broker: object, tmp_path: Path,

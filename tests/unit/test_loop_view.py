@@ -10,7 +10,13 @@ from services.evaluation import report
 from services.evaluation.cli import round_lines
 from services.evaluation.harness import SeedRun
 from services.evaluation.kafka_loop import RoundReport
-from services.evaluation.loop_view import LoopView, spend_text, states_text, tier_spend
+from services.evaluation.loop_view import (
+    LoopView,
+    spend_text,
+    stable_text,
+    states_text,
+    tier_spend,
+)
 
 
 def change(seq: int, name: str, old: str, new: str) -> dict[str, object]:
@@ -71,6 +77,22 @@ def test_round_lines_show_changes_states_spend_and_the_estimate() -> None:
     assert lines[1] == ("  model v3: classes 1 learning, 1 mastered; spend annotate 9 units; "
                         "control-arm accuracy of v2 0.75 [0.30, 0.95] on 4 labels")
     assert round_lines(r, triggered=False) == lines[:1]
+
+
+def test_round_lines_show_the_stability_branch() -> None:
+    view = LoopView()
+    stable = {"stopped": True, "model_version": "v4", "probes": 300, "changed": 2,
+              "share": 2 / 300, "partitions": 1, "threshold": 0.01, "min_probes": 100}
+    view.trigger(None, {"stopped": True, "window": 3, "min_gain": 0.005, "versions": [],
+                        "stable": stable})
+    view.trigger(None, {"stopped": False, "window": 3, "min_gain": 0.005, "versions": []})
+    assert view.stable == stable  # a trigger without the branch keeps the last one seen
+    r = RoundReport(0, 100, 1000, 10, 10, 100, 1, 0.9, "v5", None, (), None, None,
+                    view.stable)
+    assert round_lines(r, triggered=True) == [
+        "  model v5: v4 changed 2 of 300 probes (0.7%): predictions stable, stop"]
+    assert stable_text({**stable, "stopped": False}) == "v4 changed 2 of 300 probes (0.7%)"
+    assert stable_text(None) == ""
 
 
 def test_results_keep_each_seeds_estimates_and_the_plot_gains_their_panel(
