@@ -1,7 +1,7 @@
 """The stopping signal on the label-efficiency bench (issue 18, item 5): at which label count each
 branch fires, and the accuracy left on the table there.
 
-In process, on digits: the selection core (default policy, its explore lane widened and given to
+In process, on digits by default (`--dataset`): the selection core (default policy, its explore lane widened and given to
 the control arm, budget `--budget` of the stream) picks, an oracle labels, the model retrains
 every `--retrain-every` labels. Two branches of the signal run on the same loop:
 
@@ -40,7 +40,7 @@ class Fired:
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, object]:
-    data = load_dataset("digits")
+    data = load_dataset(args.dataset)
     split = make_split(data, np.random.default_rng([0, seed]), 0.3, 50)
     X, y, stream = data.X, data.y, split.stream
     X_test, y_test = X[split.test], y[split.test]
@@ -112,6 +112,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits",
+                    help="a bundled data set or PATH.npz (a longer stream gives the control arm "
+                         "enough labels per version for its branch to fire)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget", type=float, default=0.6)
     ap.add_argument("--retrain-every", type=int, default=100)
@@ -122,7 +125,7 @@ def main() -> None:
     ap.add_argument("--min-gain", type=float, default=0.005)
     ap.add_argument("--stop-min-labels", type=int, default=30)
     args = ap.parse_args()
-    print(f"digits, budget {args.budget:.0%} of the stream, retrain every {args.retrain_every}, "
+    print(f"{args.dataset}, budget {args.budget:.0%} of the stream, retrain every {args.retrain_every}, "
           f"control arm {args.control_share:.0%} of the budget; control branch K={args.k}, "
           f"min gain {args.min_gain}, >= {args.stop_min_labels} control labels per version; "
           f"stability branch {args.probes} probes, threshold {args.threshold}")

@@ -419,6 +419,11 @@ def build_app(
         async for event in stream.events():
             await order.process(event, count_label)
 
+    def owned_partitions() -> set[int]:
+        """The labels-by-model partitions assigned to this worker now (Ledger.rebuild)."""
+        topic = by_model.get_topic_name()
+        return {p for t, p in order.assigned() if t == topic}
+
     def export_rows() -> None:
         metrics.table_rows.labels("labels").set(len(labels))
         metrics.table_rows.labels("requests").set(len(requests))
@@ -462,7 +467,7 @@ def build_app(
             return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
-            ledger.rebuild(labels.items())
+            ledger.rebuild(labels.items(), owned_partitions())
             export_rows()
         found = labels.get(label_key(p, row["id"]))
         verdict = ledger.verdict(p, s, found, row)
@@ -552,7 +557,7 @@ def build_app(
             # After a rebalance or a restart the last feedback of this worker's models may
             # never have gone out (stopped between a count and the timer): publish it again
             # once, from the rebuilt counts, instead of waiting for the next label.
-            ledger.rebuild(labels.items())
+            ledger.rebuild(labels.items(), owned_partitions())
             export_rows()
             status.dirty.update(model_id for model_id, _ in ledger.items())
         for model_id in sorted(status.dirty):

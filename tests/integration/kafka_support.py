@@ -47,7 +47,8 @@ def read_all(bootstrap: str, topic: str, *, committed_only: bool = True) -> list
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     remaining, out = set(meta.partitions), []
-    deadline = time.monotonic() + 20
+    # Generous: a small topic reads in well under a second; a loaded 2-core CI box is slower.
+    deadline = time.monotonic() + 60
     while remaining and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is None:
@@ -59,6 +60,9 @@ def read_all(bootstrap: str, topic: str, *, committed_only: bool = True) -> list
             raise AssertionError(msg.error())
         out.append(msg)
     consumer.close()
+    if remaining:  # a partial read would pass for the topic's content: say so instead
+        raise AssertionError(f"{topic}: partitions {sorted(remaining)} not read to their end "
+                             "in 60 s")
     return out
 
 

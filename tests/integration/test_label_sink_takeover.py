@@ -91,11 +91,23 @@ def assert_counted_once(bootstrap: str, prefix: str, truth: Truth, why: str) -> 
                 if f.model_id == model]
         return mine[-1] if mine else None
 
+    def history(model: str) -> list[tuple[int, int, dict[str, int]]]:
+        return [(m.partition(), m.offset(), {c: s.labels_total for c, s in f.classes.items()})
+                for m in read_all(bootstrap, prefix + topics.CLASS_FEEDBACK)
+                for f in [decode_class_feedback(m.value())] if f.model_id == model]
+
     for model in MODELS:
-        wait_for(lambda m=model: latest(m) is not None and sum(
-            s.labels_total for s in latest(m).classes.values()) == PER_MODEL, 90,
-                 f"{model} not fully counted\n{why}")
-        assert {c: s.labels_total for c, s in latest(model).classes.items()} == truth.counts(model)
+        try:
+            wait_for(lambda m=model: latest(m) is not None and sum(
+                s.labels_total for s in latest(m).classes.values()) == PER_MODEL, 90,
+                     f"{model} not fully counted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; feedback records (partition, offset, counts): "
+                                 f"{history(model)}\n{why}") from None
+        # Read again: a feedback published after the full one (a stale rebuild) fails here.
+        counts = {c: s.labels_total for c, s in latest(model).classes.items()}
+        assert counts == truth.counts(model), \
+            f"{model}: feedback records (partition, offset, counts): {history(model)}\n{why}"
     triggers = [decode_retrain_trigger(m.value())
                 for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)]
     for model in MODELS:

@@ -261,3 +261,20 @@ def test_a_consensus_vote_row_stays_a_vote_after_a_restart() -> None:
     assert restarted.states() == sim.states()
     assert restarted.ledger.get("m0").total == 2
     assert restarted.ledger.get("m0").ranges()[0].end_offset == 6
+
+
+def test_a_rebuild_leaves_out_the_rows_of_partitions_this_worker_does_not_own() -> None:
+    """Rows of a partition taken away at a rebalance can linger in the in-memory table; a
+    rebuild given the owned partitions keeps none of their models, counters or offsets."""
+    sim = Sim(DedupeWindow(), TriggerPolicy(min_labels=1000))
+    for i in range(30):
+        sim.process(0, i, joined(f"a{i}", "m-a", i, 1000.0 + i))
+        sim.process(1, i, joined(f"b{i}", "m-b", 100 + i, 1000.0 + i))
+    everything = Ledger(DedupeWindow())
+    everything.rebuild(sim.table.items())
+    assert {m for m, _ in everything.items()} == {"m-a", "m-b"}
+    mine = Ledger(DedupeWindow())
+    mine.rebuild(sim.table.items(), partitions={1})
+    assert {m for m, _ in mine.items()} == {"m-b"}
+    assert mine.applied(0) == -1 and mine.applied(1) == 29
+    assert mine.get("m-b").snapshot() == everything.get("m-b").snapshot()
