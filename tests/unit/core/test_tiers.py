@@ -42,8 +42,8 @@ def test_unknown_class_state_is_learning() -> None:
 def test_mastered_class_is_reviewed_below_the_consensus_band() -> None:
     assert assign_tier(P, 0.6, "mastered") == "review"
     assert assign_tier(P, 0.8, "mastered") == "consensus"
-    off = TierPolicy(mastered_review=False)
-    assert assign_tier(off, 0.6, "mastered") == "annotate"
+    off = TierPolicy(review_below=0.25, consensus_from=0.75, mastered_review=False)
+    assert assign_tier(off, 0.6, "mastered") == "annotate"  # in P's annotate band
 
 
 def test_reopened_class_is_never_reviewed() -> None:
@@ -146,3 +146,4 @@ def test_router_without_gate_never_withholds_and_is_bounded() -> None:
     assert len(router.classes) == 256 and "m299" in router.classes and "m0" not in router.classes
     assert all(router.route("m1", "c0", s, "reservoir", math.inf) is not None
                for s in (0.0, 0.5, 1.0))
+
