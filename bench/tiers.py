@@ -138,7 +138,8 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
             "prelabel_right": prelabel_right}
 
 
-STREAMS = ("digits", "segments", "wine", "breast_cancer", "synthetic-imbalanced")
+STREAMS = ("digits", "segments", "wine", "breast_cancer", "synthetic-imbalanced",
+           "synthetic-20-classes")
 """Streams `--dataset` takes: digits as it always was here, and any of these from
 services/evaluation/datasets.py (no download; features standardised on the pool)."""
 
