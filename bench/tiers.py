@@ -1,12 +1,14 @@
 """Labeling tiers against one tier, with simulated annotators, on a real data set (issue 18, 3).
 
-    .venv/bin/python bench/tiers.py [--seeds 10] [--out docs/img]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/tiers.py [--dataset digits --dataset segments]
+        [--seeds 10] [--out docs/img]
 
-One stream (scikit-learn's digits, 1,797 8x8 images, 10 classes; 30% held out, the rest shuffled
-per seed into a stream) and one selection rule for every arm: each window of `--window` stream
-items gives its most uncertain one (least confidence) to the humans, the model (multinomial
-logistic regression) is retrained every 10 labels from an initial 20 clean labels. Only the
-human work differs:
+Per stream (`--dataset`, repeatable: scikit-learn's digits, 1,797 8x8 images, 10 classes, by
+default; River's ImageSegments `segments`, and the other STREAMS; 30% held out, the rest
+shuffled per seed into a stream) one selection rule for every arm: each window of `--window`
+stream items gives its most uncertain one (least confidence) to the humans, the model
+(multinomial logistic regression) is retrained every 10 labels from an initial 2 clean labels
+per class. Only the human work differs:
 
 - `annotate`: every request is one full annotation (cost 3, error `--annotate-error`);
 - `consensus`: every request goes to 2 annotators (cost 3 each); a disagreement goes to an
@@ -14,17 +16,19 @@ human work differs:
 - `tiered`: services/core/tiers.py decides per request (review / annotate / consensus), the
   consensus join and its escalation are services/label_sink/consensus.py's `join`.
 
-Simulated annotators (seeded): `review` shows the model's pre-label; a correct pre-label is
-confirmed (error `--review-error`), a wrong one is caught with probability `--review-catch`
-(and then annotated as by `annotate`), otherwise accepted (anchoring). Wrong labels are a
-uniformly random other class.
+Simulated annotators (seeded per stream item, so every arm's humans roll the same dice for the
+same item and paired differences measure the tiers): `review` shows the model's pre-label; a
+correct pre-label is confirmed (error `--review-error`), a wrong one is caught with probability
+`--review-catch` (and then annotated as by `annotate`), otherwise accepted (anchoring). Wrong
+labels are a uniformly random other class.
 
 Printed per arm (mean over seeds): labels, cost, share of wrong training labels, held-out
 accuracy at the end, cost per accuracy point gained (cost / (final - initial accuracy, in
 points)), and the median over seeds of the cost at which a run's accuracy first reaches the
 target (the all-annotate arm's final mean accuracy minus `--slack` points), with how many seeds
-reached it. A PNG of accuracy against
-cumulative cost goes to `--out`. Last line `JSON {...}`.
+reached it; then the per-seed paired differences against `annotate` (accuracy in points, cost
+in percent: mean, sd, standard error). A PNG of accuracy against cumulative cost per stream goes
+to `--out`. Last line `JSON {...}`.
 """
 
 from __future__ import annotations
@@ -94,12 +98,12 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
 
     x_stream, y_stream, x_test, y_test, x_seed, y_seed = data
     k = int(max(y_stream.max(), y_test.max())) + 1
-    rng = np.random.default_rng([seed, ARMS.index(arm)])  # the humans' noise, per arm
     xs, ys = list(x_seed), list(y_seed)
     model = LogisticRegression(max_iter=300).fit(np.array(xs), np.array(ys))
     acc0 = float(model.score(x_test, y_test))
     curve = [(0.0, acc0)]
     cost, wrong, tiers, escalated = 0.0, 0, {"review": 0, "annotate": 0, "consensus": 0}, 0
+    prelabel_right = {"review": 0, "annotate": 0, "consensus": 0}  # picks the model got right
     for start in range(0, len(y_stream) - window + 1, window):
         probs = model.predict_proba(x_stream[start:start + window])
         top = probs.max(axis=1)
@@ -108,7 +112,12 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
         prelabel = int(model.classes_[int(np.argmax(probs[i]))])
         score = float((1.0 - top[i]) * k / (k - 1))  # least confidence, normalised to [0, 1]
         tier = arm if arm != "tiered" else assign_tier(policy, min(score, 1.0))
+        # The humans' noise, drawn per stream item: every arm's annotators roll the same dice
+        # for the same item (common random numbers), so a paired difference between arms
+        # measures their tiers, not their luck.
+        rng = np.random.default_rng([seed, start + i])
         tiers[tier] += 1
+        prelabel_right[tier] += prelabel == truth  # model was right: what a review leans on
         if tier == "review":
             label, spent = _review(rng, truth, prelabel, k, crowd), policy.costs["review"]
         elif tier == "annotate":
@@ -125,23 +134,57 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
             curve.append((cost, float(model.score(x_test, y_test))))
     n = len(ys) - len(y_seed)
     return {"labels": n, "cost": cost, "noise": wrong / max(n, 1), "acc0": acc0,
-            "acc": curve[-1][1], "curve": curve, "tiers": tiers, "escalated": escalated}
+            "acc": curve[-1][1], "curve": curve, "tiers": tiers, "escalated": escalated,
+            "prelabel_right": prelabel_right}
 
 
-def load(seed: int) -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
+STREAMS = ("digits", "segments", "wine", "breast_cancer", "synthetic-imbalanced",
+           "synthetic-20-classes")
+"""Streams `--dataset` takes: digits as it always was here, and any of these from
+services/evaluation/datasets.py (no download; features standardised on the pool)."""
+
+
+def load(seed: int, name: str = "digits") -> tuple[np.ndarray, ...]:
+    """(stream X, stream y, test X, test y, seed X, seed y): 30% held out (stratified), the
+    rest shuffled per seed, 2 clean seed labels per class (the same for every arm)."""
     from sklearn.model_selection import train_test_split
 
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        x = x / 16.0
+    else:
+        from services.evaluation.datasets import load_dataset
+
+        data = load_dataset(name)
+        x, y = data.X, np.unique(data.y, return_inverse=True)[1]
     x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, random_state=seed,
                                                       stratify=y)
+    if name != "digits":  # pixel intensities need no scaling; other features do
+        mu, sd = x_pool.mean(axis=0), x_pool.std(axis=0)
+        sd[sd == 0] = 1.0
+        x_pool, x_test = (x_pool - mu) / sd, (x_test - mu) / sd
     order = np.random.default_rng(seed).permutation(len(y_pool))
     x_pool, y_pool = x_pool[order], y_pool[order]
-    # 20 clean seed labels (2 per class), the same for every arm.
-    seed_idx = np.concatenate([np.flatnonzero(y_pool == c)[:2] for c in range(10)])
+    seed_idx = np.concatenate([np.flatnonzero(y_pool == c)[:2] for c in np.unique(y)])
     rest = np.setdiff1d(np.arange(len(y_pool)), seed_idx)
     return x_pool[rest], y_pool[rest], x_test, y_test, x_pool[seed_idx], y_pool[seed_idx]
+
+
+def paired(tiered: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-seed differences tiered - base (same seed, same stream): accuracy in points and cost
+    in percent, each as mean, sd over seeds and standard error of the mean; wins = seeds where
+    tiered's accuracy is at least base's."""
+    dacc = np.array([(t["acc"] - b["acc"]) * 100 for t, b in zip(tiered, base, strict=True)])
+    dcost = np.array([(t["cost"] / b["cost"] - 1) * 100 for t, b in zip(tiered, base,
+                                                                        strict=True)])
+    n = len(dacc)
+    sd_a = float(dacc.std(ddof=1)) if n > 1 else 0.0
+    sd_c = float(dcost.std(ddof=1)) if n > 1 else 0.0
+    return {"dacc": float(dacc.mean()), "dacc_sd": sd_a, "dacc_se": sd_a / np.sqrt(n),
+            "dcost": float(dcost.mean()), "dcost_sd": sd_c, "dcost_se": sd_c / np.sqrt(n),
+            "wins": int((dacc >= 0).sum()), "n": n}
 
 
 def mean_curve(curves: list[list[tuple[float, float]]], grid: np.ndarray) -> np.ndarray:
@@ -161,6 +204,8 @@ def mean_curve(curves: list[list[tuple[float, float]]], grid: np.ndarray) -> np.
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", action="append", choices=STREAMS,
+                    help="a stream to run (repeat for several; default digits)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--annotate-error", type=float, default=0.10)
@@ -174,16 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     crowd = Crowd(args.annotate_error, args.review_error, args.review_catch, args.expert_error)
     policy = TierPolicy(review_below=args.review_below, consensus_from=args.consensus_from)
+    report = {name: stream(name, args, policy, crowd) for name in args.dataset or ["digits"]}
+    print("JSON " + json.dumps(report if len(report) > 1 else next(iter(report.values()))))
+    return 0
+
+
+def stream(name: str, args: argparse.Namespace, policy: TierPolicy, crowd: Crowd
+           ) -> dict[str, Any]:
+    """Every arm on every seed of one stream; prints its table and the paired differences."""
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-    for seed in range(args.seeds):
-        data = load(seed)
-        for arm in ARMS:
-            runs[arm].append(run_arm(arm, seed, data, policy, crowd, args.window))
+    with warnings.catch_warnings():  # LogisticRegression's ConvergenceWarning on small sets
+        warnings.simplefilter("ignore")
+        for seed in range(args.seeds):
+            data = load(seed, name)
+            for arm in ARMS:
+                runs[arm].append(run_arm(arm, seed, data, policy, crowd, args.window))
     top = max(r["cost"] for rs in runs.values() for r in rs)
     grid = np.linspace(0.0, top, 400)
     curves = {arm: mean_curve([r["curve"] for r in rs], grid) for arm, rs in runs.items()}
     target = float(np.mean([r["acc"] for r in runs["annotate"]])) - args.slack / 100.0
-    print(f"digits, {args.seeds} seeds, window {args.window}, costs {dict(policy.costs)}, "
+    print(f"{name}, {args.seeds} seeds, window {args.window}, costs {dict(policy.costs)}, "
           f"bands review < {policy.review_below} <= annotate < {policy.consensus_from} <= "
           f"consensus; annotate error {crowd.annotate_error}, review error "
           f"{crowd.review_error} (catch {crowd.review_catch}), expert error {crowd.expert_error}")
@@ -211,13 +266,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary[arm]['noise']:6.3f} {acc.mean():7.4f} {acc.std():6.4f} {per_pt:8.2f} "
               f"{'never' if at is None else f'{at:.0f}':>6} ({len(hits)}/{len(rs)})  {tiers} "
               f"({esc})")
-    _plot(grid, curves, target, args.out / "tiers-digits.png", args.seeds)
-    print("JSON " + json.dumps({"target": target, "arms": summary}))
-    return 0
+    diffs = {arm: paired(runs[arm], runs["annotate"]) for arm in ("consensus", "tiered")}
+    for arm, d in diffs.items():
+        print(f"paired {arm} - annotate over {d['n']} seeds: accuracy {d['dacc']:+.2f} pt "
+              f"(sd {d['dacc_sd']:.2f}, se {d['dacc_se']:.2f}; not lower in {d['wins']}/"
+              f"{d['n']}), cost {d['dcost']:+.1f}% (sd {d['dcost_sd']:.1f})")
+    _plot(grid, curves, target, args.out / f"tiers-{name}.png", args.seeds, name)
+    return {"target": target, "arms": summary, "paired": diffs}
 
 
 def _plot(grid: np.ndarray, curves: dict[str, np.ndarray], target: float, path: Path,
-          seeds: int) -> None:
+          seeds: int, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,7 +291,7 @@ def _plot(grid: np.ndarray, curves: dict[str, np.ndarray], target: float, path: 
     ax.axhline(target, color="grey", lw=0.8, ls="--", label="target")
     ax.set_xlabel("cumulative labeling cost (units: review 1, annotate 3, expert 8)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"digits, simulated annotators, mean of {seeds} seeds")
+    ax.set_title(f"{name}, simulated annotators, mean of {seeds} seeds")
     ax.set_ylim(max(0.5, float(np.nanmin([np.nanmin(c) for c in curves.values()]))), 1.0)
     ax.legend(loc="lower right")
     fig.tight_layout()

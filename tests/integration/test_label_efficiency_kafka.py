@@ -88,7 +88,11 @@ def test_tiered_loop_trains_one_row_per_consensus_request_and_shows_spend_and_es
     inprocess = run_benchmark(data, settings, policy)
     rounds: list[object] = []
     loop = KafkaLoop(bootstrap, settings, overrides, workdir=tmp_path / "services",
-                     on_round=rounds.append, tiers_json=json.dumps({"consensus_k": 2}))
+                     on_round=rounds.append,
+                     # Bands named, not the defaults: the default has no consensus band, and
+                     # this test is about how consensus votes train and are spent.
+                     tiers_json=json.dumps({"consensus_k": 2, "review_below": 0.6,
+                                            "consensus_from": 0.9}))
     [run] = run_benchmark(data, settings, active_runner=loop.run_seed)
     assert run.picked == inprocess[0].picked and run.curve == inprocess[0].curve
     spend = rounds[-1].spend  # type: ignore[attr-defined]

@@ -42,8 +42,8 @@ def test_unknown_class_state_is_learning() -> None:
 def test_mastered_class_is_reviewed_below_the_consensus_band() -> None:
     assert assign_tier(P, 0.6, "mastered") == "review"
     assert assign_tier(P, 0.8, "mastered") == "consensus"
-    off = TierPolicy(mastered_review=False)
-    assert assign_tier(off, 0.6, "mastered") == "annotate"
+    off = TierPolicy(review_below=0.25, consensus_from=0.75, mastered_review=False)
+    assert assign_tier(off, 0.6, "mastered") == "annotate"  # in P's annotate band
 
 
 def test_reopened_class_is_never_reviewed() -> None:
@@ -146,3 +146,25 @@ def test_router_without_gate_never_withholds_and_is_bounded() -> None:
     assert len(router.classes) == 256 and "m299" in router.classes and "m0" not in router.classes
     assert all(router.route("m1", "c0", s, "reservoir", math.inf) is not None
                for s in (0.0, 0.5, 1.0))
+
+
+def test_default_bands_review_the_confident_picks_and_keep_consensus_for_other_signals() -> None:
+    # The defaults' behaviour (bench/tiers_sweep.py chose them, docs/tiers.md): a review band
+    # below the middle of the score range, no consensus band, so consensus comes from a class's
+    # disagreement or a track's instability. Derived from the policy, not its constants: breaks
+    # if the band comparison, its order, or the defaults' shape (a consensus band) changes.
+    d = TierPolicy()
+    assert 0.0 < d.review_below < 0.6  # wider bands lost accuracy on the bench's streams
+    scores = [i / 1000 for i in range(1000)]  # [0, 1): every score short of a dead heat
+    tiers = [assign_tier(d, s) for s in scores]
+    assert set(tiers) == {"review", "annotate"}
+    first_annotated = tiers.index("annotate")
+    assert all(t == "review" for t in tiers[:first_annotated])
+    assert all(t == "annotate" for t in tiers[first_annotated:])
+    assert scores[first_annotated - 1] < d.review_below <= scores[first_annotated]
+    above = d.review_below + 0.01
+    assert assign_tier(d, above, disagreement=d.disagreement_consensus) == "consensus"
+    assert assign_tier(d, above, disagreement=d.disagreement_consensus - 0.01) == "annotate"
+    assert assign_tier(d, 0.0, instability=d.instability_consensus) == "consensus"
+    assert assign_tier(d, 0.0, "reopened") == "annotate"
+    assert assign_tier(d, 0.99, "mastered") == "review"  # no consensus band to stop it
