@@ -1,9 +1,10 @@
 """The stopping signal on the label-efficiency bench (issue 18, item 5): at which label count each
 branch fires, and the accuracy left on the table there.
 
-In process, on digits by default (`--dataset`): the selection core (default policy, its explore lane widened and given to
-the control arm, budget `--budget` of the stream) picks, an oracle labels, the model retrains
-every `--retrain-every` labels. Two branches of the signal run on the same loop:
+In process, on digits by default (`--dataset`): the selection core (default policy, its
+explore lane widened and given to the control arm, budget `--budget` of the stream) picks, an
+oracle labels, the model retrains every `--retrain-every` labels. Two branches of the signal
+run on the same loop:
 
 - control-arm accuracy (services/core/mastery.py, the label sink's code): each control-arm label
   is applied to a MasteryBook with its 1/pi weight, `at_trigger` at every retraining; fires when
@@ -125,7 +126,8 @@ def main() -> None:
     ap.add_argument("--min-gain", type=float, default=0.005)
     ap.add_argument("--stop-min-labels", type=int, default=30)
     args = ap.parse_args()
-    print(f"{args.dataset}, budget {args.budget:.0%} of the stream, retrain every {args.retrain_every}, "
+    print(f"{args.dataset}, budget {args.budget:.0%} of the stream, "
+          f"retrain every {args.retrain_every}, "
           f"control arm {args.control_share:.0%} of the budget; control branch K={args.k}, "
           f"min gain {args.min_gain}, >= {args.stop_min_labels} control labels per version; "
           f"stability branch {args.probes} probes, threshold {args.threshold}")
