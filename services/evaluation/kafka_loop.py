@@ -35,6 +35,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from services.core.redundancy import REASONS as REDUNDANCY_REASONS
 from services.evaluation.datasets import Dataset, Split
 from services.evaluation.harness import FittedModel, SeedRun, Settings
 from services.evaluation.processes import ServiceProcess, metric, wait_until
@@ -117,6 +118,12 @@ class Annotator(Protocol):
     def stop_seed(self) -> None: ...
 
 
+Events = Callable[[FittedModel, int, int, int], list[dict[str, Any]]]
+"""The model service's inference events for stream positions [lo, hi) under the current model
+and version: `events(model, version, lo, hi)`. Asset ids must be `asset-<position>` (the
+oracle and the trainer map requests and labels back to positions by them)."""
+
+
 class KafkaLoop:
     """The closed loop for one strategy (`active-stream`) on `bootstrap`; see the module doc.
 
@@ -137,7 +144,11 @@ class KafkaLoop:
         self.on_round = on_round
         self.annotator = annotator
 
-    def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int) -> SeedRun:
+    def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int,
+                 events: Events | None = None) -> SeedRun:
+        """One seed through the services. `events`: how the model service builds its events
+        (None: one whole-asset classification prediction per event, over the model's classes;
+        the video scenario passes its own, services/evaluation/video_kafka.py)."""
         started = time.perf_counter()
         prefix = f"le{seed}-{uuid.uuid4().hex[:6]}."
         create_topics(AdminClient({"bootstrap.servers": self.bootstrap}),
@@ -150,7 +161,8 @@ class KafkaLoop:
                 service.wait_ready(STEP_TIMEOUT_S)
             if self.annotator is not None:
                 self.annotator.start(self.bootstrap, prefix, seed)
-            return _Round(self, prefix, scorer, sink, data, split, ctx, seed).run(started)
+            return _Round(self, prefix, scorer, sink, data, split, ctx, seed,
+                          events).run(started)
         finally:
             if self.annotator is not None:
                 self.annotator.stop_seed()
@@ -203,7 +215,7 @@ class _Round:
 
     def __init__(self, loop: KafkaLoop, prefix: str, scorer: ServiceProcess,
                  sink: ServiceProcess, data: Dataset, split: Split, ctx: SeedContext,
-                 seed: int) -> None:
+                 seed: int, events: Events | None = None) -> None:
         self.loop, self.settings = loop, loop.settings
         self.scorer, self.sink = scorer, sink
         self.data, self.split, self.ctx, self.seed = data, split, ctx, seed
@@ -217,6 +229,7 @@ class _Round:
         self.feedback = _Tail(loop.bootstrap, prefix + topics.CLASS_FEEDBACK)
         self.labels = _Tail(loop.bootstrap, self.labels_topic)
         self.given: dict[int, str] = {}  # row -> class a person gave that differs from the truth
+        self.events: Events = events or self._classification_events
 
     def check(self) -> None:
         self.scorer.check()
@@ -294,25 +307,33 @@ class _Round:
             model = FittedModel(X[trained], self._classes(trained), s.max_iter)
             curve.append((len(trained), model.accuracy(X_test, y_test)))
             self._report(pos, requests, acquired, triggered, curve[-1][1], version)
+        samples = self.scorer.metrics()
+        suppressed = {r: int(metric(samples, "scorer_redundant_suppressed_total", reason=r))
+                      for r in REDUNDANCY_REASONS}
         return SeedRun("active-stream", self.seed, acquired, curve,
                        time.perf_counter() - started,
-                       {"requests": requests, "triggers": triggered}, picked)
+                       {"requests": requests, "triggers": triggered,
+                        "suppressed": {r: c for r, c in suppressed.items() if c}}, picked)
 
     # -- the actors ---------------------------------------------------------------------------
 
     def _stream(self, model: FittedModel, version: int, lo: int, hi: int) -> None:
-        """The model service: events lo:hi with the current model's distributions."""
-        rows = self.split.stream[lo:hi]
-        proba = model.proba(self.data.X[rows])
-        for p, dist in zip(range(lo, hi), proba.tolist(), strict=True):
-            asset = f"asset-{p}"
-            event = {"schema_version": SCHEMA_VERSION, "event_id": f"e{p}", "asset_id": asset,
-                     "model_id": MODEL_ID, "model_version": f"v{version}",
-                     "timestamp": EPOCH + p * self.settings.event_spacing,
-                     "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
-            self.producer.produce(self.input, encode_event(event), asset.encode())
+        """The model service: events lo:hi with the current model, keyed by asset id."""
+        for event in self.events(model, version, lo, hi):
+            self.producer.produce(self.input, encode_event(event), event["asset_id"].encode())
         if self.producer.flush(30) != 0:
             raise RuntimeError("inference events not delivered within 30 s")
+
+    def _classification_events(self, model: FittedModel, version: int, lo: int, hi: int
+                               ) -> list[dict[str, Any]]:
+        """Events lo:hi, each the current model's distribution over its classes."""
+        rows = self.split.stream[lo:hi]
+        proba = model.proba(self.data.X[rows])
+        return [{"schema_version": SCHEMA_VERSION, "event_id": f"e{p}", "asset_id": f"asset-{p}",
+                 "model_id": MODEL_ID, "model_version": f"v{version}",
+                 "timestamp": EPOCH + p * self.settings.event_spacing,
+                 "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
+                for p, dist in zip(range(lo, hi), proba.tolist(), strict=True)]
 
     def _label(self, request: Any, true_class: str) -> None:
         """The oracle: the true class of the requested asset."""
