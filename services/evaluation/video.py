@@ -9,7 +9,7 @@ once in batches of `batch_size` events scored by the current model, a hard cap o
 stream length labels, retraining every `retrain_every` labels (the model version bumped, the
 selector given the class feedback the label sink publishes then), test accuracy after every
 retraining. In --mode kafka active-stream runs through the real scorer and label sink
-(video_kafka.py) and selects exactly what it selects here; the others run here.
+(video_kafka.py), the others run here.
 
 Strategies: `active-stream` (the default policy plus the redundancy gates and track
 instability: `video_policy`), `uncertainty-only` (the default policy as it is), `random`
@@ -182,8 +182,9 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
              strategy_seed: int) -> VideoRun:
     """One strategy over one seed's clips, in process (module docstring). The selector is
     seeded as the scorer seeds input partition 0 with ACTIVE_STREAM_SCORER_SEED=strategy_seed
-    and gets the class feedback the label sink publishes with each trigger, so --mode kafka
-    (one partition) decides exactly as this does."""
+    and gets the class feedback the label sink publishes with each trigger (agreement of each
+    label with the predictions its request carried), so --mode kafka (one partition) decides
+    exactly as this does."""
     started = time.perf_counter()
     clips, n, cap = vs.clips, vs.clips.n, vs.cap
     labels = Labels(vs.seed_rows.tolist())
@@ -200,11 +201,15 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
         rng = np.random.default_rng(strategy_seed)
         wanted = set(rng.choice(n, size=min(quota, n), replace=False).tolist())
     version = used = 0  # used: triggers already trained on
+    # The model's class for each row when it was streamed: a reservoir window can grant rows of
+    # an earlier round, and the sink compares a label with the predictions its request carries.
+    predicted = np.zeros(n, dtype=int)
     for lo in range(0, n, settings.batch_size):
         if labels.acquired >= cap:
             break
         hi = min(n, lo + settings.batch_size)
         proba = class_proba(model, clips.X[lo:hi])
+        predicted[lo:hi] = proba.argmax(axis=1)  # ties: the smallest class name, as the sink
         if state is not None:
             events = _events(event_dicts(clips, lo, hi, proba, version))
             sel = select(state, PredictionBatch.from_events(events, list(range(lo, hi))))
@@ -216,9 +221,7 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
         for i in picks:
             if labels.acquired >= cap:
                 break  # the hard cap: later picks are never labeled
-            # ties: the smallest class name, as the label sink's agreement takes the top class
-            labels.add(i, str(clips.y[i]), CLASSES[int(np.argmax(proba[i - lo]))],
-                       settings.retrain_every)
+            labels.add(i, str(clips.y[i]), CLASSES[int(predicted[i])], settings.retrain_every)
         for upto, _ in labels.triggers[used:]:
             version += 1
             rows = labels.rows[: labels.n_seed + upto]

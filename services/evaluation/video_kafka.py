@@ -6,7 +6,7 @@ clip row, in order), the held-out set the digits test images, the seed labels cl
 model service sends video events (`video.event_dicts`: ten-digit `scores`, `track_id`, `bbox`,
 `embedding`, `sequence_id`). The scorer runs `video.video_overrides` as its policy. With the same
 strategy seed the scorer selects exactly what `video.run_seed` selects in process
-(tests/integration/test_video_bench_kafka.py).
+(tests/integration/test_video_bench_kafka.py; docs/video.md for a full-size seed).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from services.evaluation.video_kafka import VideoKafkaRunner
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 
-SMALL = dict(clips=6, frames=20, budget=0.1, seed_labels=20, retrain_every=5)
+SMALL = dict(clips=6, frames=20, budget=0.1, seed_labels=20, retrain_every=5, batch_size=30)
 
 
 def test_video_kafka_selects_what_the_in_process_run_selects(kafka: Any,
