@@ -287,28 +287,48 @@ rests on a few labels rather than one (docs/mastery.md, "In the demo"; the in-pr
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The closed loop on the embedded broker: active-stream through the real scorer and label
-    sink vs a random baseline with the same labels; prints progress, a table, writes a plot."""
+    sink vs a random baseline with the same labels; prints progress, a table, writes a plot.
+    `--scenario video`: the video benchmark's clips (one seed), active-stream with its video
+    signals through the services vs uncertainty-only and random in process."""
     from services.evaluation.cli import main as label_efficiency
 
-    argv = ["--mode", "kafka", "--dataset", args.dataset, "--seeds", "1",
-            "--strategies", "active-stream,random", "--label-delay", str(args.label_delay),
-            "--random-state", str(args.seed), "--out", args.out,
-            "--policy-json", json.dumps(DEMO_POLICY)]
-    print("active-stream demo: a model streams predictions, the scorer picks what to label, an "
-          "oracle labels it, the label sink triggers retraining, the trainer retrains.\n"
-          "The same labels picked at random train a baseline model for comparison.\n"
-          "30% of the budget goes to the random control arm (its labels estimate each model's "
-          "accuracy on the stream, plotted as points with intervals); requests are routed to "
-          "review / annotate / consensus tiers, whose spend is shown after each retraining, "
-          "with each class's mastery state (docs/mastery.md).",
-          file=sys.stderr, flush=True)
+    video = args.scenario == "video"
+    if video and args.label_studio:
+        raise CliError("--scenario video has no Label Studio annotator; drop --label-studio")
+    if video and args.dataset != "digits":
+        raise CliError("--scenario video builds its clips from digits; drop --dataset")
+    argv = ["--mode", "kafka", "--seeds", "1", "--label-delay", str(args.label_delay),
+            "--random-state", str(args.seed), "--out", args.out]
+    if video:
+        argv += ["--scenario", "video"]
+        for name in ("clips", "frames"):
+            if getattr(args, name) is not None:
+                argv += [f"--{name}", str(getattr(args, name))]
+        print("active-stream demo, video: clips of moving digits (near-duplicate frames, tracks "
+              "whose ids swap when objects meet) stream as inference events; the scorer skips "
+              "near duplicates and ranks unstable tracks, an oracle labels what it requests, "
+              "the label sink triggers retraining, the trainer retrains.\n"
+              "Uncertainty-only and random selection are run on the same clips for comparison.",
+              file=sys.stderr, flush=True)
+    else:
+        argv += ["--dataset", args.dataset, "--strategies", "active-stream,random",
+                 "--policy-json", json.dumps(DEMO_POLICY)]
+        print("active-stream demo: a model streams predictions, the scorer picks what to label, "
+              "an oracle labels it, the label sink triggers retraining, the trainer retrains.\n"
+              "The same labels picked at random train a baseline model for comparison.\n"
+              "30% of the budget goes to the random control arm (its labels estimate each "
+              "model's accuracy on the stream, plotted as points with intervals); requests are "
+              "routed to review / annotate / consensus tiers, whose spend is shown after each "
+              "retraining, with each class's mastery state (docs/mastery.md).",
+              file=sys.stderr, flush=True)
     if args.label_studio:
         argv.append("--label-studio")
-    else:  # the oracle answers each tier (k labels for consensus); Label Studio has no tiers
+    elif not video:  # the oracle answers each tier (k labels for consensus); Label Studio has none
         argv += ["--tiers", json.dumps(DEMO_TIERS)]
     code = label_efficiency(argv)
     if code == 0:
-        print(f"plot: {os.path.join(args.out, 'label-efficiency.png')}", flush=True)
+        plot = "video-label-efficiency.png" if video else "label-efficiency.png"
+        print(f"plot: {os.path.join(args.out, plot)}", flush=True)
     return code
 
 
@@ -373,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     studio.set_defaults(func=cmd_label_studio)
 
     demo = sub.add_parser("demo", help="the closed-loop demo on the embedded broker")
+    demo.add_argument("--scenario", choices=("classification", "video"),
+                      default="classification",
+                      help="video: clips of moving digits with tracks and id swaps, the video "
+                           "signals on (docs/video.md)")
+    # --scenario video: a smaller stream (tests); defaults are the benchmark's.
+    demo.add_argument("--clips", type=int, default=None, help=argparse.SUPPRESS)
+    demo.add_argument("--frames", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--dataset", default="digits", help="digits | segments | PATH.npz")
     demo.add_argument("--label-delay", type=float, default=0.2,
                       help="seconds the oracle annotator takes to answer (default 0.2)")

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from services.streaming.embedded import BrokerUnavailable
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
@@ -38,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", choices=("classification", "video"), default="classification",
                    help="video: clips built from digits (tracks, near-duplicate frames, id "
                         "swaps; services/evaluation/video.py), active-stream with its video "
-                        "signals vs uncertainty-only vs random (in process)")
+                        "signals vs uncertainty-only vs random (--mode kafka: active-stream "
+                        "through the services)")
     p.add_argument("--dataset", default="digits",
                    help="digits | segments | breast_cancer | wine | iris | synthetic-imbalanced |"
                         " synthetic-noisy | PATH.npz (arrays X: samples x features, y: labels)")
@@ -54,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=10, help="paired seeds (default 10)")
     p.add_argument("--seed-labels", type=int, default=50,
                    help="random labeled rows the first model is trained on (default 50)")
-    p.add_argument("--budget", type=float, default=0.10,
-                   help="hard label cap as a share of the stream (default 0.10)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="hard label cap as a share of the stream (default 0.10; --scenario "
+                        "video: 0.015)")
     p.add_argument("--retrain-every", type=int, default=10,
                    help="retrain after this many new labels (default 10)")
     p.add_argument("--strategies", default=None,
@@ -73,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--event-spacing", type=float, default=1.0, help=hidden)
     p.add_argument("--random-state", type=int, default=0, help=hidden)
     p.add_argument("--test-share", type=float, default=0.3, help=hidden)
+    # --scenario video: clips in the stream and frames per clip (default: VideoSettings').
+    p.add_argument("--clips", type=int, default=None, help=hidden)
+    p.add_argument("--frames", type=int, default=None, help=hidden)
     # --mode kafka: the annotator works through a local Label Studio (`demo --label-studio`).
     p.add_argument("--label-studio", action="store_true", help=hidden)
     # --mode kafka: the tier policy (docs/tiers.md) for the scorer and the sink (`demo`: {}).
@@ -159,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if getattr(args, "scenario", "classification") == "video":
         return _run_video(args)
+    if args.budget is None:
+        args.budget = 0.10
     policy, overrides = policy_from_json(args.policy_json, args.budget)
     variants = _variants(args, overrides)
     if args.suite is not None:
@@ -208,16 +217,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_video(args: argparse.Namespace) -> int:
-    """`--scenario video` (services/evaluation/video.py): in process only for now."""
-    from services.evaluation import video
+    """`--scenario video` (services/evaluation/video.py); with --mode kafka active-stream runs
+    through the services (video_kafka.py), the other strategies in process."""
+    from services.evaluation import video, video_report
 
-    if args.mode == "kafka":
-        raise UsageError("--scenario video runs in process only (--mode kafka is not built yet)")
-    budget = args.budget if args.budget != 0.10 else video.VideoSettings.budget
+    if args.label_studio:
+        raise UsageError("--scenario video has no Label Studio annotator; drop --label-studio")
+    budget = args.budget if args.budget is not None else video.VideoSettings.budget
+    sizes = {k: v for k, v in (("clips", args.clips), ("frames", args.frames)) if v is not None}
     try:
         settings = video.VideoSettings(seeds=args.seeds, budget=budget,
                                        retrain_every=args.retrain_every,
-                                       random_state=args.random_state)
+                                       random_state=args.random_state, **sizes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out)
@@ -227,12 +238,24 @@ def _run_video(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: {exc.strerror}") from None
     started = time.perf_counter()
     status = StatusLine(sys.stderr)
-    runs = video.run_video_benchmark(settings, progress=status.say)
-    summary = video.summarize(runs, settings)
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if args.mode == "kafka":
+            from services.evaluation.video_kafka import VideoKafkaRunner
+
+            runner = VideoKafkaRunner(_bootstrap(stack, out, status), settings, out / "services",
+                                      on_round=lambda r: status.update(_round_line(r)),
+                                      label_delay_s=args.label_delay)
+        try:
+            runs = video.run_video_benchmark(settings, progress=status.say, active_runner=runner)
+        except BrokerUnavailable as exc:
+            raise UsageError(str(exc)) from None
+    summary = video_report.summarize(runs, settings)
+    summary["settings"]["mode"] = args.mode
     report_json = out / "video-results.json"
     report_json.write_text(json.dumps(summary, indent=1, default=str))
-    video.plot(summary, out / "video-label-efficiency.png")
-    video.print_report(summary)
+    video_report.plot(summary, out / "video-label-efficiency.png")
+    video_report.print_report(summary)
     print(f"wrote {report_json} and {out / 'video-label-efficiency.png'} in "
           f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0
@@ -332,6 +355,26 @@ def round_lines(r: Any, triggered: bool) -> list[str]:
     return lines
 
 
+def _round_line(r: Any) -> str:
+    """One closed-loop round (kafka_loop.RoundReport) as a status line."""
+    return (f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests {r.requests}  "
+            f"labels {r.labels}/{r.cap}  triggers {r.triggers}  model {r.model_version}  "
+            f"held-out accuracy {r.accuracy:.3f}")
+
+
+def _bootstrap(stack: contextlib.ExitStack, out: Path, status: StatusLine) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else an embedded broker started on `stack` (stopped with it)."""
+    from services.streaming.embedded import EmbeddedBroker
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        return bootstrap
+    broker = stack.enter_context(EmbeddedBroker())
+    status.say(f"embedded Kafka-protocol broker at {broker.bootstrap}; service logs in "
+               f"{out / 'services'}")
+    return str(broker.bootstrap)
+
+
 def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
                status: StatusLine, label_delay_s: float, label_studio: bool = False,
                tiers_json: str | None = None) -> list[Any]:
@@ -339,40 +382,33 @@ def _run_kafka(data: Any, settings: Any, overrides: dict[str, Any], out: Path,
     KAFKA_BOOTSTRAP_SERVERS), the other strategies in process on the same seeds."""
     from services.evaluation.harness import run_benchmark
     from services.evaluation.kafka_loop import KafkaLoop, RoundReport
-    from services.streaming.embedded import BrokerUnavailable, EmbeddedBroker
+    from services.streaming.embedded import BrokerUnavailable
 
     last = {"triggers": 0}
 
     def on_round(r: RoundReport) -> None:
-        status.update(f"  seed {r.seed + 1} [kafka] events {r.events}/{r.stream}  requests "
-                      f"{r.requests}  labels {r.labels}/{r.cap}  triggers {r.triggers}  model "
-                      f"{r.model_version}  held-out accuracy {r.accuracy:.3f}")
+        status.update(_round_line(r))
         triggered = r.triggers > last["triggers"]
         last["triggers"] = r.triggers
         for line in round_lines(r, triggered):
             status.say(line)
 
     with contextlib.ExitStack() as stack:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = stack.enter_context(EmbeddedBroker())
-            bootstrap = broker.bootstrap
-            status.say(f"embedded Kafka-protocol broker at {bootstrap}; service logs in "
-                       f"{out / 'services'}")
-        annotator = None
-        if label_studio:
-            from services.label_studio.demo import LabelStudioAnnotator
-
-            annotator = LabelStudioAnnotator(out / "services", data.classes, status.say)
-            stack.callback(annotator.close)
-        if tiers_json is not None and annotator is not None:
-            raise UsageError("--tiers needs the oracle annotator (drop --label-studio)")
-        loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
-                         on_round=on_round, label_delay_s=label_delay_s, annotator=annotator,
-                         tiers_json=tiers_json)
         try:
-            return run_benchmark(data, settings, progress=status.say, active_runner=loop.run_seed,
-                                 policy=None)
+            bootstrap = _bootstrap(stack, out, status)
+            annotator = None
+            if label_studio:
+                from services.label_studio.demo import LabelStudioAnnotator
+
+                annotator = LabelStudioAnnotator(out / "services", data.classes, status.say)
+                stack.callback(annotator.close)
+            if tiers_json is not None and annotator is not None:
+                raise UsageError("--tiers needs the oracle annotator (drop --label-studio)")
+            loop = KafkaLoop(bootstrap, settings, overrides, workdir=out / "services",
+                             on_round=on_round, label_delay_s=label_delay_s,
+                             annotator=annotator, tiers_json=tiers_json)
+            return run_benchmark(data, settings, progress=status.say,
+                                 active_runner=loop.run_seed, policy=None)
         except BrokerUnavailable as exc:
             raise UsageError(str(exc)) from None
 

@@ -38,6 +38,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from services.core.redundancy import REASONS as REDUNDANCY_REASONS
 from services.evaluation.datasets import Dataset, Split
 from services.evaluation.harness import FittedModel, SeedRun, Settings
 from services.evaluation.loop_view import ControlPoint, LoopView, tier_spend
@@ -129,6 +130,12 @@ class Annotator(Protocol):
     def stop_seed(self) -> None: ...
 
 
+Events = Callable[[FittedModel, int, int, int], list[dict[str, Any]]]
+"""The model service's inference events for stream positions [lo, hi) under the current model
+and version: `events(model, version, lo, hi)`. Asset ids must be `asset-<position>` (the
+oracle and the trainer map requests and labels back to positions by them)."""
+
+
 class KafkaLoop:
     """The closed loop for one strategy (`active-stream`) on `bootstrap`; see the module doc.
 
@@ -152,7 +159,11 @@ class KafkaLoop:
         self.annotator = annotator
         self.tiers_json = tiers_json
 
-    def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int) -> SeedRun:
+    def run_seed(self, data: Dataset, split: Split, ctx: SeedContext, seed: int,
+                 events: Events | None = None) -> SeedRun:
+        """One seed through the services. `events`: how the model service builds its events
+        (None: one whole-asset classification prediction per event, over the model's classes;
+        the video scenario passes its own, services/evaluation/video_kafka.py)."""
         started = time.perf_counter()
         prefix = f"le{seed}-{uuid.uuid4().hex[:6]}."
         create_topics(AdminClient({"bootstrap.servers": self.bootstrap}),
@@ -165,7 +176,8 @@ class KafkaLoop:
                 service.wait_ready(STEP_TIMEOUT_S)
             if self.annotator is not None:
                 self.annotator.start(self.bootstrap, prefix, seed)
-            return _Round(self, prefix, scorer, sink, data, split, ctx, seed).run(started)
+            return _Round(self, prefix, scorer, sink, data, split, ctx, seed,
+                          events).run(started)
         finally:
             if self.annotator is not None:
                 self.annotator.stop_seed()
@@ -221,7 +233,7 @@ class _Round:
 
     def __init__(self, loop: KafkaLoop, prefix: str, scorer: ServiceProcess,
                  sink: ServiceProcess, data: Dataset, split: Split, ctx: SeedContext,
-                 seed: int) -> None:
+                 seed: int, events: Events | None = None) -> None:
         self.loop, self.settings = loop, loop.settings
         self.scorer, self.sink = scorer, sink
         self.data, self.split, self.ctx, self.seed = data, split, ctx, seed
@@ -242,6 +254,7 @@ class _Round:
         self.probes_sent = 0  # probe events produced (the scorer counts them as consumed)
         self.probed = -1  # the model version whose probes were sent last
         self.compared = 0  # versions compared with the one before on the probes
+        self.events: Events = events or self._classification_events
 
     def check(self) -> None:
         self.scorer.check()
@@ -341,23 +354,21 @@ class _Round:
         control = [{"labels": self.control_x[v], "model_version": v, "estimate": c.estimate,
                     "low": c.low, "high": c.high, "control_labels": c.labels}
                    for v, c in self.view.control.items() if v in self.control_x]
+        samples = self.scorer.metrics()
+        suppressed = {r: int(metric(samples, "scorer_redundant_suppressed_total", reason=r))
+                      for r in REDUNDANCY_REASONS}
         return SeedRun("active-stream", self.seed, acquired, curve,
                        time.perf_counter() - started,
-                       {"requests": requests, "triggers": triggered}, picked, control)
+                       {"requests": requests, "triggers": triggered,
+                        "suppressed": {r: c for r, c in suppressed.items() if c}}, picked,
+                       control)
 
     # -- the actors ---------------------------------------------------------------------------
 
     def _stream(self, model: FittedModel, version: int, lo: int, hi: int) -> None:
-        """The model service: events lo:hi with the current model's distributions."""
-        rows = self.split.stream[lo:hi]
-        proba = model.proba(self.data.X[rows])
-        for p, dist in zip(range(lo, hi), proba.tolist(), strict=True):
-            asset = f"asset-{p}"
-            event = {"schema_version": SCHEMA_VERSION, "event_id": f"e{p}", "asset_id": asset,
-                     "model_id": MODEL_ID, "model_version": f"v{version}",
-                     "timestamp": EPOCH + p * self.settings.event_spacing,
-                     "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
-            self.producer.produce(self.input, encode_event(event), asset.encode())
+        """The model service: events lo:hi with the current model, keyed by asset id."""
+        for event in self.events(model, version, lo, hi):
+            self.producer.produce(self.input, encode_event(event), event["asset_id"].encode())
         if self.producer.flush(30) != 0:
             raise RuntimeError("inference events not delivered within 30 s")
 
@@ -373,6 +384,17 @@ class _Round:
                      "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
             self.producer.produce(self.input, encode_event(event), asset.encode())
         self.probes_sent += rows.shape[0]
+
+    def _classification_events(self, model: FittedModel, version: int, lo: int, hi: int
+                               ) -> list[dict[str, Any]]:
+        """Events lo:hi, each the current model's distribution over its classes."""
+        rows = self.split.stream[lo:hi]
+        proba = model.proba(self.data.X[rows])
+        return [{"schema_version": SCHEMA_VERSION, "event_id": f"e{p}", "asset_id": f"asset-{p}",
+                 "model_id": MODEL_ID, "model_version": f"v{version}",
+                 "timestamp": EPOCH + p * self.settings.event_spacing,
+                 "predictions": [{"scores": dict(zip(model.classes, dist, strict=True))}]}
+                for p, dist in zip(range(lo, hi), proba.tolist(), strict=True)]
 
     def _label(self, request: Any, true_class: str) -> None:
         """The oracle: the true class of the requested asset, from each of the annotators its

@@ -1,13 +1,15 @@
-"""The video label-efficiency benchmark (issue 16, item 4), in process:
-`active-stream bench label-efficiency --scenario video`.
+"""The video label-efficiency benchmark (issue 16, item 4):
+`active-stream bench label-efficiency --scenario video [--mode kafka]`.
 
 The stream: clips from digits (video_clips.py), one instance of one frame per inference event,
 with `track_id`, `bbox`, `embedding` and the clip as `sequence_id`; one label is one instance.
 Protocol as the classification harness: a stratified 30% held-out test split of the digits
 images, `seed_labels` random seed labels (instances of the pool's images), the clips streamed
 once in batches of `batch_size` events scored by the current model, a hard cap of `budget` x
-stream length labels, retraining every `retrain_every` labels (the model version bumped), test
-accuracy after every retraining.
+stream length labels, retraining every `retrain_every` labels (the model version bumped, the
+selector given the class feedback the label sink publishes then), test accuracy after every
+retraining. In --mode kafka active-stream runs through the real scorer and label sink
+(video_kafka.py), the others run here.
 
 Strategies: `active-stream` (the default policy plus the redundancy gates and track
 instability: `video_policy`), `uncertainty-only` (the default policy as it is), `random`
@@ -19,17 +21,17 @@ counts as caught when a labeled instance is on one of the two swapped tracks wit
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
-from services.core.redundancy import RedundancyPolicy
-from services.core.tracks import TrackPolicy
+from services.core import PredictionBatch, SelectorPolicy, SelectorState, select, with_overrides
+from services.evaluation.harness import FittedModel, Labels, strategy_seed
 from services.evaluation.video_clips import Clips, make_clips
+from services.scorer.partition import partition_seed
+from services.streaming.event_fields import SCHEMA_VERSION
 
 STRATEGIES = ("active-stream", "uncertainty-only", "random")
 CATCH_FRAMES = 2
@@ -37,22 +39,31 @@ EPOCH = 1_700_000_000.0
 MODEL_ID = "video-bench"
 
 
+def video_overrides(settings: VideoSettings) -> dict[str, Any]:
+    """active-stream's policy as ACTIVE_STREAM_SCORER_POLICY overrides: the default policy at
+    the benchmark's budget share with the video signals on (`settings`: similarity, horizon,
+    sequence cap, track weight). The in-process run and the scorer in --mode kafka both build
+    their policy from these."""
+    return {**baseline_overrides(settings.budget),
+            "redundancy": {"similarity": settings.similarity,
+                           "horizon_seconds": settings.horizon_seconds,
+                           "sequence_cap": settings.sequence_cap,
+                           "sequence_seconds": settings.sequence_seconds},
+            "tracks": {"weight": settings.track_weight}}
+
+
+def baseline_overrides(budget: float) -> dict[str, Any]:
+    """The default policy with its share set to the benchmark's budget (as the classification
+    harness does)."""
+    return {"budget": {"share": budget}}
+
+
 def video_policy(settings: VideoSettings) -> SelectorPolicy:
-    """The default policy with the video signals on (`settings`: similarity, horizon, sequence
-    cap, track weight)."""
-    return replace(baseline_policy(settings.budget),
-                   redundancy=RedundancyPolicy(similarity=settings.similarity,
-                                               horizon_seconds=settings.horizon_seconds,
-                                               sequence_cap=settings.sequence_cap,
-                                               sequence_seconds=settings.sequence_seconds),
-                   tracks=TrackPolicy(weight=settings.track_weight))
+    return with_overrides(SelectorPolicy(), video_overrides(settings))
 
 
 def baseline_policy(budget: float) -> SelectorPolicy:
-    """The default policy with its share set to the benchmark's budget (as the classification
-    harness does)."""
-    base = SelectorPolicy()
-    return replace(base, budget=replace(base.budget, share=budget))
+    return with_overrides(SelectorPolicy(), baseline_overrides(budget))
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,30 @@ class VideoRun:
     distinct_objects: int
     suppressed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    labeled: list[int] = field(default_factory=list)  # clip rows labeled, in label order
 
     @property
     def final_accuracy(self) -> float:
         return self.curve[-1][1]
+
+
+@dataclass(frozen=True)
+class VideoSeed:
+    """One seed's paired inputs, the same for every strategy: the clips (the stream, in
+    order), the held-out test images, the clip rows labeled before the stream (`seed_rows`) and
+    the hard label cap."""
+
+    seed: int
+    clips: Clips
+    X_test: np.ndarray
+    y_test: np.ndarray
+    seed_rows: np.ndarray
+    cap: int
+
+
+VideoRunner = Callable[[VideoSeed, int], VideoRun]
+"""Runs `active-stream` on one seed some other way (--mode kafka: video_kafka.py), given the
+seed's inputs and the strategy's seed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,51 +147,71 @@ class _Event:
     sequence_id: str
 
 
-def _events(clips: Clips, lo: int, hi: int, proba: np.ndarray, classes: tuple[str, ...],
-            version: int) -> list[_Event]:
+def event_dicts(clips: Clips, lo: int, hi: int, proba: np.ndarray, version: int
+                ) -> list[dict[str, Any]]:
+    """Inference events (the contract's JSON fields) for clip rows [lo, hi): one instance each,
+    the model's distribution over all ten digits as `scores`, its track, box and embedding, the
+    clip as `sequence_id`. `proba`: rows lo..hi-1 from `class_proba`."""
+    return [{"schema_version": SCHEMA_VERSION, "event_id": f"e{i}", "asset_id": f"asset-{i}",
+             "model_id": MODEL_ID, "model_version": f"v{version}",
+             "timestamp": EPOCH + float(clips.time[i]),
+             "sequence_id": f"clip-{int(clips.clip[i])}",
+             "predictions": [{"scores": dict(zip(CLASSES, proba[i - lo].tolist(), strict=True)),
+                              "track_id": clips.track[i], "bbox": clips.bbox[i].tolist(),
+                              "embedding": clips.embedding[i].tolist()}]}
+            for i in range(lo, hi)]
+
+
+def _events(dicts: list[dict[str, Any]]) -> list[_Event]:
+    """The same events as the selection core's input (what the scorer decodes them to)."""
     out = []
-    for i in range(lo, hi):
-        p = proba[i - lo]
-        out.append(_Event(f"e{i}", f"a{i}", MODEL_ID, f"v{version}", EPOCH + float(clips.time[i]),
-                          (_Pred(dict(zip(classes, p.tolist(), strict=True)), clips.track[i],
-                                 tuple(clips.bbox[i].tolist()),  # type: ignore[arg-type]
-                                 tuple(clips.embedding[i].tolist())),),
-                          f"clip-{int(clips.clip[i])}"))
+    for e in dicts:
+        p = e["predictions"][0]
+        out.append(_Event(e["event_id"], e["asset_id"], e["model_id"], e["model_version"],
+                          e["timestamp"], (_Pred(p["scores"], p["track_id"], tuple(p["bbox"]),
+                                                 tuple(p["embedding"])),), e["sequence_id"]))
     return out
 
 
-def _fit(X: np.ndarray, y: np.ndarray) -> Any:
-    from services.evaluation.harness import FittedModel
+def fit(X: np.ndarray, y: np.ndarray) -> Any:
+    """The benchmark model (the classification harness's, max_iter 5000)."""
     return FittedModel(X, y, 5000)
 
 
-def run_seed(name: str, clips: Clips, X_test: np.ndarray, y_test: np.ndarray,
-             seed_X: np.ndarray, seed_y: np.ndarray, cap: int, quota: int, settings: VideoSettings,
+def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
              strategy_seed: int) -> VideoRun:
-    """One strategy over one seed's clips (module docstring)."""
+    """One strategy over one seed's clips, in process (module docstring). The selector is
+    seeded as the scorer seeds input partition 0 with ACTIVE_STREAM_SCORER_SEED=strategy_seed
+    and gets the class feedback the label sink publishes with each trigger (agreement of each
+    label with the predictions its request carried), so --mode kafka (one partition) decides
+    exactly as this does."""
     started = time.perf_counter()
-    n = clips.n
-    labeled: list[int] = []
-    model = _fit(seed_X, seed_y)
-    curve = [(len(seed_y), model.accuracy(X_test, y_test))]
+    clips, n, cap = vs.clips, vs.clips.n, vs.cap
+    labels = Labels(vs.seed_rows.tolist())
+    model = fit(clips.X[labels.rows], clips.y[labels.rows])
+    curve = [(labels.n_seed, model.accuracy(vs.X_test, vs.y_test))]
     suppressed: dict[str, int] = {}
     state = None
     if name != "random":
         policy = video_policy(settings) if name == "active-stream" else \
             baseline_policy(settings.budget)
-        state = SelectorState.create(policy, strategy_seed)
+        state = SelectorState.create(policy, partition_seed(strategy_seed, 0))
         wanted: set[int] = set()
     else:
         rng = np.random.default_rng(strategy_seed)
         wanted = set(rng.choice(n, size=min(quota, n), replace=False).tolist())
-    version, trained = 0, 0
+    version = used = 0  # used: triggers already trained on
+    # The model's class for each row when it was streamed: a reservoir window can grant rows of
+    # an earlier round, and the sink compares a label with the predictions its request carries.
+    predicted = np.zeros(n, dtype=int)
     for lo in range(0, n, settings.batch_size):
-        if len(labeled) >= cap:
+        if labels.acquired >= cap:
             break
         hi = min(n, lo + settings.batch_size)
+        proba = class_proba(model, clips.X[lo:hi])
+        predicted[lo:hi] = proba.argmax(axis=1)  # ties: the smallest class name, as the sink
         if state is not None:
-            proba = _proba(model, clips.X[lo:hi])
-            events = _events(clips, lo, hi, proba, _CLASSES, version)
+            events = _events(event_dicts(clips, lo, hi, proba, version))
             sel = select(state, PredictionBatch.from_events(events, list(range(lo, hi))))
             for r, c in sel.suppressed.items():
                 suppressed[r] = suppressed.get(r, 0) + c
@@ -168,32 +219,45 @@ def run_seed(name: str, clips: Clips, X_test: np.ndarray, y_test: np.ndarray,
         else:
             picks = [i for i in range(lo, hi) if i in wanted]
         for i in picks:
-            if len(labeled) >= cap:
-                break
-            labeled.append(i)
-        while len(labeled) - trained >= settings.retrain_every:
-            trained += settings.retrain_every
+            if labels.acquired >= cap:
+                break  # the hard cap: later picks are never labeled
+            labels.add(i, str(clips.y[i]), CLASSES[int(predicted[i])], settings.retrain_every)
+        for upto, _ in labels.triggers[used:]:
             version += 1
-            rows = labeled[:trained]
-            model = _fit(np.vstack([seed_X, clips.X[rows]]), np.r_[seed_y, clips.y[rows]])
-            curve.append((len(seed_y) + trained, model.accuracy(X_test, y_test)))
-    if len(labeled) > trained:
-        model = _fit(np.vstack([seed_X, clips.X[labeled]]), np.r_[seed_y, clips.y[labeled]])
-        curve.append((len(seed_y) + len(labeled), model.accuracy(X_test, y_test)))
-    return VideoRun(name, 0, len(labeled), curve, len(clips.switches),
-                    caught_switches(clips, labeled), len({int(clips.obj[i]) for i in labeled}),
-                    suppressed, time.perf_counter() - started)
+            rows = labels.rows[: labels.n_seed + upto]
+            model = fit(clips.X[rows], clips.y[rows])
+            curve.append((len(rows), model.accuracy(vs.X_test, vs.y_test)))
+        if len(labels.triggers) > used:
+            used = len(labels.triggers)
+            feedback = labels.triggers[-1][1]
+            if state is not None and hi < n and labels.acquired < cap and feedback.agreement:
+                state.apply_feedback(MODEL_ID, dict(feedback.agreement),
+                                     {c: float(k) for c, k in feedback.counts.items()})
+    if labels.acquired > (labels.triggers[-1][0] if labels.triggers else 0):
+        model = fit(clips.X[labels.rows], clips.y[labels.rows])
+        curve.append((len(labels.rows), model.accuracy(vs.X_test, vs.y_test)))
+    return finish(name, vs, labels.rows[labels.n_seed:], curve, suppressed,
+                  time.perf_counter() - started)
 
 
-_CLASSES = tuple(str(c) for c in range(10))
+def finish(name: str, vs: VideoSeed, labeled: list[int], curve: list[tuple[int, float]],
+           suppressed: dict[str, int], seconds: float) -> VideoRun:
+    """A strategy's run from the clip rows it labeled (in label order) and its curve."""
+    return VideoRun(name, vs.seed, len(labeled), curve, len(vs.clips.switches),
+                    caught_switches(vs.clips, labeled),
+                    len({int(vs.clips.obj[i]) for i in labeled}), suppressed, seconds,
+                    list(labeled))
 
 
-def _proba(model: Any, X: np.ndarray) -> np.ndarray:
+CLASSES = tuple(str(c) for c in range(10))
+
+
+def class_proba(model: Any, X: np.ndarray) -> np.ndarray:
     """Probabilities over all ten digits (classes the model has not seen get 0)."""
     p = model.proba(X)
-    out = np.zeros((X.shape[0], len(_CLASSES)))
+    out = np.zeros((X.shape[0], len(CLASSES)))
     for j, c in enumerate(model.classes):
-        out[:, _CLASSES.index(c)] = p[:, j]
+        out[:, CLASSES.index(c)] = p[:, j]
     return out
 
 
@@ -208,8 +272,11 @@ def caught_switches(clips: Clips, labeled: list[int]) -> int:
 
 
 def run_video_benchmark(settings: VideoSettings,
-                        progress: Callable[[str], None] | None = None) -> list[VideoRun]:
-    """Every strategy on every seed (paired: same split, seed labels and clips)."""
+                        progress: Callable[[str], None] | None = None,
+                        active_runner: VideoRunner | None = None) -> list[VideoRun]:
+    """Every strategy on every seed (paired: same split, seed labels and clips). `random`
+    spends exactly what active-stream did in the same seed. `active_runner`, if given, runs
+    active-stream instead of the in-process loop."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
@@ -228,15 +295,16 @@ def run_video_benchmark(settings: VideoSettings,
                                settings.objects)
             seed_rows = rng.choice(clips.n, settings.seed_labels, replace=False)
             cap = int(np.floor(settings.budget * clips.n + 1e-9))
+            vs = VideoSeed(seed, clips, X[test], y[test], seed_rows, cap)
             quota = cap
             for name in order:
                 if name not in settings.strategies:
                     continue
-                s_seed = int(np.random.SeedSequence([settings.random_state, seed, zlib.crc32(
-                    name.encode())]).generate_state(1)[0])
-                run = run_seed(name, clips, X[test], y[test], clips.X[seed_rows],
-                               clips.y[seed_rows], cap, quota, settings, s_seed)
-                run.seed = seed
+                s_seed = strategy_seed(settings.random_state, seed, name)
+                if name == "active-stream" and active_runner is not None:
+                    run = active_runner(vs, s_seed)
+                else:
+                    run = run_seed(name, vs, quota, settings, s_seed)
                 if name == "active-stream":
                     quota = run.labels_used
                 runs.append(run)
@@ -245,123 +313,3 @@ def run_video_benchmark(settings: VideoSettings,
                              f"{run.labels_used:>3}/{cap}  final acc {run.final_accuracy:.3f}  "
                              f"switches caught {run.caught}/{run.switches}  ({run.seconds:.1f}s)")
     return runs
-
-
-def labels_to_reach(run: VideoRun, target: float) -> float:
-    """Labels (seed labels included) at the first retraining reaching `target`; inf if none."""
-    for labels, acc in run.curve:
-        if acc >= target - 1e-12:
-            return float(labels)
-    return float("inf")
-
-
-def summarize(runs: list[VideoRun], settings: VideoSettings) -> dict[str, Any]:
-    """Per strategy: mean final accuracy, paired wins against random and uncertainty-only,
-    labels to reach random's final accuracy of the same seed (median over seeds; inf when not
-    reached), identity switches caught per label, distinct objects per label, suppressed; then
-    the issue's three goals, each with the figures it was judged on."""
-    by: dict[str, dict[int, VideoRun]] = {}
-    for r in runs:
-        by.setdefault(r.strategy, {})[r.seed] = r
-    rnd = by.get("random", {})
-    unc = by.get("uncertainty-only", {})
-    out: dict[str, Any] = {"settings": settings.__dict__ | {"strategies":
-                                                             list(settings.strategies)},
-                           "strategies": {}}
-    for name, seeds in by.items():
-        finals = [r.final_accuracy for r in seeds.values()]
-        reach = [labels_to_reach(r, rnd[s].final_accuracy) for s, r in seeds.items() if s in rnd]
-        labels = sum(r.labels_used for r in seeds.values())
-        out["strategies"][name] = {
-            "final_accuracy": float(np.mean(finals)), "final_accuracy_std": float(np.std(finals)),
-            "labels_used": labels / len(seeds),
-            "wins_vs_random": sum(r.final_accuracy > rnd[s].final_accuracy
-                                  for s, r in seeds.items() if s in rnd),
-            "wins_vs_uncertainty_only": sum(r.final_accuracy > unc[s].final_accuracy
-                                            for s, r in seeds.items() if s in unc),
-            "labels_to_random_final_median": float(np.median(reach)) if reach else None,
-            "switches_caught_per_label": sum(r.caught for r in seeds.values()) / max(labels, 1),
-            "switches_caught": sum(r.caught for r in seeds.values()),
-            "switches": sum(r.switches for r in seeds.values()),
-            "distinct_objects_per_label": sum(r.distinct_objects for r in seeds.values())
-            / max(labels, 1),
-            "suppressed": {k: sum(r.suppressed.get(k, 0) for r in seeds.values())
-                           for k in sorted({k for r in seeds.values() for k in r.suppressed})},
-            "curves": {str(s): r.curve for s, r in seeds.items()},
-        }
-    out["goals"] = _goals(out["strategies"], settings)
-    return out
-
-
-def _goals(st: dict[str, Any], settings: VideoSettings) -> dict[str, Any]:
-    a, u, r = st.get("active-stream"), st.get("uncertainty-only"), st.get("random")
-    goals: dict[str, Any] = {}
-    if a and r:
-        random_labels = settings.seed_labels + r["labels_used"]
-        need = a["labels_to_random_final_median"]
-        # Labels count the seed labels too, as in docs/label-efficiency.md; the acquired ones
-        # alone are printed beside them.
-        goals["half_of_random_labels"] = {
-            "met": need is not None and need <= 0.5 * random_labels,
-            "active_labels_to_random_final": need, "random_labels": random_labels,
-            "ratio": None if need is None else need / random_labels,
-            "acquired_ratio": None if need is None else
-            (need - settings.seed_labels) / max(r["labels_used"], 1)}
-    if a and u:
-        goals["beat_uncertainty_only"] = {
-            "met": a["final_accuracy"] > u["final_accuracy"]
-            and a["wins_vs_uncertainty_only"] > settings.seeds / 2,
-            "active": a["final_accuracy"], "uncertainty_only": u["final_accuracy"],
-            "paired_wins": a["wins_vs_uncertainty_only"], "seeds": settings.seeds}
-        goals["more_switches_per_label"] = {
-            "met": a["switches_caught_per_label"] > u["switches_caught_per_label"],
-            "active": a["switches_caught_per_label"],
-            "uncertainty_only": u["switches_caught_per_label"]}
-    return goals
-
-
-def print_report(summary: dict[str, Any], write: Callable[[str], None] = print) -> None:
-    """The figures as a table, then the goals."""
-    s = summary["settings"]
-    write(f"video (digits clips): {s['seeds']} seeds, {s['clips']} clips x {s['frames']} frames "
-          f"x {s['objects']} objects, {s['seed_labels']} seed labels, cap {s['budget']:.1%} of "
-          f"the stream, retrain every {s['retrain_every']}")
-    write(f"{'strategy':<18} {'final acc':>14} {'labels':>7} {'to rnd final':>12} "
-          f"{'switch/label':>12} {'objects/label':>13}  suppressed")
-    for name, v in summary["strategies"].items():
-        need = v["labels_to_random_final_median"]
-        write(f"{name:<18} {v['final_accuracy']:.3f} ± {v['final_accuracy_std']:.3f} "
-              f"{v['labels_used']:>7.0f} {need if need is not None else '-':>12} "
-              f"{v['switches_caught_per_label']:>12.3f} {v['distinct_objects_per_label']:>13.2f}"
-              f"  {v['suppressed'] or ''}")
-    for goal, g in summary["goals"].items():
-        figures = ", ".join(f"{k}={_fmt(x)}" for k, x in g.items() if k != "met")
-        write(f"goal {goal}: {'MET' if g['met'] else 'NOT MET'} ({figures})")
-
-
-def _fmt(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def plot(summary: dict[str, Any], path: Any) -> None:
-    """Mean test accuracy against labels per strategy (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, v in summary["strategies"].items():
-        curves = list(v["curves"].values())
-        length = min(len(c) for c in curves)
-        xs = [c[0] for c in curves[0][:length]]
-        ys = np.mean([[p[1] for p in c[:length]] for c in curves], axis=0)
-        ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    ax.set_xlabel("labels (seed + acquired; one label = one instance)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("video scenario: digits clips")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

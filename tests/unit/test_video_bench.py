@@ -7,14 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.evaluation.video import (
-    VideoSettings,
-    caught_switches,
-    labels_to_reach,
-    run_video_benchmark,
-    summarize,
-)
+from services.evaluation.video import VideoSettings, caught_switches, run_video_benchmark
 from services.evaluation.video_clips import make_clips
+from services.evaluation.video_report import labels_to_reach, summarize
 
 
 @pytest.fixture(scope="module")
