@@ -52,6 +52,7 @@ from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
 from services.core.triggers import Decision, Fired, trigger_id
 from services.label_sink.broker_offsets import BrokerOffsets, Record
+from services.label_sink.changelogs import CHANGELOG_CONFIG
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.consensus import ConsensusHook
@@ -109,13 +110,6 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer"
 # and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
 # is noticed after one to two periods.
 OFFSETS_INTERVAL_S = 5.0
-# faust creates the table changelogs with cleanup.policy=compact, but Kafka compacts closed
-# segments only, and by default a segment closes at 1 GiB or after 7 days: the changelog kept
-# every row ever written. Small segments let the log cleaner keep it near the live rows (the
-# dedupe window, the open requests): a restart reads the live rows, what the cleaner has not
-# compacted yet, and the open segment (4 MiB: ~25,000 label rows of ~170 bytes, one default
-# window). Applied when faust creates the topic.
-CHANGELOG_CONFIG = {"segment.bytes": str(4 * 2**20), "segment.ms": str(3_600_000)}
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
@@ -269,7 +263,8 @@ def build_app(
     version = service_version()
     # Tiers (consensus.py): rows only for requests that carry a tier, so without tiers this
     # table stays empty and nothing else changes.
-    tier_table = app.Table("tiers", partitions=partitions, key_type=str)
+    tier_table = app.Table("tiers", partitions=partitions, key_type=str,
+                           extra_topic_configs=CHANGELOG_CONFIG)
     tiers = settings.tier_settings()
     expert_copy = (app.topic(tiers.topics["expert"], **_RAW) if "expert" in tiers.topics
                    else None)
