@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,16 @@ def align(admin: AdminClient, topic_names: list[str],
     describe or an alter (no ALTER_CONFIGS permission, a broker without the API). Blocking;
     idempotent."""
     wanted = CHANGELOG_CONFIG if config is None else config
-    meta = admin.list_topics(timeout=REQUEST_TIMEOUT_S).topics
-    present = [t for t in topic_names if t in meta and meta[t].error is None]
-    if not present:
-        return []
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in present]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topic_names]
     described = admin.describe_configs(resources, request_timeout=REQUEST_TIMEOUT_S)
     stale = []
     for resource, future in described.items():
-        entries = future.result(REQUEST_TIMEOUT_S)
+        try:
+            entries = future.result(REQUEST_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue  # not created yet: faust creates it with the configuration
+            raise
         differ = {k: v for k, v in wanted.items() if k not in entries or entries[k].value != v}
         if differ:
             changes = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
