@@ -235,7 +235,8 @@ def build_app(
         return offset if isinstance(offset, int) else None
 
     drift_in = app.topic(names.feedback, **_RAW) if settings.mastery_reopen_on_drift else None
-    guarded = (names.labels, names.requests, by_model.get_topic_name())
+    by_model_topic = by_model.get_topic_name()
+    guarded = (names.labels, names.requests, by_model_topic)
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=guarded + ((names.feedback,) if drift_in else ()),
                                    describe=consumer_state, read_offset=read_offset)
@@ -447,8 +448,7 @@ def build_app(
             return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
-            ledger.rebuild(labels.items())
-            export_rows()
+            rebuild()
         found = labels.get(label_key(p, row["id"]))
         verdict = ledger.verdict(p, s, found, row)
         if verdict is not Verdict.NEW:
@@ -506,6 +506,21 @@ def build_app(
         if row.get("ta") is not None:
             metrics.turnaround.observe(max(0.0, row["ta"]))
 
+    def rebuild() -> None:
+        """The ledger from the labels table, after a rebalance or a restart, by whichever comes
+        first: the timer or a record to count. The last feedback of a model may never have gone
+        out (its previous owner stopped between a count and its timer): every model this worker
+        owns is published again once, from the rebuilt counts, not at its next label (the count
+        path used to rebuild without it, and then the timer saw a valid ledger)."""
+        ledger.rebuild(labels.items())
+        export_rows()
+        status.dirty.update(model_id for model_id, _ in ledger.items() if owns(model_id))
+
+    def owns(model_id: str) -> bool:
+        """The model's labels-by-model partition is assigned to this worker now."""
+        p = ledger.partition_of(model_id)
+        return p is not None and (by_model_topic, p) in order.assigned()
+
     async def publish_feedback(model_id: str) -> None:
         if not ledger.valid:
             # A rebalance invalidated the ledger while this task awaited a send (the timer
@@ -515,6 +530,11 @@ def build_app(
             status.dirty.add(model_id)
             return
         status.dirty.discard(model_id)
+        if not owns(model_id):
+            # Its partition went to another worker, whose rebuild publishes it. From here it
+            # would be the stale state of the rows faust keeps after a revoke: measured, a
+            # rolling restart's last feedback for a model said 52 labels after one with 120.
+            return
         state = ledger.get(model_id)
         if state.clock is None:
             return
@@ -534,12 +554,7 @@ def build_app(
         if not ledger.valid:
             if not status.ready()[0]:
                 return  # tables still recovering: a rebuild now would count half of them
-            # After a rebalance or a restart the last feedback of this worker's models may
-            # never have gone out (stopped between a count and the timer): publish it again
-            # once, from the rebuilt counts, instead of waiting for the next label.
-            ledger.rebuild(labels.items())
-            export_rows()
-            status.dirty.update(model_id for model_id, _ in ledger.items())
+            rebuild()
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
 
