@@ -19,11 +19,18 @@ sink counts them; then it is stopped (SIGTERM) and started again. Printed:
                          preallocated 10 MiB index files per partition's open segment)
   changelog_end_mb       segment bytes at the end (after the restart; the cleaner had more
                          time)
-  changelog_records      records in the labels changelog when the sink is stopped: the sum
-                         over its partitions of high watermark - log start, what the restart's
-                         table recovery reads at most (compaction leaves holes in between)
-  cleanup_policy         the changelog topic's cleanup.policy and segment.bytes, as Apache
-                         Kafka reports them
+  cleaner_wait_s         how long the bench waited, once all labels were counted and before
+                         the restart, for the log cleaner to finish with the closed segments
+                         (until their bytes stay unchanged over two cleaner periods, at most
+                         5 min): the restart then reads what the configuration leaves, not
+                         what the cleaner had no time for yet
+  changelog_records      records in the labels changelog just before the restart (rows +
+                         tombstones, read with a consumer): what the table recovery reads
+  changelog_tombstones   ... of which tombstones (deleted rows whose delete.retention.ms has
+                         not passed, or that no cleaning has dropped yet)
+  changelog_offsets      the sum over its partitions of high watermark - log start (compaction
+                         leaves holes in between; the only figure printed before)
+  cleanup_policy         the changelog topic's configuration as Apache Kafka reports it
   restart_ready_s        SIGTERM of the caught-up sink to the restarted one's /readyz 200
                          (its tables recovered from the changelogs)
   restart_count_s        ... to its first label counted after the restart (one more label is
@@ -42,6 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -83,10 +91,50 @@ def dir_bytes(root: Path, prefix: str, suffix: str = "") -> int:
 
 
 def topic_config(admin: AdminClient, topic: str) -> str:
-    """cleanup.policy and segment.bytes of `topic`, as the broker reports them."""
+    """The changelog settings of `topic` that bound it, as the broker reports them."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     entries = admin.describe_configs([resource])[resource].result(30)
-    return ",".join(f"{k}={entries[k].value}" for k in ("cleanup.policy", "segment.bytes"))
+    return ",".join(f"{k}={entries[k].value}" for k in (
+        "cleanup.policy", "segment.bytes", "segment.ms", "delete.retention.ms",
+        "min.cleanable.dirty.ratio"))
+
+
+def census(bootstrap: str, topic: str, partitions: int) -> tuple[int, int]:
+    """(rows, tombstones) in `topic`, read from the start with a consumer, as a recovery does."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sink-state-census",
+                         "enable.auto.commit": False})
+    rows = tombstones = 0
+    try:
+        for p in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            consumer.assign([TopicPartition(topic, p, low)])
+            last = low - 1
+            while last < high - 1:
+                # 10 s without a record: the rest of the partition is a compaction hole.
+                batch = consumer.consume(10_000, 10.0)
+                if not batch:
+                    break
+                for message in batch:
+                    if message.error() is None:
+                        last = message.offset()
+                        if message.value() is None:
+                            tombstones += 1
+                        else:
+                            rows += 1
+        return rows, tombstones
+    finally:
+        consumer.close()
+
+
+def wait_for_cleaner(segments: Callable[[], int], limit_s: float = 300.0) -> float:
+    """Seconds waited until the changelog's segment bytes stayed unchanged over two periods of
+    the cleaner (log.cleaner.backoff.ms: 15 s when it finds nothing to clean), or `limit_s`."""
+    started, before, still = time.monotonic(), segments(), 0
+    while still < 2 and time.monotonic() - started < limit_s:
+        time.sleep(20.0)
+        now = segments()
+        still, before = (still + 1 if now == before else 0), now
+    return time.monotonic() - started
 
 
 def records_in(bootstrap: str, topic: str, partitions: int) -> int:
@@ -181,11 +229,17 @@ def main() -> None:
             peak = max(peak, rss_kb(proc.proc.pid, "VmHWM"))
             say(f"counted in {took:.0f} s; peak RSS {peak / 1024:.0f} MB")
             changelog_topic = f"{app_id}-labels-changelog"
+            waited = wait_for_cleaner(lambda: dir_bytes(kafka.data_dir / "logs",
+                                                        changelog_topic + "-", ".log"))
+            say(f"waited {waited:.0f} s for the log cleaner to finish with the closed segments "
+                "before the restart")
             counted_bytes = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-", ".log")
             counted_files = dir_bytes(kafka.data_dir / "logs", changelog_topic + "-")
             policy = topic_config(AdminClient({"bootstrap.servers": bootstrap}),
                                   changelog_topic)
             recovered = records_in(bootstrap, changelog_topic, args.partitions)
+            rows, tombstones = census(bootstrap, changelog_topic, args.partitions)
+            say(f"labels changelog: {rows} rows, {tombstones} tombstones, {recovered} offsets")
             stopped = time.monotonic()
             proc.stop(120)
             proc = sink().start()
@@ -208,7 +262,9 @@ def main() -> None:
                "changelog_mb": round(counted_bytes / 2**20, 1),
                "changelog_files_mb": round(counted_files / 2**20, 1),
                "changelog_end_mb": round(changelog / 2**20, 1),
-               "changelog_records": recovered, "cleanup_policy": policy,
+               "cleaner_wait_s": round(waited, 1), "changelog_records": rows + tombstones,
+               "changelog_tombstones": tombstones, "changelog_offsets": recovered,
+               "cleanup_policy": policy,
                "restart_ready_s": round(ready, 2), "restart_count_s": round(count, 2),
                "partitions": args.partitions, "models": args.models, "cores": os.cpu_count(),
                "load_average_1m_end": round(os.getloadavg()[0], 2)}

@@ -54,6 +54,7 @@ from services.core.agreement import feedback_classes
 from services.core.feedback import FeedbackPolicy
 from services.core.triggers import Decision, Fired, trigger_id
 from services.label_sink.broker_offsets import BrokerOffsets, Record
+from services.label_sink.changelogs import CHANGELOG_CONFIG
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.consensus import ConsensusHook
@@ -113,13 +114,6 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer"
 # and refreshes the committed-offset lag gauge. Each run costs a few metadata requests; a stall
 # is noticed after one to two periods.
 OFFSETS_INTERVAL_S = 5.0
-# faust creates the table changelogs with cleanup.policy=compact, but Kafka compacts closed
-# segments only, and by default a segment closes at 1 GiB or after 7 days: the changelog kept
-# every row ever written. Small segments let the log cleaner keep it near the live rows (the
-# dedupe window, the open requests): a restart reads the live rows, what the cleaner has not
-# compacted yet, and the open segment (4 MiB: ~25,000 label rows of ~170 bytes, one default
-# window). Applied when faust creates the topic.
-CHANGELOG_CONFIG = {"segment.bytes": str(4 * 2**20), "segment.ms": str(3_600_000)}
 # Requests pruning: scan the table for expired rows after this many inserts (and at least after
 # half the table's size), so pruning costs O(1) amortised per request.
 _PRUNE_EVERY = 1000
@@ -246,7 +240,8 @@ def build_app(
 
     drift_in = (app.topic(names.feedback, **_RAW) if settings.mastery_reopen_on_drift
                 or settings.mastery_stop_on_stability else None)
-    guarded = (names.labels, names.requests, by_model.get_topic_name())
+    by_model_topic = by_model.get_topic_name()
+    guarded = (names.labels, names.requests, by_model_topic)
     order = status.order = InOrder(seek, broker, metrics,
                                    topics=guarded + ((names.feedback,) if drift_in else ()),
                                    describe=consumer_state, read_offset=read_offset)
@@ -274,7 +269,8 @@ def build_app(
     version = service_version()
     # Tiers (consensus.py): rows only for requests that carry a tier, so without tiers this
     # table stays empty and nothing else changes.
-    tier_table = app.Table("tiers", partitions=partitions, key_type=str)
+    tier_table = app.Table("tiers", partitions=partitions, key_type=str,
+                           extra_topic_configs=CHANGELOG_CONFIG)
     tiers = settings.tier_settings()
     expert_copy = (app.topic(tiers.topics["expert"], **_RAW) if "expert" in tiers.topics
                    else None)
@@ -421,8 +417,7 @@ def build_app(
 
     def owned_partitions() -> set[int]:
         """The labels-by-model partitions assigned to this worker now (Ledger.rebuild)."""
-        topic = by_model.get_topic_name()
-        return {p for t, p in order.assigned() if t == topic}
+        return {p for t, p in order.assigned() if t == by_model_topic}
 
     def export_rows() -> None:
         metrics.table_rows.labels("labels").set(len(labels))
@@ -467,8 +462,7 @@ def build_app(
             return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
-            ledger.rebuild(labels.items(), owned_partitions())
-            export_rows()
+            rebuild()
         found = labels.get(label_key(p, row["id"]))
         verdict = ledger.verdict(p, s, found, row)
         if verdict is not Verdict.NEW:
@@ -526,6 +520,21 @@ def build_app(
         if row.get("ta") is not None:
             metrics.turnaround.observe(max(0.0, row["ta"]))
 
+    def rebuild() -> None:
+        """The ledger from the labels table, after a rebalance or a restart, by whichever comes
+        first: the timer or a record to count. The last feedback of a model may never have gone
+        out (its previous owner stopped between a count and its timer): every model this worker
+        owns is published again once, from the rebuilt counts, not at its next label (the count
+        path used to rebuild without it, and then the timer saw a valid ledger)."""
+        ledger.rebuild(labels.items(), owned_partitions())
+        export_rows()
+        status.dirty.update(model_id for model_id, _ in ledger.items() if owns(model_id))
+
+    def owns(model_id: str) -> bool:
+        """The model's labels-by-model partition is assigned to this worker now."""
+        p = ledger.partition_of(model_id)
+        return p is not None and (by_model_topic, p) in order.assigned()
+
     async def publish_feedback(model_id: str) -> None:
         if not ledger.valid:
             # A rebalance invalidated the ledger while this task awaited a send (the timer
@@ -535,6 +544,11 @@ def build_app(
             status.dirty.add(model_id)
             return
         status.dirty.discard(model_id)
+        if not owns(model_id):
+            # Its partition went to another worker, whose rebuild publishes it. From here it
+            # would be the stale state of the rows faust keeps after a revoke: measured, a
+            # rolling restart's last feedback for a model said 52 labels after one with 120.
+            return
         state = ledger.get(model_id)
         if state.clock is None:
             return
@@ -554,12 +568,7 @@ def build_app(
         if not ledger.valid:
             if not status.ready()[0]:
                 return  # tables still recovering: a rebuild now would count half of them
-            # After a rebalance or a restart the last feedback of this worker's models may
-            # never have gone out (stopped between a count and the timer): publish it again
-            # once, from the rebuilt counts, instead of waiting for the next label.
-            ledger.rebuild(labels.items(), owned_partitions())
-            export_rows()
-            status.dirty.update(model_id for model_id, _ in ledger.items())
+            rebuild()
         for model_id in sorted(status.dirty):
             await publish_feedback(model_id)
 

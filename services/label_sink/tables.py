@@ -306,6 +306,13 @@ class Ledger:
     def items(self) -> Iterator[tuple[str, TriggerState]]:
         return iter(list((self._models or {}).items()))
 
+    def partition_of(self, model_id: str) -> int | None:
+        """The labels-by-model partition whose rows hold `model_id`'s state, None if unknown.
+        Rows of a partition revoked from this worker can stay in its tables (faust keeps them):
+        the shell asks this before it speaks for a model."""
+        m = (self._meta or {}).get(model_id) if self._models is not None else None
+        return m.partition if m is not None else None
+
     def count(self, p: int, s: int, joined: dict[str, Any]) -> tuple[TriggerState, LabelRecord]:
         """Record the label of (`p`, `s`) in its model's state; returns the state (to ask for a
         trigger, and `fire` it) and the record (its batch)."""

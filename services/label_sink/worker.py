@@ -24,9 +24,11 @@ import time
 from typing import Any
 
 import faust
+from confluent_kafka.admin import AdminClient
 
 from services.label_sink import faust_guards
 from services.label_sink.app import SinkStatus, build_app
+from services.label_sink.changelogs import align_or_warn
 from services.label_sink.cluster import SinkTopics, is_tansu, metadata_lists, partition_counts
 from services.label_sink.hold import HOLD_S, StopSignals, restart_in_place, wait_until_permitted
 from services.label_sink.metrics import LabelSinkMetrics
@@ -149,6 +151,10 @@ def _run_worker(settings: LabelSinkSettings, security: FaustSecurity, metrics: L
         log.info("static membership off: the embedded broker does not complete a static "
                  "member's join")
         settings = dataclasses.replace(settings, static_membership=False)
+    if not tansu:
+        # Changelogs created before their configuration changed keep the old one: faust
+        # never alters an existing topic (changelogs.py; the embedded broker never compacts).
+        align_or_warn(AdminClient(settings.kafka.client(role="admin")), settings.app_id)
     faust_guards.install(topic_visible=metadata_lists(settings))
     faust_guards.leave_group_on_stop(settings.leave_group_on_stop)
     if compat:
