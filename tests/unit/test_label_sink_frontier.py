@@ -6,6 +6,8 @@ reader (holds, floors, crashes that re-read from a commit); `Sim` plays the coun
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -141,14 +143,10 @@ def test_reforwards_and_early_labels_count_each_label_once(seed: int) -> None:
         assert sum(state["al"]) == sum(m == model for q in labels for m in labels[q])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_a_counter_crash_anywhere_with_reforwards_gives_the_same_state(seed: int) -> None:
-    window = DedupeWindow(labels=20, seconds=1e9)
-    policy = TriggerPolicy(min_labels=37)
-    options = {"snapshot_every": 15, "sweep_min": 10}
-    records = reader(two_partitions(300, 4, seed), seed + 100)
-    reference = run(Sim(window, policy, **options), records)
-    assert totals(reference) == 600
+def crashed_replays(window: DedupeWindow, policy: TriggerPolicy, options: dict[str, int],
+                    records: list[Any], seed: int) -> Iterator[Sim]:
+    """8 runs of `records`, each cut at a random record, crashed at random changelog prefixes
+    and replayed from a random committed offset at or before what persisted, to the end."""
     rng = random.Random(seed)
     for _ in range(8):
         cut = rng.randrange(1, len(records))
@@ -158,6 +156,18 @@ def test_a_counter_crash_anywhere_with_reforwards_gives_the_same_state(seed: int
         start = {p: rng.randint(0, sim.ledger.applied(p) + 1) for p in (0, 1)}
         sim.ledger.invalidate()
         run(sim, [r for r in records if r[1] >= start[r[0]]])
+        yield sim
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_counter_crash_anywhere_with_reforwards_gives_the_same_state(seed: int) -> None:
+    window = DedupeWindow(labels=20, seconds=1e9)
+    policy = TriggerPolicy(min_labels=37)
+    options = {"snapshot_every": 15, "sweep_min": 10}
+    records = reader(two_partitions(300, 4, seed), seed + 100)
+    reference = run(Sim(window, policy, **options), records)
+    assert totals(reference) == 600
+    for sim in crashed_replays(window, policy, options, records, seed):
         assert sim.states() == reference.states()
         assert {m: sim.ledger.frontier(m) for m, _ in sim.ledger.items()} == {
             m: reference.ledger.frontier(m) for m, _ in reference.ledger.items()}
@@ -220,15 +230,7 @@ def test_resubmissions_keep_their_verdict_across_reforwards_and_counter_crashes(
     assert any(k.startswith(DECIDED) for k in reference.table)  # duplicates were decided
     distinct = {i for q in ids for i in ids[q]}
     assert len(distinct) <= totals(reference) < 600  # each label_id at least once
-    rng = random.Random(seed)
-    for _ in range(8):
-        cut = rng.randrange(1, len(records))
-        sim = run(Sim(window, policy, **options), records[:cut])
-        sim = sim.crash({p: rng.randrange(0, len(w) + 1) for p, w in sim.log.items()})
-        sim.ledger.rebuild(sim.table.items())
-        start = {p: rng.randint(0, sim.ledger.applied(p) + 1) for p in (0, 1)}
-        sim.ledger.invalidate()
-        run(sim, [r for r in records if r[1] >= start[r[0]]])
+    for sim in crashed_replays(window, policy, options, records, seed):
         assert sim.states() == reference.states()
         assert {m: sim.ledger.frontier(m) for m, _ in sim.ledger.items()} == {
             m: reference.ledger.frontier(m) for m, _ in reference.ledger.items()}
