@@ -86,21 +86,30 @@ class Strategy(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Prediction:
+class SimPrediction:
+    """A prediction as the selection core reads it (what the scorer decodes one to): the
+    benchmarks' stand-in, video fields included (None when the stream has none)."""
+
     scores: Mapping[str, float] | None
     label: str | None = None
     confidence: float | None = None
     instance_id: str | None = None
+    track_id: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    embedding: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class _Event:
+class SimEvent:
+    """An inference event as the selection core reads it (see SimPrediction)."""
+
     event_id: str
     asset_id: str
     model_id: str
     model_version: str
     timestamp: float
-    predictions: tuple[_Prediction, ...]
+    predictions: tuple[SimPrediction, ...]
+    sequence_id: str | None = None
 
 
 class ActiveStream:
@@ -132,8 +141,8 @@ class ActiveStream:
         assert self.state is not None, "start() first"
         version = f"v{self.version}"
         events = [
-            _Event(f"e{p}", f"asset-{p}", MODEL_ID, version, EPOCH + p * self.spacing,
-                   (_Prediction(dict(zip(model.classes, row, strict=True))),))
+            SimEvent(f"e{p}", f"asset-{p}", MODEL_ID, version, EPOCH + p * self.spacing,
+                   (SimPrediction(dict(zip(model.classes, row, strict=True))),))
             for p, row in zip(positions.tolist(), proba.tolist(), strict=True)
         ]
         selection = self.state.select(PredictionBatch.from_events(events, positions.tolist()))

@@ -29,6 +29,7 @@ import numpy as np
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select, with_overrides
 from services.evaluation.harness import FittedModel, Labels, strategy_seed
+from services.evaluation.strategies import SimEvent, SimPrediction
 from services.evaluation.video_clips import Clips, make_clips
 from services.scorer.partition import partition_seed
 from services.streaming.event_fields import SCHEMA_VERSION
@@ -125,28 +126,6 @@ VideoRunner = Callable[[VideoSeed, int], VideoRun]
 seed's inputs and the strategy's seed."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Pred:
-    scores: dict[str, float]
-    track_id: str
-    bbox: tuple[float, float, float, float]
-    embedding: tuple[float, ...]
-    label: None = None
-    confidence: None = None
-    instance_id: None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    event_id: str
-    asset_id: str
-    model_id: str
-    model_version: str
-    timestamp: float
-    predictions: tuple[_Pred, ...]
-    sequence_id: str
-
-
 def event_dicts(clips: Clips, lo: int, hi: int, proba: np.ndarray, version: int
                 ) -> list[dict[str, Any]]:
     """Inference events (the contract's JSON fields) for clip rows [lo, hi): one instance each,
@@ -162,14 +141,15 @@ def event_dicts(clips: Clips, lo: int, hi: int, proba: np.ndarray, version: int
             for i in range(lo, hi)]
 
 
-def _events(dicts: list[dict[str, Any]]) -> list[_Event]:
+def _events(dicts: list[dict[str, Any]]) -> list[SimEvent]:
     """The same events as the selection core's input (what the scorer decodes them to)."""
     out = []
     for e in dicts:
         p = e["predictions"][0]
-        out.append(_Event(e["event_id"], e["asset_id"], e["model_id"], e["model_version"],
-                          e["timestamp"], (_Pred(p["scores"], p["track_id"], tuple(p["bbox"]),
-                                                 tuple(p["embedding"])),), e["sequence_id"]))
+        pred = SimPrediction(p["scores"], track_id=p["track_id"], bbox=tuple(p["bbox"]),
+                             embedding=tuple(p["embedding"]))
+        out.append(SimEvent(e["event_id"], e["asset_id"], e["model_id"], e["model_version"],
+                            e["timestamp"], (pred,), e["sequence_id"]))
     return out
 
 
