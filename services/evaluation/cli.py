@@ -146,6 +146,27 @@ def _strategies(spec: str | None) -> tuple[str, ...]:
     return names
 
 
+def _video_strategies(spec: str | None) -> tuple[str, ...]:
+    """--scenario video: its own three strategies and the installed peers by default."""
+    from services.evaluation.strategies import PEERS, available_peers
+    from services.evaluation.video import STRATEGIES
+
+    if spec is None:
+        return STRATEGIES + tuple(available_peers())
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    known = STRATEGIES + PEERS
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known)}")
+    missing = [n for n in names if n in PEERS and n not in available_peers(expensive=True)]
+    if missing:
+        raise UsageError(f"strategy {missing[0]!r} needs its package: pip install "
+                         "'active-stream[peers]' (scikit-activeml, river)")
+    if "active-stream" not in names:  # random spends what active-stream spent
+        raise UsageError("--scenario video needs active-stream among --strategies")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -228,7 +249,8 @@ def _run_video(args: argparse.Namespace) -> int:
     try:
         settings = video.VideoSettings(seeds=args.seeds, budget=budget,
                                        retrain_every=args.retrain_every,
-                                       random_state=args.random_state, **sizes)
+                                       random_state=args.random_state,
+                                       strategies=_video_strategies(args.strategies), **sizes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out)

@@ -13,9 +13,11 @@ retraining. In --mode kafka active-stream runs through the real scorer and label
 
 Strategies: `active-stream` (the default policy plus the redundancy gates and track
 instability: `video_policy`), `uncertainty-only` (the default policy as it is), `random`
-(exactly the labels active-stream spent, uniform over the stream). A suspected identity switch
-counts as caught when a labeled instance is on one of the two swapped tracks within
-`CATCH_FRAMES` frames of the swap. Deterministic per (random_state, seed, strategy).
+(exactly the labels active-stream spent, uniform over the stream), and the installed peers of
+the classification benchmark (scikit-activeml's VariableUncertainty and Split, river's entropy
+sampler), each instance a candidate, with their own budget managers at the same share. A
+suspected identity switch counts as caught when a labeled instance is on one of the two swapped
+tracks within `CATCH_FRAMES` frames of the swap. Deterministic per (random_state, seed, strategy).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from typing import Any
 import numpy as np
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select, with_overrides
-from services.evaluation.harness import FittedModel, Labels, strategy_seed
-from services.evaluation.strategies import SimEvent, SimPrediction
+from services.evaluation.harness import FittedModel, Labels, make_estimator, strategy_seed
+from services.evaluation.strategies import SeedContext, SimEvent, SimPrediction, build
 from services.evaluation.video_clips import Clips, make_clips
 from services.scorer.partition import partition_seed
 from services.streaming.event_fields import SCHEMA_VERSION
 
 STRATEGIES = ("active-stream", "uncertainty-only", "random")
+"""The video benchmark's own strategies; the classification peers (strategies.PEERS) run
+beside them, one instance at a time, when installed (`--strategies` names any of them)."""
 CATCH_FRAMES = 2
 EPOCH = 1_700_000_000.0
 MODEL_ID = "video-bench"
@@ -171,15 +175,18 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
     model = fit(clips.X[labels.rows], clips.y[labels.rows])
     curve = [(labels.n_seed, model.accuracy(vs.X_test, vs.y_test))]
     suppressed: dict[str, int] = {}
-    state = None
-    if name != "random":
+    state, peer = None, None
+    wanted: set[int] = set()
+    if name in ("active-stream", "uncertainty-only"):
         policy = video_policy(settings) if name == "active-stream" else \
             baseline_policy(settings.budget)
         state = SelectorState.create(policy, partition_seed(strategy_seed, 0))
-        wanted: set[int] = set()
-    else:
+    elif name == "random":
         rng = np.random.default_rng(strategy_seed)
         wanted = set(rng.choice(n, size=min(quota, n), replace=False).tolist())
+    else:  # a peer: one instance at a time, as on a classification stream
+        peer = build(name, lambda: make_estimator(5000), None, 1.0)
+        peer.start(SeedContext(strategy_seed, CLASSES, n, settings.budget, cap, quota), model)
     version = used = 0  # used: triggers already trained on
     # The model's class for each row when it was streamed: a reservoir window can grant rows of
     # an earlier round, and the sink compares a label with the predictions its request carries.
@@ -196,6 +203,9 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
             for r, c in sel.suppressed.items():
                 suppressed[r] = suppressed.get(r, 0) + c
             picks = [int(s.ref) for s in sel.selected]
+        elif peer is not None:
+            picks = peer.choose(np.arange(lo, hi), clips.X[lo:hi], model.proba(clips.X[lo:hi]),
+                                model)
         else:
             picks = [i for i in range(lo, hi) if i in wanted]
         for i in picks:
@@ -210,6 +220,8 @@ def run_seed(name: str, vs: VideoSeed, quota: int, settings: VideoSettings,
         if len(labels.triggers) > used:
             used = len(labels.triggers)
             feedback = labels.triggers[-1][1]
+            if peer is not None:
+                peer.retrained(model, version, feedback)
             if state is not None and hi < n and labels.acquired < cap and feedback.agreement:
                 state.apply_feedback(MODEL_ID, dict(feedback.agreement),
                                      {c: float(k) for c, k in feedback.counts.items()})

@@ -90,11 +90,12 @@ def print_report(summary: dict[str, Any], write: Callable[[str], None] = print) 
     write(f"video (digits clips): {s['seeds']} seeds, {s['clips']} clips x {s['frames']} frames "
           f"x {s['objects']} objects, {s['seed_labels']} seed labels, cap {s['budget']:.1%} of "
           f"the stream, retrain every {s['retrain_every']}")
-    write(f"{'strategy':<18} {'final acc':>14} {'labels':>7} {'to rnd final':>12} "
+    w = max([18] + [len(name) for name in summary["strategies"]])
+    write(f"{'strategy':<{w}} {'final acc':>14} {'labels':>7} {'to rnd final':>12} "
           f"{'switch/label':>12} {'objects/label':>13}  suppressed")
     for name, v in summary["strategies"].items():
         need = v["labels_to_random_final_median"]
-        write(f"{name:<18} {v['final_accuracy']:.3f} ± {v['final_accuracy_std']:.3f} "
+        write(f"{name:<{w}} {v['final_accuracy']:.3f} ± {v['final_accuracy_std']:.3f} "
               f"{v['labels_used']:>7.0f} {need if need is not None else '-':>12} "
               f"{v['switches_caught_per_label']:>12.3f} {v['distinct_objects_per_label']:>13.2f}"
               f"  {v['suppressed'] or ''}")

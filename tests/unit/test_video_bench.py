@@ -70,3 +70,17 @@ def test_labels_to_reach() -> None:
 
     run = VideoRun("x", 0, 20, [(10, 0.5), (20, 0.7), (30, 0.8)], 0, 0, 0)
     assert labels_to_reach(run, 0.7) == 20 and labels_to_reach(run, 0.9) == float("inf")
+
+
+def test_a_peer_runs_beside_them_within_the_cap() -> None:
+    pytest.importorskip("skactiveml")
+    settings = VideoSettings(seeds=1, clips=6, frames=10, budget=0.05, seed_labels=20,
+                             strategies=("active-stream", "skactiveml-variable-uncertainty"))
+    runs = run_video_benchmark(settings)
+    assert [r.strategy for r in runs] == ["active-stream", "skactiveml-variable-uncertainty"]
+    peer = runs[1]
+    cap = int(0.05 * 6 * 10 * 3)
+    assert 0 < peer.labels_used <= cap
+    assert len(set(peer.labeled)) == peer.labels_used  # each instance labeled once
+    # one retraining per `retrain_every` labels (plus the seed model and any remainder)
+    assert len(peer.curve) >= 1 + peer.labels_used // settings.retrain_every
