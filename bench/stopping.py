@@ -31,7 +31,7 @@ from services.core.mastery import MasteryBook, MasteryPolicy
 from services.core.stability import ProbeBook, StabilityPolicy
 from services.evaluation.datasets import load_dataset, make_split
 from services.evaluation.harness import FittedModel
-from services.evaluation.strategies import EPOCH, MODEL_ID, _Event, _Prediction
+from services.evaluation.strategies import EPOCH, MODEL_ID, SimEvent, SimPrediction
 
 
 @dataclass
@@ -79,8 +79,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, object]:
     while pos < stream.shape[0] and acquired < cap:
         hi = min(stream.shape[0], pos + 50)
         proba = model.proba(X[stream[pos:hi]])
-        events = [_Event(f"e{p}", f"asset-{p}", MODEL_ID, f"v{version}", EPOCH + p,
-                         (_Prediction(dict(zip(model.classes, row, strict=True))),))
+        events = [SimEvent(f"e{p}", f"asset-{p}", MODEL_ID, f"v{version}", EPOCH + p,
+                         (SimPrediction(dict(zip(model.classes, row, strict=True))),))
                   for p, row in zip(range(pos, hi), proba.tolist(), strict=True)]
         for p, row in zip(range(pos, hi), proba, strict=True):
             scored[p] = (f"v{version}", model.classes[int(np.argmax(row))])
