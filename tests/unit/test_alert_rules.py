@@ -57,7 +57,7 @@ def test_every_alert_has_a_firing_case_and_a_silent_case() -> None:
     for group in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
         for case in group.get("alert_rule_test", []):
             (fires if case.get("exp_alerts") else silent).add(case["alertname"])
-    assert len(alerts) == 21
+    assert len(alerts) == 25
     assert alerts - fires == set(), "alerts never shown to fire"
     assert alerts - silent == set(), "alerts never shown to stay silent"
     assert (fires | silent) - alerts == set(), "tests of alerts that do not exist"
@@ -75,6 +75,19 @@ def test_every_alert_has_a_firing_case_and_a_silent_case() -> None:
     ("ActiveStreamScorerBudgetExhausted", "sum by (lane)", "sum by (lane, instance)"),
     # Summed over classes, the drift alert would not say which class drifted.
     ("ActiveStreamScorerClassDrift", "sum by (model_id, class)", "sum"),
+    # Summed over models, the stopping alert would not say which model to lower.
+    ("ActiveStreamModelStoppingSignal", "max by (model_id)", "max"),
+    # Firing for as long as a class stays reopened: the class reopened hours ago fires again.
+    ("ActiveStreamMasteredClassReopened", None,
+     'max by (model_id, class) (label_sink_mastery_state{job="active-stream-label-sink",'
+     ' state="reopened"}) == 1'),
+    # Without the volume floor, half of a dozen decisions an hour fires.
+    ("ActiveStreamConsensusEscalationsHigh", ">= 20", ">= 0"),
+    # increase() alone misses the first control label (its series appears at 1).
+    ("ActiveStreamControlArmSilent", None,
+     'sum(increase(label_sink_label_records_total{job="active-stream-label-sink"}[6h])) > 200'
+     ' and on () (sum(increase(label_sink_control_labels_total'
+     '{job="active-stream-label-sink"}[6h])) or vector(0)) == 0'),
 ])
 def test_a_wrong_rule_fails_the_promtool_tests(alert: str, before: str | None, after: str,
                                                tmp_path: Path) -> None:
@@ -93,7 +106,7 @@ def test_a_wrong_rule_fails_the_promtool_tests(alert: str, before: str | None, a
 
 def test_every_metric_a_rule_reads_is_exported() -> None:
     exprs = [(rule.get("alert") or rule["record"], rule["expr"]) for rule in alert_rules()]
-    assert len(exprs) == 21
+    assert len(exprs) == 25
     assert unknown_names(exprs) == []
 
 
