@@ -14,13 +14,20 @@ from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
+from services.contracts.inference import (
+    INFERENCE_FIELDS,
+    INFERENCE_REQUIRED,
+    PREDICTION_FIELDS,
+    InferenceEvent,
+    Prediction,
+    check_cells,
+)
 from services.streaming.event_fields import (
     MAX_ANNOTATIONS,
     MAX_EMBEDDING,
     MAX_EVENT_BYTES,
     MAX_ID_LENGTH,
     MAX_PREDICTIONS,
-    MAX_SCORE_CELLS,
     MAX_TIMESTAMP,
     MAX_URI_LENGTH,
     MIN_SCORE_CLASSES,
@@ -49,71 +56,6 @@ from services.streaming.event_fields import (
 _INF = math.inf
 _NUMBER_TYPES = frozenset({float, int})  # exact types: bool, a subclass of int, is not a number
 BBox = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """One object's (or the whole asset's) prediction: EITHER `scores` (class -> probability,
-    >= 2 classes, sums to 1 within SUM_TOLERANCE) OR `label` + `confidence` in [0, 1].
-    Unset optional fields are None; `bbox` is (x, y, width, height)."""
-
-    scores: Mapping[str, float] | None = None
-    label: str | None = None
-    confidence: float | None = None
-    instance_id: str | None = None
-    track_id: str | None = None
-    bbox: BBox | None = None
-    embedding: tuple[float, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The contract's JSON shape (unset fields omitted)."""
-        out: dict[str, Any] = {}
-        if self.scores is not None:
-            out["scores"] = dict(self.scores)
-        for name in ("label", "confidence", "instance_id", "track_id", "bbox", "embedding"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceEvent:
-    """A decoded inference event; `timestamp` is event time in Unix epoch seconds."""
-
-    schema_version: int
-    event_id: str
-    asset_id: str
-    asset_uri: str | None
-    model_id: str
-    model_version: str
-    timestamp: float
-    predictions: tuple[Prediction, ...]
-    metadata: Mapping[str, Any] | None
-    sequence_id: str | None = None  # a camera, a clip: the redundancy gates' sequence key
-    # A probe (docs/mastery.md, "Prediction-stability branch"): the model service re-scores a
-    # fixed sample with each new version; never selected, never in stats, budgets or drift.
-    probe: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "schema_version": self.schema_version,
-            "event_id": self.event_id,
-            "asset_id": self.asset_id,
-            "model_id": self.model_id,
-            "model_version": self.model_version,
-            "timestamp": self.timestamp,
-            "predictions": [p.to_dict() for p in self.predictions],
-        }
-        if self.asset_uri is not None:
-            out["asset_uri"] = self.asset_uri
-        if self.metadata is not None:
-            out["metadata"] = dict(self.metadata)
-        if self.sequence_id is not None:
-            out["sequence_id"] = self.sequence_id
-        if self.probe:
-            out["probe"] = True
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +125,6 @@ class Label:
         return out
 
 
-INFERENCE_FIELDS = frozenset(InferenceEvent.__dataclass_fields__)
-INFERENCE_REQUIRED = (
-    "schema_version", "event_id", "asset_id", "model_id", "model_version", "timestamp",
-    "predictions",
-)  # fmt: skip
-PREDICTION_FIELDS = frozenset(Prediction.__dataclass_fields__)
 LABEL_FIELDS = frozenset(Label.__dataclass_fields__)
 LABEL_REQUIRED = (
     "schema_version", "label_id", "asset_id", "annotations", "annotator_id", "labeled_at",
@@ -269,7 +205,7 @@ def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> Infer
     predictions = tuple([read_prediction(p, f"predictions[{i}]", ascii_only)
                          for i, p in enumerate(raw)])
     if len(predictions) > 1:
-        _check_cells(predictions)
+        check_cells(predictions)
     metadata = obj.get("metadata")
     if metadata is not None:
         metadata = mapping(metadata, "", "metadata")
@@ -289,23 +225,6 @@ def read_inference_event(obj: dict[str, Any], ascii_only: bool = False) -> Infer
         sequence_id=optional_text(obj.get("sequence_id"), "", "sequence_id", MAX_ID_LENGTH),
         probe=flag(obj.get("probe"), "", "probe"),
     )
-
-
-def _check_cells(predictions: tuple[Prediction, ...]) -> None:
-    """predictions x distinct class names <= MAX_SCORE_CELLS (one event's share of the dense
-    matrix a batch is laid out in). The distinct names are counted only when the sum of the
-    predictions' class counts does not already prove the bound."""
-    n = len(predictions)
-    total = sum(len(p.scores) if p.scores is not None else 1 for p in predictions)
-    if n * total <= MAX_SCORE_CELLS:
-        return
-    names: set[str] = set()
-    for p in predictions:
-        names.update(p.scores if p.scores is not None else (p.label,))  # type: ignore[arg-type]
-    if n * len(names) > MAX_SCORE_CELLS:
-        fail("predictions", ErrorCode.OUT_OF_RANGE,
-             f"{n} predictions x {len(names)} distinct classes = {n * len(names)} cells, "
-             f"limit {MAX_SCORE_CELLS}")
 
 
 def decode_label(data: bytes) -> Label:

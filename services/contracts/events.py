@@ -1,0 +1,9 @@
+"""Every declared event, in the order their schemas are listed (services.contracts.schemas
+writes one file per entry)."""
+
+from __future__ import annotations
+
+from services.contracts.inference import INFERENCE
+from services.contracts.vocabulary import Event
+
+DECLARED: tuple[Event, ...] = (INFERENCE,)
