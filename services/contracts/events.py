@@ -4,6 +4,7 @@ writes one file per entry)."""
 from __future__ import annotations
 
 from services.contracts.inference import INFERENCE
+from services.contracts.label import LABEL
 from services.contracts.vocabulary import Event
 
-DECLARED: tuple[Event, ...] = (INFERENCE,)
+DECLARED: tuple[Event, ...] = (INFERENCE, LABEL)

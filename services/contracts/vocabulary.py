@@ -24,23 +24,26 @@ declarations (and their checked-in schemas) rely on it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from services.contracts.codegen import compile_record
 from services.streaming.event_fields import (
     ErrorCode,
     array,
     check_free_form,
-    check_keys,
+    check_version,
     child,
     class_key,
     class_name,
     fail,
     flag,
     integer,
+    load_object,
     mapping,
     number,
     show,
@@ -49,7 +52,6 @@ from services.streaming.event_fields import (
 
 Reader = Callable[[Any, str, "str | int"], Any]
 """(value, parent path, key) -> the checked value; raises InvalidEvent."""
-_MISSING = object()
 SCHEMA_BASE = "https://active-stream.dev/schemas"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -81,6 +83,12 @@ class Kind:
     def reader(self, ascii_only: bool) -> Reader:
         raise NotImplementedError
 
+    def inline(self, var: str) -> str | None:
+        """A Python test of variable `var` that, when true, proves the value valid and equal
+        to its decoded form (compiled into records' readers, `codegen`); None when there is
+        none. False must only mean "ask the reader", never "invalid"."""
+        return None
+
 
 @dataclass(frozen=True)
 class Shared(Kind):
@@ -106,6 +114,9 @@ class Shared(Kind):
     def schema(self, owner: str) -> dict[str, Any]:
         return {"$ref": self.ref(owner)}
 
+    def inline(self, var: str) -> str | None:
+        return self.kind.inline(var)
+
     def definition(self) -> dict[str, Any]:
         return {"description": self.description, **self.kind.schema(self.owner)}
 
@@ -124,6 +135,9 @@ class Text(Kind):
         return {"type": _types("string", self.nullable), "minLength": 1,
                 "maxLength": self.max_length}
 
+    def inline(self, var: str) -> str | None:
+        return f"type({var}) is str and 0 < len({var}) <= {self.max_length}"
+
     def reader(self, ascii_only: bool) -> Reader:
         limit = self.max_length
         if self.nullable:
@@ -141,6 +155,12 @@ class ClassName(Kind):
     def schema(self, owner: str) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": self.max_length,
                 "x-max-utf8-bytes": self.max_utf8_bytes}
+
+    def inline(self, var: str) -> str | None:
+        if self.max_utf8_bytes < self.max_length:
+            return None
+        # An ASCII name's characters are its bytes, so the character bound is the byte bound.
+        return f"type({var}) is str and 0 < len({var}) <= {self.max_length} and {var}.isascii()"
 
     def reader(self, ascii_only: bool) -> Reader:
         return class_name  # type: ignore[return-value]  # its keys are always field names
@@ -164,6 +184,15 @@ class Number(Kind):
         if self.maximum < math.inf:
             out["maximum"] = _json_number(self.maximum)
         return out
+
+    def inline(self, var: str) -> str | None:
+        # Only a float decodes to itself (an int becomes a float); orjson yields no NaN or inf.
+        test = [f"type({var}) is float"]
+        if self.minimum > -math.inf:
+            test.append(f"{self.minimum!r} {'<' if self.exclusive_minimum else '<='} {var}")
+        if self.maximum < math.inf:
+            test.append(f"{var} <= {self.maximum!r}")
+        return " and ".join(test)
 
     def reader(self, ascii_only: bool) -> Reader:
         low, high, low_open = self.minimum, self.maximum, self.exclusive_minimum
@@ -196,6 +225,9 @@ class Flag(Kind):
 
     def schema(self, owner: str) -> dict[str, Any]:
         return {"type": ["boolean", "null"]}
+
+    def inline(self, var: str) -> str | None:
+        return f"{var} is True or {var} is False"
 
     def reader(self, ascii_only: bool) -> Reader:
         return flag  # type: ignore[return-value]  # its keys are always field names
@@ -242,9 +274,22 @@ class Array(Kind):
         low, high, check = self.min_items, self.max_items, self.check
         if isinstance(self.items, Number) and self.items == Number():
             return self._numbers_reader()
+        record = self.items.kind if isinstance(self.items, Shared) else self.items
+        if isinstance(record, Record):  # objects: each read at its own path, `where[i]`
+            read_object = record.object_reader(ascii_only)
+
+            def read(value: Any, parent: str, key: str | int) -> tuple[Any, ...]:
+                raw = array(value, parent, key, low, high)  # type: ignore[arg-type]
+                where = f"{parent}.{key}" if parent else key  # a declared field name: plain
+                out = tuple([read_object(x, f"{where}[{i}]") for i, x in enumerate(raw)])
+                if check is not None:
+                    check(out)
+                return out
+
+            return read
         item = self.items.reader(ascii_only)
 
-        def read(value: Any, parent: str, key: str | int) -> tuple[Any, ...]:
+        def read_items(value: Any, parent: str, key: str | int) -> tuple[Any, ...]:
             raw = array(value, parent, key, low, high)  # type: ignore[arg-type]
             where = child(parent, key)
             out = tuple([item(x, where, i) for i, x in enumerate(raw)])
@@ -252,7 +297,7 @@ class Array(Kind):
                 check(out)
             return out
 
-        return read
+        return read_items
 
     def _numbers_reader(self) -> Reader:
         """Any finite numbers (an embedding): one C-level pass over the item types."""
@@ -331,7 +376,7 @@ class Distribution(Kind):
         minimum, total, tolerance = self.min_classes, self.total, self.tolerance
 
         def read(raw: Any, parent: str, key: str | int) -> Mapping[str, float]:
-            path = child(parent, key)
+            path = f"{parent}.{key}" if parent else str(key)  # a declared field name: plain
             if type(raw) is not dict:
                 fail(path, ErrorCode.WRONG_TYPE, f"expected class -> probability, got {show(raw)}")
             if len(raw) < minimum:
@@ -395,18 +440,29 @@ class Field:
     description: str
     required: bool = True
 
+    def __post_init__(self) -> None:
+        # Readers join a field's path as `parent.name` without quoting (event_fields.child).
+        assert child("a", self.name) == f"a.{self.name}", f"{self.name!r} needs quoting"
+
 
 @dataclass(frozen=True)
 class Record(Kind):
     """A closed JSON object of `fields`, decoded to `cls(**fields)`. `together`: pairs of fields
     present both or neither (dependentRequired); `one_of`: exactly one of two fields present.
-    Fields are checked in the order declared, after unknown and missing keys."""
+    Fields are checked after unknown and missing keys, in `check_order()`."""
 
     fields: tuple[Field, ...]
     cls: type | None = None
     together: tuple[str, str] | None = None
     one_of: tuple[str, str] | None = None
     nullable: bool = False
+    check_first: tuple[str, ...] = ()
+    """Fields whose values are checked before the others (the rest in declared order): which
+    one an object with several bad fields is rejected for. Kept as the hand decoders had it."""
+
+    def check_order(self) -> tuple[Field, ...]:
+        first = [self.field(name) for name in self.check_first]
+        return (*first, *(f for f in self.fields if f.name not in self.check_first))
 
     @property
     def names(self) -> frozenset[str]:
@@ -439,48 +495,8 @@ class Record(Kind):
 
     def object_reader(self, ascii_only: bool) -> Callable[[Any, str], Any]:
         """(value, its own path) -> `cls(...)`; the shape shared by nested records and events."""
-        allowed, required, cls = self.names, self.required, self.cls
-        assert cls is not None, "a decoded record needs its class"
-        steps = [(f.name, f.kind.reader(ascii_only), f.kind.nullable, f.kind.absent)
-                 for f in self.fields]
-        together, one_of = self.together, self.one_of
-        shown = ""
-        if one_of is not None:  # `label` + `confidence` when they go together
-            shown = " or ".join(" + ".join(f"`{n}`" for n in (together if together and name in
-                                together else (name,))) for name in one_of)
-
-        def read(raw: Any, path: str) -> Any:
-            if type(raw) is not dict:
-                fail(path, ErrorCode.WRONG_TYPE, f"expected an object, got {show(raw)}")
-            check_keys(raw, allowed, required, path)
-            if together is not None:
-                _check_together(raw, path, *together)
-            if one_of is not None:
-                _check_one_of(raw, path, one_of, shown)
-            values = {}
-            for name, read_value, nullable, absent in steps:
-                value = raw.get(name, _MISSING)  # only an optional field can be missing here
-                if value is _MISSING or (value is None and nullable):
-                    values[name] = absent
-                else:
-                    values[name] = read_value(value, path, name)
-            return cls(**values)
-
-        return read
-
-
-def _check_together(raw: dict[str, Any], path: str, a: str, b: str) -> None:
-    has_a, has_b = a in raw, b in raw
-    if has_a != has_b:
-        missing = b if has_a else a
-        fail(child(path, missing), ErrorCode.MISSING_FIELD, f"{a} and {b} go together")
-
-
-def _check_one_of(raw: dict[str, Any], path: str, names: tuple[str, str], shown: str) -> None:
-    has_a, has_b = names[0] in raw, names[1] in raw
-    if has_a == has_b:
-        code = ErrorCode.CONFLICT if has_a else ErrorCode.MISSING_FIELD
-        fail(path, code, f"needs exactly one of {shown}")
+        assert self.cls is not None, "a decoded record needs its class"
+        return compile_record(self, ascii_only)
 
 
 @dataclass(frozen=True)
@@ -494,6 +510,29 @@ class Event:
     max_bytes: int
     record: Record
     defs: tuple[Shared, ...] = field(default=())
+
+    def reader(self, ascii_only: bool) -> Callable[[dict[str, Any]], Any]:
+        """(object parsed from at most `max_bytes` of JSON) -> the decoded event: the version
+        first (so a v2 event says so plainly), then the record's checks."""
+        version = self.record.fields[0].kind
+        assert isinstance(version, Version), "an event's first field is schema_version"
+        read_record, value = self.record.object_reader(ascii_only), version.value
+
+        def read(obj: dict[str, Any]) -> Any:
+            check_version(obj, value)
+            return read_record(obj, "")
+
+        return read
+
+    def decode(self, data: bytes | None) -> Any:
+        """One record value -> the decoded event; raises InvalidEvent (only) for bad input,
+        a repeated key included (checked right after parsing)."""
+        obj = load_object(data, self.max_bytes)
+        return self._readers[data.isascii()](obj)  # type: ignore[union-attr]
+
+    @functools.cached_property
+    def _readers(self) -> dict[bool, Callable[[dict[str, Any]], Any]]:
+        return {False: self.reader(False), True: self.reader(True)}
 
     def json_schema(self) -> dict[str, Any]:
         body = self.record.schema(self.name)
