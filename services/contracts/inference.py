@@ -253,3 +253,40 @@ INFERENCE = Event(
 INFERENCE_FIELDS = INFERENCE.record.names
 INFERENCE_REQUIRED = INFERENCE.record.required
 PREDICTION_FIELDS = PREDICTION_RECORD.names
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The limits the scorer's batch decoder checks in its vectorised fast path
+    (services/streaming/inference_batch.py), read from the declaration rather than restated."""
+
+    version: int
+    max_bytes: int
+    required: tuple[str, ...]
+    max_id_length: int
+    max_uri_length: int
+    max_timestamp: float
+    min_classes: int
+    max_class_length: int
+    max_class_bytes: int
+    sum_tolerance: float
+    max_metadata_nodes: int
+
+
+def _batch_limits() -> BatchLimits:
+    fields, distribution = INFERENCE.record, SCORES.kind
+    assert isinstance(distribution, Distribution) and isinstance(ID.kind, Text)
+    assert isinstance(OPTIONAL_URI.kind, Text) and isinstance(EPOCH_SECONDS.kind, Number)
+    assert isinstance(CLASS_NAME.kind, ClassName)
+    metadata, version = fields.field("metadata").kind, fields.field("schema_version").kind
+    assert isinstance(metadata, FreeForm) and isinstance(version, Version)
+    return BatchLimits(
+        version=version.value, max_bytes=INFERENCE.max_bytes, required=fields.required,
+        max_id_length=ID.kind.max_length, max_uri_length=OPTIONAL_URI.kind.max_length,
+        max_timestamp=EPOCH_SECONDS.kind.maximum, min_classes=distribution.min_classes,
+        max_class_length=CLASS_NAME.kind.max_length,
+        max_class_bytes=CLASS_NAME.kind.max_utf8_bytes, sum_tolerance=distribution.tolerance,
+        max_metadata_nodes=metadata.max_nodes)
+
+
+BATCH_LIMITS = _batch_limits()
