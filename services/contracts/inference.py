@@ -280,6 +280,7 @@ def _batch_limits() -> BatchLimits:
     assert isinstance(CLASS_NAME.kind, ClassName)
     metadata, version = fields.field("metadata").kind, fields.field("schema_version").kind
     assert isinstance(metadata, FreeForm) and isinstance(version, Version)
+    assert INFERENCE.max_bytes is not None
     return BatchLimits(
         version=version.value, max_bytes=INFERENCE.max_bytes, required=fields.required,
         max_id_length=ID.kind.max_length, max_uri_length=OPTIONAL_URI.kind.max_length,

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from services.contracts.codegen import compile_record
 from services.streaming.event_fields import (
     ErrorCode,
@@ -83,6 +85,10 @@ class Kind:
     def reader(self, ascii_only: bool) -> Reader:
         raise NotImplementedError
 
+    def to_json(self, value: Any) -> Any:
+        """A decoded (typed) value back as plain JSON values, for the encoder."""
+        return value
+
     def inline(self, var: str) -> str | None:
         """A Python test of variable `var` that, when true, proves the value valid and equal
         to its decoded form (compiled into records' readers, `codegen`); None when there is
@@ -116,6 +122,9 @@ class Shared(Kind):
 
     def inline(self, var: str) -> str | None:
         return self.kind.inline(var)
+
+    def to_json(self, value: Any) -> Any:
+        return self.kind.to_json(value)
 
     def definition(self) -> dict[str, Any]:
         return {"description": self.description, **self.kind.schema(self.owner)}
@@ -206,13 +215,18 @@ class Integer(Kind):
     """An integer in [minimum, maximum]; an integral float (3.0) counts, as in JSON Schema."""
 
     minimum: int
-    maximum: int
+    maximum: int | None = None  # None: no upper bound
 
     def schema(self, owner: str) -> dict[str, Any]:
-        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        out: dict[str, Any] = {"type": "integer", "minimum": self.minimum}
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
 
     def reader(self, ascii_only: bool) -> Reader:
         low, high = self.minimum, self.maximum
+        if high is None:
+            return lambda v, p, k: integer(v, p, k, low, math.inf)  # type: ignore[arg-type]
         return lambda v, p, k: integer(v, p, k, low, high)
 
 
@@ -299,6 +313,12 @@ class Array(Kind):
 
         return read_items
 
+    def to_json(self, value: Any) -> Any:
+        if value is None:
+            return None
+        item = self.items.to_json
+        return [item(x) for x in value]
+
     def _numbers_reader(self) -> Reader:
         """Any finite numbers (an embedding): one C-level pass over the item types."""
         low, high = self.min_items, self.max_items
@@ -335,6 +355,9 @@ class BBox(Kind):
         return {"type": _types("array", self.nullable), "prefixItems": items,
                 "minItems": 4, "maxItems": 4}
 
+    def to_json(self, value: Any) -> Any:
+        return None if value is None else list(value)
+
     def reader(self, ascii_only: bool) -> Reader:
         inf = math.inf
 
@@ -369,6 +392,9 @@ class Distribution(Kind):
                 "propertyNames": self.names.schema(owner),
                 "additionalProperties": self.probability.schema(owner),
                 "x-sum-to": {"value": _json_number(self.total), "tolerance": self.tolerance}}
+
+    def to_json(self, value: Any) -> Any:
+        return dict(value)
 
     def reader(self, ascii_only: bool) -> Reader:
         assert isinstance(self.names.kind, ClassName)
@@ -419,6 +445,9 @@ class FreeForm(Kind):
         return {"type": _types("object", self.nullable), "x-max-depth": self.max_depth,
                 "x-max-nodes": self.max_nodes}
 
+    def to_json(self, value: Any) -> Any:
+        return None if value is None else dict(value)
+
     def reader(self, ascii_only: bool) -> Reader:
         def read(raw: Any, parent: str, key: str | int) -> Mapping[str, Any] | None:
             if raw is None:
@@ -456,6 +485,8 @@ class Record(Kind):
     together: tuple[str, str] | None = None
     one_of: tuple[str, str] | None = None
     nullable: bool = False
+    depends: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(field, the fields it requires): dependentRequired beyond `together`."""
     check_first: tuple[str, ...] = ()
     """Fields whose values are checked before the others (the rest in declared order): which
     one an object with several bad fields is rejected for. Kept as the hand decoders had it."""
@@ -480,13 +511,26 @@ class Record(Kind):
         if self.required:
             out["required"] = list(self.required)
         out["additionalProperties"] = False
-        if self.together:
-            a, b = self.together
-            out["dependentRequired"] = {a: [b], b: [a]}
+        if self.together or self.depends:
+            a, b = self.together or ("", "")
+            pairs = [(a, (b,)), (b, (a,))] if self.together else []
+            out["dependentRequired"] = {k: list(v) for k, v in [*pairs, *self.depends]}
         if self.one_of:
             out["oneOf"] = [{"required": [name]} for name in self.one_of]
         out["properties"] = {f.name: {"description": f.description, **f.kind.schema(owner)}
                              for f in self.fields}
+        return out
+
+    def to_json(self, value: Any) -> dict[str, Any] | None:
+        """The typed object `value` (a `cls`) as the contract's JSON object: required fields
+        always, optional ones unless they hold their kind's `absent` value (None, False)."""
+        if value is None:
+            return None
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            item = getattr(value, f.name)
+            if f.required or item is not f.kind.absent:
+                out[f.name] = f.kind.to_json(item)
         return out
 
     def reader(self, ascii_only: bool) -> Reader:
@@ -507,7 +551,8 @@ class Event:
     name: str
     title: str
     description: str
-    max_bytes: int
+    max_bytes: int | None
+    """Byte limit of the payload (`x-max-bytes`); None: none declared."""
     record: Record
     defs: tuple[Shared, ...] = field(default=())
 
@@ -527,6 +572,7 @@ class Event:
     def decode(self, data: bytes | None) -> Any:
         """One record value -> the decoded event; raises InvalidEvent (only) for bad input,
         a repeated key included (checked right after parsing)."""
+        assert self.max_bytes is not None, f"{self.name} declares no byte limit to decode under"
         obj = load_object(data, self.max_bytes)
         return self._readers[data.isascii()](obj)  # type: ignore[union-attr]
 
@@ -534,11 +580,25 @@ class Event:
     def _readers(self) -> dict[bool, Callable[[dict[str, Any]], Any]]:
         return {False: self.reader(False), True: self.reader(True)}
 
+    def to_json(self, event: Any) -> dict[str, Any]:
+        """The typed event as plain JSON values (see `Record.to_json`)."""
+        out = self.record.to_json(event)
+        assert out is not None
+        return out
+
+    def encode(self, event: Any) -> bytes:
+        """The typed event's bytes: deterministic JSON (keys sorted at every level, no
+        whitespace), byte for byte what `services.streaming.events.encode_event` writes for
+        the same content, so a crash replay reproduces identical output."""
+        return orjson.dumps(self.to_json(event), option=orjson.OPT_SORT_KEYS)
+
     def json_schema(self) -> dict[str, Any]:
         body = self.record.schema(self.name)
         out: dict[str, Any] = {"$schema": DRAFT, "$id": schema_id(self.name),
-                               "title": self.title, "description": self.description,
-                               "x-max-bytes": self.max_bytes, **body}
+                               "title": self.title, "description": self.description}
+        if self.max_bytes is not None:
+            out["x-max-bytes"] = self.max_bytes
+        out.update(body)
         if self.defs:
             out["$defs"] = {d.name: d.definition() for d in self.defs}
         return out
