@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from services.streaming.event_fields import ErrorCode, check_keys, child, fail, show
 
 if TYPE_CHECKING:
-    from services.contracts.vocabulary import Record
+    from services.contracts.records import Record
 
 _MISSING = object()
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from services.contracts.vocabulary import Kind, Reader, _types
+from services.contracts.kinds import Kind, Reader, _types
 from services.streaming.event_fields import ErrorCode, child, fail, show
 
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
