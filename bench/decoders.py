@@ -143,16 +143,17 @@ def _line(name: str, size: int, rate: float, base: float | None = None) -> str:
 def typed_speed(seconds: float) -> None:
     from bench.typed_decoders import msgspec_decode, msgspec_decode_batch, pydantic_decode
 
-    print("\nHand decoder vs typed decoders (each with the same post-checks; events/s, one core)")
+    print("\nOur decoders (declared, services/contracts) vs typed decoders (each with the same "
+          "post-checks; events/s, one core; 'the hand decoder' below means ours)")
     for name, data in INFERENCE_CASES:
         base = _rate(decode_inference_event, data, seconds)
-        print(_line(name + " | hand", len(data), base))
+        print(_line(name + " | ours", len(data), base))
         print(_line("    msgspec", len(data), _rate(msgspec_decode, data, seconds), base))
         print(_line("    pydantic v2", len(data), _rate(pydantic_decode, data, seconds), base))
     for name, values in BATCH_CASES:
         size = sum(map(len, values)) // len(values)
         base = _rate(decode_inference_batch, values, seconds) * len(values)
-        print(_line(name + " | hand", size, base))
+        print(_line(name + " | ours", size, base))
         rate = _rate(msgspec_decode_batch, values, seconds) * len(values)
         print(_line("    msgspec, the batch as one array", size, rate, base))
         loads = _rate(lambda vs: [orjson.loads(v) for v in vs], values, seconds) * len(values)
@@ -280,9 +281,9 @@ def _legacy_batch(values: list[bytes]) -> object:
 
 def _alternating(old: Callable[[Any], object], new: Callable[[Any], object], data: Any,
                  seconds: float) -> tuple[float, float]:
-    """Best rate of each over three alternating rounds: on a shared machine, load that comes and
-    goes then falls on both alike."""
-    rates = [(_rate(old, data, seconds / 3), _rate(new, data, seconds / 3)) for _ in range(3)]
+    """Best rate of each over seven alternating rounds: on a shared machine, load that comes and
+    goes then falls on both alike (fewer rounds measured +-40% on a loaded 2-core machine)."""
+    rates = [(_rate(old, data, seconds / 7), _rate(new, data, seconds / 7)) for _ in range(7)]
     return max(r[0] for r in rates), max(r[1] for r in rates)
 
 
