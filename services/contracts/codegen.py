@@ -69,7 +69,7 @@ def compile_record(record: Record, ascii_only: bool) -> Callable[[Any, str], Any
             if not fast:
                 lines += ["            else:" if test else "            if True:",
                           f"                {var} = {read}"]
-        args.append(f"{field.name}={var}")
+        args.append(f"{field.attribute}={var}")
     lines.append(f"    return _cls({', '.join(args)})")
     exec("\n".join(lines), names)  # noqa: S102  # our own declarations, never input
     compiled: Callable[[Any, str], Any] = names["read"]  # type: ignore[assignment]

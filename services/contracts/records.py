@@ -24,6 +24,13 @@ class Field:
     kind: Kind
     description: str
     required: bool = True
+    attr: str | None = None
+    """The typed object's attribute when it differs from the JSON name (`class` -> class_name,
+    a Python keyword)."""
+
+    @property
+    def attribute(self) -> str:
+        return self.attr or self.name
 
     def __post_init__(self) -> None:
         # Readers join a field's path as `parent.name` without quoting (event_fields.child).
@@ -84,7 +91,7 @@ class Record(Kind):
             return None
         out: dict[str, Any] = {}
         for f in self.fields:
-            item = getattr(value, f.name)
+            item = getattr(value, f.attribute)
             if f.required or item is not f.kind.absent:
                 out[f.name] = f.kind.to_json(item)
         return out
