@@ -8,10 +8,13 @@ Bad input is data: every `decode_*` raises `InvalidEvent` and nothing else for a
 path (`$` for the whole payload) and `code` is an `ErrorCode` (metric label). The shell sends the
 original bytes to the topic's `.dlq` as `dead_letter(...)` and moves on.
 
-The implementation is split by event: `input_events` (inference events and labels, the scorer's
-and label sink's hot path), `annotation_requests`, `control_events` (retrain triggers, class
-feedback), and `event_fields` (the error type, limits and checked field readers they share). This
-module adds the producing side: `encode_event` and `dead_letter`.
+The inference event, the label and the dead letter are declared once in `services/contracts`
+(their schemas, decoders and encoders come from those declarations); `input_events` runs the
+declared decoders (the scorer's and label sink's hot path). `annotation_requests` and
+`control_events` (retrain triggers, class feedback) are still hand-written, and `event_fields`
+holds the error type, limits and checked field readers they all share. This module adds the
+producing side: `encode_event` and `dead_letter` (the one dead-letter builder,
+`services.contracts.dead_letter`).
 """
 
 from __future__ import annotations
