@@ -1,14 +1,18 @@
 """Decoder throughput on one core, and the hand decoders beside msgspec and pydantic v2 on speed
 and on error reasons (issue 19, item 1: choose by the figures).
 
-Run: .venv/bin/python bench/decoders.py [--seconds 1.0] [--no-typed]. Best of five timed rounds,
-so background noise inflates nothing. The payloads are built here, compact JSON as a producer
-would send it; the batch cases also use the shared stream (tests/synthetic_events.py). The typed
-decoders (bench/typed_decoders.py, from the `bench` extra) are printed when installed:
+Run: .venv/bin/python bench/decoders.py [--seconds 1.0] [--no-typed] [--no-legacy]. Best of five
+timed rounds, so background noise inflates nothing. The payloads are built here, compact JSON as a
+producer would send it; the batch cases also use the shared stream (tests/synthetic_events.py). The
+typed decoders (bench/typed_decoders.py, from the `bench` extra) are printed when installed:
 
 - speed: per event shape, the hand decoder (`decode_inference_event`), msgspec and pydantic, each
   with the checks neither library can declare (bench/typed_decoders.py says which); per batch,
   the scorer's `decode_inference_batch` beside msgspec decoding the batch as one array;
+- before/after: the decoders declared in services/contracts beside the hand-written ones they
+  replaced (bench/legacy_input_events.py), per event and per batch (the batch decoder with its
+  exact path swapped for the legacy one), and their reason codes (field, code, detail) over the
+  contract examples and hostile payloads;
 - error reasons: every contract example under schemas/examples/inference-event and a few hostile
   payloads, the hand decoder's reason code beside the code each library's error maps to (or
   "ACCEPTED" when it let the event through).
@@ -31,6 +35,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.streaming import inference_batch  # noqa: E402
 from services.streaming.events import (  # noqa: E402
     InvalidEvent,
     decode_inference_event,
@@ -138,16 +143,17 @@ def _line(name: str, size: int, rate: float, base: float | None = None) -> str:
 def typed_speed(seconds: float) -> None:
     from bench.typed_decoders import msgspec_decode, msgspec_decode_batch, pydantic_decode
 
-    print("\nHand decoder vs typed decoders (each with the same post-checks; events/s, one core)")
+    print("\nOur decoders (declared, services/contracts) vs typed decoders (each with the same "
+          "post-checks; events/s, one core; 'the hand decoder' below means ours)")
     for name, data in INFERENCE_CASES:
         base = _rate(decode_inference_event, data, seconds)
-        print(_line(name + " | hand", len(data), base))
+        print(_line(name + " | ours", len(data), base))
         print(_line("    msgspec", len(data), _rate(msgspec_decode, data, seconds), base))
         print(_line("    pydantic v2", len(data), _rate(pydantic_decode, data, seconds), base))
     for name, values in BATCH_CASES:
         size = sum(map(len, values)) // len(values)
         base = _rate(decode_inference_batch, values, seconds) * len(values)
-        print(_line(name + " | hand", size, base))
+        print(_line(name + " | ours", size, base))
         rate = _rate(msgspec_decode_batch, values, seconds) * len(values)
         print(_line("    msgspec, the batch as one array", size, rate, base))
         loads = _rate(lambda vs: [orjson.loads(v) for v in vs], values, seconds) * len(values)
@@ -254,9 +260,86 @@ def typed_reasons() -> None:
               f"let through {passed[lib]} that the hand decoder rejects")
 
 
+# -- before/after: the declared decoders vs the hand-written ones they replaced -------------------
+
+def _legacy_batch(values: list[bytes]) -> object:
+    """The batch decoder with its exact path (every event of a shape the fast check does not
+    take, every failing run) running the legacy hand readers."""
+    from bench import legacy_input_events as legacy
+
+    saved = (inference_batch.read_inference_event, inference_batch.decode_inference_event,
+             inference_batch.quote_count)
+    inference_batch.read_inference_event = legacy.read_inference_event
+    inference_batch.decode_inference_event = legacy.decode_inference_event
+    inference_batch.quote_count = legacy.quote_count
+    try:
+        return decode_inference_batch(values)
+    finally:
+        (inference_batch.read_inference_event, inference_batch.decode_inference_event,
+         inference_batch.quote_count) = saved
+
+
+def _alternating(old: Callable[[Any], object], new: Callable[[Any], object], data: Any,
+                 seconds: float) -> tuple[float, float]:
+    """Best rate of each over seven alternating rounds: on a shared machine, load that comes and
+    goes then falls on both alike (fewer rounds measured +-40% on a loaded 2-core machine)."""
+    rates = [(_rate(old, data, seconds / 7), _rate(new, data, seconds / 7)) for _ in range(7)]
+    return max(r[0] for r in rates), max(r[1] for r in rates)
+
+
+def _outcome(fn: Callable[[bytes], object], data: bytes) -> tuple[str, str, str]:
+    try:
+        fn(data)
+    except InvalidEvent as exc:
+        return str(exc.code), exc.field, exc.detail
+    return ("ACCEPTED", "", "")
+
+
+def legacy_comparison(seconds: float) -> None:
+    from bench import legacy_input_events as legacy
+
+    print("\nDeclared decoders (services/contracts) vs the hand-written ones they replaced")
+    cases = [(name, legacy.decode_inference_event, decode_inference_event, data)
+             for name, data in INFERENCE_CASES]
+    cases.append(("label: 1 annotation with bbox", legacy.decode_label, decode_label, _label()))
+    for name, old, new, data in cases:
+        base, rate = _alternating(old, new, data, seconds)
+        print(_line(name + " | before", len(data), base))
+        print(_line("    declared", len(data), rate, base))
+    for name, values in BATCH_CASES:
+        size = sum(map(len, values)) // len(values)
+        base, rate = _alternating(_legacy_batch, decode_inference_batch, values, seconds)
+        print(_line(name + " | before", size, base * len(values)))
+        print(_line("    declared", size, rate * len(values), base * len(values)))
+    pairs = [(legacy.decode_inference_event, decode_inference_event, data)
+             for _, data in _reason_cases("inference-event") + _hostile()]
+    pairs += [(legacy.decode_label, decode_label, data) for _, data in _reason_cases("label")]
+    codes = sum(_outcome(old, d)[:2] == _outcome(new, d)[:2] for old, new, d in pairs)
+    exact = sum(_outcome(old, d) == _outcome(new, d) for old, new, d in pairs)
+    print(f"  reasons over {len(pairs)} cases (contract examples + hostile): same code and field "
+          f"in {codes}, same detail too in {exact}")
+    for old, new, data in pairs:
+        if _outcome(old, data) != _outcome(new, data):
+            print(f"    differs: {_outcome(old, data)} -> {_outcome(new, data)}")
+
+
+def _reason_cases(event: str) -> list[tuple[str, bytes]]:
+    cases = []
+    for path in sorted((ROOT / "schemas/examples" / event).glob("*.json")):
+        raw = path.read_bytes()
+        try:  # compact, as a producer sends it; the oversize example stays as it is
+            raw = raw if len(raw) > 200_000 else orjson.dumps(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            pass
+        cases.append((path.stem, raw))
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="rough time per case")
+    parser.add_argument("--no-legacy", dest="legacy", action="store_false",
+                        help="skip the comparison with the hand decoders before issue 19")
     parser.add_argument("--no-typed", dest="typed", action="store_false",
                         help="only the hand decoders (no msgspec / pydantic)")
     args = parser.parse_args()
@@ -268,6 +351,8 @@ def main() -> None:
     for name, values in BATCH_CASES:
         size = sum(map(len, values)) // len(values)
         print(_line(name, size, _rate(decode_inference_batch, values, args.seconds) * len(values)))
+    if args.legacy:
+        legacy_comparison(args.seconds)
     if not args.typed:
         return
     try:

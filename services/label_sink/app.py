@@ -97,10 +97,10 @@ from services.streaming.events import (
     SCHEMA_VERSION,
     ErrorCode,
     InvalidEvent,
-    dead_letter,
     decode_annotation_request,
     decode_class_feedback,
     decode_label,
+    encode_dead_letter,
     encode_event,
 )
 from services.streaming.settings import LabelSinkSettings
@@ -304,11 +304,11 @@ def build_app(
 
     async def send_dead_letter(topic: Any, event: Any, exc: InvalidEvent) -> None:
         msg = event.message
-        record = dead_letter(event.value or b"", topic=msg.topic, partition=msg.partition,
-                             offset=msg.offset, reason=exc.reason, code=exc.code,
-                             service=SERVICE, service_version=version, failed_at=time.time(),
-                             key=msg.key)
-        await topic.send(key=msg.key, value=encode_event(record))
+        letter = encode_dead_letter(event.value or b"", topic=msg.topic, partition=msg.partition,
+                                    offset=msg.offset, reason=exc.reason, code=exc.code,
+                                    service=SERVICE, service_version=version,
+                                    failed_at=time.time(), key=msg.key)
+        await topic.send(key=msg.key, value=letter)
 
     inserted = [0]  # requests stored since the last prune
     newest: dict[int, float] = {}  # newest request event time per partition

@@ -40,9 +40,8 @@ from services.streaming import topics
 from services.streaming.events import (
     AnnotationRequest,
     InvalidEvent,
-    dead_letter,
     decode_annotation_request,
-    encode_event,
+    encode_dead_letter,
 )
 from services.streaming.ops import OpsAccess, OpsServer
 
@@ -311,13 +310,12 @@ class Bridge:
 
     def _dead_letter(self, msg: Message, exc: InvalidEvent) -> None:
         self.metrics.invalid.labels(exc.code.value).inc()
-        record = dead_letter(msg.value(), topic=msg.topic() or "", partition=msg.partition() or 0,
-                             offset=msg.offset() or 0, reason=exc.reason, code=exc.code,
-                             service=SERVICE, service_version=self._version,
-                             failed_at=time.time(), key=msg.key())
+        letter = encode_dead_letter(
+            msg.value(), topic=msg.topic() or "", partition=msg.partition() or 0,
+            offset=msg.offset() or 0, reason=exc.reason, code=exc.code, service=SERVICE,
+            service_version=self._version, failed_at=time.time(), key=msg.key())
         # Delivered before the batch's offsets are committed; raises DeliveryFailed if not.
-        self.records.write(topics.dlq(self.settings.requests_topic), encode_event(record),
-                           msg.key())
+        self.records.write(topics.dlq(self.settings.requests_topic), letter, msg.key())
 
     def _mark(self, task_id: int, annotation_id: int, label: str) -> None:
         self.reconciler.mark_later(task_id, annotation_id, label)

@@ -29,7 +29,7 @@ from services import service_version
 from services.label_studio.labels import BadAnnotation, Skip, to_label
 from services.label_studio.metrics import BridgeMetrics
 from services.label_studio.writer import DeliveryFailed, LabelWriter, RecordWriter
-from services.streaming.events import ErrorCode, dead_letter, encode_event
+from services.streaming.events import ErrorCode, encode_dead_letter
 from services.streaming.settings import Secret
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,11 @@ class WebhookHandler:
     def _dead_letter(self, body: bytes, code: ErrorCode, reason: str) -> None:
         """Best effort: a dead letter the broker refuses is logged (the webhook is answered 400
         either way, and Label Studio keeps the annotation)."""
-        record = dead_letter(body, topic=WEBHOOK_SOURCE, partition=0, offset=0, reason=reason,
-                             code=code, service="label-studio-bridge",
-                             service_version=self.version, failed_at=time.time())
+        letter = encode_dead_letter(body, topic=WEBHOOK_SOURCE, partition=0, offset=0,
+                                    reason=reason, code=code, service="label-studio-bridge",
+                                    service_version=self.version, failed_at=time.time())
         try:
-            self.records.write(self.dlq_topic, encode_event(record), None)
+            self.records.write(self.dlq_topic, letter, None)
         except DeliveryFailed as exc:
             log.error("dead letter of a bad annotation not delivered: %s", exc)
         log.warning("bad annotation dead-lettered: %s", reason)

@@ -8,10 +8,13 @@ Bad input is data: every `decode_*` raises `InvalidEvent` and nothing else for a
 path (`$` for the whole payload) and `code` is an `ErrorCode` (metric label). The shell sends the
 original bytes to the topic's `.dlq` as `dead_letter(...)` and moves on.
 
-The implementation is split by event: `input_events` (inference events and labels, the scorer's
-and label sink's hot path), `annotation_requests`, `control_events` (retrain triggers, class
-feedback), and `event_fields` (the error type, limits and checked field readers they share). This
-module adds the producing side: `encode_event` and `dead_letter`.
+The inference event, the label and the dead letter are declared once in `services/contracts`
+(their schemas, decoders and encoders come from those declarations); `input_events` runs the
+declared decoders (the scorer's and label sink's hot path). `annotation_requests` and
+`control_events` (retrain triggers, class feedback) are still hand-written, and `event_fields`
+holds the error type, limits and checked field readers they all share. This module adds the
+producing side: `encode_event` and `dead_letter` (the one dead-letter builder,
+`services.contracts.dead_letter`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from typing import Any
 
 import orjson
 
+from services.contracts.dead_letter import (
+    DEAD_LETTER,
+    MAX_REASON_LENGTH,
+    dead_letter_of,
+    encode_dead_letter,
+)
 from services.streaming.annotation_requests import (
     AnnotationRequest,
     RequestTier,
@@ -104,6 +113,7 @@ __all__ = [
     "Source",
     "TriggerRule",
     "dead_letter",
+    "encode_dead_letter",
     "decode_annotation_request",
     "decode_class_feedback",
     "decode_inference_event",
@@ -115,8 +125,6 @@ __all__ = [
     "redacted_key",
 ]
 
-MAX_REASON_LENGTH = 4096
-"""Longest dead-letter `reason`, in characters (longer ones are cut)."""
 _ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
 
 
@@ -150,29 +158,12 @@ def dead_letter(
     failed_at: float,
     key: bytes | None = None,
 ) -> dict[str, Any]:
-    """The dead-letter record (schemas/dead-letter.schema.json) for a record that could not be
-    processed. Pure: `failed_at` (epoch seconds) is passed in. `original`/`key` are the record's
-    value/key bytes exactly as consumed (a None value, i.e. a tombstone, is stored as empty).
-    `reason` is cut to MAX_REASON_LENGTH characters. Raises ValueError for a `code` outside
-    `ErrorCode`: that is a bug in the caller, not bad input."""
-    if code not in _CODES:
-        raise ValueError(f"dead-letter code {code!r} is not one of {sorted(_CODES)}")
-    if len(reason) > MAX_REASON_LENGTH:
-        reason = reason[: MAX_REASON_LENGTH - 1] + "…"
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "original_b64": base64.b64encode(original or b"").decode("ascii"),
-        "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "reason": reason,
-        "code": str(code),
-        "service": service,
-        "service_version": service_version,
-        "failed_at": failed_at,
-    }
-
-
-_CODES = frozenset(code.value for code in ErrorCode)
+    """The dead-letter record (schemas/dead-letter.schema.json) as a dict, built by the one
+    helper every service uses (`services.contracts.dead_letter.dead_letter_of`, which states
+    the rules; `encode_dead_letter` gives the bytes directly)."""
+    return DEAD_LETTER.to_json(dead_letter_of(
+        original, topic=topic, partition=partition, offset=offset, reason=reason, code=code,
+        service=service, service_version=service_version, failed_at=failed_at, key=key))
 
 
 def redact_dead_letter(letter: bytes) -> bytes:

@@ -49,27 +49,28 @@ from typing import Any
 import numpy as np
 import orjson
 
+from services.contracts.inference import BATCH_LIMITS
 from services.core.events import ScoreColumns
-from services.streaming.event_fields import (
-    MAX_CLASS_BYTES,
-    MAX_EVENT_BYTES,
-    MAX_ID_LENGTH,
-    MAX_METADATA_NODES,
-    MAX_TIMESTAMP,
-    MAX_URI_LENGTH,
-    MIN_SCORE_CLASSES,
-    SCHEMA_VERSION,
-    SUM_TOLERANCE,
-    InvalidEvent,
-    check_unique_keys,
-)
+from services.streaming.event_fields import InvalidEvent, check_unique_keys
 from services.streaming.input_events import (
-    INFERENCE_REQUIRED,
     InferenceEvent,
     decode_inference_event,
     quote_count,
     read_inference_event,
 )
+
+# The contract's limits, as declared (services/contracts/inference.py).
+SCHEMA_VERSION = BATCH_LIMITS.version
+MAX_EVENT_BYTES = BATCH_LIMITS.max_bytes
+INFERENCE_REQUIRED = BATCH_LIMITS.required
+MAX_ID_LENGTH = BATCH_LIMITS.max_id_length
+MAX_URI_LENGTH = BATCH_LIMITS.max_uri_length
+MAX_TIMESTAMP = BATCH_LIMITS.max_timestamp
+MIN_SCORE_CLASSES = BATCH_LIMITS.min_classes
+MAX_CLASS_LENGTH = BATCH_LIMITS.max_class_length
+MAX_CLASS_BYTES = BATCH_LIMITS.max_class_bytes
+SUM_TOLERANCE = BATCH_LIMITS.sum_tolerance
+MAX_METADATA_NODES = BATCH_LIMITS.max_metadata_nodes
 
 _MIN_RUN = 16
 """Runs this short are not split further: each event goes to the exact decoder. Bounds the work
@@ -476,7 +477,7 @@ def _distributions(scores: list[dict[str, Any]], asset_ids: Sequence[str],
     layouts, groups = _layouts(scores)
     for layout in layouts:
         if len(layout) < MIN_SCORE_CLASSES or not 0 < min(map(len, layout)) <= max(
-                map(len, layout)) <= MAX_ID_LENGTH:
+                map(len, layout)) <= MAX_CLASS_LENGTH:
             return None
         if not all(map(str.isascii, layout)) and max(
                 map(len, map(str.encode, layout))) > MAX_CLASS_BYTES:

@@ -1,0 +1,167 @@
+"""Records and events of the declaration vocabulary: `Field`, `Record` (a closed object of
+fields, compiled into one reader by `codegen`) and `Event` (a top-level record with its schema's
+prose and byte limit). Import them from `services.contracts.vocabulary`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.contracts.codegen import compile_record
+from services.contracts.kinds import DRAFT, Kind, Reader, Shared, Version, _types, schema_id
+from services.streaming.event_fields import check_version, child, load_object
+
+
+@dataclass(frozen=True)
+class Field:
+    """One property of a record: its name, kind, description and whether it is required."""
+
+    name: str
+    kind: Kind
+    description: str
+    required: bool = True
+    attr: str | None = None
+    """The typed object's attribute when it differs from the JSON name (`class` -> class_name,
+    a Python keyword)."""
+
+    @property
+    def attribute(self) -> str:
+        return self.attr or self.name
+
+    def __post_init__(self) -> None:
+        # Readers join a field's path as `parent.name` without quoting (event_fields.child).
+        assert child("a", self.name) == f"a.{self.name}", f"{self.name!r} needs quoting"
+
+
+@dataclass(frozen=True)
+class Record(Kind):
+    """A closed JSON object of `fields`, decoded to `cls(**fields)`. `together`: pairs of fields
+    present both or neither (dependentRequired); `one_of`: exactly one of two fields present.
+    Fields are checked after unknown and missing keys, in `check_order()`."""
+
+    fields: tuple[Field, ...]
+    cls: type | None = None
+    together: tuple[str, str] | None = None
+    one_of: tuple[str, str] | None = None
+    nullable: bool = False
+    depends: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(field, the fields it requires): dependentRequired beyond `together`."""
+    check_first: tuple[str, ...] = ()
+    """Fields whose values are checked before the others (the rest in declared order): which
+    one an object with several bad fields is rejected for. Kept as the hand decoders had it."""
+
+    def check_order(self) -> tuple[Field, ...]:
+        first = [self.field(name) for name in self.check_first]
+        return (*first, *(f for f in self.fields if f.name not in self.check_first))
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.required)
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def schema(self, owner: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": _types("object", self.nullable)}
+        if self.required:
+            out["required"] = list(self.required)
+        out["additionalProperties"] = False
+        if self.together or self.depends:
+            a, b = self.together or ("", "")
+            pairs = [(a, (b,)), (b, (a,))] if self.together else []
+            out["dependentRequired"] = {k: list(v) for k, v in [*pairs, *self.depends]}
+        if self.one_of:
+            out["oneOf"] = [{"required": [name]} for name in self.one_of]
+        out["properties"] = {f.name: {"description": f.description, **f.kind.schema(owner)}
+                             for f in self.fields}
+        return out
+
+    def to_json(self, value: Any) -> dict[str, Any] | None:
+        """The typed object `value` (a `cls`) as the contract's JSON object: required fields
+        always, optional ones unless they hold their kind's `absent` value (None, False)."""
+        if value is None:
+            return None
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            item = getattr(value, f.attribute)
+            if f.required or item is not f.kind.absent:
+                out[f.name] = f.kind.to_json(item)
+        return out
+
+    def reader(self, ascii_only: bool) -> Reader:
+        read_object = self.object_reader(ascii_only)
+        return lambda v, p, k: read_object(v, child(p, k))
+
+    def object_reader(self, ascii_only: bool) -> Callable[[Any, str], Any]:
+        """(value, its own path) -> `cls(...)`; the shape shared by nested records and events."""
+        assert self.cls is not None, "a decoded record needs its class"
+        return compile_record(self, ascii_only)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A top-level event: its schema's name and prose, its payload byte limit, its record of
+    fields (the first one `schema_version`) and the definitions its schema owns."""
+
+    name: str
+    title: str
+    description: str
+    max_bytes: int | None
+    """Byte limit of the payload (`x-max-bytes`); None: none declared."""
+    record: Record
+    defs: tuple[Shared, ...] = field(default=())
+
+    def reader(self, ascii_only: bool) -> Callable[[dict[str, Any]], Any]:
+        """(object parsed from at most `max_bytes` of JSON) -> the decoded event: the version
+        first (so a v2 event says so plainly), then the record's checks."""
+        version = self.record.fields[0].kind
+        assert isinstance(version, Version), "an event's first field is schema_version"
+        read_record, value = self.record.object_reader(ascii_only), version.value
+
+        def read(obj: dict[str, Any]) -> Any:
+            check_version(obj, value)
+            return read_record(obj, "")
+
+        return read
+
+    def decode(self, data: bytes | None) -> Any:
+        """One record value -> the decoded event; raises InvalidEvent (only) for bad input,
+        a repeated key included (checked right after parsing)."""
+        assert self.max_bytes is not None, f"{self.name} declares no byte limit to decode under"
+        obj = load_object(data, self.max_bytes)
+        return self._readers[data.isascii()](obj)  # type: ignore[union-attr]
+
+    @functools.cached_property
+    def _readers(self) -> dict[bool, Callable[[dict[str, Any]], Any]]:
+        return {False: self.reader(False), True: self.reader(True)}
+
+    def to_json(self, event: Any) -> dict[str, Any]:
+        """The typed event as plain JSON values (see `Record.to_json`)."""
+        out = self.record.to_json(event)
+        assert out is not None
+        return out
+
+    def encode(self, event: Any) -> bytes:
+        """The typed event's bytes: deterministic JSON (keys sorted at every level, no
+        whitespace), byte for byte what `services.streaming.events.encode_event` writes for
+        the same content, so a crash replay reproduces identical output."""
+        return orjson.dumps(self.to_json(event), option=orjson.OPT_SORT_KEYS)
+
+    def json_schema(self) -> dict[str, Any]:
+        body = self.record.schema(self.name)
+        out: dict[str, Any] = {"$schema": DRAFT, "$id": schema_id(self.name),
+                               "title": self.title, "description": self.description}
+        if self.max_bytes is not None:
+            out["x-max-bytes"] = self.max_bytes
+        out.update(body)
+        if self.defs:
+            out["$defs"] = {d.name: d.definition() for d in self.defs}
+        return out
