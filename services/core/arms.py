@@ -208,7 +208,8 @@ def _offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) ->
     idx = lo + np.flatnonzero(free)
     if idx.shape[0] == 0:
         return
-    state.control.offer(idx.shape[0], state.control_rng, lambda j: idx[j].tolist())
+    rng = state.control_draws if state.control_draws is not None else state.control_rng
+    state.control.offer(idx.shape[0], rng, lambda j: idx[j].tolist())
     if state.policy.mode != "reservoir":
         return
     b = view.batch

@@ -86,6 +86,9 @@ def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: f
                     out: list[Selected]) -> None:
     """Highest priority first, up to top_k, from the exploit lane and class sub-budgets."""
     pol = state.policy
+    if not state.budget.available(pol.budget, "exploit", n_seen, wm):
+        state.weighted.clear()  # the loop below would stop at its first entry
+        return
     entries = state.weighted.drain(by_key=pol.reservoir.power is not None)
     limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
     granted = 0
@@ -134,6 +137,8 @@ def _flush_control(state: SelectorMemory, view: BatchView, n_seen: float, wm: fl
     """The uniform sample, from the explore lane; each pick records granted / offered."""
     pol = state.policy
     payloads, offered = state.control.drain()
+    if not state.budget.available(pol.budget, "explore", n_seen, wm):
+        return  # nothing is spent below until a grant: no payload could be granted
     chosen: list[tuple[Selected, int]] = []
     for payload in payloads:
         key = _identity(view, payload)[0]

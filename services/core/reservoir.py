@@ -12,13 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from services.core.codec import decode_array, encode_array
 
 PayloadFn = Callable[[np.ndarray], list[Any]]
+
+
+class ScalarRandom(Protocol):
+    """The scalar draws Algorithm L makes: a numpy Generator, or scalar_draws.ScalarDraws."""
+
+    def random(self) -> float: ...
+
+    def integers(self, n: int) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -146,12 +154,17 @@ class WeightedReservoirState:
         order = np.argsort(-(self.key if by_key else self.priority), kind="stable")
         priority = self.priority.tolist()
         out = [(priority[i], self.payload[i]) for i in order.tolist()]
+        self.clear()
+        return out
+
+    def clear(self) -> None:
+        """Empty the reservoirs without ordering them (`drain` whose picks are not wanted):
+        the window's uncertainty joins the level. Command."""
         level = self.level
         if self.u_count:
             mean = self.u_sum / (QUANTUM * self.u_count)
             level = mean if level is None else level + LEVEL_SMOOTHING * (mean - level)
         self.__init__(self.size, level)  # type: ignore[misc]
-        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "key": encode_array(self.key),
@@ -182,7 +195,7 @@ class UniformReservoirState:
         self.next_at = 0
         self.payload: list[Any] = []
 
-    def offer(self, m: int, rng: np.random.Generator, make_payload: PayloadFn) -> None:
+    def offer(self, m: int, rng: ScalarRandom, make_payload: PayloadFn) -> None:
         """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng."""
         if self.size == 0 or m == 0:
             self.seen += m
@@ -204,7 +217,7 @@ class UniformReservoirState:
             self._skip(rng)
         self.seen = end
 
-    def _skip(self, rng: np.random.Generator) -> None:
+    def _skip(self, rng: ScalarRandom) -> None:
         u = 1.0 - rng.random()
         base = self.next_at if self.next_at else self.seen
         if self.w >= 1.0 or self.w <= 0.0:  # degenerate draws: take the next item / stop

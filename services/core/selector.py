@@ -31,6 +31,7 @@ import numpy as np
 from services.core import arms, flush
 from services.core.batch import PredictionBatch
 from services.core.registry import ModelBook, VersionState, evict_lru, update_drift
+from services.core.scalar_draws import ScalarDraws
 from services.core.selection import Selected, Selection
 from services.core.state import FORMAT, FORMAT_VERSION, SelectorMemory
 from services.core.tracks import TrackState
@@ -72,13 +73,18 @@ def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
     cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
-    while j < a:
-        _before(state, view, j, out)
-        end = cuts.next(j)
-        arms.segment(state, view, j, end, out)
-        _after(state, view, j, end, out)
-        flush.settle(state, view)
-        j = end
+    state.control_draws = ScalarDraws(state.control_rng)
+    try:
+        while j < a:
+            _before(state, view, j, out)
+            end = cuts.next(j)
+            arms.segment(state, view, j, end, out)
+            _after(state, view, j, end, out)
+            flush.settle(state, view)
+            j = end
+    finally:  # the generator must be where the draws left it, even if a bug raised
+        state.control_draws.close()
+        state.control_draws = None
     return Selection(tuple(out), a, batch.n_predictions, dict(state.suppressed))
 
 

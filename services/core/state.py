@@ -26,6 +26,7 @@ from services.core.policy import SelectorPolicy
 from services.core.redundancy import RedundancyState
 from services.core.registry import ModelBook, VersionState
 from services.core.reservoir import UniformReservoirState, WeightedReservoirState
+from services.core.scalar_draws import ScalarDraws
 from services.core.thresholds import growth, relative_quantiles
 from services.core.tracks import TrackState
 
@@ -44,6 +45,8 @@ class SelectorMemory:
         self.draws = Draws(self.seed)
         self.control_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
             [self.seed, _CONTROL_STREAM])))
+        # The control arm's draws during one `select` (scalar_draws.py); None between calls.
+        self.control_draws: ScalarDraws | None = None
         self.assets_seen = 0
         self.units_seen = 0.0  # predictions seen: the count coordinate when cost = instances
         self.watermark = -math.inf
