@@ -20,6 +20,7 @@ import numpy as np
 
 from services.core import draws, gates
 from services.core.budget import LaneGate, class_limits
+from services.core.reservoir import quanta
 from services.core.selection import Selected
 from services.core.state import SelectorMemory
 from services.core.thresholds import RELATIVE, UNCERTAIN, WARMUP, Thetas, relative_quantiles, scan
@@ -209,27 +210,74 @@ def _offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) ->
     if idx.shape[0] == 0:
         return
     rng = state.control_draws if state.control_draws is not None else state.control_rng
-    state.control.offer(idx.shape[0], rng, lambda j: idx[j].tolist())
+    state.control.offer(idx.shape[0], rng, idx.tolist())
     if state.policy.mode != "reservoir":
         return
+    c = _offer_inputs(state, view)
+    if c is None:
+        _offer_weighted(state, view, lo, idx)
+        return
+    mine = idx[c["has"][idx]]
+    if mine.shape[0] == 0:
+        return
+    state.weighted.observe_quanta(c["quanta"][mine])
+    power = state.policy.reservoir.power_at(state.weighted.level)
+    pr = c["priority"][mine]
+    if power is None:
+        weights = pr
+    elif power == c["power"]:
+        weights = c["weights"][mine]
+    else:
+        weights = pr ** power
+    state.weighted.offer(weights, c["groups"][mine], pr, c["exp"][mine], mine.tolist())
+
+
+def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | None:
+    """The weighted reservoirs' inputs of every asset of a one-model batch whose book exists,
+    computed once a batch (and again when the view re-derives priorities): has a driver, group
+    (model, class), priority, its Exp(1) draw by position, its driver's uncertainty in quanta,
+    and its weight under the power of the first window that asks. Elementwise, so a segment's
+    slice equals what the segment alone computes (`_offer_weighted`). None for other batches."""
+    if view.offer_cache is not None:
+        return view.offer_cache
+    book = view.books[0]
+    if not view.single_model or book is None:
+        return None
+    b = view.batch
+    has = view.driver >= 0
+    groups = np.zeros(b.n_assets, dtype=np.uint64)
+    groups[has] = book.group_hash[view.asset_cls[has]]
+    pr = view.asset_priority
+    power = state.policy.reservoir.power_at(state.weighted.level)
+    view.offer_cache = {
+        "has": has, "groups": groups, "priority": pr, "power": power,
+        "weights": pr if power is None else pr ** power,
+        "exp": state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets),
+        "quanta": quanta(view.u[np.maximum(view.driver, 0)]) if view.u.shape[0] else
+        np.zeros(b.n_assets, dtype=np.int64),  # no predictions: no asset has a driver
+    }
+    return view.offer_cache
+
+
+def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray) -> None:
+    """The weighted offer of batch assets `idx` (of the segment from lo), computed for them
+    alone: batches of several models, whose books may be created, evicted or remapped
+    between segments."""
     b = view.batch
     mine = idx[view.driver[idx] >= 0]
     if mine.shape[0] == 0:
         return
-    if view.single_model and view.books[0] is not None:
-        groups = view.books[0].group_hash[view.asset_cls[mine]]
-    else:
-        groups = np.zeros(mine.shape[0], dtype=np.uint64)
-        for k, book in enumerate(view.books):
-            if book is None:  # created at its first asset, later (its assets have no driver yet)
-                continue
-            sel = b.asset_model[mine] == k
-            if sel.any():
-                groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
+    groups = np.zeros(mine.shape[0], dtype=np.uint64)
+    for k, book in enumerate(view.books):
+        if book is None:  # created at its first asset, later (its assets have no driver yet)
+            continue
+        sel = b.asset_model[mine] == k
+        if sel.any():
+            groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
     pr = view.asset_priority[mine]
     hi = int(mine[-1]) + 1
     exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
     state.weighted.observe(view.u[view.driver[mine]])
     power = state.policy.reservoir.power_at(state.weighted.level)
     weights = pr if power is None else pr ** power
-    state.weighted.offer(weights, groups, pr, exp, lambda j: mine[j].tolist())
+    state.weighted.offer(weights, groups, pr, exp, mine.tolist())

@@ -88,6 +88,11 @@ QUANTUM = 1_000_000
 its assets came in (float sums depend on their grouping), and a replay decides identically."""
 
 
+def quanta(uncertainty: np.ndarray) -> np.ndarray:
+    """Uncertainties (clipped to [0, 1]) as int64 multiples of 1 / QUANTUM. Pure."""
+    return np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64)
+
+
 class WeightedReservoirState:
     """Per-group (model, class) weighted reservoirs of `size` items, A-Res (Efraimidis–Spirakis).
 
@@ -110,18 +115,23 @@ class WeightedReservoirState:
 
     def observe(self, uncertainty: np.ndarray) -> None:
         """Count the uncertainties of the window's offered assets toward its level. Command."""
-        self.u_sum += int(np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64).sum())
-        self.u_count += int(uncertainty.shape[0])
+        self.observe_quanta(quanta(uncertainty))
+
+    def observe_quanta(self, units: np.ndarray) -> None:
+        """`observe` of uncertainties already in integer quanta (`quanta`). Command."""
+        self.u_sum += int(units.sum())
+        self.u_count += int(units.shape[0])
 
     def __len__(self) -> int:
         return len(self.payload)
 
     def offer(self, weights: np.ndarray, groups: np.ndarray, priorities: np.ndarray,
-              exponentials: np.ndarray, make_payload: PayloadFn) -> None:
+              exponentials: np.ndarray, make_payload: PayloadFn | list[Any]) -> None:
         """Offer items (weights in [0, 1], uint64 group ids) with one Exp(1) variate each (the
         caller's, e.g. by stream position: key = -E / w has the law of log(u) / w); weight-0
         items only fill spare room. Deterministic; offering items in one call or in consecutive
-        calls keeps the same items (the largest keys per group)."""
+        calls keeps the same items (the largest keys per group). `make_payload` builds the
+        payloads of the items kept, or is the list of every item's payload, ready made."""
         m = weights.shape[0]
         if m == 0:
             return
@@ -140,10 +150,15 @@ class WeightedReservoirState:
         at = np.arange(n)
         rank = at - np.maximum.accumulate(np.where(starts, at, 0))
         kept = order[rank < self.size]
-        n_old = len(self.payload)
-        fresh = kept[kept >= n_old] - n_old
-        built = iter(make_payload(fresh))
-        self.payload = [self.payload[i] if i < n_old else next(built) for i in kept.tolist()]
+        if isinstance(make_payload, list):
+            pool = self.payload + make_payload
+            self.payload = [pool[i] for i in kept.tolist()]
+        else:
+            n_old = len(self.payload)
+            fresh = kept[kept >= n_old] - n_old
+            built = iter(make_payload(fresh))
+            self.payload = [self.payload[i] if i < n_old else next(built)
+                            for i in kept.tolist()]
         self.key, self.group = key[kept], group[kept]
         self.priority = np.concatenate((self.priority, priorities))[kept]
 
@@ -195,14 +210,26 @@ class UniformReservoirState:
         self.next_at = 0
         self.payload: list[Any] = []
 
-    def offer(self, m: int, rng: ScalarRandom, make_payload: PayloadFn) -> None:
-        """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng."""
+    def offer(self, m: int, rng: ScalarRandom, make_payload: PayloadFn | list[Any]) -> None:
+        """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng.
+        `make_payload` builds the payloads of items taken, or is the list of the m items'
+        payloads, ready made."""
         if self.size == 0 or m == 0:
             self.seen += m
             return
+        if isinstance(make_payload, list):
+            items = make_payload
+
+            def one(item: int) -> Any:
+                return items[item]
+        else:
+            build = make_payload
+
+            def one(item: int) -> Any:
+                return build(np.array([item]))[0]
         fill = min(m, self.size - len(self.payload))
         if fill > 0:
-            self.payload.extend(make_payload(np.arange(fill)))
+            self.payload.extend(one(j) for j in range(fill))
             self.seen += fill
             if len(self.payload) < self.size:
                 return
@@ -212,7 +239,7 @@ class UniformReservoirState:
         while self.next_at <= end:
             item = self.next_at - self.seen - 1 + fill
             slot = int(rng.integers(self.size))
-            self.payload[slot] = make_payload(np.array([item]))[0]
+            self.payload[slot] = one(item)
             self.w *= math.exp(math.log(1.0 - rng.random()) / self.size)
             self._skip(rng)
         self.seen = end

@@ -210,6 +210,7 @@ def _create(state: SelectorMemory, view: BatchView, k: int, j: int) -> None:
         current = state.books.get(m)
         if current is None:
             view.books[kk] = view.versions[kk] = None
+            view.offer_cache = None  # its groups came from the evicted book
             continue
         if view.books[kk] is not current:
             view.rebook(kk, current, j)

@@ -114,6 +114,8 @@ class BatchView:
     def _derive(self) -> None:
         """Priorities and each asset's aggregate, driver and class. A prediction's priority is
         its uncertainty when its class weight is 1, else 1 - (1 - u) ** weight."""
+        # Per-asset reservoir inputs of the whole batch (arms.py), derived from what follows.
+        self.offer_cache: dict[str, Any] | None = None
         w = self.weight
         if bool((w == 1.0).all()):
             self.priority = self.u
