@@ -13,6 +13,7 @@ generator in offer order, so no draw depends on batch boundaries.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +31,7 @@ from services.core.view import BatchView
 def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[Selected]
             ) -> None:
     """Decide assets lo:hi of the batch; append the grants in asset order and remember them."""
-    elig = ~state.dedupe.contains(view.dkey[lo:hi])
+    elig = _eligible(state, view, lo, hi)
     taken = np.zeros(hi - lo, dtype=bool)
     picks: list[tuple[int, Selected]] = []
     _explore(state, view, lo, hi, elig, taken, picks)
@@ -42,6 +43,15 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
         state.dedupe.add(state.policy.dedupe, view.dkey[lo + np.flatnonzero(taken)])
 
 
+def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.ndarray:
+    """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
+    batch at once and again only after dedupe changed (a grant, a new generation). Query."""
+    cached = view.eligible
+    if cached is None or cached[0] != state.dedupe.changes:
+        cached = view.eligible = (state.dedupe.changes, ~state.dedupe.contains(view.dkey))
+    return cached[1][lo:hi]
+
+
 def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.ndarray,
              taken: np.ndarray, picks: list[tuple[int, Selected]]) -> None:
     """Uniform random picks (policy.exploration_probability()) from the explore lane."""
@@ -49,8 +59,12 @@ def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.
     p = state.policy.exploration_probability()
     if p <= 0.0:
         return
-    u = state.draws.get(draws.EXPLORE, view.first + lo, view.first + hi)
-    for r in np.flatnonzero(elig & (u < p)).tolist():
+    if view.explorable is None:  # the batch's positions whose draw is below p, by position
+        u = state.draws.get(draws.EXPLORE, view.first, view.first + view.batch.n_assets)
+        view.explorable = np.flatnonzero(u < p).tolist()
+    at = bisect_left(view.explorable, lo)
+    cand = view.explorable[at:bisect_left(view.explorable, hi, at)]
+    for r in [i - lo for i in cand if elig[i - lo]]:
         i = lo + r
         n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
         if state.budget.available(b, "explore", n_seen, wm):

@@ -73,6 +73,8 @@ def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
     cuts = _Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
+    if view.single_model and not lazy:  # its version exists throughout (`_after_one_model`)
+        view.pending_from = 0
     state.control_draws = ScalarDraws(state.control_rng)
     try:
         while j < a:
@@ -82,6 +84,7 @@ def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
             _after(state, view, j, end, out)
             flush.settle(state, view)
             j = end
+        _hold_pending(view, a)
     finally:  # the generator must be where the draws left it, even if a bug raised
         state.control_draws.close()
         state.control_draws = None
@@ -245,8 +248,10 @@ def _after(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[S
     state.watermark = float(view.watermark[hi - 1])
     state.last_time = float(b.asset_time[hi - 1])
     state.window_count += hi - lo
+    if view.pending_from is not None:
+        _after_one_model(view, hi)
     for k, version in enumerate(view.versions):
-        if version is None:
+        if version is None or view.pending_from is not None:
             continue
         if view.single_model:
             last = hi - 1
@@ -266,6 +271,7 @@ def _after(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[S
         if reached.shape[0]:
             book.known = max(book.known, int(reached.max()) + 1)
     if state.assets_seen % pol.refresh_every == 0:
+        _hold_pending(view, hi)
         for version in state.versions.values():
             version.refresh(state.watermark, pol.stats.min_count, pol.warmup.rare_share)
         for book in state.books.values():
@@ -275,3 +281,32 @@ def _after(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[S
     if pol.reservoir.window_assets and state.window_count >= pol.reservoir.window_assets:
         flush.flush(state, view, hi - 1, out)
         state.window_count = 0
+
+
+def _after_one_model(view: BatchView, hi: int) -> None:
+    """`_after` of a batch of one model whose version and book exist from its start: the same
+    marks, while the predictions for the stats are held together at the next refresh point or
+    at the batch's end (`_hold_pending`: the same arrays in the same order as segment by
+    segment), and the vocabulary reached is read from a running maximum."""
+    version, book = view.versions[0], view.books[0]
+    assert version is not None and book is not None
+    seen = float(view.watermark[hi - 1])
+    version.last_seen = seen
+    book.last_seen = max(book.last_seen, seen)
+    p1 = int(view.batch.pred_start[hi])
+    if p1:
+        if view.reach is None:
+            view.reach = np.maximum.accumulate(view.reg_max)
+        book.known = max(book.known, int(view.reach[p1 - 1]) + 1)
+
+
+def _hold_pending(view: BatchView, hi: int) -> None:
+    """Hold the predictions of assets pending_from:hi for the one model's stats. Command."""
+    lo = view.pending_from
+    if lo is None or hi <= lo:
+        return
+    b, version = view.batch, view.versions[0]
+    assert version is not None
+    rows = slice(int(b.pred_start[lo]), int(b.pred_start[hi]))
+    version.add_pending(view.gcls[rows], b.top_conf[rows], b.asset_time[b.asset_of[rows]])
+    view.pending_from = hi
