@@ -236,13 +236,21 @@ class UniformReservoirState:
             self.w = math.exp(math.log(1.0 - rng.random()) / self.size)
             self._skip(rng)
         end = self.seen + m - fill
-        while self.next_at <= end:
-            item = self.next_at - self.seen - 1 + fill
-            slot = int(rng.integers(self.size))
-            self.payload[slot] = one(item)
-            self.w *= math.exp(math.log(1.0 - rng.random()) / self.size)
-            self._skip(rng)
-        self.seen = end
+        # `_skip` inlined, with locals: this loop runs a few times per window (~6 of 50 assets
+        # with 2 slots), and its Python overhead is most of the control arm's cost.
+        size, seen, payload = self.size, self.seen, self.payload
+        w, next_at = self.w, self.next_at
+        random, integers, log, exp = rng.random, rng.integers, math.log, math.exp
+        while next_at <= end:
+            payload[int(integers(size))] = one(next_at - seen - 1 + fill)
+            w *= exp(log(1.0 - random()) / size)
+            u = 1.0 - random()
+            base = next_at if next_at else seen
+            if w >= 1.0 or w <= 0.0:  # degenerate draws: take the next item / stop
+                next_at = base + 1 if w >= 1.0 else 2**62
+            else:
+                next_at = base + int(math.floor(log(u) / math.log1p(-w))) + 1
+        self.w, self.next_at, self.seen = w, next_at, end
 
     def _skip(self, rng: ScalarRandom) -> None:
         u = 1.0 - rng.random()

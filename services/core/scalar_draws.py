@@ -36,8 +36,9 @@ class ScalarDraws:
         self.exact = isinstance(self.bit_generator, np.random.PCG64)
         self._start: dict[str, Any] | None = None
         self._raw: list[int] = []
-        self._at = 0
-        self._used = 0
+        self._at = 0  # next unread raw output; len(_raw) when none is left
+        self._n = 0
+        self._drawn = 0  # raw outputs drawn from the generator since `_begin`
         self._has32 = 0
         self._half = 0
 
@@ -48,29 +49,43 @@ class ScalarDraws:
         self._has32 = int(start["has_uint32"])
         self._half = int(start["uinteger"])
 
+    def _refill(self) -> None:
+        if self._start is None:
+            self._begin()
+        size = max(_BLOCK, 2 * self._n)
+        self._raw = self.bit_generator.random_raw(size).tolist()
+        self._at, self._n = 0, size
+        self._drawn += size
+
     def _next64(self) -> int:
-        if self._at == len(self._raw):
-            self._raw = self.bit_generator.random_raw(max(_BLOCK, 2 * len(self._raw))).tolist()
-            self._at = 0
-        value = self._raw[self._at]
-        self._at += 1
-        self._used += 1
-        return value
+        at = self._at
+        if at == self._n:
+            self._refill()
+            at = 0
+        self._at = at + 1
+        return self._raw[at]
 
     def _next32(self) -> int:
         if self._has32:
             self._has32 = 0
             return self._half
+        if self._start is None:
+            self._begin()
+            if self._has32:
+                self._has32 = 0
+                return self._half
         value = self._next64()
         self._has32, self._half = 1, value >> 32
         return value & _MASK32
 
     def random(self) -> float:
         """U[0, 1), as `Generator.random()`."""
+        at = self._at
+        if at < self._n:  # the common case: a raw output is at hand
+            self._at = at + 1
+            return (self._raw[at] >> 11) * _TWO_M53
         if not self.exact:
             return float(self.rng.random())
-        if self._start is None:
-            self._begin()
         return (self._next64() >> 11) * _TWO_M53
 
     def integers(self, n: int) -> int:
@@ -79,8 +94,6 @@ class ScalarDraws:
             return int(self.rng.integers(n))
         if n == 1:
             return 0
-        if self._start is None:
-            self._begin()
         if n == 1 << 32:
             return self._next32()
         m = self._next32() * n
@@ -99,8 +112,8 @@ class ScalarDraws:
             return
         bg: Any = self.bit_generator  # a PCG64 (`exact`): it has `advance`
         bg.state = start
-        bg.advance(self._used)  # resets the buffered half: set it back below
+        bg.advance(self._drawn - (self._n - self._at))  # resets the buffered half: set below
         state = bg.state
         state["has_uint32"], state["uinteger"] = self._has32, self._half
         bg.state = state
-        self._raw, self._at, self._used = [], 0, 0
+        self._raw, self._at, self._n, self._drawn = [], 0, 0, 0
