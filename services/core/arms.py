@@ -227,14 +227,17 @@ def _offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) ->
     state.control.offer(idx.shape[0], rng, idx.tolist())
     if state.policy.mode != "reservoir":
         return
+    dry = _dry_flush(state, view, lo, lo + free.shape[0])
     c = _offer_inputs(state, view)
     if c is None:
-        _offer_weighted(state, view, lo, idx)
+        _offer_weighted(state, view, lo, idx, dry)
         return
     mine = idx[c["has"][idx]]
     if mine.shape[0] == 0:
         return
     state.weighted.observe_quanta(c["quanta"][mine])
+    if dry:
+        return
     power = state.policy.reservoir.power_at(state.weighted.level)
     pr = c["priority"][mine]
     if power is None:
@@ -273,10 +276,25 @@ def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | No
     return view.offer_cache
 
 
-def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray) -> None:
+def _dry_flush(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> bool:
+    """The segment lo:hi closes a count window whose flush will find the exploit lane
+    dry. Then the flush grants nothing from the weighted reservoirs and empties them: what
+    this segment would offer them can only count toward the uncertainty level. (Nothing
+    spends from the exploit lane between here and that flush: in the reservoir mode only
+    flushes do.) Query."""
+    pol = state.policy
+    size = pol.reservoir.window_assets
+    if not size or pol.mode != "reservoir" or state.window_count + hi - lo < size:
+        return False
+    return not state.budget.available(pol.budget, "exploit", float(view.n_seen[hi - 1]),
+                                      float(view.watermark[hi - 1]))
+
+
+def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray,
+                    dry: bool) -> None:
     """The weighted offer of batch assets `idx` (of the segment from lo), computed for them
     alone: batches of several models, whose books may be created, evicted or remapped
-    between segments."""
+    between segments. `dry`: see `_dry_flush`."""
     b = view.batch
     mine = idx[view.driver[idx] >= 0]
     if mine.shape[0] == 0:
@@ -292,6 +310,8 @@ def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.nda
     hi = int(mine[-1]) + 1
     exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
     state.weighted.observe(view.u[view.driver[mine]])
+    if dry:
+        return
     power = state.policy.reservoir.power_at(state.weighted.level)
     weights = pr if power is None else pr ** power
     state.weighted.offer(weights, groups, pr, exp, mine.tolist())
