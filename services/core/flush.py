@@ -26,7 +26,7 @@ def settle(state: SelectorMemory, view: BatchView) -> None:
     """Build the payloads of reservoir entries that outlive the segment just decided (called by
     `select` after each segment, while the batch view still describes them).
 
-    `_offer` stores a bare batch asset index as an entry's payload: most entries of a short
+    `offers.offer` stores a bare batch asset index as an entry's payload: most entries of a short
     window are displaced or drained before their segment ends, so a payload is built only for a
     pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
     for payloads, strategy in ((state.weighted.payload, "reservoir"),

@@ -13,8 +13,11 @@ never at "batch end". `select` walks the batch in segments cut at the positions 
 changes -- an event-time or count window closes (reservoir flush), the stats refresh point (every
 `policy.refresh_every` assets of the partition: pending class stats are folded, readiness and the
 sub-budgets' class counts are re-published), a new dedupe generation, an asset repeating within
-the segment, a model version created under the LRU cap -- and decides each segment in arrival
-order (see arms.py), vectorised. Random numbers are drawn by absolute asset position (draws.py).
+the segment, a model version created under the LRU cap (cuts.py) -- and decides each segment in
+arrival order (arms.py, offers.py), vectorised; what does not depend on the state a segment
+leaves (dedupe answers until dedupe changes, exploration candidates, reservoir inputs) is
+computed once for all the windows of the batch. Random numbers are drawn by absolute asset
+position (draws.py).
 No clock, no global RNG: event time comes from the events, randomness from the seed. The clocks
 run on the watermark, which moves only when two consecutive events agree (eventtime.py), so
 one event stamped far in the future (or past) moves none of them.
@@ -30,6 +33,7 @@ import numpy as np
 
 from services.core import arms, flush
 from services.core.batch import PredictionBatch
+from services.core.cuts import Cuts
 from services.core.registry import ModelBook, VersionState, evict_lru, update_drift
 from services.core.scalar_draws import ScalarDraws
 from services.core.selection import Selected, Selection
@@ -70,7 +74,7 @@ def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
                      pol.budget.cost, state.units_seen)
     if pol.tracks.enabled and batch.video is not None:
         view.add_instability(pol.tracks.weight, observe_tracks(state.tracks, view))
-    cuts = _Cuts(state, view, lazy)
+    cuts = Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
     if view.single_model and not lazy:  # its version exists throughout (`_after_one_model`)
@@ -127,55 +131,6 @@ def _create_upfront(state: SelectorMemory, batch: PredictionBatch) -> bool:
         state.book(m)
         state.version(m, v)
     return True
-
-
-class _Cuts:
-    """Where the next segment of the batch ends: the first position after `j` at which a window
-    closes, the stats refresh point is reached, the dedupe generation changes, an asset repeats
-    within the segment, or (lazy creation) a model version not in the state appears."""
-
-    def __init__(self, state: SelectorMemory, view: BatchView, lazy: bool) -> None:
-        pol = state.policy
-        self.state, self.view, self.lazy = state, view, lazy
-        a = view.batch.n_assets
-        self.a = a
-        wm = view.watermark
-        self.tid = np.floor(wm / pol.reservoir.window_seconds).astype(np.int64)
-        self.gen = np.floor(wm / pol.dedupe.generation_seconds).astype(np.int64)
-        order = np.argsort(view.dkey, kind="stable")
-        sk = view.dkey[order]
-        dup = np.flatnonzero(sk[1:] == sk[:-1])
-        if dup.shape[0]:  # (position, previous position of the same key), by position
-            pairs = sorted(zip(order[dup + 1].tolist(), order[dup].tolist(), strict=True))
-            self.repeats = pairs
-        else:
-            self.repeats = []
-        self._positions: dict[int, np.ndarray] = {}
-
-    def next(self, j: int) -> int:
-        state, pol, a = self.state, self.state.policy, self.a
-        first = self.view.first
-        end = min(a, j + pol.refresh_every - (first + j) % pol.refresh_every)
-        if pol.reservoir.window_assets:
-            end = min(end, j + max(pol.reservoir.window_assets - state.window_count, 1))
-        if state.window_id is not None:
-            end = min(end, int(np.searchsorted(self.tid, state.window_id, side="right")))
-        end = min(end, int(np.searchsorted(self.gen, state.dedupe.generation, side="right")))
-        for r, prev in self.repeats:
-            if r > j and prev >= j:
-                end = min(end, r)
-                break
-        if self.lazy:
-            view = self.view
-            for k in range(len(view.batch.model_keys)):
-                if view.versions[k] is None or view.books[k] is None:
-                    pos = self._positions.get(k)
-                    if pos is None:
-                        pos = self._positions[k] = np.flatnonzero(view.batch.asset_model == k)
-                    p = int(np.searchsorted(pos, j, side="right"))
-                    if p < pos.shape[0]:
-                        end = min(end, int(pos[p]))
-        return max(end, j + 1)
 
 
 def _before(state: SelectorMemory, view: BatchView, j: int, out: list[Selected]) -> None:

@@ -1,10 +1,10 @@
 """`SelectorMemory`: everything one partition's selector remembers, its queries, commands
 between batches (feedback), and its checkpoint (`snapshot` / `from_snapshot`).
 
-What `select` (selector.py) does with it, segment by segment, lives in selector.py, arms.py,
-flush.py and gates.py, which all take this class; `SelectorState` (selector.py) adds the `select`
-method. So the state is one idea and the decisions another, and no module of the core imports
-one that imports it back.
+What `select` (selector.py) does with it, segment by segment, lives in selector.py, cuts.py,
+arms.py, offers.py, flush.py and gates.py, which all take this class; `SelectorState`
+(selector.py) adds the `select` method. So the state is one idea and the decisions another, and
+no module of the core imports one that imports it back.
 """
 
 from __future__ import annotations

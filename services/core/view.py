@@ -121,7 +121,7 @@ class BatchView:
     def _derive(self) -> None:
         """Priorities and each asset's aggregate, driver and class. A prediction's priority is
         its uncertainty when its class weight is 1, else 1 - (1 - u) ** weight."""
-        # Per-asset reservoir inputs of the whole batch (arms.py) and the running maximum of
+        # Per-asset reservoir inputs of the whole batch (offers.py) and the running maximum of
         # the vocabulary index reached (selector.py), derived from what follows.
         self.offer_cache: dict[str, Any] | None = None
         self.reach: np.ndarray | None = None
