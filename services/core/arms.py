@@ -34,8 +34,11 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
     taken = np.zeros(hi - lo, dtype=bool)
     picks: list[tuple[int, Selected]] = []
     _explore(state, view, lo, hi, elig, taken, picks)
-    _exploit(state, view, lo, hi, elig & ~taken, taken, picks)
-    offers.offer(state, view, lo, elig & ~taken)
+    free = elig & ~taken if picks else elig  # (nothing taken yet: the same values)
+    if state.policy.mode == "threshold":  # warm-up and the threshold arm run in it only
+        _exploit(state, view, lo, hi, free, taken, picks)
+        free = elig & ~taken
+    offers.offer(state, view, lo, free)
     if picks:
         picks.sort(key=lambda p: p[0])
         out.extend(s for _, s in picks)

@@ -36,6 +36,9 @@ class Cuts:
         else:
             self.repeats = []
         self._positions: dict[int, np.ndarray] = {}
+        # Where the window / generation of a given id ends (several segments share one).
+        self._window_end: dict[int, int] = {}
+        self._generation_end: dict[int, int] = {}
 
     def next(self, j: int) -> int:
         state, pol, a = self.state, self.state.policy, self.a
@@ -43,9 +46,14 @@ class Cuts:
         end = min(a, j + pol.refresh_every - (first + j) % pol.refresh_every)
         if pol.reservoir.window_assets:
             end = min(end, j + max(pol.reservoir.window_assets - state.window_count, 1))
-        if state.window_id is not None:
-            end = min(end, int(np.searchsorted(self.tid, state.window_id, side="right")))
-        end = min(end, int(np.searchsorted(self.gen, state.dedupe.generation, side="right")))
+        wid, gen = state.window_id, state.dedupe.generation
+        if wid is not None:
+            if wid not in self._window_end:
+                self._window_end[wid] = int(np.searchsorted(self.tid, wid, side="right"))
+            end = min(end, self._window_end[wid])
+        if gen not in self._generation_end:
+            self._generation_end[gen] = int(np.searchsorted(self.gen, gen, side="right"))
+        end = min(end, self._generation_end[gen])
         for r, prev in self.repeats:
             if r > j and prev >= j:
                 end = min(end, r)
