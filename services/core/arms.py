@@ -49,9 +49,18 @@ def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.nd
     """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
     batch at once and again only after dedupe changed (a grant, a new generation). Query."""
     cached = view.eligible
-    if cached is None or cached[0] != state.dedupe.changes:
-        cached = view.eligible = (state.dedupe.changes, ~state.dedupe.contains(view.dkey))
-    return cached[1][lo:hi]
+    if cached is None:
+        end = view.batch.n_assets
+    elif cached[0] != state.dedupe.changes:
+        # A change is mostly a grant: where every window grants, answering the rest of the
+        # batch each time would cost more than it saves, so this segment only.
+        end = hi
+    elif hi > cached[1] + cached[2].shape[0]:  # no change meanwhile: twice as far as last
+        end = min(view.batch.n_assets, lo + max(2 * cached[2].shape[0], hi - lo))
+    else:
+        return cached[2][lo - cached[1]:hi - cached[1]]
+    cached = view.eligible = (state.dedupe.changes, lo, ~state.dedupe.contains(view.dkey[lo:end]))
+    return cached[2][:hi - lo]
 
 
 def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.ndarray,

@@ -66,9 +66,10 @@ class BatchView:
         self.unstable: dict[int, Any] = {}  # prediction -> tracks.Instability
         self._derive()
         self.dkey = self._dedupe_keys()
-        # Answers kept for the whole batch (arms.py): (dedupe changes, not remembered) per
-        # asset, and the positions whose exploration draw is below the probability.
-        self.eligible: tuple[int, np.ndarray] | None = None
+        # Answers kept for the whole batch (arms.py): (dedupe changes, first asset, not
+        # remembered per asset from it), and the positions whose exploration draw is below the
+        # probability.
+        self.eligible: tuple[int, int, np.ndarray] | None = None
         self.explorable: list[int] | None = None
         # Predictions of the one model not yet held for its stats: from this asset on, or None
         # when each segment holds its own (selector.py `_after`).
