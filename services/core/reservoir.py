@@ -93,6 +93,11 @@ def quanta(uncertainty: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64)
 
 
+_NO_KEYS = np.zeros(0)
+_NO_GROUPS = np.zeros(0, dtype=np.uint64)
+_NO_KEYS.flags.writeable = _NO_GROUPS.flags.writeable = False
+
+
 class WeightedReservoirState:
     """Per-group (model, class) weighted reservoirs of `size` items, A-Res (Efraimidis–Spirakis).
 
@@ -105,9 +110,9 @@ class WeightedReservoirState:
 
     def __init__(self, size: int, level: float | None = None) -> None:
         self.size = size
-        self.key = np.zeros(0)
-        self.group = np.zeros(0, dtype=np.uint64)
-        self.priority = np.zeros(0)
+        # Shared read-only empties: a window is emptied at every flush, and arrays here are
+        # only ever replaced, never written in place.
+        self.key, self.group, self.priority = _NO_KEYS, _NO_GROUPS, _NO_KEYS
         self.payload: list[Any] = []
         # The uncertainty level (ReservoirPolicy.power_at): this window's sum and count, and the
         # smoothed mean of the windows closed before it (kept across drains).
