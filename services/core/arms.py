@@ -5,52 +5,77 @@ Per asset, in arrival order, the decision is: exploration (explore lane), then w
 threshold arm (exploit lane, one scan in arrival order across all model versions), then, if it
 is still free, the offer to the window's reservoirs. Within a segment exploration cannot interact
 with the exploit arms except by taking an asset first (no asset repeats inside a segment), so it
-runs first over the whole segment, vectorised. Window flushes (`flush`) happen between segments.
+runs first over the whole segment, vectorised. Window flushes (flush.py) happen between
+segments.
 Randomness comes from `state.draws` by absolute asset position, or from the control arm's own
 generator in offer order, so no draw depends on batch boundaries.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from services.core import draws, gates
+from services.core import draws, gates, offers
 from services.core.budget import LaneGate, class_limits
 from services.core.selection import Selected
+from services.core.state import SelectorMemory
 from services.core.thresholds import RELATIVE, UNCERTAIN, WARMUP, Thetas, relative_quantiles, scan
 from services.core.view import BatchView
 
-if TYPE_CHECKING:
-    from services.core.selector import SelectorState
 
-
-def segment(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Selected]
+def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[Selected]
             ) -> None:
     """Decide assets lo:hi of the batch; append the grants in asset order and remember them."""
-    elig = ~state.dedupe.contains(view.dkey[lo:hi])
+    elig = _eligible(state, view, lo, hi)
     taken = np.zeros(hi - lo, dtype=bool)
     picks: list[tuple[int, Selected]] = []
     _explore(state, view, lo, hi, elig, taken, picks)
-    _exploit(state, view, lo, hi, elig & ~taken, taken, picks)
-    _offer(state, view, lo, elig & ~taken)
+    free = elig & ~taken if picks else elig  # (nothing taken yet: the same values)
+    if state.policy.mode == "threshold":  # warm-up and the threshold arm run in it only
+        _exploit(state, view, lo, hi, free, taken, picks)
+        free = elig & ~taken
+    offers.offer(state, view, lo, free)
     if picks:
         picks.sort(key=lambda p: p[0])
         out.extend(s for _, s in picks)
         state.dedupe.add(state.policy.dedupe, view.dkey[lo + np.flatnonzero(taken)])
 
 
-def _explore(state: SelectorState, view: BatchView, lo: int, hi: int, elig: np.ndarray,
+def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.ndarray:
+    """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
+    batch at once and again only after dedupe changed (a grant, a new generation). Query."""
+    cached = view.eligible
+    if cached is None:
+        end = view.batch.n_assets
+    elif cached[0] != state.dedupe.changes:
+        # A change is mostly a grant: where every window grants, answering the rest of the
+        # batch each time would cost more than it saves, so this segment only.
+        end = hi
+    elif hi > cached[1] + cached[2].shape[0]:  # no change meanwhile: twice as far as last
+        end = min(view.batch.n_assets, lo + max(2 * cached[2].shape[0], hi - lo))
+    else:
+        return cached[2][lo - cached[1]:hi - cached[1]]
+    cached = view.eligible = (state.dedupe.changes, lo, ~state.dedupe.contains(view.dkey[lo:end]))
+    return cached[2][:hi - lo]
+
+
+def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.ndarray,
              taken: np.ndarray, picks: list[tuple[int, Selected]]) -> None:
     """Uniform random picks (policy.exploration_probability()) from the explore lane."""
     b = state.policy.budget
     p = state.policy.exploration_probability()
     if p <= 0.0:
         return
-    u = state.draws.get(draws.EXPLORE, view.first + lo, view.first + hi)
-    for r in np.flatnonzero(elig & (u < p)).tolist():
+    if view.explorable is None:  # the batch's positions whose draw is below p, by position
+        u = state.draws.get(draws.EXPLORE, view.first, view.first + view.batch.n_assets)
+        view.explorable = np.flatnonzero(u < p).tolist()
+    at = bisect_left(view.explorable, lo)
+    cand = view.explorable[at:bisect_left(view.explorable, hi, at)]
+    for r in [i - lo for i in cand if elig[i - lo]]:
         i = lo + r
         n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
         if state.budget.available(b, "explore", n_seen, wm):
@@ -60,7 +85,7 @@ def _explore(state: SelectorState, view: BatchView, lo: int, hi: int, elig: np.n
             taken[r] = True
 
 
-def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.ndarray,
+def _exploit(state: SelectorMemory, view: BatchView, lo: int, hi: int, free: np.ndarray,
              taken: np.ndarray, picks: list[tuple[int, Selected]]) -> None:
     """Warm-up (versions not ready) and the threshold arm (ready versions), one scan in arrival
     order over every free candidate of the segment, sharing the exploit lane."""
@@ -149,7 +174,7 @@ def _exploit(state: SelectorState, view: BatchView, lo: int, hi: int, free: np.n
         taken[i - lo] = True
 
 
-def _relative(state: SelectorState, view: BatchView, lo: int, hi: int, used: list[int]
+def _relative(state: SelectorMemory, view: BatchView, lo: int, hi: int, used: list[int]
               ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Per asset of lo:hi: flagged by the class-relative rule (any of its predictions below its
     class's confidence quantile); and per model key the per-class thresholds (NaN: not ready)."""
@@ -175,7 +200,7 @@ def _relative(state: SelectorState, view: BatchView, lo: int, hi: int, used: lis
     return flagged, thresholds
 
 
-def _class_thresholds(state: SelectorState, version: Any, book: Any) -> np.ndarray:
+def _class_thresholds(state: SelectorMemory, version: Any, book: Any) -> np.ndarray:
     """Per class of the book: the class-relative confidence threshold (NaN: not ready), from
     the stats of the last refresh and the current weights; cached until either changes."""
     key = (version.refreshes, book.weights.tobytes(), len(book.names))
@@ -199,184 +224,3 @@ def _relative_driver(view: BatchView, i: int, conf_thr: dict[int, np.ndarray]) -
     with np.errstate(invalid="ignore"):
         flagged = lo + np.flatnonzero(b.top_conf[lo:hi] < thr[view.gcls[lo:hi]])
     return int(flagged[np.argmax(view.priority[flagged])])
-
-
-def _offer(state: SelectorState, view: BatchView, lo: int, free: np.ndarray) -> None:
-    """Offer the segment's still-free assets to the window's reservoirs: all of them to the
-    uniform control arm, those with a scored driver (weight = priority) to the weighted ones,
-    whether or not their version's stats are ready (ranking within a window needs no
-    calibration, so a retrained model version is served from its first asset)."""
-    idx = lo + np.flatnonzero(free)
-    if idx.shape[0] == 0:
-        return
-    state.control.offer(idx.shape[0], state.control_rng, lambda j: idx[j].tolist())
-    if state.policy.mode != "reservoir":
-        return
-    b = view.batch
-    mine = idx[view.driver[idx] >= 0]
-    if mine.shape[0] == 0:
-        return
-    if view.single_model and view.books[0] is not None:
-        groups = view.books[0].group_hash[view.asset_cls[mine]]
-    else:
-        groups = np.zeros(mine.shape[0], dtype=np.uint64)
-        for k, book in enumerate(view.books):
-            if book is None:  # created at its first asset, later (its assets have no driver yet)
-                continue
-            sel = b.asset_model[mine] == k
-            if sel.any():
-                groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
-    pr = view.asset_priority[mine]
-    hi = int(mine[-1]) + 1
-    exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
-    state.weighted.observe(view.u[view.driver[mine]])
-    power = state.policy.reservoir.power_at(state.weighted.level)
-    weights = pr if power is None else pr ** power
-    state.weighted.offer(weights, groups, pr, exp, lambda j: mine[j].tolist())
-
-
-def settle(state: SelectorState, view: BatchView) -> None:
-    """Build the payloads of reservoir entries that outlive the segment just decided (called by
-    `select` after each segment, while the batch view still describes them).
-
-    `_offer` stores a bare batch asset index as an entry's payload: most entries of a short
-    window are displaced or drained before their segment ends, so a payload is built only for a
-    pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
-    for payloads, strategy in ((state.weighted.payload, "reservoir"),
-                               (state.control.payload, "random_control")):
-        for k, p in enumerate(payloads):
-            if isinstance(p, int):
-                payloads[k] = _payloads(state, view, strategy, np.array([p]))[0]
-
-
-def _payloads(state: SelectorState, view: BatchView, strategy: str, idx: np.ndarray
-              ) -> list[Any]:
-    """Reservoir payloads [Selected.to_json() (asset_index -1), dedupe key, stream position],
-    plus [folded embedding (base64 float32) or None, sequence or None] when a redundancy gate is
-    on and the asset has either."""
-    out = []
-    for i in idx.tolist():
-        row = view.describe(i, strategy).to_json()
-        row[1] = -1
-        out.append([row, str(int(view.dkey[i])), int(view.pos[i]),
-                    *gates.payload_extra(state, view, i)])
-    return out
-
-
-def _video(state: SelectorState, view: BatchView, payload: Any
-           ) -> tuple[np.ndarray | None, str | None]:
-    """The gates' view of a reservoir payload (see gates.py)."""
-    if isinstance(payload, int):
-        return gates.of_asset(state, view, payload)
-    return gates.of_payload(payload)
-
-
-def _restore(view: BatchView, payload: Any, strategy: str) -> tuple[Selected, int]:
-    """A reservoir payload as the Selected it becomes now (asset_index -1 unless from this
-    batch) and its dedupe key."""
-    if isinstance(payload, int):  # offered in this segment: the view describes it directly
-        return view.describe(payload, strategy), int(view.dkey[payload])
-    sel = Selected.from_json(payload[0])
-    index = int(payload[2]) - view.first
-    index = index if 0 <= index < view.batch.n_assets else -1
-    return replace(sel, asset_index=index, strategy=strategy), int(payload[1])
-
-
-def _grant(state: SelectorState, key: int, out: list[Selected], sel: Selected) -> None:
-    state.dedupe.add_one(state.policy.dedupe, key)
-    out.append(sel)
-
-
-def flush(state: SelectorState, view: BatchView, at: int, out: list[Selected]) -> None:
-    """Close the window at asset index `at` (its budget coordinates): grant the weighted
-    reservoirs' top picks, then the control arm's uniform sample."""
-    n_seen, wm = float(view.n_seen[at]), float(view.watermark[at])
-    _flush_weighted(state, view, n_seen, wm, out)
-    _flush_control(state, view, n_seen, wm, out)
-
-
-def _flush_weighted(state: SelectorState, view: BatchView, n_seen: float, wm: float,
-                    out: list[Selected]) -> None:
-    """Highest priority first, up to top_k, from the exploit lane and class sub-budgets."""
-    pol = state.policy
-    entries = state.weighted.drain(by_key=pol.reservoir.power is not None)
-    limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
-    granted = 0
-    limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    gating = pol.redundancy.enabled
-    for _, payload in entries:
-        if granted >= limit or not state.budget.available(pol.budget, "exploit", n_seen, wm):
-            break
-        # Checked on the payload's identity first: most entries are passed over, and building
-        # the Selected (`_restore`) costs more than the checks.
-        key, model_id, class_name = _identity(view, payload)
-        book = state.books.get(model_id)
-        if state.dedupe.holds(key):
-            continue
-        video = _video(state, view, payload) if gating else (None, None)
-        why = gates.reason(state, model_id, video, wm)
-        if why is not None:  # checked before the class token, which it would spend
-            state.suppressed[why] += 1
-            continue
-        sel = _restore(view, payload, "reservoir")[0] if pol.budget.cost != "assets" else None
-        cost = 1 if sel is None else sel.cost
-        if book is not None and not _class_spend(state, book, class_name, n_seen, limits,
-                                                 cost):
-            continue
-        state.budget.spend(pol.budget, "exploit", n_seen, wm, cost)
-        _grant(state, key, out, sel or _restore(view, payload, "reservoir")[0])
-        gates.remember(state, model_id, video, wm)
-        granted += 1
-
-
-def _identity(view: BatchView, payload: Any) -> tuple[int, str, str | None]:
-    """(dedupe key, model id, class name) of a reservoir payload, as `_restore` would give."""
-    if isinstance(payload, int):
-        k = int(view.batch.asset_model[payload])
-        d = int(view.driver[payload])
-        book = view.books[k]
-        assert book is not None
-        name = book.names[int(view.gcls[d])] if d >= 0 else None
-        return int(view.dkey[payload]), view.batch.model_keys[k][0], name
-    row = payload[0]
-    return int(payload[1]), row[2], row[7]
-
-
-def _flush_control(state: SelectorState, view: BatchView, n_seen: float, wm: float,
-                   out: list[Selected]) -> None:
-    """The uniform sample, from the explore lane; each pick records granted / offered."""
-    pol = state.policy
-    payloads, offered = state.control.drain()
-    chosen: list[tuple[Selected, int]] = []
-    for payload in payloads:
-        key = _identity(view, payload)[0]
-        if not state.dedupe.holds(key) and state.budget.available(pol.budget, "explore", n_seen,
-                                                                   wm):
-            sel = _restore(view, payload, "random_control")[0]
-            state.budget.spend(pol.budget, "explore", n_seen, wm, sel.cost)
-            chosen.append((sel, key))
-            state.dedupe.add_one(pol.dedupe, key)
-            if pol.redundancy.enabled:  # remembered, never suppressed (a random arm)
-                gates.remember(state, sel.model_id, _video(state, view, payload), wm)
-    for sel, _ in chosen:
-        incl = len(chosen) / max(offered, 1)
-        out.append(replace(sel, inclusion_probability=incl))
-
-
-def _class_spend(state: SelectorState, book: Any, class_name: str | None, n_seen: float,
-                 limits: dict[str, tuple[np.ndarray, np.ndarray]], cost: int = 1) -> bool:
-    """Spend `cost` from the class sub-budget of a deferred pick if it has a token; False if
-    not.
-    `limits` caches the books' class limits for one flush (they change at refreshes only)."""
-    cls = book.index.get(class_name) if class_name is not None else None
-    if cls is None:
-        return True
-    if book.model_id not in limits:
-        limits[book.model_id] = class_limits(state.policy.budget, book.weights, book.published)
-    rate, cap = limits[book.model_id]
-    buckets = book.buckets
-    gain = rate[cls] * max(n_seen - buckets.coord[cls], 0.0)  # ClassBuckets.levels_at, scalar
-    if min(cap[cls], buckets.level[cls] + gain) < 1.0:
-        return False
-    buckets.spend(cls, n_seen, rate, cap, cost)
-    return True

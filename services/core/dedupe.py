@@ -62,6 +62,9 @@ class DedupeState:
         self.recent_keys = np.zeros(0, dtype=np.uint64)
         self.recent_gens = np.zeros(0, dtype=np.int64)
         self.generation = -(2**62)
+        # Bumped by every command that may change what `contains` answers, so that a caller
+        # may keep answers for a whole batch until it moves (derived; never in a snapshot).
+        self.changes = 0
 
     def __len__(self) -> int:
         return int(self.keys.shape[0] + self.recent_keys.shape[0])
@@ -80,6 +83,7 @@ class DedupeState:
         if gen <= self.generation:
             return
         self.generation = gen
+        self.changes += 1
         keep = self.gens >= gen - policy.generations
         if not keep.all():
             self.keys, self.gens = self.keys[keep], self.gens[keep]
@@ -91,6 +95,7 @@ class DedupeState:
         """Remember `keys` in the current generation (call `advance` first); a key already held
         moves to the current generation. Idempotent per key."""
         new = np.unique(keys.astype(np.uint64))
+        self.changes += 1
         for held_keys, held_gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
             held = _member(held_keys, new)
             if held.any():
@@ -118,6 +123,7 @@ class DedupeState:
     def add_one(self, policy: DedupePolicy, key: int) -> None:
         """`add` of one key (a window's grants come one at a time), without set operations."""
         k = np.uint64(key)
+        self.changes += 1
         found = self._locate(k)
         if found is not None:
             gens, i = found

@@ -22,17 +22,14 @@ than the window (gradual ageing over days) is not what this catches: see docs/dr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from services.core.codec import decode_array, encode_array
 from services.core.stats import ConfidenceStatsState
-
-if TYPE_CHECKING:
-    from services.core.registry import ModelBook, VersionState
 
 MAX_BOOST = 10.0
 
@@ -172,33 +169,3 @@ class DriftState:
             state.until, state.ratio = decode_array(data["until"]), decode_array(data["ratio"])
         return state
 
-
-def update(policy: DriftPolicy, versions: Iterable[VersionState],
-           books: Mapping[str, ModelBook], watermark: float
-           ) -> tuple[list[DriftEvent], list[str]]:
-    """At a stats refresh: test each version whose stats closed a bucket, then set each model
-    book's class boosts (a class of a model boosts while any of its versions' boost runs).
-    Returns the classes that started drifting (in version order, then class order) and the
-    models whose boosts changed (their weights in use changed). Command."""
-    events: list[DriftEvent] = []
-    active: dict[str, np.ndarray] = {}
-    for v in versions:
-        book = books.get(v.model_id)
-        if book is None:
-            continue
-        for c, d, crit, n_rec, n_ref in v.drift.check(policy, v.stats, watermark):
-            events.append(DriftEvent(v.model_id, v.version, book.names[c], d, crit, n_rec,
-                                     n_ref, watermark, policy.boost,
-                                     watermark + policy.boost_seconds))
-        on = v.drift.active(watermark)
-        if on.any():
-            prev = active.get(v.model_id, np.zeros(0, dtype=bool))
-            size = max(prev.shape[0], on.shape[0])
-            active[v.model_id] = np.pad(prev, (0, size - prev.shape[0])) | \
-                np.pad(on, (0, size - on.shape[0]))
-    changed = []
-    for model_id, book in books.items():
-        mine = active.get(model_id)
-        if book.set_boost(None if mine is None else np.where(mine, policy.boost, 1.0)):
-            changed.append(model_id)
-    return events, changed

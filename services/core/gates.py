@@ -12,24 +12,22 @@ where a batch was cut. Everything here is a no-op when both gates are off.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from services.core.redundancy import fold
+from services.core.state import SelectorMemory
 from services.core.thresholds import Gate
-
-if TYPE_CHECKING:
-    from services.core.selector import SelectorState
-    from services.core.view import BatchView
+from services.core.view import BatchView
 
 
-def active(state: SelectorState, view: BatchView) -> bool:
+def active(state: SelectorMemory, view: BatchView) -> bool:
     """A gate is on and the batch has video fields. Query."""
     return state.policy.redundancy.enabled and view.batch.video is not None
 
 
-def of_asset(state: SelectorState, view: BatchView, i: int
+def of_asset(state: SelectorMemory, view: BatchView, i: int
              ) -> tuple[np.ndarray | None, str | None]:
     """(folded unit embedding or None, sequence or None) of asset i of the view. Query (the
     folded vectors are cached on the view, which lives for one batch)."""
@@ -53,7 +51,7 @@ def of_payload(payload: Any) -> tuple[np.ndarray | None, str | None]:
     return vec, sequence
 
 
-def payload_extra(state: SelectorState, view: BatchView, i: int) -> list[Any]:
+def payload_extra(state: SelectorMemory, view: BatchView, i: int) -> list[Any]:
     """What a held reservoir payload of asset i needs for the gates at a later flush: [] when
     gates are off or the asset has no video field (the payload then keeps its old shape)."""
     if not active(state, view):
@@ -65,7 +63,7 @@ def payload_extra(state: SelectorState, view: BatchView, i: int) -> list[Any]:
     return [blob, seq]
 
 
-def reason(state: SelectorState, model_id: str, video: tuple[np.ndarray | None, str | None],
+def reason(state: SelectorMemory, model_id: str, video: tuple[np.ndarray | None, str | None],
            watermark: float) -> str | None:
     """Why an exploit-lane candidate would be suppressed, or None. Query."""
     if not state.policy.redundancy.enabled or (video[0] is None and video[1] is None):
@@ -73,7 +71,7 @@ def reason(state: SelectorState, model_id: str, video: tuple[np.ndarray | None, 
     return state.redundancy.reason(model_id, video[0], video[1], watermark)
 
 
-def remember(state: SelectorState, model_id: str, video: tuple[np.ndarray | None, str | None],
+def remember(state: SelectorMemory, model_id: str, video: tuple[np.ndarray | None, str | None],
              watermark: float) -> None:
     """Record a granted request. Command."""
     if state.policy.redundancy.enabled and (video[0] is not None or video[1] is not None):
@@ -87,7 +85,7 @@ class RedundancyGate:
     against it. Warm-up candidates (a random arm) are never vetoed. `cand`: the batch asset
     index of each scan candidate."""
 
-    def __init__(self, inner: Gate, state: SelectorState, view: BatchView, cand: np.ndarray,
+    def __init__(self, inner: Gate, state: SelectorMemory, view: BatchView, cand: np.ndarray,
                  warm: np.ndarray) -> None:
         self.inner, self.state, self.view = inner, state, view
         self.cand, self.warm = cand.tolist(), warm.tolist()

@@ -12,13 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from services.core.codec import decode_array, encode_array
 
 PayloadFn = Callable[[np.ndarray], list[Any]]
+
+
+class ScalarRandom(Protocol):
+    """The scalar draws Algorithm L makes: a numpy Generator, or scalar_draws.ScalarDraws."""
+
+    def random(self) -> float: ...
+
+    def integers(self, n: int) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,16 @@ QUANTUM = 1_000_000
 its assets came in (float sums depend on their grouping), and a replay decides identically."""
 
 
+def quanta(uncertainty: np.ndarray) -> np.ndarray:
+    """Uncertainties (clipped to [0, 1]) as int64 multiples of 1 / QUANTUM. Pure."""
+    return np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64)
+
+
+_NO_KEYS = np.zeros(0)
+_NO_GROUPS = np.zeros(0, dtype=np.uint64)
+_NO_KEYS.flags.writeable = _NO_GROUPS.flags.writeable = False
+
+
 class WeightedReservoirState:
     """Per-group (model, class) weighted reservoirs of `size` items, A-Res (Efraimidis–Spirakis).
 
@@ -92,9 +110,9 @@ class WeightedReservoirState:
 
     def __init__(self, size: int, level: float | None = None) -> None:
         self.size = size
-        self.key = np.zeros(0)
-        self.group = np.zeros(0, dtype=np.uint64)
-        self.priority = np.zeros(0)
+        # Shared read-only empties: a window is emptied at every flush, and arrays here are
+        # only ever replaced, never written in place.
+        self.key, self.group, self.priority = _NO_KEYS, _NO_GROUPS, _NO_KEYS
         self.payload: list[Any] = []
         # The uncertainty level (ReservoirPolicy.power_at): this window's sum and count, and the
         # smoothed mean of the windows closed before it (kept across drains).
@@ -102,18 +120,23 @@ class WeightedReservoirState:
 
     def observe(self, uncertainty: np.ndarray) -> None:
         """Count the uncertainties of the window's offered assets toward its level. Command."""
-        self.u_sum += int(np.rint(np.clip(uncertainty, 0.0, 1.0) * QUANTUM).astype(np.int64).sum())
-        self.u_count += int(uncertainty.shape[0])
+        self.observe_quanta(quanta(uncertainty))
+
+    def observe_quanta(self, units: np.ndarray) -> None:
+        """`observe` of uncertainties already in integer quanta (`quanta`). Command."""
+        self.u_sum += int(units.sum())
+        self.u_count += int(units.shape[0])
 
     def __len__(self) -> int:
         return len(self.payload)
 
     def offer(self, weights: np.ndarray, groups: np.ndarray, priorities: np.ndarray,
-              exponentials: np.ndarray, make_payload: PayloadFn) -> None:
+              exponentials: np.ndarray, make_payload: PayloadFn | list[Any]) -> None:
         """Offer items (weights in [0, 1], uint64 group ids) with one Exp(1) variate each (the
         caller's, e.g. by stream position: key = -E / w has the law of log(u) / w); weight-0
         items only fill spare room. Deterministic; offering items in one call or in consecutive
-        calls keeps the same items (the largest keys per group)."""
+        calls keeps the same items (the largest keys per group). `make_payload` builds the
+        payloads of the items kept, or is the list of every item's payload, ready made."""
         m = weights.shape[0]
         if m == 0:
             return
@@ -132,10 +155,15 @@ class WeightedReservoirState:
         at = np.arange(n)
         rank = at - np.maximum.accumulate(np.where(starts, at, 0))
         kept = order[rank < self.size]
-        n_old = len(self.payload)
-        fresh = kept[kept >= n_old] - n_old
-        built = iter(make_payload(fresh))
-        self.payload = [self.payload[i] if i < n_old else next(built) for i in kept.tolist()]
+        if isinstance(make_payload, list):
+            pool = self.payload + make_payload
+            self.payload = [pool[i] for i in kept.tolist()]
+        else:
+            n_old = len(self.payload)
+            fresh = kept[kept >= n_old] - n_old
+            built = iter(make_payload(fresh))
+            self.payload = [self.payload[i] if i < n_old else next(built)
+                            for i in kept.tolist()]
         self.key, self.group = key[kept], group[kept]
         self.priority = np.concatenate((self.priority, priorities))[kept]
 
@@ -146,12 +174,17 @@ class WeightedReservoirState:
         order = np.argsort(-(self.key if by_key else self.priority), kind="stable")
         priority = self.priority.tolist()
         out = [(priority[i], self.payload[i]) for i in order.tolist()]
+        self.clear()
+        return out
+
+    def clear(self) -> None:
+        """Empty the reservoirs without ordering them (`drain` whose picks are not wanted):
+        the window's uncertainty joins the level. Command."""
         level = self.level
         if self.u_count:
             mean = self.u_sum / (QUANTUM * self.u_count)
             level = mean if level is None else level + LEVEL_SMOOTHING * (mean - level)
         self.__init__(self.size, level)  # type: ignore[misc]
-        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "key": encode_array(self.key),
@@ -182,29 +215,49 @@ class UniformReservoirState:
         self.next_at = 0
         self.payload: list[Any] = []
 
-    def offer(self, m: int, rng: np.random.Generator, make_payload: PayloadFn) -> None:
-        """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng."""
+    def offer(self, m: int, rng: ScalarRandom, make_payload: PayloadFn | list[Any]) -> None:
+        """Offer the next `m` items (batch indices 0..m-1). Deterministic given rng.
+        `make_payload` builds the payloads of items taken, or is the list of the m items'
+        payloads, ready made."""
         if self.size == 0 or m == 0:
             self.seen += m
             return
+        if isinstance(make_payload, list):
+            items = make_payload
+
+            def one(item: int) -> Any:
+                return items[item]
+        else:
+            build = make_payload
+
+            def one(item: int) -> Any:
+                return build(np.array([item]))[0]
         fill = min(m, self.size - len(self.payload))
         if fill > 0:
-            self.payload.extend(make_payload(np.arange(fill)))
+            self.payload.extend(one(j) for j in range(fill))
             self.seen += fill
             if len(self.payload) < self.size:
                 return
             self.w = math.exp(math.log(1.0 - rng.random()) / self.size)
             self._skip(rng)
         end = self.seen + m - fill
-        while self.next_at <= end:
-            item = self.next_at - self.seen - 1 + fill
-            slot = int(rng.integers(self.size))
-            self.payload[slot] = make_payload(np.array([item]))[0]
-            self.w *= math.exp(math.log(1.0 - rng.random()) / self.size)
-            self._skip(rng)
-        self.seen = end
+        # `_skip` inlined, with locals: this loop runs a few times per window (~6 of 50 assets
+        # with 2 slots), and its Python overhead is most of the control arm's cost.
+        size, seen, payload = self.size, self.seen, self.payload
+        w, next_at = self.w, self.next_at
+        random, integers, log, exp = rng.random, rng.integers, math.log, math.exp
+        while next_at <= end:
+            payload[int(integers(size))] = one(next_at - seen - 1 + fill)
+            w *= exp(log(1.0 - random()) / size)
+            u = 1.0 - random()
+            base = next_at if next_at else seen
+            if w >= 1.0 or w <= 0.0:  # degenerate draws: take the next item / stop
+                next_at = base + 1 if w >= 1.0 else 2**62
+            else:
+                next_at = base + int(math.floor(log(u) / math.log1p(-w))) + 1
+        self.w, self.next_at, self.seen = w, next_at, end
 
-    def _skip(self, rng: np.random.Generator) -> None:
+    def _skip(self, rng: ScalarRandom) -> None:
         u = 1.0 - rng.random()
         base = self.next_at if self.next_at else self.seen
         if self.w >= 1.0 or self.w <= 0.0:  # degenerate draws: take the next item / stop

@@ -13,8 +13,11 @@ never at "batch end". `select` walks the batch in segments cut at the positions 
 changes -- an event-time or count window closes (reservoir flush), the stats refresh point (every
 `policy.refresh_every` assets of the partition: pending class stats are folded, readiness and the
 sub-budgets' class counts are re-published), a new dedupe generation, an asset repeating within
-the segment, a model version created under the LRU cap -- and decides each segment in arrival
-order (see arms.py), vectorised. Random numbers are drawn by absolute asset position (draws.py).
+the segment, a model version created under the LRU cap (cuts.py) -- and decides each segment in
+arrival order (arms.py, offers.py), vectorised; what does not depend on the state a segment
+leaves (dedupe answers until dedupe changes, exploration candidates, reservoir inputs) is
+computed once for all the windows of the batch. Random numbers are drawn by absolute asset
+position (draws.py).
 No clock, no global RNG: event time comes from the events, randomness from the seed. The clocks
 run on the watermark, which moves only when two consecutive events agree (eventtime.py), so
 one event stamped far in the future (or past) moves none of them.
@@ -24,205 +27,32 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from services.core import arms
+from services.core import arms, flush
 from services.core.batch import PredictionBatch
-from services.core.budget import BudgetState
-from services.core.codec import decode_rng, encode_rng
-from services.core.dedupe import DedupeState
-from services.core.draws import Draws
-from services.core.drift import DriftEvent
-from services.core.drift import update as drift_update
-from services.core.feedback import weights_from_agreement
-from services.core.policy import SelectorPolicy
-from services.core.redundancy import RedundancyState
-from services.core.registry import ModelBook, VersionState, evict_lru
-from services.core.reservoir import UniformReservoirState, WeightedReservoirState
+from services.core.cuts import Cuts
+from services.core.registry import ModelBook, VersionState, evict_lru, update_drift
+from services.core.scalar_draws import ScalarDraws
 from services.core.selection import Selected, Selection
-from services.core.thresholds import growth, relative_quantiles
+from services.core.state import FORMAT, FORMAT_VERSION, SelectorMemory
 from services.core.tracks import TrackState
 from services.core.view import BatchView
 
-FORMAT = "active-stream/selector-state"
-FORMAT_VERSION = 2
-_CONTROL_STREAM = 5  # SeedSequence spawn key of the control arm's generator (see draws.py: 1-4)
+__all__ = ["FORMAT", "FORMAT_VERSION", "SelectorState", "observe_tracks", "select"]
 
 
-class SelectorState:
-    """Everything one partition's selector remembers; memory bounded by the policy, not by the
-    stream length. Build with `create(policy, seed)` or `from_snapshot(data, policy)`."""
-
-    def __init__(self, policy: SelectorPolicy, seed: int) -> None:
-        self.policy = policy
-        self.seed = int(seed)
-        self.draws = Draws(self.seed)
-        self.control_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-            [self.seed, _CONTROL_STREAM])))
-        self.assets_seen = 0
-        self.units_seen = 0.0  # predictions seen: the count coordinate when cost = instances
-        self.watermark = -math.inf
-        self.last_time: float | None = None  # event time of the last asset (eventtime.py)
-        self.window_id: int | None = None
-        self.window_count = 0
-        self.budget = BudgetState(policy.budget)
-        self.dedupe = DedupeState()
-        self.books: dict[str, ModelBook] = {}
-        self.versions: dict[tuple[str, str], VersionState] = {}
-        self.weighted = WeightedReservoirState(policy.reservoir.per_class)
-        self.control = UniformReservoirState(policy.reservoir.control_size)
-        # Classes that started drifting (drift.py), for the shell to report; drained by
-        # `take_drift_events` after each `select`, so never part of a snapshot.
-        self.drift_events: list[DriftEvent] = []
-        self.redundancy = RedundancyState(policy.redundancy)
-        self.tracks = TrackState(policy.tracks)
-        self.suppressed: Counter[str] = Counter()  # of the batch being selected (Selection)
-
-    def take_drift_events(self) -> list[DriftEvent]:
-        """The drift events of the `select` calls since the last take. Command."""
-        out, self.drift_events = self.drift_events, []
-        return out
-
-    @classmethod
-    def create(cls, policy: SelectorPolicy, seed: int) -> SelectorState:
-        """A fresh state whose randomness derives from `seed` (an int >= 0; see draws.py)."""
-        return cls(policy, seed)
-
-    def book(self, model_id: str) -> ModelBook:
-        """The model's book, created on first use. Command (may create)."""
-        if model_id not in self.books:
-            self.books[model_id] = ModelBook(model_id, self.policy.max_classes)
-        return self.books[model_id]
-
-    def version(self, model_id: str, model_version: str) -> VersionState:
-        """The model version's state, created on first use. Command (may create)."""
-        key = (model_id, model_version)
-        if key not in self.versions:
-            self.versions[key] = VersionState(model_id, model_version, self.policy.stats,
-                                              self.policy.thresholds.initial_threshold)
-        return self.versions[key]
-
-    def apply_feedback(self, model_id: str, agreement: Mapping[str, float],
-                       label_counts: Mapping[str, float] | None = None) -> bool:
-        """Set class weights from human-model agreement per class (see feedback.py). Weak classes
-        gain budget, mastered ones lose it, none reaches zero. Idempotent for equal input.
-        False when not applied (`set_class_weights`)."""
-        weights = weights_from_agreement(self.policy.feedback, agreement, label_counts)
-        return self.set_class_weights(model_id, weights)
-
-    def set_class_weights(self, model_id: str, weights: Mapping[str, float]) -> bool:
-        """Set class weights directly (floored at feedback.mastered_weight > 0: a mastered
-        class's weight, feedback.with_mastery, is below min_weight); False when not
-        applied. Feedback never grows the state past its caps: a model the stream has not
-        shown yet gets a book only while there is room under `max_models`, or in place of
-        another book only feedback made (never of a model the stream has shown); its classes
-        count against `max_classes` (past it they share `__other__`)."""
-        if model_id not in self.books and len(self.books) >= self.policy.max_models:
-            unseen = [m for m, b in self.books.items() if b.last_seen == -np.inf]
-            if not unseen:
-                return False
-            del self.books[unseen[0]]  # the oldest feedback-only book
-        self.book(model_id).set_weights(weights, self.policy.feedback.mastered_weight)
-        return True
-
-    def class_weights(self, model_id: str) -> dict[str, float]:
-        """Current weight per known class of `model_id`. Query."""
-        book = self.books.get(model_id)
-        return {} if book is None else dict(zip(book.names, book.weights.tolist(), strict=True))
-
-    def thresholds(self) -> dict[tuple[str, str], float]:
-        """Variable-uncertainty threshold (uncertainty space) per model version. Query."""
-        up = 1.0 + self.policy.thresholds.step
-        return {k: float(np.clip(1.0 - min(1.0, v.theta * float(growth(up, v.misses + 1)[
-            v.misses])), 0.0, 1.0)) for k, v in self.versions.items()}
-
-    def class_stats(self, model_id: str, model_version: str) -> dict[str, dict[str, Any]]:
-        """Per class of a model version: count, EWMA mean/variance of top-1 confidence, window
-        count, readiness, and the class-relative confidence threshold (None if not ready). For
-        metrics; empty for an unknown version. Query."""
-        version = self.versions.get((model_id, model_version))
-        book = self.books.get(model_id)
-        if version is None or book is None or version.stats.n_classes == 0:
-            return {}
-        s, tp = version.stats, self.policy.thresholds
-        ready = s.ready()
-        q = relative_quantiles(tp.class_relative_q, tp.max_q, book.weights[: s.n_classes], s.m1,
-                               ready)
-        thr, var, win = s.quantiles(q).tolist(), s.variance().tolist(), s.window_count().tolist()
-        return {book.names[c]: {"count": int(s.count[c]), "mean": float(s.m1[c]),
-                                "variance": var[c], "window_count": int(win[c]),
-                                "ready": bool(ready[c]),
-                                "threshold": None if np.isnan(thr[c]) else thr[c]}
-                for c in range(s.n_classes)}
-
-    def held_refs(self) -> list[Any]:
-        """The refs of assets the window's reservoirs hold: picks a later flush may grant, for
-        a caller that keeps their records at hand. Query (between `select` calls)."""
-        return [p[0][0] for p in self.weighted.payload] + [p[0][0] for p in self.control.payload]
-
-    def budget_remaining(self, lane: str = "exploit") -> float:
-        """Whole selections the lane could grant at the current position. Query."""
-        wm = self.watermark if self.watermark > -math.inf else 0.0
-        seen = self.units_seen if self.policy.budget.cost == "instances" else self.assets_seen
-        return self.budget.remaining(self.policy.budget, lane, float(seen), wm)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain JSON-able dict (str/int/float/bool/None/list/dict; no NaN/inf; ints <= 64 bits)
-        with `format` and `version`. Pure: the state is unchanged."""
-        return {
-            "format": FORMAT, "version": FORMAT_VERSION, "seed": str(self.seed),
-            "control_rng": encode_rng(self.control_rng), "assets_seen": self.assets_seen,
-            "watermark": None if self.watermark == -math.inf else self.watermark,
-            "last_time": self.last_time,
-            "window_id": self.window_id, "window_count": self.window_count,
-            "budget": self.budget.snapshot(), "dedupe": self.dedupe.snapshot(),
-            "books": [b.snapshot() for b in self.books.values()],
-            "versions": [v.snapshot() for v in self.versions.values()],
-            "weighted": self.weighted.snapshot(), "control": self.control.snapshot(),
-            # Only when a gate is on, so that a classification stream's checkpoint is unchanged.
-            **({"redundancy": self.redundancy.snapshot()} if self.policy.redundancy.enabled
-               else {}),
-            **({"tracks": self.tracks.snapshot()} if self.policy.tracks.enabled else {}),
-            **({"units_seen": self.units_seen} if self.policy.budget.cost == "instances"
-               else {}),
-        }
-
-    @classmethod
-    def from_snapshot(cls, data: Mapping[str, Any], policy: SelectorPolicy) -> SelectorState:
-        """Rebuild the state `snapshot` described. Raises ValueError on an unknown format/version
-        or a policy whose stats layout (bins, buckets) differs from the snapshot's."""
-        if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported snapshot {data.get('format')!r} v{data.get('version')}")
-        state = cls(policy, int(data["seed"]))
-        state.control_rng = decode_rng(data["control_rng"])
-        state.assets_seen = int(data["assets_seen"])
-        state.watermark = -math.inf if data["watermark"] is None else float(data["watermark"])
-        last = data.get("last_time")  # absent in checkpoints written before it existed
-        state.last_time = None if last is None else float(last)
-        state.window_id, state.window_count = data["window_id"], int(data["window_count"])
-        state.budget = BudgetState.from_snapshot(policy.budget, data["budget"])
-        state.dedupe = DedupeState.from_snapshot(data["dedupe"])
-        for b in data["books"]:
-            state.books[b["model_id"]] = ModelBook.from_snapshot(b, policy.max_classes)
-        for v in data["versions"]:
-            version = VersionState.from_snapshot(v, policy.stats)
-            state.versions[(version.model_id, version.version)] = version
-        state.weighted = WeightedReservoirState.from_snapshot(data["weighted"])
-        state.control = UniformReservoirState.from_snapshot(data["control"])
-        state.redundancy = RedundancyState.from_snapshot(policy.redundancy, data.get("redundancy"))
-        state.tracks = TrackState.from_snapshot(policy.tracks, data.get("tracks"))
-        state.units_seen = float(data.get("units_seen", 0.0))
-        return state
+class SelectorState(SelectorMemory):
+    """One partition's selection state (state.py) with its `select` method."""
 
     def select(self, batch: PredictionBatch) -> Selection:
         """Decide one batch; see `select`."""
         return select(self, batch)
 
 
-def select(state: SelectorState, batch: PredictionBatch) -> Selection:
+def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
     """Decide which assets of `batch` (and which deferred reservoir picks) go to annotation.
 
     Command that returns what it committed: updates budgets, thresholds, stats, reservoirs,
@@ -244,16 +74,24 @@ def select(state: SelectorState, batch: PredictionBatch) -> Selection:
                      pol.budget.cost, state.units_seen)
     if pol.tracks.enabled and batch.video is not None:
         view.add_instability(pol.tracks.weight, observe_tracks(state.tracks, view))
-    cuts = _Cuts(state, view, lazy)
+    cuts = Cuts(state, view, lazy)
     out: list[Selected] = []
     j = 0
-    while j < a:
-        _before(state, view, j, out)
-        end = cuts.next(j)
-        arms.segment(state, view, j, end, out)
-        _after(state, view, j, end, out)
-        arms.settle(state, view)
-        j = end
+    if view.single_model and not lazy:  # its version exists throughout (`_after_one_model`)
+        view.pending_from = 0
+    state.control_draws = ScalarDraws(state.control_rng)
+    try:
+        while j < a:
+            _before(state, view, j, out)
+            end = cuts.next(j)
+            arms.segment(state, view, j, end, out)
+            _after(state, view, j, end, out)
+            flush.settle(state, view)
+            j = end
+        _hold_pending(view, a)
+    finally:  # the generator must be where the draws left it, even if a bug raised
+        state.control_draws.close()
+        state.control_draws = None
     return Selection(tuple(out), a, batch.n_predictions, dict(state.suppressed))
 
 
@@ -279,7 +117,7 @@ def observe_tracks(tracks: TrackState, view: BatchView) -> dict[int, Any]:
     return out
 
 
-def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:
+def _create_upfront(state: SelectorMemory, batch: PredictionBatch) -> bool:
     """Create the batch's new models and versions now, in first-appearance order, if no LRU
     eviction is needed (then this equals creating each at its first asset). False otherwise:
     they are created at their first asset (`_before`)."""
@@ -295,56 +133,7 @@ def _create_upfront(state: SelectorState, batch: PredictionBatch) -> bool:
     return True
 
 
-class _Cuts:
-    """Where the next segment of the batch ends: the first position after `j` at which a window
-    closes, the stats refresh point is reached, the dedupe generation changes, an asset repeats
-    within the segment, or (lazy creation) a model version not in the state appears."""
-
-    def __init__(self, state: SelectorState, view: BatchView, lazy: bool) -> None:
-        pol = state.policy
-        self.state, self.view, self.lazy = state, view, lazy
-        a = view.batch.n_assets
-        self.a = a
-        wm = view.watermark
-        self.tid = np.floor(wm / pol.reservoir.window_seconds).astype(np.int64)
-        self.gen = np.floor(wm / pol.dedupe.generation_seconds).astype(np.int64)
-        order = np.argsort(view.dkey, kind="stable")
-        sk = view.dkey[order]
-        dup = np.flatnonzero(sk[1:] == sk[:-1])
-        if dup.shape[0]:  # (position, previous position of the same key), by position
-            pairs = sorted(zip(order[dup + 1].tolist(), order[dup].tolist(), strict=True))
-            self.repeats = pairs
-        else:
-            self.repeats = []
-        self._positions: dict[int, np.ndarray] = {}
-
-    def next(self, j: int) -> int:
-        state, pol, a = self.state, self.state.policy, self.a
-        first = self.view.first
-        end = min(a, j + pol.refresh_every - (first + j) % pol.refresh_every)
-        if pol.reservoir.window_assets:
-            end = min(end, j + max(pol.reservoir.window_assets - state.window_count, 1))
-        if state.window_id is not None:
-            end = min(end, int(np.searchsorted(self.tid, state.window_id, side="right")))
-        end = min(end, int(np.searchsorted(self.gen, state.dedupe.generation, side="right")))
-        for r, prev in self.repeats:
-            if r > j and prev >= j:
-                end = min(end, r)
-                break
-        if self.lazy:
-            view = self.view
-            for k in range(len(view.batch.model_keys)):
-                if view.versions[k] is None or view.books[k] is None:
-                    pos = self._positions.get(k)
-                    if pos is None:
-                        pos = self._positions[k] = np.flatnonzero(view.batch.asset_model == k)
-                    p = int(np.searchsorted(pos, j, side="right"))
-                    if p < pos.shape[0]:
-                        end = min(end, int(pos[p]))
-        return max(end, j + 1)
-
-
-def _before(state: SelectorState, view: BatchView, j: int, out: list[Selected]) -> None:
+def _before(state: SelectorMemory, view: BatchView, j: int, out: list[Selected]) -> None:
     """What happens at asset j before it is decided: the dedupe generation moves, an event-time
     window closes, a model version not in the state is created (LRU eviction)."""
     pol = state.policy
@@ -354,14 +143,14 @@ def _before(state: SelectorState, view: BatchView, j: int, out: list[Selected]) 
     if state.window_id is None:
         state.window_id = tid
     elif tid > state.window_id:
-        arms.flush(state, view, j, out)
+        flush.flush(state, view, j, out)
         state.window_id, state.window_count = tid, 0
     k = int(view.batch.asset_model[j])
     if view.versions[k] is None or view.books[k] is None:
         _create(state, view, k, j)
 
 
-def _create(state: SelectorState, view: BatchView, k: int, j: int) -> None:
+def _create(state: SelectorMemory, view: BatchView, k: int, j: int) -> None:
     """Create model key k's book and/or version at asset j, evicting the least recently seen
     beyond the caps first; the view forgets evicted objects (recreated at their next asset)."""
     pol = state.policy
@@ -379,17 +168,18 @@ def _create(state: SelectorState, view: BatchView, k: int, j: int) -> None:
         current = state.books.get(m)
         if current is None:
             view.books[kk] = view.versions[kk] = None
+            view.offer_cache = None  # its groups came from the evicted book
             continue
         if view.books[kk] is not current:
             view.rebook(kk, current, j)
         view.versions[kk] = state.versions.get((m, v))
 
 
-def _drift(state: SelectorState, view: BatchView, hi: int) -> None:
+def _drift(state: SelectorMemory, view: BatchView, hi: int) -> None:
     """Drift tests at a refresh point (drift.py). A boost that changed a model's weights in
     use changes the priorities of its assets from hi on: the view re-derives them, as a batch
     starting at hi would."""
-    events, changed = drift_update(state.policy.drift, state.versions.values(), state.books,
+    events, changed = update_drift(state.policy.drift, state.versions.values(), state.books,
                                    state.watermark)
     state.drift_events += events
     if not changed or hi >= view.batch.n_assets:
@@ -402,7 +192,7 @@ def _drift(state: SelectorState, view: BatchView, hi: int) -> None:
                 break
 
 
-def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Selected]) -> None:
+def _after(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[Selected]) -> None:
     """Assets lo:hi are decided: count them, hold their predictions for the stats, mark models
     seen; then, at a refresh point, fold the stats, and close a full count window."""
     pol = state.policy
@@ -413,8 +203,10 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
     state.watermark = float(view.watermark[hi - 1])
     state.last_time = float(b.asset_time[hi - 1])
     state.window_count += hi - lo
+    if view.pending_from is not None:
+        _after_one_model(view, hi)
     for k, version in enumerate(view.versions):
-        if version is None:
+        if version is None or view.pending_from is not None:
             continue
         if view.single_model:
             last = hi - 1
@@ -434,6 +226,7 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
         if reached.shape[0]:
             book.known = max(book.known, int(reached.max()) + 1)
     if state.assets_seen % pol.refresh_every == 0:
+        _hold_pending(view, hi)
         for version in state.versions.values():
             version.refresh(state.watermark, pol.stats.min_count, pol.warmup.rare_share)
         for book in state.books.values():
@@ -441,5 +234,34 @@ def _after(state: SelectorState, view: BatchView, lo: int, hi: int, out: list[Se
         if pol.drift.enabled:
             _drift(state, view, hi)
     if pol.reservoir.window_assets and state.window_count >= pol.reservoir.window_assets:
-        arms.flush(state, view, hi - 1, out)
+        flush.flush(state, view, hi - 1, out)
         state.window_count = 0
+
+
+def _after_one_model(view: BatchView, hi: int) -> None:
+    """`_after` of a batch of one model whose version and book exist from its start: the same
+    marks, while the predictions for the stats are held together at the next refresh point or
+    at the batch's end (`_hold_pending`: the same arrays in the same order as segment by
+    segment), and the vocabulary reached is read from a running maximum."""
+    version, book = view.versions[0], view.books[0]
+    assert version is not None and book is not None
+    seen = float(view.watermark[hi - 1])
+    version.last_seen = seen
+    book.last_seen = max(book.last_seen, seen)
+    p1 = int(view.batch.pred_start[hi])
+    if p1:
+        if view.reach is None:
+            view.reach = np.maximum.accumulate(view.reg_max)
+        book.known = max(book.known, int(view.reach[p1 - 1]) + 1)
+
+
+def _hold_pending(view: BatchView, hi: int) -> None:
+    """Hold the predictions of assets pending_from:hi for the one model's stats. Command."""
+    lo = view.pending_from
+    if lo is None or hi <= lo:
+        return
+    b, version = view.batch, view.versions[0]
+    assert version is not None
+    rows = slice(int(b.pred_start[lo]), int(b.pred_start[hi]))
+    version.add_pending(view.gcls[rows], b.top_conf[rows], b.asset_time[b.asset_of[rows]])
+    view.pending_from = hi

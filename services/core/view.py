@@ -66,6 +66,14 @@ class BatchView:
         self.unstable: dict[int, Any] = {}  # prediction -> tracks.Instability
         self._derive()
         self.dkey = self._dedupe_keys()
+        # Answers kept for the whole batch (arms.py): (dedupe changes, first asset, not
+        # remembered per asset from it), and the positions whose exploration draw is below the
+        # probability.
+        self.eligible: tuple[int, int, np.ndarray] | None = None
+        self.explorable: list[int] | None = None
+        # Predictions of the one model not yet held for its stats: from this asset on, or None
+        # when each segment holds its own (selector.py `_after`).
+        self.pending_from: int | None = None
 
     def rows_of(self, keys: list[int], from_asset: int = 0) -> np.ndarray | slice:
         """Predictions of batch model keys `keys` (of assets >= from_asset). Query."""
@@ -114,6 +122,10 @@ class BatchView:
     def _derive(self) -> None:
         """Priorities and each asset's aggregate, driver and class. A prediction's priority is
         its uncertainty when its class weight is 1, else 1 - (1 - u) ** weight."""
+        # Per-asset reservoir inputs of the whole batch (offers.py) and the running maximum of
+        # the vocabulary index reached (selector.py), derived from what follows.
+        self.offer_cache: dict[str, Any] | None = None
+        self.reach: np.ndarray | None = None
         w = self.weight
         if bool((w == 1.0).all()):
             self.priority = self.u

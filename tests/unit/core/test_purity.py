@@ -68,3 +68,38 @@ def test_scanner_catches_violations() -> None:
                      "x = np.random.rand(3)\ny = hash('a')\n")
     assert {"time", "os"} <= {n.split(".")[0] for n in _imports(tree)}
     assert _np_random_attrs(tree) == ["rand"]
+
+
+def _core_graph() -> dict[str, set[str]]:
+    """Module -> the core modules it imports anywhere in its file (type-checking and lazy
+    imports included: a circle through them is still a circle for a reader)."""
+    graph: dict[str, set[str]] = {}
+    names = {m.stem for m in MODULES}
+    for module in MODULES:
+        deps = set()
+        for name in _imports(ast.parse(module.read_text())):
+            parts = name.split(".")
+            if parts[:2] == ["services", "core"] and len(parts) > 2 and parts[2] in names:
+                deps.add(parts[2])
+        deps.discard(module.stem)
+        graph[module.stem] = deps
+    return graph
+
+
+def test_no_import_circle_in_core() -> None:
+    graph = _core_graph()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(node):] +
+                                                                   [node]))
+        if node in done:
+            return
+        for dep in sorted(graph[node]):
+            visit(dep, [*path, node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert {"arms", "flush", "gates", "selector", "state"} <= set(graph)  # the graph is read

@@ -1,0 +1,123 @@
+"""What a segment offers the window's reservoirs (run by arms.py after the arms decided the
+segment): every still-free asset to the uniform control arm, those with a scored driver to the
+per-class weighted reservoirs, which `flush.py` grants from when the window closes.
+
+Vectorised across the windows of a batch where the result allows: a one-model batch's inputs
+(groups, weights, positional draws, uncertainty quanta) are computed once and sliced per
+segment, and a segment whose window will close with the exploit lane dry only counts toward the
+uncertainty level. Every value is elementwise, so a slice equals what the segment alone would
+compute: the picks and snapshots are those of offering segment by segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.core import draws
+from services.core.reservoir import quanta
+from services.core.state import SelectorMemory
+from services.core.view import BatchView
+
+
+def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> None:
+    """Offer the segment's still-free assets to the window's reservoirs: all of them to the
+    uniform control arm, those with a scored driver (weight = priority) to the weighted ones,
+    whether or not their version's stats are ready (ranking within a window needs no
+    calibration, so a retrained model version is served from its first asset)."""
+    idx = lo + np.flatnonzero(free)
+    if idx.shape[0] == 0:
+        return
+    rng = state.control_draws if state.control_draws is not None else state.control_rng
+    state.control.offer(idx.shape[0], rng, idx.tolist())
+    if state.policy.mode != "reservoir":
+        return
+    dry = _dry_flush(state, view, lo, lo + free.shape[0])
+    c = _offer_inputs(state, view)
+    if c is None:
+        _offer_weighted(state, view, lo, idx, dry)
+        return
+    mine = idx[c["has"][idx]]
+    if mine.shape[0] == 0:
+        return
+    state.weighted.observe_quanta(c["quanta"][mine])
+    if dry:
+        return
+    power = state.policy.reservoir.power_at(state.weighted.level)
+    pr = c["priority"][mine]
+    if power is None:
+        weights = pr
+    elif power == c["power"]:
+        weights = c["weights"][mine]
+    else:
+        weights = pr ** power
+    state.weighted.offer(weights, c["groups"][mine], pr, c["exp"][mine], mine.tolist())
+
+
+def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | None:
+    """The weighted reservoirs' inputs of every asset of a one-model batch whose book exists,
+    computed once a batch (and again when the view re-derives priorities): has a driver, group
+    (model, class), priority, its Exp(1) draw by position, its driver's uncertainty in quanta,
+    and its weight under the power of the first window that asks. Elementwise, so a segment's
+    slice equals what the segment alone computes (`_offer_weighted`). None for other batches."""
+    if view.offer_cache is not None:
+        return view.offer_cache
+    book = view.books[0]
+    if not view.single_model or book is None:
+        return None
+    b = view.batch
+    has = view.driver >= 0
+    groups = np.zeros(b.n_assets, dtype=np.uint64)
+    groups[has] = book.group_hash[view.asset_cls[has]]
+    pr = view.asset_priority
+    power = state.policy.reservoir.power_at(state.weighted.level)
+    view.offer_cache = {
+        "has": has, "groups": groups, "priority": pr, "power": power,
+        "weights": pr if power is None else pr ** power,
+        "exp": state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets),
+        "quanta": quanta(view.u[np.maximum(view.driver, 0)]) if view.u.shape[0] else
+        np.zeros(b.n_assets, dtype=np.int64),  # no predictions: no asset has a driver
+    }
+    return view.offer_cache
+
+
+def _dry_flush(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> bool:
+    """The segment lo:hi closes a count window whose flush will find the exploit lane
+    dry. Then the flush grants nothing from the weighted reservoirs and empties them: what
+    this segment would offer them can only count toward the uncertainty level. (Nothing
+    spends from the exploit lane between here and that flush: in the reservoir mode only
+    flushes do.) Query."""
+    pol = state.policy
+    size = pol.reservoir.window_assets
+    if not size or pol.mode != "reservoir" or state.window_count + hi - lo < size:
+        return False
+    return not state.budget.available(pol.budget, "exploit", float(view.n_seen[hi - 1]),
+                                      float(view.watermark[hi - 1]))
+
+
+def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray,
+                    dry: bool) -> None:
+    """The weighted offer of batch assets `idx` (of the segment from lo), computed for them
+    alone: batches of several models, whose books may be created, evicted or remapped
+    between segments. `dry`: see `_dry_flush`."""
+    b = view.batch
+    mine = idx[view.driver[idx] >= 0]
+    if mine.shape[0] == 0:
+        return
+    groups = np.zeros(mine.shape[0], dtype=np.uint64)
+    for k, book in enumerate(view.books):
+        if book is None:  # created at its first asset, later (its assets have no driver yet)
+            continue
+        sel = b.asset_model[mine] == k
+        if sel.any():
+            groups[sel] = book.group_hash[view.asset_cls[mine[sel]]]
+    pr = view.asset_priority[mine]
+    hi = int(mine[-1]) + 1
+    exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
+    state.weighted.observe(view.u[view.driver[mine]])
+    if dry:
+        return
+    power = state.policy.reservoir.power_at(state.weighted.level)
+    weights = pr if power is None else pr ** power
+    state.weighted.offer(weights, groups, pr, exp, mine.tolist())
