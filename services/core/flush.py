@@ -104,7 +104,8 @@ def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: f
         if state.dedupe.holds(key):
             continue
         video = _video(state, view, payload) if gating else (None, None)
-        why = gates.reason(state, model_id, video, wm)
+        why = gates.reason(state, model_id, video, wm,
+                           gating and gates.payload_in_doubt(view, payload))
         if why is not None:  # checked before the class token, which it would spend
             state.suppressed[why] += 1
             continue

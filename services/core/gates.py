@@ -19,6 +19,7 @@ import numpy as np
 from services.core.redundancy import fold
 from services.core.state import SelectorMemory
 from services.core.thresholds import Gate
+from services.core.tracks import questions_identity
 from services.core.view import BatchView
 
 
@@ -64,11 +65,37 @@ def payload_extra(state: SelectorMemory, view: BatchView, i: int) -> list[Any]:
 
 
 def reason(state: SelectorMemory, model_id: str, video: tuple[np.ndarray | None, str | None],
-           watermark: float) -> str | None:
-    """Why an exploit-lane candidate would be suppressed, or None. Query."""
+           watermark: float, in_doubt: bool = False) -> str | None:
+    """Why an exploit-lane candidate would be suppressed, or None. `in_doubt`: its track puts
+    its identity in doubt (`asset_in_doubt`, `payload_in_doubt`). Query."""
     if not state.policy.redundancy.enabled or (video[0] is None and video[1] is None):
         return None
-    return state.redundancy.reason(model_id, video[0], video[1], watermark)
+    return state.redundancy.reason(model_id, video[0], video[1], watermark, in_doubt)
+
+
+def asset_in_doubt(view: BatchView, i: int) -> bool:
+    """A prediction of asset i puts its track's identity in doubt (tracks.questions_identity).
+    Query."""
+    if not view.unstable:
+        return False
+    b = view.batch
+    for r in range(int(b.pred_start[i]), int(b.pred_start[i + 1])):
+        inst = view.unstable.get(r)
+        if inst is not None and questions_identity(inst.signals, inst.score):
+            return True
+    return False
+
+
+def payload_in_doubt(view: BatchView, payload: Any) -> bool:
+    """`asset_in_doubt` for a reservoir payload: a batch asset index, or a held entry whose
+    Selected row carries the track instability that drove it. Query."""
+    if isinstance(payload, int):
+        return asset_in_doubt(view, payload)
+    row = payload[0]
+    track = row[12] if len(row) > 12 else None
+    if not track:
+        return False
+    return questions_identity(track["signals"], float(track["score"]))
 
 
 def remember(state: SelectorMemory, model_id: str, video: tuple[np.ndarray | None, str | None],
@@ -100,7 +127,7 @@ class RedundancyGate:
             return True
         i = self.cand[j]
         why = reason(self.state, self._model(i), of_asset(self.state, self.view, i),
-                     float(self.view.watermark[i]))
+                     float(self.view.watermark[i]), asset_in_doubt(self.view, i))
         if why is None:
             self.vetoed.pop(j, None)
             return True

@@ -11,6 +11,11 @@ assets. Two optional gates keep one hard moment from taking the whole budget:
   `sequence_cap` requests per (model, sequence) per tumbling `sequence_seconds` of event time
   (reason `sequence_cap`).
 
+A candidate whose identity is in doubt (track instability, tracks.py: a crossing or a suspected
+identity switch together with a class flip) is spared the near-duplicate gate while
+`spare_identity_doubt` is on (the default): its frame looks like the ones requested before, but
+who is who is exactly what a person should check. The sequence cap still applies to it.
+
 Only the exploit lane (reservoir and threshold arms) is gated; exploration, warm-up and the random
 control arm keep their recorded inclusion probabilities honest and are never suppressed, but every
 granted asset, whatever its arm, is remembered. Time is the partition's watermark at the decision
@@ -54,6 +59,7 @@ class RedundancyPolicy:
     sequence_seconds: float = 10.0
     max_sequences: int = 4096
     per_model: Mapping[str, Mapping[str, float]] | None = None
+    spare_identity_doubt: bool = True
 
     def __post_init__(self) -> None:
         if self.similarity is not None and not -1.0 < self.similarity <= 1.0:
@@ -116,15 +122,19 @@ class RedundancyState:
         return f"{model_id}\x1f{sequence}"
 
     def reason(self, model_id: str, vector: np.ndarray | None, sequence: str | None,
-               watermark: float) -> str | None:
+               watermark: float, in_doubt: bool = False) -> str | None:
         """Why a candidate (its folded `vector`, its sequence) would be suppressed at
-        `watermark`, or None when it may be requested. Query."""
+        `watermark`, or None when it may be requested. `in_doubt`: its identity is in doubt
+        (module docstring), so only the sequence cap is checked when the policy spares it.
+        Query."""
         pol = self.policy
         if pol.sequence_cap and sequence is not None:
             entry = self.sequences.get(self._seq_key(model_id, sequence))
             window = math.floor(watermark / pol.sequence_seconds)
             if entry is not None and entry[0] == window and entry[1] >= pol.sequence_cap:
                 return SEQUENCE_CAP
+        if in_doubt and pol.spare_identity_doubt:
+            return None
         similarity, horizon = pol.for_model(model_id)
         if similarity is not None and vector is not None:
             mem = self.models.get(model_id)

@@ -89,6 +89,13 @@ class Instability:
                    tuple(data["frames"]), data.get("other_track_id"))
 
 
+def questions_identity(signals: tuple[str, ...] | list[str], score: float) -> bool:
+    """The observation puts the track's identity in doubt: a crossing or a suspected identity
+    switch together with a class flip (score 1.0), as opposed to a flicker of the class or of
+    the confidence alone (redundancy.py spares such candidates the near-duplicate gate)."""
+    return score >= 1.0 and (SWITCH in signals or CROSSING in signals)
+
+
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two (x, y, width, height) boxes; 0 when either is empty."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))

@@ -157,3 +157,62 @@ def test_invariant_to_batch_cuts_and_restores(mode: str) -> None:
     one = _run(pol, events, [])
     cuts = sorted(set(np.random.default_rng(4).integers(1, 2400, size=30).tolist()))
     assert _run(pol, events, cuts, restore_at=11) == one
+
+
+def meeting_events(seed: int, n_frames: int, period: int = 40) -> list[VEvent]:
+    """Two objects (classes "3" and "5", each always looking the same: one embedding per
+    object) move toward each other, meet every `period` frames (at its middle), and their
+    track ids swap where they meet, as a tracker's do after a collision: so every frame is a
+    near duplicate of the object's earlier ones, and only the meeting frames put the tracks'
+    identities in doubt (a crossing with a class flip)."""
+    rng = np.random.default_rng(seed)
+    names, looks = ["3", "5", "8"], [(1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0)]
+    out: list[VEvent] = []
+    ids = ["A", "B"]
+    for f in range(n_frames):
+        phase = f % period
+        x = [10.0 + phase * 2, 10.0 + (period - phase) * 2]
+        if phase == period // 2:
+            ids = ids[::-1]
+        for k, cls in enumerate(("3", "5")):
+            p = np.full(3, 0.05)
+            p[names.index(cls)] = 0.9
+            p = p + rng.uniform(0, 0.01, 3)
+            p /= p.sum()
+            out.append(VEvent(f"e{f}-{k}", f"f{f}-{k}", "m", "v1", 1000.0 + f / 10,
+                              (VPred(dict(zip(names, p.tolist(), strict=True)),
+                                     track_id=ids[k], bbox=(x[k], 0.0, 10.0, 10.0),
+                                     embedding=looks[k]),)))
+    return out
+
+
+def _gated(spare: bool) -> SelectorPolicy:
+    from services.core.redundancy import RedundancyPolicy
+
+    return replace(_policy(0.8), redundancy=RedundancyPolicy(
+        similarity=0.9, horizon_seconds=3600.0, spare_identity_doubt=spare))
+
+
+def test_a_swap_is_spared_the_near_duplicate_gate() -> None:
+    events = meeting_events(1, 800)
+    spared, _ = _run(_gated(True), events, [])
+    gated, _ = _run(_gated(False), events, [])
+    swap_frames = {f for f in range(20, 800, 40)} | {f + 1 for f in range(20, 800, 40)}
+
+    def at_swaps(picks: list) -> list:
+        return [t for r, s, t in picks if s == "reservoir"
+                and int(r.split("-")[0][1:]) in swap_frames]
+
+    # Gated, the objects' frames are all near duplicates of the first requests: the swaps are
+    # suppressed with the rest. Spared, the frames where a track crosses and flips class are
+    # requested, each naming the crossing.
+    assert len(at_swaps(spared)) >= len(at_swaps(gated)) + 5
+    assert all(t is not None and {"crossing", "identity_switch"} & set(t["signals"])
+               for t in at_swaps(spared) if t not in at_swaps(gated))
+
+
+def test_sparing_is_invariant_to_batch_cuts_and_restores() -> None:
+    events = meeting_events(2, 1200)
+    one = _run(_gated(True), events, [])
+    cuts = sorted(set(np.random.default_rng(5).integers(1, 2400, size=30).tolist()))
+    assert _run(_gated(True), events, cuts, restore_at=11) == one
