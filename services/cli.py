@@ -227,7 +227,8 @@ def cmd_label_sink(args: argparse.Namespace) -> int:
     """Run the label sink (faust) in the foreground until SIGINT/SIGTERM."""
     settings = LabelSinkSettings.from_env(os.environ)
     _configure_logging()
-    from services.label_sink.app import SinkUnavailable, run  # faust is slow to import
+    from services.label_sink.cluster import SinkUnavailable  # faust is slow to import
+    from services.label_sink.worker import run
 
     try:
         return run(settings)

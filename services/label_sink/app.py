@@ -611,10 +611,3 @@ def build_app(
         ledger.invalidate()
 
     return app
-
-
-def run(settings: LabelSinkSettings) -> int:
-    """Run the label sink in the foreground (services/label_sink/worker.py)."""
-    from services.label_sink.worker import run as run_worker
-
-    return run_worker(settings)
