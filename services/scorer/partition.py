@@ -29,6 +29,7 @@ from services.core.eventtime import too_far_ahead
 from services.core.stability import ProbeBooks, StabilityRecord, predicted_class
 from services.core.tiers import TierRouter
 from services.scorer.instances import annotate
+from services.scorer.selected import DecodedEvents, to_hold
 from services.streaming.events import (
     SCHEMA_VERSION,
     ClassFeedback,
@@ -236,10 +237,11 @@ class PartitionScorer:
         # Probe predictions per model (core/stability.py), None: probes are only kept out of
         # selection. Part of the checkpoint, so a replay yields the same stability records.
         self.probes = probes
-        # Raw values of the records the selector's reservoirs still hold (bounded by their
-        # size): a pick granted in a later batch needs its record, and reading it back from
-        # Kafka costs a fetch round trip per pick (slow at low load, when windows span batches).
-        self.held: dict[int, bytes | None] = {}
+        # The events of the records the selector's reservoirs still hold (bounded by their
+        # size), by offset: a pick granted in a later batch needs its event, and reading it back
+        # from Kafka costs a fetch round trip per pick (slow at low load, when windows span
+        # batches). Kept as decoded then (selected.py): never decoded twice.
+        self.held: dict[int, InferenceEvent] = {}
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Decode, select and encode one batch of consecutive records of this partition.
@@ -296,11 +298,11 @@ class PartitionScorer:
         selection = self.state.select(PredictionBatch.from_parts(decoded.parts, refs))
         for reason, count in selection.suppressed.items():
             result.redundant[reason] = result.redundant.get(reason, 0) + count
+        # Only the ~2% selected need the event itself: built from what the decoder parsed
+        # (selected.py), rather than an object for every event of the batch.
+        events = DecodedEvents(decoded)
         for sel in selection.selected:
-            # Only the ~2% selected need the event itself: decode their record again (it is
-            # valid), rather than build an object for every event of the batch.
-            event = (decode_inference_event(values[decoded.index[sel.asset_index]] or b"")
-                     if sel.asset_index >= 0 else self._refetch(sel.ref))
+            event = events[sel.asset_index] if sel.asset_index >= 0 else self._refetch(sel.ref)
             if event is None:
                 result.lost_deferred += 1
                 continue
@@ -325,7 +327,7 @@ class PartitionScorer:
             if emit:
                 result.drift.append(drift)
                 result.drift_records.append(build_drift_record(drift, self.partition))
-        self._hold(offsets, values)
+        self._hold(refs, events)
 
     def _take_probes(self, decoded: DecodedBatch, emit: bool, result: BatchResult
                      ) -> DecodedBatch:
@@ -377,24 +379,28 @@ class PartitionScorer:
                 "timestamp", ErrorCode.TIMESTAMP_OUT_OF_RANGE, detail)))
         return decoded.without(refused)
 
-    def _hold(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> None:
-        """Keep the raw values of the records the reservoirs now hold, drop the rest."""
-        held: dict[int, bytes | None] = {}
+    def _hold(self, refs: Sequence[int], events: DecodedEvents) -> None:
+        """Keep the events of the records the reservoirs now hold, drop the rest. `refs`: the
+        offsets of this selector call's events (ascending), `events` those events."""
+        held: dict[int, InferenceEvent] = {}
         for ref in self.state.held_refs():
             offset = int(ref)
             if offset in self.held:
                 held[offset] = self.held[offset]
                 continue
-            i = bisect.bisect_left(offsets, offset)
-            if i < len(offsets) and offsets[i] == offset:
-                held[offset] = values[i]
+            k = bisect.bisect_left(refs, offset)
+            if k < len(refs) and refs[k] == offset:
+                held[offset] = to_hold(events[k])
         self.held = held
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
-        """A reservoir pick from an earlier batch: decode its record again (it was valid), kept
-        at hand or, after a restore, read back from Kafka. None: the record is gone for good;
-        DeferredPickUnreadable (from `fetch`) propagates: this batch must not be committed."""
-        raw = self.held[offset] if offset in self.held else self.fetch(int(offset))
+        """A reservoir pick from an earlier batch: its event as kept then or, after a restore
+        (another process decoded it), its record read back from Kafka and decoded (it was
+        valid). None: the record is gone for good; DeferredPickUnreadable (from `fetch`)
+        propagates: this batch must not be committed."""
+        if offset in self.held:
+            return self.held[offset]
+        raw = self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 
     def _dead_letter(self, record: Record, exc: InvalidEvent) -> Output:

@@ -1,0 +1,57 @@
+"""The events a batch's selections name, built from what the batch decoder parsed: never decoded
+a second time from their bytes.
+
+Of a batch only the few selected events (~2%), and the few the reservoirs hold for a later
+window, need an `InferenceEvent` (for the request's fields and predictions). An event the exact
+decoder read is one already. An event of a `ScoreColumns` run has been checked whole by the batch
+decoder for the fast shape (the required fields, optional `asset_uri` and flat `metadata`, one
+prediction holding only a valid `scores` distribution: services/streaming/inference_batch.py),
+so it is assembled from its parsed object as the exact decoder would have read it, less its
+`metadata`, which no request carries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from itertools import accumulate
+from types import MappingProxyType
+from typing import Any
+
+from services.streaming.events import SCHEMA_VERSION, InferenceEvent, Prediction
+from services.streaming.inference_batch import DecodedBatch
+
+
+class DecodedEvents:
+    """The valid events of one `DecodedBatch`, by their position `k` in its `index` order (the
+    selector's `asset_index`). Pure; cheap to make (one pass over the batch's parts)."""
+
+    def __init__(self, decoded: DecodedBatch) -> None:
+        self._decoded = decoded
+        self._starts = [0, *accumulate(map(len, decoded.parts))]
+
+    def __getitem__(self, k: int) -> InferenceEvent:
+        j = bisect.bisect_right(self._starts, k) - 1
+        part = self._decoded.parts[j]
+        if isinstance(part, list):
+            return part[k - self._starts[j]]
+        return _from_columns(self._decoded.objs[self._decoded.index[k]])
+
+
+def _from_columns(obj: dict[str, Any]) -> InferenceEvent:
+    """The event of a parsed object the fast check accepted: the exact decoder's result for it
+    (numbers as floats, an integer probability too), without `metadata`."""
+    scores = obj["predictions"][0]["scores"]
+    return InferenceEvent(
+        schema_version=SCHEMA_VERSION, event_id=obj["event_id"], asset_id=obj["asset_id"],
+        asset_uri=obj.get("asset_uri"), model_id=obj["model_id"],
+        model_version=obj["model_version"], timestamp=float(obj["timestamp"]),
+        predictions=(Prediction(scores=MappingProxyType(
+            {name: float(p) for name, p in scores.items()})),),
+        metadata=None)
+
+
+def to_hold(event: InferenceEvent) -> InferenceEvent:
+    """`event` as kept for a reservoir pick granted in a later batch: without its `metadata`,
+    which no request carries and which, parsed, can take many times its bytes (nested objects)."""
+    return event if event.metadata is None else dataclasses.replace(event, metadata=None)
