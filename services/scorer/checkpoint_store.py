@@ -68,7 +68,7 @@ class CheckpointLocator:
                  timeout_s: float = 30.0, group: str = "active-stream-checkpoint-reader") -> None:
         self._config = dict(client_config)
         self.topic = state_topic
-        self._key_of = key_of
+        self.key_of = key_of
         self._marker_producer = marker_producer
         self.timeout_s = timeout_s
         self.group = group  # group.id of its readers: nothing joined or committed (ACLs name it)
@@ -134,7 +134,7 @@ class CheckpointLocator:
         found.records_read += len(counted)
         found.latest = {key: record.value for key, record in latest.items()}
         for partition in partitions:
-            record = latest.get(self._key_of(partition))
+            record = latest.get(self.key_of(partition))
             found.raw[partition] = None if record is None else record.value
             if record is not None:
                 found.pointers[partition] = pointer(record.partition, record.offset)
