@@ -7,7 +7,11 @@ from __future__ import annotations
 import logging
 import time
 
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from services.scorer.errors import authorization, raise_if_replaced
 from services.scorer.metrics import ScorerMetrics
+from services.streaming import connection
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +71,24 @@ class Hold:
         if self.reason is not None and self.until == float("inf"):
             log.info("the broker accepts the output again: resuming (%s)", self.reason)
             self.reason = None
+
+
+def records_of(messages: list[Message], hold: Hold, errors: connection.Errors,
+               group_id: str) -> list[Message]:
+    """The records among consumed `messages`. A missing permission (to read the input topic, or
+    the group) is held, not fatal: librdkafka keeps asking, and once the ACL is there the records
+    flow again. Any other error but end-of-partition raises (InstanceReplaced, SessionLost or
+    KafkaException)."""
+    if not any(map(Message.error, messages)):
+        return messages
+    for msg in messages:
+        err = msg.error()
+        if err is None or err.code() == KafkaError._PARTITION_EOF:
+            continue
+        kind = authorization(err)
+        if kind is None:
+            raise_if_replaced(err, errors)
+            raise KafkaException(err)
+        hold.denied(f"not authorized to READ {kind} "
+                    f"{msg.topic() if kind == 'topic' else group_id} ({err.str()})")
+    return [msg for msg in messages if msg.error() is None]

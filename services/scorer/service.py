@@ -19,7 +19,6 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -37,23 +36,22 @@ from services.scorer.errors import (
     InstanceReplaced,
     ScorerUnavailable,
     SessionLost,
-    authorization,
     raise_if_replaced,
     without_eof,
 )
 from services.scorer.feedback import FeedbackBook, FeedbackReader
 from services.scorer.guarantees import guarantee
-from services.scorer.hold import HOLD_S, Hold
+from services.scorer.hold import HOLD_S, Hold, records_of
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.observe import Observer
 from services.scorer.outbox import Outbox
-from services.scorer.partition import BatchResult, Output, Record
+from services.scorer.outputs import batch_outputs
+from services.scorer.partition import Record
 from services.scorer.readback import ReadBack
 from services.scorer.rebalance import Rebalance, cooperative
 from services.scorer.restore import Restorer
 from services.scorer.stream_checks import Ceilings, PartitionCount, by_partition
 from services.streaming import connection, topics
-from services.streaming.events import redact_dead_letter, redacted_key
 from services.streaming.ops import OpsAccess, OpsServer
 from services.streaming.settings import ScorerSettings
 
@@ -194,7 +192,7 @@ class Scorer:
 
     def _step(self, messages: list[Message]) -> None:
         """One turn of the loop around one consumed batch (possibly empty)."""
-        messages = self._consumer_errors(messages)
+        messages = records_of(messages, self.hold, self._errors, self.settings.group_id)
         self.commits.flush_resets(self.partitions.restored())
         if self.hold.resume_due():
             self.consumer.resume(self._restored_tps())
@@ -230,39 +228,12 @@ class Scorer:
             self.consumer.pause([TopicPartition(self.topic, p)])
             self.rebalance.drop([p])
         self.ceilings.check_any_left(self.partitions)
-        self.commits.output(self._outputs(results), [self.partitions[p] for p in results])
+        self.commits.output(batch_outputs(results, self.settings, self.feedback, self.metrics),
+                            [self.partitions[p] for p in results])
         if results:
             self.hold.accepted()
         self._regressions(self.observer.batch(results, sum(map(len, consumed.values())),
                                               time.perf_counter() - started))
-
-    def _outputs(self, results: dict[int, BatchResult]) -> Iterator[tuple[str, Output]]:
-        """What a batch produces, in order: per partition its requests (and the tiers' copies),
-        drift and stability feedback records, dead letters; then the feedback's dead letters."""
-        settings = self.settings
-        for result in results.values():
-            yield from ((settings.requests_topic, out) for out in result.requests)
-            yield from result.tier_copies  # tiers: the copies their pools read
-            yield from ((settings.feedback_topic, out) for out in result.drift_records)
-            yield from ((settings.feedback_topic, out) for out in result.stability_records)
-            # librdkafka copies what it is given: let each dead letter (up to ~4/3 of a
-            # 256 KiB record) go as soon as it is queued, not when the batch is done.
-            letters, result.dead_letters = result.dead_letters, []
-            letters.reverse()
-            while letters:
-                yield topics.dlq(self.topic), self._letter(letters.pop())
-        letters, codes = self.feedback.take_dead_letters()
-        for out in letters:
-            yield topics.dlq(settings.feedback_topic), self._letter(out)
-        for code in codes:
-            self.metrics.feedback_invalid.labels(code).inc()
-
-    def _letter(self, out: Output) -> Output:
-        """A dead letter as produced: redacted (hashes and sizes, no payload, key or quoted
-        values) when ACTIVE_STREAM_SCORER_DEAD_LETTER_REDACT is set."""
-        if not self.settings.dead_letter_redact:
-            return out
-        return Output(redacted_key(out.key), redact_dead_letter(out.value))
 
     def _advance_idle(self) -> None:
         """Move partitions past offsets that hold no records for this reader (transaction
@@ -305,25 +276,6 @@ class Scorer:
 
     def _restored_tps(self) -> list[TopicPartition]:
         return [TopicPartition(self.topic, part.partition) for part in self.partitions.restored()]
-
-    def _consumer_errors(self, messages: list[Message]) -> list[Message]:
-        """The records among `messages`. A missing permission (to read the input topic, or the
-        group) is held, not fatal: librdkafka keeps asking, and once the ACL is there the
-        records flow again. Any other error but end-of-partition raises."""
-        if not any(map(Message.error, messages)):
-            return messages
-        for msg in messages:
-            err = msg.error()
-            if err is None or err.code() == KafkaError._PARTITION_EOF:
-                continue
-            kind = authorization(err)
-            if kind is None:
-                raise_if_replaced(err, self._errors)
-                raise KafkaException(err)
-            self.hold.denied(f"not authorized to READ {kind} "
-                             f"{msg.topic() if kind == 'topic' else self.settings.group_id} "
-                             f"({err.str()})")
-        return [msg for msg in messages if msg.error() is None]
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self.guarantee.on_commit(err, partitions)
