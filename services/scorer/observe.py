@@ -33,8 +33,8 @@ class Observer:
         self._version_series: set[tuple[str, str]] = set()  # scorer_threshold_ratio's
         self._classes_observed = 0.0
 
-    def batch(self, results: dict[int, BatchResult], consumed: int, seconds: float) -> list[int]:
-        """One batch's figures, then the partitions' state (`state`)."""
+    def batch(self, results: dict[int, BatchResult], consumed: int, seconds: float) -> None:
+        """One batch's figures (`consumed` records in `seconds`)."""
         m = self.metrics
         m.batch_seconds.observe(seconds)
         m.consumed.inc(consumed)
@@ -60,7 +60,6 @@ class Observer:
                 m.probe_changed.labels(model_id).set(record.share)
             for reason, count in result.redundant.items():
                 m.redundant.labels(reason).inc(count)
-        return self.state()
 
     def state(self) -> list[int]:
         """Budget and threshold gauges of the restored partitions, their classes now and then,

@@ -232,8 +232,9 @@ class Scorer:
                             [self.partitions[p] for p in results])
         if results:
             self.hold.accepted()
-        self._regressions(self.observer.batch(results, sum(map(len, consumed.values())),
-                                              time.perf_counter() - started))
+        self.observer.batch(results, sum(map(len, consumed.values())),
+                            time.perf_counter() - started)
+        self._regressions(self.observer.state())
 
     def _advance_idle(self) -> None:
         """Move partitions past offsets that hold no records for this reader (transaction
