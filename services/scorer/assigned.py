@@ -28,7 +28,7 @@ class AssignedPartition:
     scorer: PartitionScorer | None = None
     waiting: TopicPartition | None = None
     # The commit metadata naming its latest durable checkpoint (checkpoint_store.py), and the
-    # chunk slot that checkpoint's head names (partition.checkpoint_records).
+    # chunk slot that checkpoint's head names (checkpoint_format.checkpoint_records).
     pointer: str | None = None
     chunk_slot: str | None = None
     # The next offset and the monotonic time of its latest checkpoint.

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from services.scorer.partition import CHUNKED_FORMAT
+from services.scorer.checkpoint_format import CHUNKED_FORMAT
 from services.streaming.checkpoints import CheckpointReadTimeout, load_latest
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ _POINTER = re.compile(r"^checkpoint@(\d+):(\d+)$")
 
 
 def _is_chunk_head(raw: bytes) -> bool:
-    """Whether a state record is the head of a checkpoint split into chunks (partition.py)."""
+    """Whether a state record is the head of a checkpoint split into chunks
+    (checkpoint_format.py)."""
     return len(raw) < 4096 and CHUNKED_FORMAT.encode() in raw
 
 
@@ -50,7 +51,7 @@ class Located:
     """What a restore found: per input partition its raw checkpoint (None: none exists) and the
     pointer to it; how many state records it read, and whether it had to scan the topic. After
     a scan, `latest` holds every key's latest value (the chunks of a checkpoint too large for
-    one record are read from it: partition.py, `checkpoint_records`)."""
+    one record are read from it: checkpoint_format.py, `checkpoint_records`)."""
 
     raw: dict[int, bytes | None] = field(default_factory=dict)
     pointers: dict[int, str] = field(default_factory=dict)

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from services.scorer.assigned import AssignedPartition
+from services.scorer.checkpoint_format import checkpoint_records
 from services.scorer.checkpoint_store import pointer
 from services.scorer.guarantees import Guarantee
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.outbox import Outbox
-from services.scorer.partition import Output, checkpoint_records
+from services.scorer.partition import Output
 from services.streaming.settings import ScorerSettings
 
 
@@ -109,7 +110,7 @@ class Commits:
 
     def _send_chunks(self, parts: Sequence[AssignedPartition],
                      final: bool) -> dict[int, Output]:
-        """Send the chunks of the checkpoints too large for one record (partition.py,
+        """Send the chunks of the checkpoints too large for one record (checkpoint_format.py,
         `checkpoint_records`), durable before any head names them (`Guarantee.stage`); returns
         each partition's head (or whole checkpoint) record."""
         heads, chunked = {}, False

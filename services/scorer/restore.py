@@ -20,17 +20,12 @@ from services.core import SelectorPolicy, SelectorState
 from services.core.stability import ProbeBooks, StabilityPolicy
 from services.core.tiers import TierRouter
 from services.scorer.assigned import AssignedPartition, Assignment
+from services.scorer.checkpoint_format import Checkpoint, chunk_key, read_checkpoint
 from services.scorer.checkpoint_store import CheckpointLocator, Located
 from services.scorer.feedback import FeedbackBook
 from services.scorer.guarantees import MAX_COMMITS_IN_FLIGHT
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.partition import (
-    Checkpoint,
-    PartitionScorer,
-    chunk_key,
-    partition_seed,
-    read_checkpoint,
-)
+from services.scorer.partition import PartitionScorer, partition_seed
 from services.scorer.readback import FETCH_TIMEOUT_S, ReadBack
 from services.streaming.settings import ScorerSettings
 
