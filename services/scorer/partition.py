@@ -30,7 +30,7 @@ from services.core.tiers import TierRouter
 from services.scorer.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from services.scorer.instances import annotate
 from services.scorer.records import Output, Record
-from services.scorer.selected import DecodedEvents, to_hold
+from services.scorer.selected import DecodedEvents, Held, event
 from services.streaming.events import (
     SCHEMA_VERSION,
     ClassFeedback,
@@ -216,7 +216,7 @@ class PartitionScorer:
         # size), by offset: a pick granted in a later batch needs its event, and reading it back
         # from Kafka costs a fetch round trip per pick (slow at low load, when windows span
         # batches). Kept as decoded then (selected.py): never decoded twice.
-        self.held: dict[int, InferenceEvent] = {}
+        self.held: dict[int, Held] = {}
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Decode, select and encode one batch of consecutive records of this partition.
@@ -355,9 +355,9 @@ class PartitionScorer:
         return decoded.without(refused)
 
     def _hold(self, refs: Sequence[int], events: DecodedEvents) -> None:
-        """Keep the events of the records the reservoirs now hold, drop the rest. `refs`: the
+        """Keep what is needed of the events the reservoirs now hold, drop the rest. `refs`: the
         offsets of this selector call's events (ascending), `events` those events."""
-        held: dict[int, InferenceEvent] = {}
+        held: dict[int, Held] = {}
         for ref in self.state.held_refs():
             offset = int(ref)
             if offset in self.held:
@@ -365,7 +365,7 @@ class PartitionScorer:
                 continue
             k = bisect.bisect_left(refs, offset)
             if k < len(refs) and refs[k] == offset:
-                held[offset] = to_hold(events[k])
+                held[offset] = events.held(k)
         self.held = held
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
@@ -374,7 +374,7 @@ class PartitionScorer:
         valid). None: the record is gone for good; DeferredPickUnreadable (from `fetch`)
         propagates: this batch must not be committed."""
         if offset in self.held:
-            return self.held[offset]
+            return event(self.held[offset])
         raw = self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 

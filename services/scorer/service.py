@@ -113,11 +113,11 @@ class Scorer:
         self.locator = CheckpointLocator(client(role="consumer"), settings.state_topic,
                                          self._state_key, self.guarantee.marker_producer,
                                          group=settings.group_id + "-restore")
-        restorer = Restorer(settings, policy or settings.selector_policy(), self.consumer,
+        self.restorer = Restorer(settings, policy or settings.selector_policy(), self.consumer,
                             self.locator, self.readback, self.feedback_book, self.metrics,
-                            self.partitions, self.partition_count.count, self.version,
-                            self._stop_with)
-        self.rebalance = Rebalance(self.consumer, self.topic, self.partitions, restorer,
+                                 self.partitions, self.partition_count.count, self.version,
+                                 self._stop_with)
+        self.rebalance = Rebalance(self.consumer, self.topic, self.partitions, self.restorer,
                                    self.commits, self.metrics, cooperative(config),
                                    failed=lambda: self._failed, beat=self._beat)
         self.observer = Observer(self.metrics, self.consumer, self.topic, self.partitions)
@@ -217,7 +217,7 @@ class Scorer:
         consumed = by_partition(messages)
         if self.partition_count.changed(consumed):
             return  # nothing of this batch is processed under the old share of the budget
-        self.rebalance.restorer.check_regressions(consumed)
+        self.restorer.check_regressions(consumed)
         self.commits.flush_resets(self.partitions.restored())
         live = self.partitions.live()
         results = {p: live[p].process_columns(
@@ -261,7 +261,7 @@ class Scorer:
     def _regressions(self, idle: list[int]) -> None:
         """Check the partitions whose log the lag gauge found behind their next offset."""
         if idle:
-            self.rebalance.restorer.check_regressions({p: [] for p in idle})
+            self.restorer.check_regressions({p: [] for p in idle})
 
     def _hold(self, reason: str) -> None:
         """The broker refused output: nothing of it is committed. Give up the open unit,
