@@ -114,7 +114,7 @@ class Scorer:
                                          self._state_key, self.guarantee.marker_producer,
                                          group=settings.group_id + "-restore")
         self.restorer = Restorer(settings, policy or settings.selector_policy(), self.consumer,
-                            self.locator, self.readback, self.feedback_book, self.metrics,
+                                 self.locator, self.readback, self.feedback_book, self.metrics,
                                  self.partitions, self.partition_count.count, self.version,
                                  self._stop_with)
         self.rebalance = Rebalance(self.consumer, self.topic, self.partitions, self.restorer,
