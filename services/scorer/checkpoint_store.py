@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from services.scorer.partition import CHUNKED_FORMAT
+from services.scorer.checkpoint_format import CHUNKED_FORMAT
 from services.streaming.checkpoints import CheckpointReadTimeout, load_latest
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ _POINTER = re.compile(r"^checkpoint@(\d+):(\d+)$")
 
 
 def _is_chunk_head(raw: bytes) -> bool:
-    """Whether a state record is the head of a checkpoint split into chunks (partition.py)."""
+    """Whether a state record is the head of a checkpoint split into chunks
+    (checkpoint_format.py)."""
     return len(raw) < 4096 and CHUNKED_FORMAT.encode() in raw
 
 
@@ -50,7 +51,7 @@ class Located:
     """What a restore found: per input partition its raw checkpoint (None: none exists) and the
     pointer to it; how many state records it read, and whether it had to scan the topic. After
     a scan, `latest` holds every key's latest value (the chunks of a checkpoint too large for
-    one record are read from it: partition.py, `checkpoint_records`)."""
+    one record are read from it: checkpoint_format.py, `checkpoint_records`)."""
 
     raw: dict[int, bytes | None] = field(default_factory=dict)
     pointers: dict[int, str] = field(default_factory=dict)
@@ -68,7 +69,7 @@ class CheckpointLocator:
                  timeout_s: float = 30.0, group: str = "active-stream-checkpoint-reader") -> None:
         self._config = dict(client_config)
         self.topic = state_topic
-        self._key_of = key_of
+        self.key_of = key_of
         self._marker_producer = marker_producer
         self.timeout_s = timeout_s
         self.group = group  # group.id of its readers: nothing joined or committed (ACLs name it)
@@ -134,7 +135,7 @@ class CheckpointLocator:
         found.records_read += len(counted)
         found.latest = {key: record.value for key, record in latest.items()}
         for partition in partitions:
-            record = latest.get(self._key_of(partition))
+            record = latest.get(self.key_of(partition))
             found.raw[partition] = None if record is None else record.value
             if record is not None:
                 found.pointers[partition] = pointer(record.partition, record.offset)

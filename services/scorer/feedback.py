@@ -7,10 +7,14 @@ the beginning with `assign()` (no group: each instance needs every model's feedb
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from services.scorer.assigned import AssignedPartition
+from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import SERVICE, Output
 from services.streaming.events import (
     FeedbackKind,
@@ -96,3 +100,67 @@ class FeedbackReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class FeedbackBook:
+    """Class feedback from `reader`, applied to the partitions at batch boundaries.
+
+    Per partition: a partition restored after a crash takes feedback its checkpoint lacks only
+    from its scorer's `feedback_from` on (past the replay and past the most the crashed instance
+    can have processed, and produced output for, without that feedback), so the replayed batches
+    decide as the crashed ones did. Fresh partitions, and those handed over with a final
+    checkpoint, take it at once. Nothing is read when `enabled` is off."""
+
+    def __init__(self, reader: FeedbackReader, metrics: ScorerMetrics, enabled: bool) -> None:
+        self.reader = reader
+        self.metrics = metrics
+        self.enabled = enabled
+        self.seq = 0  # feedback polls that brought something
+        self._unannounced: dict[int, Weights] = {}  # received, applied to no partition yet
+
+    def owe_latest(self, part: AssignedPartition) -> None:
+        """A partition just (re)built owes every model's latest weights."""
+        part.owed = {m: dict(w) for m, w in self.reader.latest.items()}
+        part.owed_seq = self.seq
+
+    def apply(self, parts: Iterable[AssignedPartition]) -> list[AssignedPartition]:
+        """Poll, and apply what each restored partition is owed and may take now; returns the
+        partitions changed, which the caller checkpoints at once, so any request a new weight
+        influenced comes after a durable checkpoint that holds that weight."""
+        if not self.enabled:
+            return []
+        parts = [part for part in parts if part.scorer is not None]
+        new = self.reader.poll()
+        if new:
+            self.seq += 1
+            self._unannounced[self.seq] = new
+            for part in parts:
+                part.owed.update(new)
+                part.owed_seq = self.seq
+        due = [part for part in parts
+               if part.owed and part.live.next_offset >= part.live.feedback_from]
+        for part in due:
+            weights, seq = part.owed, part.owed_seq
+            part.owed, part.owed_seq = {}, 0
+            for model_id, classes in weights.items():
+                part.live.state.set_class_weights(model_id, classes)
+                router = part.live.tiers
+                if router is not None and model_id in self.reader.tier_inputs:
+                    # The latest record of the model, as the weights just applied (poll()
+                    # updates both together).
+                    router.set_classes(model_id, self.reader.tier_inputs[model_id])
+            self._announce(seq)
+        return due
+
+    def _announce(self, upto: int) -> None:
+        """Metrics for the feedback received up to `upto`, once it is applied anywhere."""
+        for seq in sorted(s for s in self._unannounced if s <= upto):
+            pending = self._unannounced.pop(seq)
+            for model_id, weights in pending.items():
+                labelled: dict[str, list[float]] = defaultdict(list)
+                for name, weight in weights.items():
+                    labelled[self.metrics.class_label(name)].append(weight)
+                for label, values in labelled.items():  # __other__: their mean
+                    self.metrics.class_weight.labels(model_id, label).set(
+                        sum(values) / len(values))
+            self.metrics.feedback.inc(len(pending))

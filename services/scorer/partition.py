@@ -18,17 +18,19 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import orjson
 
 from services.core import PredictionBatch, Selected, SelectorState
 from services.core.drift import DriftEvent
 from services.core.eventtime import too_far_ahead
 from services.core.stability import ProbeBooks, StabilityRecord, predicted_class
 from services.core.tiers import TierRouter
+from services.scorer.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from services.scorer.instances import annotate
+from services.scorer.records import Output, Record
+from services.scorer.selected import DecodedEvents, Held, event
 from services.streaming.events import (
     SCHEMA_VERSION,
     ClassFeedback,
@@ -45,21 +47,11 @@ from services.streaming.events import (
 from services.streaming.inference_batch import DecodedBatch, decode_inference_batch
 
 SERVICE = "scorer"
-CHECKPOINT_FORMAT = "active-stream/scorer-checkpoint"
-CHECKPOINT_VERSION = 1
 MAX_CHUNK_BYTES = 2 * 1024 * 1024
 """Record bytes decoded at once. Parsed JSON takes up to ~26x its bytes (256 KiB of nested empty
 objects: ~6.6 MB), so one chunk's parsed objects stay near 50 MB at worst (measured: a chunk of
 16 such events raised a process's peak RSS by ~100 MB, one of 1 by ~21 MB); a usual batch
 (1,000 events of ~0.5 KB) is one chunk."""
-CHECKPOINT_CHUNK_BYTES = 3 * 1024 * 1024
-"""Largest state-topic record a checkpoint is written as; a larger checkpoint is split into
-chunks of this size (`checkpoint_records`). Below the state topic's 8 MiB record limit
-(topics.STATE_MAX_MESSAGE_BYTES) with room for Kafka's record overhead and below the 3 x
-1 MiB that many clusters' defaults would otherwise refuse in one fetch response."""
-CHUNKED_FORMAT = "active-stream/scorer-checkpoint-chunks"
-MAX_CHECKPOINT_CHUNKS = 1024
-"""A head naming more chunks than this is not ours (3 GiB of state): unusable."""
 MAX_CHUNK_CELLS = 2**22
 """(prediction, class) cells of one selector call: its dense score matrix is 8 bytes a cell
 (32 MiB here). One event holds at most MAX_SCORE_CELLS (2^20)."""
@@ -71,22 +63,6 @@ class DeferredPickUnreadable(RuntimeError):
     its offsets are committed, so a restart replays it and reads again. (A record that is gone
     for good, below the partition's log start after retention, is not this: `fetch` returns
     None and the pick is counted lost.)"""
-
-
-class Record(NamedTuple):
-    """One consumed record: its offset, key, value and Kafka timestamp (epoch seconds)."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
-
-
-class Output(NamedTuple):
-    """One record to produce: key and value bytes."""
-
-    key: bytes | None
-    value: bytes
 
 
 @dataclass
@@ -236,10 +212,11 @@ class PartitionScorer:
         # Probe predictions per model (core/stability.py), None: probes are only kept out of
         # selection. Part of the checkpoint, so a replay yields the same stability records.
         self.probes = probes
-        # Raw values of the records the selector's reservoirs still hold (bounded by their
-        # size): a pick granted in a later batch needs its record, and reading it back from
-        # Kafka costs a fetch round trip per pick (slow at low load, when windows span batches).
-        self.held: dict[int, bytes | None] = {}
+        # The events of the records the selector's reservoirs still hold (bounded by their
+        # size), by offset: a pick granted in a later batch needs its event, and reading it back
+        # from Kafka costs a fetch round trip per pick (slow at low load, when windows span
+        # batches). Kept as decoded then (selected.py): never decoded twice.
+        self.held: dict[int, Held] = {}
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Decode, select and encode one batch of consecutive records of this partition.
@@ -296,11 +273,11 @@ class PartitionScorer:
         selection = self.state.select(PredictionBatch.from_parts(decoded.parts, refs))
         for reason, count in selection.suppressed.items():
             result.redundant[reason] = result.redundant.get(reason, 0) + count
+        # Only the ~2% selected need the event itself: built from what the decoder parsed
+        # (selected.py), rather than an object for every event of the batch.
+        events = DecodedEvents(decoded)
         for sel in selection.selected:
-            # Only the ~2% selected need the event itself: decode their record again (it is
-            # valid), rather than build an object for every event of the batch.
-            event = (decode_inference_event(values[decoded.index[sel.asset_index]] or b"")
-                     if sel.asset_index >= 0 else self._refetch(sel.ref))
+            event = events[sel.asset_index] if sel.asset_index >= 0 else self._refetch(sel.ref)
             if event is None:
                 result.lost_deferred += 1
                 continue
@@ -325,7 +302,7 @@ class PartitionScorer:
             if emit:
                 result.drift.append(drift)
                 result.drift_records.append(build_drift_record(drift, self.partition))
-        self._hold(offsets, values)
+        self._hold(refs, events)
 
     def _take_probes(self, decoded: DecodedBatch, emit: bool, result: BatchResult
                      ) -> DecodedBatch:
@@ -377,24 +354,28 @@ class PartitionScorer:
                 "timestamp", ErrorCode.TIMESTAMP_OUT_OF_RANGE, detail)))
         return decoded.without(refused)
 
-    def _hold(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> None:
-        """Keep the raw values of the records the reservoirs now hold, drop the rest."""
-        held: dict[int, bytes | None] = {}
+    def _hold(self, refs: Sequence[int], events: DecodedEvents) -> None:
+        """Keep what is needed of the events the reservoirs now hold, drop the rest. `refs`: the
+        offsets of this selector call's events (ascending), `events` those events."""
+        held: dict[int, Held] = {}
         for ref in self.state.held_refs():
             offset = int(ref)
             if offset in self.held:
                 held[offset] = self.held[offset]
                 continue
-            i = bisect.bisect_left(offsets, offset)
-            if i < len(offsets) and offsets[i] == offset:
-                held[offset] = values[i]
+            k = bisect.bisect_left(refs, offset)
+            if k < len(refs) and refs[k] == offset:
+                held[offset] = events.held(k)
         self.held = held
 
     def _refetch(self, offset: int) -> InferenceEvent | None:
-        """A reservoir pick from an earlier batch: decode its record again (it was valid), kept
-        at hand or, after a restore, read back from Kafka. None: the record is gone for good;
-        DeferredPickUnreadable (from `fetch`) propagates: this batch must not be committed."""
-        raw = self.held[offset] if offset in self.held else self.fetch(int(offset))
+        """A reservoir pick from an earlier batch: its event as kept then or, after a restore
+        (another process decoded it), its record read back from Kafka and decoded (it was
+        valid). None: the record is gone for good; DeferredPickUnreadable (from `fetch`)
+        propagates: this batch must not be committed."""
+        if offset in self.held:
+            return event(self.held[offset])
+        raw = self.fetch(int(offset))
         return None if raw is None else decode_inference_event(raw)
 
     def _dead_letter(self, record: Record, exc: InvalidEvent) -> Output:
@@ -448,80 +429,3 @@ def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int,
         total += size
     out.append((start, hi))
     return out
-
-
-class Checkpoint(NamedTuple):
-    """A usable checkpoint: the state at `offset`, whether it was the `final` one, and the
-    chunk slot it was read from (None: one record)."""
-
-    state: SelectorState
-    offset: int
-    final: bool
-    slot: str | None = None
-    tiers: dict[str, Any] | None = None  # the tier router's snapshot, when tiers were on
-    probes: list[list[Any]] | None = None  # the probe books' snapshot, once a probe arrived
-
-
-def checkpoint_records(key: bytes, payload: bytes, slot: str | None
-                       ) -> tuple[list[list[Output]], str | None]:
-    """The state-topic records of the checkpoint `payload` (`PartitionScorer.checkpoint`) kept
-    at `key`, as groups to make durable in order, and the chunk slot they use.
-
-    A payload of at most CHECKPOINT_CHUNK_BYTES is one record, as it always was. A larger one is
-    split into chunks of that size, written first under keys of their own in the slot (`a` or
-    `b`) other than `slot`, the one the current head names, then a small head at `key` naming
-    them with their SHA-256: until the head is durable, the previous checkpoint's chunks are
-    untouched, so a crash mid-write leaves the previous checkpoint whole. Every record is at
-    most CHECKPOINT_CHUNK_BYTES (+ the head's few hundred bytes): a checkpoint fits the state
-    topic's record limit whatever the state holds. Pure."""
-    if len(payload) <= CHECKPOINT_CHUNK_BYTES:
-        return [[Output(key, payload)]], slot
-    use = "b" if slot == "a" else "a"
-    pieces = [payload[i:i + CHECKPOINT_CHUNK_BYTES]
-              for i in range(0, len(payload), CHECKPOINT_CHUNK_BYTES)]
-    chunks = [Output(chunk_key(key, use, i), piece) for i, piece in enumerate(pieces)]
-    head = encode_event({"format": CHUNKED_FORMAT, "version": CHECKPOINT_VERSION, "slot": use,
-                         "chunks": len(pieces), "bytes": len(payload),
-                         "sha256": hashlib.sha256(payload).hexdigest()})
-    return [chunks, [Output(key, head)]], use
-
-
-def chunk_key(key: bytes, slot: str, index: int) -> bytes:
-    """The state-topic key of chunk `index` in `slot` of the checkpoint kept at `key`."""
-    return key + f"#{slot}/{index}".encode()
-
-
-def read_checkpoint(raw: bytes, policy: Any,
-                    chunk: Callable[[str, int], bytes | None] | None = None
-                    ) -> Checkpoint | None:
-    """The checkpoint in a state-topic record, or None when it cannot be used with `policy`
-    (another format version, a policy whose state layout differs, or a chunked checkpoint whose
-    chunks `chunk(slot, index)` -- the latest value at `chunk_key(key, slot, index)` -- cannot
-    all give back intact): the caller starts fresh."""
-    try:
-        data = orjson.loads(raw)
-        slot = None
-        if data.get("format") == CHUNKED_FORMAT and chunk is not None:
-            slot, raw = _assemble(data, chunk)
-            data = orjson.loads(raw)
-        if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
-            return None
-        return Checkpoint(SelectorState.from_snapshot(data["state"], policy), int(data["offset"]),
-                          data.get("final") is True, slot, data.get("tiers"), data.get("probes"))
-    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _assemble(head: dict[str, Any], chunk: Callable[[str, int], bytes | None]
-              ) -> tuple[str, bytes]:
-    """(slot, payload) of a chunked checkpoint's head; ValueError when incomplete."""
-    if head.get("version") != CHECKPOINT_VERSION or head.get("slot") not in ("a", "b"):
-        raise ValueError("unknown chunked checkpoint")
-    count = int(head["chunks"])
-    if not 0 < count <= MAX_CHECKPOINT_CHUNKS:
-        raise ValueError(f"{count} chunks")
-    pieces = [chunk(head["slot"], i) for i in range(count)]
-    payload = b"".join(p for p in pieces if p is not None)
-    if None in pieces or hashlib.sha256(payload).hexdigest() != head["sha256"]:
-        raise ValueError("chunks missing or not those of the head")
-    return head["slot"], payload

@@ -98,11 +98,14 @@ _ASSET_URI, _METADATA = map(itemgetter, _OPTIONAL)
 class DecodedBatch:
     """The outcome of one batch: valid events in input order as `parts` (`ScoreColumns` runs or
     lists of `InferenceEvent`), `index` the input position of each valid event (same order), and
-    `errors` as (input position, InvalidEvent) in input order."""
+    `errors` as (input position, InvalidEvent) in input order. `objs`: the parsed JSON value of
+    each input (None where it did not parse), by input position, so that a consumer can build
+    the few events it needs out of columns without decoding their bytes again."""
 
     parts: list[ScoreColumns | list[InferenceEvent]] = field(default_factory=list)
     index: list[int] = field(default_factory=list)
     errors: list[tuple[int, InvalidEvent]] = field(default_factory=list)
+    objs: list[Any] = field(default_factory=list)
 
     def _add_run(self, start: int, columns: ScoreColumns) -> None:
         self.parts.append(columns)
@@ -160,7 +163,7 @@ class DecodedBatch:
     def without(self, drop: np.ndarray) -> DecodedBatch:
         """The batch less the valid events flagged in `drop` (bool, `index` order), which
         become no one's: the caller accounts for them. `errors` are kept."""
-        out = DecodedBatch(errors=self.errors)
+        out = DecodedBatch(errors=self.errors, objs=self.objs)
         k = 0
         for part in self.parts:
             n = len(part)
@@ -214,7 +217,7 @@ def decode_inference_batch(values: Sequence[bytes | None]) -> DecodedBatch:
     n = len(values)
     if not n:
         return out
-    objs = _parse(values)
+    objs = out.objs = _parse(values)
     budget = [_CHECKS_PER_EVENT * n]
     # The usual batch is one run of the fast shape: check it whole first, so that only a batch
     # that fails pays for routing (~0.2 us an event for the byte scan). Unless its first event

@@ -74,12 +74,16 @@ def test_a_pointer_to_a_chunked_checkpoint_reads_its_chunks_through_the_scan(
         broker: EmbeddedBroker, unique_topic: str) -> None:
     """A checkpoint too large for one record is chunks plus a head; a commit points at the
     head only, so the locator must fall back to reading the topic, whose values carry the
-    chunks (services/scorer/partition.py, checkpoint_records)."""
+    chunks (services/scorer/checkpoint_format.py, checkpoint_records)."""
     from confluent_kafka import Producer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
+    from services.scorer.checkpoint_format import (
+        CHECKPOINT_CHUNK_BYTES,
+        checkpoint_records,
+        chunk_key,
+    )
     from services.scorer.checkpoint_store import CheckpointLocator, pointer
-    from services.scorer.partition import CHECKPOINT_CHUNK_BYTES, checkpoint_records, chunk_key
     from services.streaming.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, create_topics
 
     create_topics(AdminClient({"bootstrap.servers": broker.bootstrap}), [TopicSpec(

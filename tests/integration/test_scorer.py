@@ -118,7 +118,7 @@ def test_class_feedback_sets_the_class_weights_and_bad_feedback_is_dead_lettered
                  and registry.get_sample_value("scorer_feedback_invalid_total",
                                                {"reason": "not_json"}) == 1,
                  30, "feedback not applied, or the bad record not dead-lettered")
-        applied = {p: s.state.class_weights("digits") for p, s in scorer.partitions.items()}
+        applied = {p: s.state.class_weights("digits") for p, s in scorer.partitions.live().items()}
         samples = scrape(scorer.ops.port)
     assert set(applied) == {0, 1}
     for got in applied.values():
@@ -165,8 +165,9 @@ def test_a_record_refused_after_produce_accepted_it_stops_the_batch_before_its_c
     with scorer_in_thread(env) as scorer:
         wait_for(lambda: consumed(scorer, 50), 60, "events not consumed")
     nowhere = prefix + "never-created"
-    scorer._send(nowhere, Output(b"k", b"v"))  # queued: no metadata says the topic is missing
+    # Queued: no metadata says the topic is missing.
+    scorer.outbox.send(nowhere, Output(b"k", b"v"))
     with pytest.raises(DeliveryFailed, match=f"1 to {nowhere} .*not committing offsets"):
-        scorer._finish([])
+        scorer.guarantee.commit([], wait=False)
     assert scorer.registry.get_sample_value("scorer_delivery_failures_total",
                                             {"topic": nowhere}) == 1

@@ -59,7 +59,7 @@ def test_a_shifted_class_produces_a_drift_record_and_metrics(kafka: object) -> N
         others = [registry.get_sample_value("scorer_class_drift_total",
                                             {"model_id": "pose", "class": c})
                   for c in ("ball", "hip")]
-        weights = scorer.partitions[0].state.class_weights("pose")
+        weights = scorer.partitions[0].live.state.class_weights("pose")
         # The scorer reads its own drift record back on class feedback: it must not take it
         # for (empty) weights. Wait until its feedback reader is past the record.
         feedback = TopicPartition(prefix + "al.class-feedback.v1", 0)

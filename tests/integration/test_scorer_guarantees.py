@@ -236,12 +236,12 @@ def test_a_replay_after_restore_never_moves_the_committed_offset_back(kafka: Apa
     seen: list[int] = []
     env = scorer_env(bootstrap, prefix, group, batch_size=200)
     with scorer_in_thread(env) as scorer:
-        finish = scorer._finish
+        finish = scorer.guarantee.commit
 
         def recording(offsets: list[TopicPartition], wait: bool = False) -> None:
             seen.extend(tp.offset for tp in offsets)
             finish(offsets, wait)
-        scorer._finish = recording  # type: ignore[method-assign]
+        scorer.guarantee.commit = recording  # type: ignore[method-assign]
 
         def committed_at_end() -> bool:
             seen.append(committed(bootstrap, group, topic, 1)[0])

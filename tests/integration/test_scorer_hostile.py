@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from prometheus_client import CollectorRegistry
 
 from services.core import SelectorPolicy, SelectorState
-from services.scorer import service as scorer_service
+from services.scorer import readback, stream_checks
 from services.scorer.partition import (
     DeferredPickUnreadable,
     PartitionScorer,
@@ -193,7 +193,7 @@ def test_a_new_partition_stops_the_scorer_gracefully_to_divide_the_budget_anew(
     prefix = private_loop(bootstrap, partitions=2)
     topic = prefix + "al.inference-events.v1"
     produce(bootstrap, topic, inference_events(200, seed=21))
-    checks = mock.patch.object(scorer_service, "PARTITIONS_CHECK_S", 2.0)  # not 30 s here
+    checks = mock.patch.object(stream_checks, "PARTITIONS_CHECK_S", 2.0)  # not 30 s here
     with checks, _running(scorer_env(bootstrap, prefix, f"g-{prefix}")) as (scorer, outcome):
         wait_for(lambda: consumed(scorer, 200), 60, "not consumed")
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -223,19 +223,19 @@ def test_a_held_pick_that_cannot_be_read_back_raises_and_a_removed_one_is_gone(
     scorer = Scorer(ScorerSettings.from_env(scorer_env(bootstrap, prefix, f"g-{prefix}")),
                     registry=CollectorRegistry())
     try:
-        fetch = scorer._fetch_from(0)
+        fetch = scorer.readback.fetch_from(0)
         assert fetch(7) == values[7]
         started = time.monotonic()
         assert fetch(2) is None  # below the log start: removed, gone for good
         assert time.monotonic() - started < 10
-        with mock.patch.object(scorer_service, "FETCH_TIMEOUT_S", 1.0):
+        with mock.patch.object(readback, "FETCH_TIMEOUT_S", 1.0):
             with pytest.raises(DeferredPickUnreadable, match="not committing"):
-                scorer._fetch_from(7)(0)  # a partition that does not exist: never readable
+                scorer.readback.fetch_from(7)(0)  # a partition that does not exist: never readable
         failures = scorer.registry.get_sample_value("scorer_deferred_pick_read_failures_total")
-        assert failures == scorer_service.FETCH_ATTEMPTS
+        assert failures == readback.FETCH_ATTEMPTS
     finally:
         scorer.consumer.close()
-        scorer._fetcher.close()
+        scorer.readback.close()
         scorer.feedback.close()
 
 

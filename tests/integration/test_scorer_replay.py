@@ -284,7 +284,7 @@ def test_feedback_that_arrived_during_the_crashed_batch_does_not_change_its_repl
         wait_for(lambda: scorer.registry.get_sample_value(
             "scorer_class_weight", {"model_id": "digits", "class": "c0"}) == 0.2, 30,
             "the feedback was never applied")
-        applied = scorer.partitions[0].state.class_weights("digits")
+        applied = scorer.partitions[0].live.state.class_weights("digits")
     assert {name: applied[name] for name in weights} == weights
     produced = [m.value() for m in read_all(bootstrap, prefix + REQUESTS)]
     assert produced[:len(in_flight)] == in_flight

@@ -9,14 +9,13 @@ import numpy as np
 import orjson
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
-from services.scorer.partition import (
+from services.scorer.checkpoint_format import (
     CHECKPOINT_CHUNK_BYTES,
-    PartitionScorer,
     checkpoint_records,
     chunk_key,
-    partition_seed,
     read_checkpoint,
 )
+from services.scorer.partition import PartitionScorer, partition_seed
 from services.streaming.event_fields import MAX_CLASS_BYTES
 from services.streaming.topics import STATE_MAX_MESSAGE_BYTES
 from tests.unit.core.synth import Event, Pred

@@ -54,25 +54,23 @@ def test_a_fence_right_after_the_own_session_timed_out_is_a_self_fence() -> None
     """A broker restart longer than the session: librdkafka rejoins under the same static id and
     the broker fences the old membership. That is SessionLost (the scorer rejoins in-process);
     a fence without a lost session is another process with the same id (InstanceReplaced)."""
-    from types import SimpleNamespace
-
     import pytest
 
-    from services.scorer.service import InstanceReplaced, Scorer, SessionLost
+    from services.scorer.errors import raise_if_replaced
+    from services.scorer.service import InstanceReplaced, SessionLost
 
     errors = Errors()
     log = errors.logger("librdkafka.test-self-fence")
-    scorer = SimpleNamespace(_errors=errors)
     try:
         with pytest.raises(InstanceReplaced) as other:
-            Scorer._raise_if_replaced(scorer, FENCED)  # type: ignore[arg-type]
+            raise_if_replaced(FENCED, errors)
         assert not isinstance(other.value, SessionLost)
         log.warning("SESSTMOUT [rdkafka#consumer-1] [thrd:main]: Consumer group session timed "
                     "out (in join-state steady) after 6005 ms")
         assert errors.session_lost_within(60)
         with pytest.raises(SessionLost):
-            Scorer._raise_if_replaced(scorer, FENCED)  # type: ignore[arg-type]
-        Scorer._raise_if_replaced(scorer, KafkaError(KafkaError._TRANSPORT))  # not a fence
+            raise_if_replaced(FENCED, errors)
+        raise_if_replaced(KafkaError(KafkaError._TRANSPORT), errors)  # not a fence
     finally:
         errors.detach("librdkafka.test-self-fence")
     assert errors not in logging.getLogger("librdkafka.test-self-fence").handlers

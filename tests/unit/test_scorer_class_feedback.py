@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.scorer.service import Scorer
+from prometheus_client import CollectorRegistry
+
+from services.scorer.feedback import FeedbackBook
+from services.scorer.metrics import ScorerMetrics
 from services.streaming.settings import ScorerSettings
 
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092"}
@@ -23,23 +26,20 @@ class _Feedback:
         return {}
 
 
-def _scorer(env: dict[str, str]) -> tuple[Scorer, _Feedback]:
-    # Only what _apply_feedback touches: no broker is needed to see whether it reads feedback.
-    scorer = Scorer.__new__(Scorer)
-    scorer.settings = ScorerSettings.from_env(env)
+def _scorer(env: dict[str, str]) -> tuple[FeedbackBook, _Feedback, ScorerSettings]:
+    # The scorer's feedback book, as the scorer makes it: no broker is needed to see whether it
+    # reads feedback.
+    settings = ScorerSettings.from_env(env)
     feedback = _Feedback()
-    scorer.feedback = feedback  # type: ignore[assignment]
-    scorer.partitions = {}
-    scorer._owed = {}
-    scorer._unannounced = {}
-    scorer._feedback_seq = 0
-    return scorer, feedback
+    book = FeedbackBook(feedback, ScorerMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                        settings.class_feedback)
+    return book, feedback, settings
 
 
 def test_class_feedback_is_read_by_default_and_not_when_turned_off() -> None:
-    on, reader_on = _scorer(BASE)
-    off, reader_off = _scorer(BASE | {"ACTIVE_STREAM_SCORER_CLASS_FEEDBACK": "false"})
-    assert on.settings.class_feedback and not off.settings.class_feedback
-    on._apply_feedback()
-    off._apply_feedback()
+    on, reader_on, on_settings = _scorer(BASE)
+    off, reader_off, off_settings = _scorer(BASE | {"ACTIVE_STREAM_SCORER_CLASS_FEEDBACK": "false"})
+    assert on_settings.class_feedback and not off_settings.class_feedback
+    on.apply([])
+    off.apply([])
     assert (reader_on.polled, reader_off.polled) == (1, 0)

@@ -14,6 +14,7 @@ import pytest
 
 from services.core import SelectorPolicy, SelectorState
 from services.scorer import partition
+from services.scorer.checkpoint_format import read_checkpoint
 from services.scorer.partition import PartitionScorer, Record, partition_seed
 from tests.synthetic_events import inference_events
 
@@ -192,7 +193,7 @@ def _restored_with_held_picks() -> tuple[bytes, list[Record], int, list]:
 
 
 def _from_checkpoint(raw: bytes, fetch: object) -> PartitionScorer:
-    restored = partition.read_checkpoint(raw, SelectorPolicy())
+    restored = read_checkpoint(raw, SelectorPolicy())
     assert restored is not None
     return PartitionScorer(TOPIC, 0, restored.state, restored.offset, service_version="test",
                            fetch=fetch)  # type: ignore[arg-type]

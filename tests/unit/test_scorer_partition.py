@@ -8,13 +8,8 @@ import orjson
 import pytest
 
 from services.core import SelectorPolicy, SelectorState
-from services.scorer.partition import (
-    PartitionScorer,
-    Record,
-    partition_seed,
-    read_checkpoint,
-    request_id,
-)
+from services.scorer.checkpoint_format import read_checkpoint
+from services.scorer.partition import PartitionScorer, Record, partition_seed, request_id
 from services.streaming.events import decode_annotation_request
 from tests.synthetic_events import inference_events
 

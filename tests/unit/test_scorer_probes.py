@@ -12,8 +12,9 @@ import orjson
 
 from services.core import SelectorPolicy, SelectorState
 from services.core.stability import ProbeBooks, StabilityPolicy, predicted_class
+from services.scorer.checkpoint_format import read_checkpoint
 from services.scorer.feedback import FeedbackReader
-from services.scorer.partition import PartitionScorer, Record, partition_seed, read_checkpoint
+from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import FeedbackKind, decode_class_feedback, encode_event
 from tests.synthetic_events import inference_events
 

@@ -1,4 +1,4 @@
-"""Reading a held reservoir pick back after a restore (services/scorer/service.py `_fetch_from`):
+"""Reading a held reservoir pick back after a restore (services/scorer/readback.py):
 a look-up that fails at once is asked again within its try instead of spending every try in a
 millisecond. Right after a broker restart librdkafka answers `Unknown partition` in microseconds
 for a while; the chaos soak's scorer stopped (exit 2) on that before (bench/chaos.py)."""
@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from services.scorer import service as scorer_service
+from services.scorer import readback
 from services.scorer.partition import DeferredPickUnreadable
-from services.scorer.service import Scorer
+from services.scorer.readback import ReadBack
 
 
 class _Record:
@@ -53,25 +53,21 @@ class _Fetcher:
         return _Record(self.tp.offset)
 
 
-def _scorer(fetcher: _Fetcher) -> Scorer:
-    scorer = Scorer.__new__(Scorer)  # only what _fetch_from touches: no broker needed
-    scorer.topic = "in"
-    scorer._fetcher = fetcher  # type: ignore[assignment]
-    scorer.metrics = mock.Mock()
-    return scorer
+def _scorer(fetcher: _Fetcher) -> ReadBack:
+    return ReadBack("in", fetcher, mock.Mock())  # type: ignore[arg-type]  # no broker needed
 
 
 @pytest.fixture(autouse=True)
 def _short_tries() -> Any:
-    with mock.patch.object(scorer_service, "FETCH_TIMEOUT_S", 1.0), \
-            mock.patch.object(scorer_service, "_FETCH_RETRY_S", 0.05, create=True):
+    with mock.patch.object(readback, "FETCH_TIMEOUT_S", 1.0), \
+            mock.patch.object(readback, "FETCH_RETRY_S", 0.05):
         yield
 
 
 def test_a_look_up_that_fails_at_once_is_asked_again_within_its_try() -> None:
     fetcher = _Fetcher(failures=5)
     scorer = _scorer(fetcher)
-    assert scorer._fetch_from(0)(7) == b"the pick"
+    assert scorer.fetch_from(0)(7) == b"the pick"
     assert fetcher.asked == 6
     assert scorer.metrics.deferred_read_failures.inc.call_count == 0  # within the first try
 
@@ -79,5 +75,5 @@ def test_a_look_up_that_fails_at_once_is_asked_again_within_its_try() -> None:
 def test_a_pick_that_never_becomes_readable_still_stops_after_its_tries() -> None:
     scorer = _scorer(_Fetcher(failures=10**9))
     with pytest.raises(DeferredPickUnreadable, match="not committing"):
-        scorer._fetch_from(0)(7)
-    assert scorer.metrics.deferred_read_failures.inc.call_count == scorer_service.FETCH_ATTEMPTS
+        scorer.fetch_from(0)(7)
+    assert scorer.metrics.deferred_read_failures.inc.call_count == readback.FETCH_ATTEMPTS

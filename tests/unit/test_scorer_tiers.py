@@ -11,7 +11,8 @@ import pytest
 
 from services.core import SelectorPolicy, SelectorState
 from services.core.tiers import CostBudgetPolicy, TierPolicy, TierRouter
-from services.scorer.partition import PartitionScorer, Record, partition_seed, read_checkpoint
+from services.scorer.checkpoint_format import read_checkpoint
+from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import decode_annotation_request
 from services.streaming.settings import ScorerSettings, SettingsError, tier_settings
 from tests.synthetic_events import inference_events
