@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from services.streaming.event_fields import ErrorCode, check_keys, child, fail, show
+from services.streaming.event_fields import (
+    ErrorCode,
+    check_keys,
+    child,
+    fail,
+    not_greater,
+    show,
+)
 
 if TYPE_CHECKING:
     from services.contracts.records import Record
@@ -21,10 +28,11 @@ _MISSING = object()
 
 def compile_record(record: Record, ascii_only: bool) -> Callable[[Any, str], Any]:
     """(value, its own path) -> `record.cls(...)`, raising InvalidEvent like the readers."""
-    names = {"_M": _MISSING, "_cls": record.cls, "_fail": fail, "_show": show,
+    names = {"_M": _MISSING, "_cls": record.constructor(), "_fail": fail, "_show": show,
              "_WRONG": ErrorCode.WRONG_TYPE, "_check_keys": check_keys,
-             "_allowed": record.names, "_required": record.required,
-             "_together": _check_together, "_one_of": _check_one_of}
+             "_allowed": record.names, "_required": record.required_order or record.required,
+             "_together": _check_together, "_one_of": _check_one_of,
+             "_not_greater": not_greater}
     lines = ["def read(raw, path):",
              "    if type(raw) is not dict:",
              "        _fail(path, _WRONG, f'expected an object, got {_show(raw)}')"]
@@ -42,10 +50,13 @@ def compile_record(record: Record, ascii_only: bool) -> Callable[[Any, str], Any
             together if name in together else (name,))) for name in record.one_of)
         lines += [f"    if ({a!r} in raw) == ({b!r} in raw):",
                   f"        _one_of(raw, path, {a!r}, {b!r}, _shown)"]
+    if record.variants is not None:
+        names["_variants"] = record.variants.check
+        lines.append("    _variants(raw, path)")
     # `left`: optional fields present and not read yet (every key is allowed and every required
     # one present, checked above); once none is left the rest are absent without a lookup.
     lines.append(f"    left = len(raw) - {len(record.required)}")
-    args = []
+    args, variables = [], {}
     for i, field in enumerate(record.check_order()):
         kind, var = field.kind, f"v{i}"
         names[f"_r{i}"], names[f"_a{i}"] = kind.reader(ascii_only), kind.absent
@@ -70,6 +81,11 @@ def compile_record(record: Record, ascii_only: bool) -> Callable[[Any, str], Any
                 lines += ["            else:" if test else "            if True:",
                           f"                {var} = {read}"]
         args.append(f"{field.attribute}={var}")
+        variables[field.name] = var
+    if record.less_or_equal is not None:
+        a, b = record.less_or_equal
+        lines += [f"    if {variables[a]} > {variables[b]}:",
+                  f"        _not_greater(raw, path, {a!r}, {b!r})"]
     lines.append(f"    return _cls({', '.join(args)})")
     exec("\n".join(lines), names)  # noqa: S102  # our own declarations, never input
     compiled: Callable[[Any, str], Any] = names["read"]  # type: ignore[assignment]
