@@ -1,7 +1,7 @@
 """The hand-written decoder as it was before issue 19 item 1 declared it in services/contracts
-(services/streaming/annotation_requests.py at 464ace8), kept only so bench/decoders.py can measure the declared
-decoders beside it and tests/contract/test_declared_decoders.py can prove they judge every input
-alike. Not used by any service.
+(services/streaming/annotation_requests.py at 464ace8), kept only so bench/decoders.py can
+measure the declared decoders beside it and tests/contract/test_declared_decoders.py can prove
+they judge every input alike. Not used by any service.
 
 The annotation request: the scorer's output, the annotation tool's input.
 
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bench.legacy_request_annotate import read_annotate
 from services.streaming.event_fields import (
     MAX_ID_LENGTH,
     MAX_OFFSET,
@@ -42,7 +43,6 @@ from services.streaming.event_fields import (
     text,
 )
 from services.streaming.input_events import Prediction, read_prediction
-from bench.legacy_request_annotate import read_annotate
 
 MAX_STRATEGY_LENGTH = 64
 TIER_NAMES: tuple[str, ...] = ("review", "annotate", "consensus", "expert")

@@ -1,7 +1,7 @@
 """The hand-written decoder as it was before issue 19 item 1 declared it in services/contracts
-(services/streaming/control_events.py at 464ace8), kept only so bench/decoders.py can measure the declared
-decoders beside it and tests/contract/test_declared_decoders.py can prove they judge every input
-alike. Not used by any service.
+(services/streaming/control_events.py at 464ace8), kept only so bench/decoders.py can measure
+the declared decoders beside it and tests/contract/test_declared_decoders.py can prove they
+judge every input alike. Not used by any service.
 
 The label sink's outputs: retrain triggers (for the training pipeline) and class feedback (for
 the scorer).

@@ -1,7 +1,7 @@
 """The hand-written decoder as it was before issue 19 item 1 declared it in services/contracts
-(services/streaming/request_annotate.py at 464ace8), kept only so bench/decoders.py can measure the declared
-decoders beside it and tests/contract/test_declared_decoders.py can prove they judge every input
-alike. Not used by any service.
+(services/streaming/request_annotate.py at 464ace8), kept only so bench/decoders.py can measure
+the declared decoders beside it and tests/contract/test_declared_decoders.py can prove they
+judge every input alike. Not used by any service.
 
 Decoding the optional `annotate` object of an annotation request (issue 16): the instances
 to annotate, the budget units the request spent and the frames around a suspected switch.

@@ -17,9 +17,19 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bench import legacy_annotation_requests as legacy_requests
+from bench import legacy_control_events as legacy_control
 from bench import legacy_input_events as legacy
-from services.streaming.events import InvalidEvent, decode_inference_event, decode_label
+from services.streaming.events import (
+    InvalidEvent,
+    decode_annotation_request,
+    decode_class_feedback,
+    decode_inference_event,
+    decode_label,
+    decode_retrain_trigger,
+)
 from tests.contract import strategies
 from tests.contract.schema_support import example_files, example_id
 
@@ -87,15 +97,6 @@ def test_near_valid_labels_are_judged_as_before(instance: dict) -> None:
 # still rejected, for one of its real faults, with that fault's code). One fix: a
 # `reason.track.signals` item that is a list or an object crashed the hand decoder (TypeError:
 # unhashable); it is now out_of_range like any unknown signal.
-
-from bench import legacy_annotation_requests as legacy_requests  # noqa: E402
-from bench import legacy_control_events as legacy_control  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from services.streaming.events import (  # noqa: E402
-    decode_annotation_request,
-    decode_class_feedback,
-    decode_retrain_trigger,
-)
 
 OUTPUT_PAIRS: dict[str, tuple[Callable[[bytes], Any], Callable[[bytes], Any]]] = {
     "annotation-request": (legacy_requests.decode_annotation_request, decode_annotation_request),

@@ -11,15 +11,23 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from bench import legacy_annotation_requests as legacy_requests
+from bench import legacy_control_events as legacy_control
+from services.contracts.annotation_request import ANNOTATION_REQUEST
+from services.contracts.class_feedback import CLASS_FEEDBACK
 from services.contracts.dead_letter import DEAD_LETTER, dead_letter_of, encode_dead_letter
 from services.contracts.inference import INFERENCE
 from services.contracts.label import LABEL
+from services.contracts.retrain_trigger import RETRAIN_TRIGGER
 from services.streaming.events import (
     ErrorCode,
     InvalidEvent,
     dead_letter,
+    decode_annotation_request,
+    decode_class_feedback,
     decode_inference_event,
     decode_label,
+    decode_retrain_trigger,
     encode_event,
 )
 from tests.contract import strategies
@@ -88,17 +96,6 @@ def test_dead_letter_of_a_decoder_error_keeps_its_code_and_reason() -> None:
 
 
 # --- the services' output events -----------------------------------------------------------------
-
-from bench import legacy_annotation_requests as legacy_requests  # noqa: E402
-from bench import legacy_control_events as legacy_control  # noqa: E402
-from services.contracts.annotation_request import ANNOTATION_REQUEST  # noqa: E402
-from services.contracts.class_feedback import CLASS_FEEDBACK  # noqa: E402
-from services.contracts.retrain_trigger import RETRAIN_TRIGGER  # noqa: E402
-from services.streaming.events import (  # noqa: E402
-    decode_annotation_request,
-    decode_class_feedback,
-    decode_retrain_trigger,
-)
 
 OUTPUTS = {
     "annotation-request": (ANNOTATION_REQUEST, decode_annotation_request,
