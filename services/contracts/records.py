@@ -175,25 +175,6 @@ class Record(Kind):
         assert self.cls is not None or self.plain, "a decoded record needs its class"
         return compile_record(self, ascii_only)
 
-    def constructor(self) -> Callable[..., Any]:
-        """What the compiled reader calls with the decoded fields (by attribute): `cls`, or for
-        a plain record a builder of its dict."""
-        if not self.plain:
-            assert self.cls is not None
-            return self.cls
-        table = {f.attribute: (f.name, f.kind.to_json, f.kind.absent,
-                               not f.required and not self.keep_absent) for f in self.fields}
-
-        def build(**values: Any) -> dict[str, Any]:
-            out = {}
-            for attr, value in values.items():
-                name, to_json, absent, skip = table[attr]
-                if not (skip and value is absent):
-                    out[name] = to_json(value)
-            return out
-
-        return build
-
 
 @dataclass(frozen=True)
 class Event:
