@@ -221,6 +221,9 @@ INFERENCE = Event(
         Field("model_id", ID, f"Name of the model (stable across versions); {_IDS}."),
         Field("model_version", ID, f"Version of the model that produced the predictions; "
               f"{_IDS}. A new version restarts warm-up and deduplication."),
+        Field("timestamp", EPOCH_SECONDS, "Event time: when the inference happened, Unix epoch "
+              f"SECONDS (fractions allowed), in [0, {_MAX_TIME}]. The upper bound rejects "
+              "milliseconds by mistake."),
         Field("sequence_id", OPTIONAL_ID, f"The sequence this asset belongs to (a camera, a "
               f"clip; {_IDS}), absent or null when none. A policy may cap the requests per "
               "sequence per stretch of event time.", required=False),
@@ -230,9 +233,6 @@ INFERENCE = Event(
               "prediction-stability branch, docs/mastery.md). A probe is never selected for "
               "annotation and counts in no class statistics, budget or drift. Absent, null or "
               "false: an ordinary event.", required=False),
-        Field("timestamp", EPOCH_SECONDS, "Event time: when the inference happened, Unix epoch "
-              f"SECONDS (fractions allowed), in [0, {_MAX_TIME}]. The upper bound rejects "
-              "milliseconds by mistake."),
         Field("predictions", Array(PREDICTION, 1, MAX_PREDICTIONS, max_cells=MAX_SCORE_CELLS,
                                    check=check_cells),
               f"One entry per detected object/instance, or exactly one for whole-asset "
