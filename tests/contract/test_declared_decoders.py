@@ -174,3 +174,12 @@ def test_the_hand_request_decoders_crash_is_now_a_reason() -> None:
     with pytest.raises(InvalidEvent) as caught:
         decode_annotation_request(orjson.dumps(obj))
     assert (caught.value.field, caught.value.code) == ("reason.track.signals[0]", "out_of_range")
+
+
+@pytest.mark.parametrize("extra", [{"probe": ""}, {"sequence_id": ""}])
+def test_a_bad_timestamp_is_named_before_a_bad_probe_or_sequence_id(extra: dict) -> None:
+    """Found by the near-valid test: the hand decoder read sequence_id and probe last."""
+    event = {"schema_version": 1, "event_id": "e", "asset_id": "a", "model_id": "m",
+             "model_version": "v", "timestamp": "", "predictions": [
+                 {"label": "x", "confidence": 0.5}], **extra}
+    _assert_same("inference-event", orjson.dumps(event))
