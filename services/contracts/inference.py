@@ -221,9 +221,6 @@ INFERENCE = Event(
         Field("model_id", ID, f"Name of the model (stable across versions); {_IDS}."),
         Field("model_version", ID, f"Version of the model that produced the predictions; "
               f"{_IDS}. A new version restarts warm-up and deduplication."),
-        Field("timestamp", EPOCH_SECONDS, "Event time: when the inference happened, Unix epoch "
-              f"SECONDS (fractions allowed), in [0, {_MAX_TIME}]. The upper bound rejects "
-              "milliseconds by mistake."),
         Field("sequence_id", OPTIONAL_ID, f"The sequence this asset belongs to (a camera, a "
               f"clip; {_IDS}), absent or null when none. A policy may cap the requests per "
               "sequence per stretch of event time.", required=False),
@@ -233,6 +230,9 @@ INFERENCE = Event(
               "prediction-stability branch, docs/mastery.md). A probe is never selected for "
               "annotation and counts in no class statistics, budget or drift. Absent, null or "
               "false: an ordinary event.", required=False),
+        Field("timestamp", EPOCH_SECONDS, "Event time: when the inference happened, Unix epoch "
+              f"SECONDS (fractions allowed), in [0, {_MAX_TIME}]. The upper bound rejects "
+              "milliseconds by mistake."),
         Field("predictions", Array(PREDICTION, 1, MAX_PREDICTIONS, max_cells=MAX_SCORE_CELLS,
                                    check=check_cells),
               f"One entry per detected object/instance, or exactly one for whole-asset "
@@ -245,7 +245,10 @@ INFERENCE = Event(
               f"is bounded too: at most {MAX_METADATA_DEPTH} levels deep, counting the object "
               f"itself (x-max-depth), and at most {MAX_METADATA_NODES} values inside it, "
               "containers and scalars alike, keys not counted (x-max-nodes).", required=False),
-    ), cls=InferenceEvent, check_first=("predictions", "metadata")),
+    # Checked as the hand decoder did: predictions and metadata first, sequence_id and probe
+    # last (an event bad in several fields is rejected for the same one as before).
+    ), cls=InferenceEvent, check_first=("predictions", "metadata", "event_id", "asset_id",
+                                        "asset_uri", "model_id", "model_version", "timestamp")),
     defs=(ID, OPTIONAL_ID, OPTIONAL_URI, CLASS_NAME, EPOCH_SECONDS, PROBABILITY, BBOX, SCORES,
           PREDICTION),
 )
