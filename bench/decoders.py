@@ -323,6 +323,38 @@ def legacy_comparison(seconds: float) -> None:
             print(f"    differs: {_outcome(old, data)} -> {_outcome(new, data)}")
 
 
+def output_comparison(seconds: float) -> None:
+    """The services' output events (annotation request, retrain trigger, class feedback):
+    declared decoders beside the hand ones they replaced, on the contract's valid examples."""
+    from bench import legacy_annotation_requests as legacy_requests
+    from bench import legacy_control_events as legacy_control
+    from services.streaming.events import (
+        decode_annotation_request,
+        decode_class_feedback,
+        decode_retrain_trigger,
+    )
+
+    decoders = {
+        "annotation-request": (legacy_requests.decode_annotation_request,
+                               decode_annotation_request),
+        "retrain-trigger": (legacy_control.decode_retrain_trigger, decode_retrain_trigger),
+        "class-feedback": (legacy_control.decode_class_feedback, decode_class_feedback),
+    }
+    print("\nOutput events: declared decoders vs the hand-written ones they replaced")
+    pairs = []
+    for event, (old, new) in decoders.items():
+        for name, data in _reason_cases(event):
+            pairs.append((old, new, data))
+            if name.startswith("valid-"):
+                base, rate = _alternating(old, new, data, seconds)
+                print(_line(f"{event}: {name} | before", len(data), base))
+                print(_line("    declared", len(data), rate, base))
+    codes = sum(_outcome(old, d)[:2] == _outcome(new, d)[:2] for old, new, d in pairs)
+    exact = sum(_outcome(old, d) == _outcome(new, d) for old, new, d in pairs)
+    print(f"  reasons over {len(pairs)} contract examples: same code and field in {codes}, "
+          f"same detail too in {exact}")
+
+
 def _reason_cases(event: str) -> list[tuple[str, bytes]]:
     cases = []
     for path in sorted((ROOT / "schemas/examples" / event).glob("*.json")):
@@ -353,6 +385,7 @@ def main() -> None:
         print(_line(name, size, _rate(decode_inference_batch, values, args.seconds) * len(values)))
     if args.legacy:
         legacy_comparison(args.seconds)
+        output_comparison(args.seconds)
     if not args.typed:
         return
     try:

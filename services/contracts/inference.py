@@ -245,9 +245,10 @@ INFERENCE = Event(
               f"is bounded too: at most {MAX_METADATA_DEPTH} levels deep, counting the object "
               f"itself (x-max-depth), and at most {MAX_METADATA_NODES} values inside it, "
               "containers and scalars alike, keys not counted (x-max-nodes).", required=False),
-    ), cls=InferenceEvent, check_first=("predictions", "metadata", "schema_version", "event_id",
-                                        "asset_id", "asset_uri", "model_id", "model_version",
-                                        "timestamp")),
+    # Checked as the hand decoder did: predictions and metadata first, sequence_id and probe
+    # last (an event bad in several fields is rejected for the same one as before).
+    ), cls=InferenceEvent, check_first=("predictions", "metadata", "event_id", "asset_id",
+                                        "asset_uri", "model_id", "model_version", "timestamp")),
     defs=(ID, OPTIONAL_ID, OPTIONAL_URI, CLASS_NAME, EPOCH_SECONDS, PROBABILITY, BBOX, SCORES,
           PREDICTION),
 )

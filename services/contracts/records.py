@@ -13,7 +13,14 @@ import orjson
 
 from services.contracts.codegen import compile_record
 from services.contracts.kinds import DRAFT, Kind, Reader, Shared, Version, _types, schema_id
-from services.streaming.event_fields import check_version, child, load_object
+from services.streaming.event_fields import (
+    ErrorCode,
+    check_version,
+    child,
+    fail,
+    load_object,
+    show,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,47 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Variants:
+    """A record whose tag field `tag` (absent: `default`) says which of `payloads` it carries:
+    each payload field is named after the tag value that requires it, and is allowed with that
+    value only (JSON Schema: if/then pairs). Checked right after the keys, before any field:
+    the tag's own type and value first, then each payload in order: missing under its tag
+    (missing_field, blamed on the payload), present under another (blamed on the tag:
+    missing_field when the tag is absent, else out_of_range)."""
+
+    tag: str
+    default: str
+    payloads: tuple[str, ...]
+    values: tuple[str, ...]
+
+    def schema(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name in self.payloads:
+            out += [{"if": {"required": [self.tag], "properties": {self.tag: {
+                        "description": f"A {name} record...", "const": name}}},
+                     "then": {"required": [name]}},
+                    {"if": {"required": [name]},
+                     "then": {"required": [self.tag], "properties": {self.tag: {
+                         "description": f"...is {self.tag} {name}.", "const": name}}}}]
+        return out
+
+    def check(self, raw: dict[str, Any], path: str) -> None:
+        tag, allowed = raw.get(self.tag, self.default), frozenset(self.values)
+        where = child(path, self.tag)
+        if type(tag) is not str:
+            fail(where, ErrorCode.WRONG_TYPE, f"expected a string, got {show(tag)}")
+        if tag not in allowed:
+            fail(where, ErrorCode.OUT_OF_RANGE, f"{show(tag)} is not one of {sorted(allowed)}")
+        for name in self.payloads:
+            if tag == name and name not in raw:
+                fail(child(path, name), ErrorCode.MISSING_FIELD, "required field is missing")
+            if tag != name and name in raw:
+                if self.tag not in raw:
+                    fail(where, ErrorCode.MISSING_FIELD, f"required with `{name}`")
+                fail(where, ErrorCode.OUT_OF_RANGE, f"{show(tag)} with `{name}`: must be {name}")
+
+
+@dataclass(frozen=True)
 class Record(Kind):
     """A closed JSON object of `fields`, decoded to `cls(**fields)`. `together`: pairs of fields
     present both or neither (dependentRequired); `one_of`: exactly one of two fields present.
@@ -53,6 +101,18 @@ class Record(Kind):
     check_first: tuple[str, ...] = ()
     """Fields whose values are checked before the others (the rest in declared order): which
     one an object with several bad fields is rejected for. Kept as the hand decoders had it."""
+    required_order: tuple[str, ...] | None = None
+    """The order missing required fields are looked for (which one an object missing several is
+    rejected for); None: declared order. Kept as the hand decoders had it (often sorted)."""
+    less_or_equal: tuple[str, str] | None = None
+    """(a, b): two numeric fields with a <= b (`x-less-or-equal`), checked after every field,
+    blaming b (out_of_range)."""
+    variants: Variants | None = None
+    """A tag field whose values name the payload fields allowed with them (see `Variants`)."""
+    plain: bool = False
+    """Decoded into a plain dict (JSON names, JSON-form values: lists, not tuples) rather than
+    `cls`; an optional field left out when absent unless `keep_absent`. Encoded back as given."""
+    keep_absent: bool = False
 
     def check_order(self) -> tuple[Field, ...]:
         first = [self.field(name) for name in self.check_first]
@@ -80,15 +140,23 @@ class Record(Kind):
             out["dependentRequired"] = {k: list(v) for k, v in [*pairs, *self.depends]}
         if self.one_of:
             out["oneOf"] = [{"required": [name]} for name in self.one_of]
+        if self.variants:
+            out["allOf"] = self.variants.schema()
+        if self.less_or_equal:
+            out["x-less-or-equal"] = list(self.less_or_equal)
         out["properties"] = {f.name: {"description": f.description, **f.kind.schema(owner)}
                              for f in self.fields}
         return out
 
     def to_json(self, value: Any) -> dict[str, Any] | None:
         """The typed object `value` (a `cls`) as the contract's JSON object: required fields
-        always, optional ones unless they hold their kind's `absent` value (None, False)."""
+        always, optional ones unless they hold their kind's `absent` value (None, False). A
+        plain record's dict keeps exactly the keys it holds (a null stays a null)."""
         if value is None:
             return None
+        if self.plain:
+            kinds = {f.name: f.kind for f in self.fields}
+            return {name: kinds[name].to_json(item) for name, item in value.items()}
         out: dict[str, Any] = {}
         for f in self.fields:
             item = getattr(value, f.attribute)
@@ -98,11 +166,13 @@ class Record(Kind):
 
     def reader(self, ascii_only: bool) -> Reader:
         read_object = self.object_reader(ascii_only)
+        if self.nullable:  # a required field that may be null (an optional one never gets here)
+            return lambda v, p, k: None if v is None else read_object(v, child(p, k))
         return lambda v, p, k: read_object(v, child(p, k))
 
     def object_reader(self, ascii_only: bool) -> Callable[[Any, str], Any]:
         """(value, its own path) -> `cls(...)`; the shape shared by nested records and events."""
-        assert self.cls is not None, "a decoded record needs its class"
+        assert self.cls is not None or self.plain, "a decoded record needs its class"
         return compile_record(self, ascii_only)
 
 

@@ -2,8 +2,12 @@
 
 An event is declared once, as an `Event` holding a `Record` of `Field`s, each field a `Kind`
 (`Text`, `ClassName`, `Number`, `Integer`, `Flag`, `Version`, `Array`, `BBox`, `Distribution`,
-`FreeForm`, the tokens `Pattern`, `Enum`, `Const` of `services.contracts.tokens`, a nested
-`Record`, or a `Shared` definition of one of these). From that one value come, with nothing
+`FreeForm`, the tokens `Pattern`, `Enum`, `Const` of `services.contracts.tokens`, the output
+events' `Bool`, `Choice`, `IdOrIndex`, `ClassMap` of `services.contracts.choices`, a nested
+`Record`, or a `Shared` definition of one of these). A `Record` may also be `plain` (decoded
+into a dict, for free-form-looking parts such as `reason.track`), order two of its numbers
+(`less_or_equal`, the schemas' `x-less-or-equal`) or carry `Variants` (a tag field naming the
+payload field allowed with it: class feedback's `kind`). From that one value come, with nothing
 restated:
 
 - its JSON Schema (`Event.json_schema()`, written to schemas/ by `services.contracts.schemas`),
@@ -32,6 +36,7 @@ Adding to this vocabulary is fine; changing what an existing kind means is not: 
 declarations (and their checked-in schemas) rely on it.
 """
 
+from services.contracts.choices import Bool, Choice, ClassMap, IdOrIndex
 from services.contracts.containers import Array, BBox, Distribution, FreeForm
 from services.contracts.kinds import (
     DRAFT,
@@ -48,10 +53,10 @@ from services.contracts.kinds import (
     _types,
     schema_id,
 )
-from services.contracts.records import Event, Field, Record
+from services.contracts.records import Event, Field, Record, Variants
 
 __all__ = [
-    "DRAFT", "SCHEMA_BASE", "Array", "BBox", "ClassName", "Distribution", "Event", "Field",
-    "Flag", "FreeForm", "Integer", "Kind", "Number", "Reader", "Record", "Shared", "Text",
-    "Version", "_types", "schema_id",
+    "DRAFT", "SCHEMA_BASE", "Array", "BBox", "Bool", "Choice", "ClassMap", "ClassName",
+    "Distribution", "Event", "Field", "Flag", "FreeForm", "IdOrIndex", "Integer", "Kind",
+    "Number", "Reader", "Record", "Shared", "Text", "Variants", "Version", "_types", "schema_id",
 ]

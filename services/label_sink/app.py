@@ -77,6 +77,7 @@ from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import FetchedEvent, InOrder, OutOfOrder
 from services.label_sink.outputs import (
     export_committed_lag,
+    feedback_event,
     prune,
     trigger_event,
     trigger_policy,
@@ -94,14 +95,14 @@ from services.label_sink.tables import (
 from services.streaming import topics
 from services.streaming.ceiling import DeadLetterCeiling, DeadLetterWindow
 from services.streaming.events import (
-    SCHEMA_VERSION,
     ErrorCode,
     InvalidEvent,
     decode_annotation_request,
     decode_class_feedback,
     decode_label,
+    encode_class_feedback,
     encode_dead_letter,
-    encode_event,
+    encode_retrain_trigger,
 )
 from services.streaming.settings import LabelSinkSettings
 
@@ -493,14 +494,11 @@ def build_app(
 
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
-        event = trigger_event(tid, model_id, names.labels, decision)
         stopping = mastery.at_trigger(model_id, tid)  # recorded before it is published
-        if stopping is not None:
-            event["stopping"] = stopping
-        states = mastery.trigger_field(model_id)
-        if states is not None:
-            event["mastery"] = states
-        delivery = await triggers_out.send(key=model_id.encode(), value=encode_event(event))
+        event = trigger_event(tid, model_id, names.labels, decision,
+                              mastery=mastery.trigger_field(model_id), stopping=stopping)
+        delivery = await triggers_out.send(key=model_id.encode(),
+                                           value=encode_retrain_trigger(event))
         await delivery  # delivered before the firing label is persisted (module docstring)
         metrics.triggers.labels(decision.rule).inc()
         log.info("retrain trigger %s for %s: %s", tid[:12], model_id, decision.detail)
@@ -553,14 +551,9 @@ def build_app(
         if state.clock is None:
             return
         classes = feedback_classes(state.all_time, state.since_trigger(), feedback_policy)
-        event = {
-            "schema_version": SCHEMA_VERSION,
-            "model_id": model_id,
-            "updated_at": state.clock,
-            "classes": mastery.feedback_classes(
-                model_id, {name: vars(stats) for name, stats in classes.items()}),
-        }
-        await feedback_out.send(key=model_id.encode(), value=encode_event(event))
+        event = feedback_event(model_id, state.clock, mastery.feedback_classes(
+            model_id, {name: vars(stats) for name, stats in classes.items()}))
+        await feedback_out.send(key=model_id.encode(), value=encode_class_feedback(event))
         metrics.feedback.inc()
 
     @app.timer(interval=settings.feedback_interval_s)

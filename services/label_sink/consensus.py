@@ -31,15 +31,26 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from services.core.tiers import TierPolicy
 from services.label_sink.metrics import LabelSinkMetrics
-from services.streaming.events import AnnotationRequest, Label, encode_event
+from services.streaming.annotation_requests import ANNOTATION_REQUEST
+from services.streaming.events import (
+    AnnotationRequest,
+    Label,
+    RequestTier,
+    encode_annotation_request,
+)
 
 log = logging.getLogger(__name__)
+
+# The stored consensus request (a row's `r`, JSON the sink wrote itself) read back into its
+# typed form through the declaration's checks.
+_READ_REQUEST = ANNOTATION_REQUEST.reader(False)
 
 Row = dict[str, Any]
 OUTCOMES = ("duplicate", "pending", "agreed", "escalated", "late")
@@ -98,13 +109,16 @@ def join(row: Row, label_id: str, annotator_id: str, answer: str) -> tuple[Row, 
     return out, "pending"
 
 
-def expert_request(row: Row, request_id: str, policy: TierPolicy) -> dict[str, Any]:
-    """The expert request refereeing the consensus request `request_id` (its row `row`)."""
-    request = dict(row["r"])
-    request.update(request_id=expert_request_id(request_id), priority=policy.expert_priority,
-                   tier={"name": "expert", "annotators": 1, "cost": policy.request_cost("expert"),
-                         "escalated_from": request_id})
-    return request
+def expert_request(row: Row, request_id: str, policy: TierPolicy) -> AnnotationRequest:
+    """The expert request refereeing the consensus request `request_id` (its row `row`, whose
+    `r` is the consensus request as `AnnotationRequest.to_dict` wrote it): the same request
+    with its own request_id, the expert priority and tier. Write it with
+    `encode_annotation_request`."""
+    consensus = _READ_REQUEST(dict(row["r"]))
+    return replace(consensus, request_id=expert_request_id(request_id),
+                   priority=policy.expert_priority,
+                   tier=RequestTier("expert", 1, policy.request_cost("expert"),
+                                    escalated_from=request_id))
 
 
 class ConsensusHook:
@@ -134,9 +148,9 @@ class ConsensusHook:
                 request = expert_request(row, label.request_id or "", self.policy)
                 # Delivered before the row says so: a crash in between escalates again, with
                 # the same request_id, instead of never (module docstring).
-                await self.send(row["r"]["asset_id"].encode(), encode_event(request))
+                await self.send(request.asset_id.encode(), encode_annotation_request(request))
                 log.info("consensus on %s disagreed: expert request %s", label.request_id,
-                         request["request_id"][:12])
+                         request.request_id[:12])
             if new is not row:
                 self.table[label.request_id] = new
             if outcome in ("agreed", "escalated"):

@@ -1,16 +1,28 @@
-"""What the label sink publishes and exports beyond its agents: retrain-trigger events, the trigger
-policy from the settings, request pruning and the committed-offset lag gauge."""
+"""What the label sink publishes and exports beyond its agents: retrain-trigger events and
+class-feedback records (typed, encoded through their declarations in services/contracts), the
+trigger policy from the settings, request pruning and the committed-offset lag gauge."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from services.core.triggers import Decision, TriggerPolicy
 from services.label_sink.broker_offsets import BrokerOffsets
 from services.label_sink.metrics import LabelSinkMetrics
 from services.label_sink.ordering import InOrder
+from services.streaming.control_events import (
+    ClassFeedback,
+    ClassStats,
+    ControlEstimate,
+    Interval,
+    Manifest,
+    OffsetRange,
+    RetrainTrigger,
+    TriggerRule,
+)
 from services.streaming.events import SCHEMA_VERSION
 from services.streaming.settings import LabelSinkSettings, SettingsError
 
@@ -59,26 +71,45 @@ def trigger_policy(settings: LabelSinkSettings) -> TriggerPolicy:
         raise SettingsError(f"{settings.PREFIX}TRIGGER_*: {exc}") from None
 
 
-def trigger_event(tid: str, model_id: str, topic: str, decision: Decision) -> dict[str, Any]:
-    """A retrain-trigger event (schemas/retrain-trigger.schema.json) for `decision`."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "trigger_id": tid,
-        "model_id": model_id,
-        "rule": decision.rule,
-        "detail": decision.detail[:1024],
-        "counts": dict(decision.counts),
-        "total": decision.total,
-        "triggered_at": decision.triggered_at,
-        "manifest": {
-            "topic": topic,
-            "ranges": [
-                {"partition": r.partition, "start_offset": r.start_offset,
-                 "end_offset": r.end_offset}
-                for r in decision.ranges
-            ],
-        },
-    }
+def trigger_event(tid: str, model_id: str, topic: str, decision: Decision, *,
+                  mastery: Mapping[str, Any] | None = None,
+                  stopping: Mapping[str, Any] | None = None) -> RetrainTrigger:
+    """The retrain trigger (schemas/retrain-trigger.schema.json) for `decision`; `mastery` and
+    `stopping` are its optional plain parts (`Mastery.trigger_field`, `Mastery.at_trigger`).
+    Write it with `encode_retrain_trigger`."""
+    return RetrainTrigger(
+        schema_version=SCHEMA_VERSION, trigger_id=tid, model_id=model_id,
+        rule=TriggerRule(decision.rule), detail=decision.detail[:1024],
+        counts=dict(decision.counts), total=decision.total,
+        triggered_at=decision.triggered_at,
+        manifest=Manifest(topic, tuple(OffsetRange(r.partition, r.start_offset, r.end_offset)
+                                       for r in decision.ranges)),
+        mastery=mastery, stopping=stopping)
+
+
+def feedback_event(model_id: str, updated_at: float,
+                   classes: Mapping[str, Mapping[str, Any]]) -> ClassFeedback:
+    """The class-feedback record (kind feedback) of `model_id`: `classes` maps each class to
+    its statistics as `Mastery.feedback_classes` gives them. Write it with
+    `encode_class_feedback`."""
+    return ClassFeedback(SCHEMA_VERSION, model_id, updated_at,
+                         {name: class_stats(stats) for name, stats in classes.items()})
+
+
+def class_stats(stats: Mapping[str, Any]) -> ClassStats:
+    """One class's statistics (the keys of the contract's `class_stats`) as the typed form."""
+    control = stats.get("control")
+    return ClassStats(
+        labels_total=stats["labels_total"], labels_since_trigger=stats["labels_since_trigger"],
+        agreement=stats["agreement"], weight=stats["weight"], state=stats.get("state"),
+        state_changed_at=stats.get("state_changed_at"),
+        control=None if control is None else ControlEstimate(
+            model_version=control["model_version"], labels=control["labels"],
+            accuracy=_interval(control["accuracy"]), agreement=_interval(control["agreement"])))
+
+
+def _interval(value: Mapping[str, float] | None) -> Interval | None:
+    return None if value is None else Interval(value["estimate"], value["low"], value["high"])
 
 
 def prune(requests: Any, partition: int, cutoff: float) -> None:

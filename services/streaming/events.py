@@ -8,13 +8,13 @@ Bad input is data: every `decode_*` raises `InvalidEvent` and nothing else for a
 path (`$` for the whole payload) and `code` is an `ErrorCode` (metric label). The shell sends the
 original bytes to the topic's `.dlq` as `dead_letter(...)` and moves on.
 
-The inference event, the label and the dead letter are declared once in `services/contracts`
-(their schemas, decoders and encoders come from those declarations); `input_events` runs the
-declared decoders (the scorer's and label sink's hot path). `annotation_requests` and
-`control_events` (retrain triggers, class feedback) are still hand-written, and `event_fields`
-holds the error type, limits and checked field readers they all share. This module adds the
-producing side: `encode_event` and `dead_letter` (the one dead-letter builder,
-`services.contracts.dead_letter`).
+Every event is declared once in `services/contracts` (its schema, decoder and encoder come from
+that declaration); `input_events` runs the declared input decoders (the scorer's and label sink's
+hot path), `annotation_requests` and `control_events` the output events' (retrain triggers,
+class feedback), and `event_fields` holds the error type, limits and checked field readers they
+all share. This module adds the producing side: the typed events' encoders
+(`encode_annotation_request`, `encode_retrain_trigger`, `encode_class_feedback`), `encode_event`
+for plain dicts, and `dead_letter` (the one dead-letter builder, `services.contracts.dead_letter`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from services.streaming.annotation_requests import (
     SelectionReason,
     Source,
     decode_annotation_request,
+    encode_annotation_request,
 )
 from services.streaming.control_events import (
     ClassFeedback,
@@ -52,6 +53,8 @@ from services.streaming.control_events import (
     TriggerRule,
     decode_class_feedback,
     decode_retrain_trigger,
+    encode_class_feedback,
+    encode_retrain_trigger,
 )
 from services.streaming.event_fields import (
     MAX_ANNOTATIONS,
@@ -119,7 +122,10 @@ __all__ = [
     "decode_inference_event",
     "decode_label",
     "decode_retrain_trigger",
+    "encode_annotation_request",
+    "encode_class_feedback",
     "encode_event",
+    "encode_retrain_trigger",
     "format_path",
     "redact_dead_letter",
     "redacted_key",

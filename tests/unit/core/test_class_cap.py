@@ -14,8 +14,8 @@ from services.core.triggers import (
     TriggerState,
     trigger_id,
 )
-from services.label_sink.outputs import trigger_event
-from services.streaming.events import SCHEMA_VERSION, encode_event
+from services.label_sink.outputs import feedback_event, trigger_event
+from services.streaming.events import encode_class_feedback, encode_event, encode_retrain_trigger
 
 LIMIT = 1024 * 1024  # the topics' record limit (Apache Kafka's default max.message.bytes ~1 MiB)
 
@@ -23,9 +23,9 @@ LIMIT = 1024 * 1024  # the topics' record limit (Apache Kafka's default max.mess
 def feedback_bytes(model: str, state: TriggerState) -> int:
     """The class-feedback record the sink publishes for `state` (as app.publish_feedback)."""
     classes = feedback_classes(state.all_time, state.since_trigger(), FeedbackPolicy())
-    event = {"schema_version": SCHEMA_VERSION, "model_id": model, "updated_at": state.clock,
-             "classes": {name: vars(stats) for name, stats in classes.items()}}
-    return len(encode_event(event))
+    event = feedback_event(model, state.clock,  # type: ignore[arg-type]
+                           {name: vars(stats) for name, stats in classes.items()})
+    return len(encode_class_feedback(event))
 
 
 def fed(names: list[str], runs: int = 0) -> TriggerState:
@@ -42,7 +42,7 @@ def sizes(state: TriggerState) -> tuple[int, int, int]:
     decision = state.should_trigger(TriggerPolicy(min_labels=1))
     assert decision is not None
     tid = trigger_id("m", "al.labels.v1", decision.ranges)
-    trigger = len(encode_event(trigger_event(tid, "m", "al.labels.v1", decision)))
+    trigger = len(encode_retrain_trigger(trigger_event(tid, "m", "al.labels.v1", decision)))
     return trigger, feedback_bytes("m", state), len(encode_event(state.snapshot()))
 
 
