@@ -13,15 +13,14 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from services.contracts.dead_letter import encode_dead_letter
 from services.scorer.assigned import AssignedPartition
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import SERVICE, Output
 from services.streaming.events import (
     FeedbackKind,
     InvalidEvent,
-    dead_letter,
     decode_class_feedback,
-    encode_event,
 )
 
 log = logging.getLogger(__name__)
@@ -86,11 +85,11 @@ class FeedbackReader:
         return latest
 
     def _dead_letter(self, msg: Any, exc: InvalidEvent) -> Output:
-        letter = dead_letter(msg.value(), topic=msg.topic(), partition=msg.partition(),
+        letter = encode_dead_letter(msg.value(), topic=msg.topic(), partition=msg.partition(),
                              offset=msg.offset(), reason=exc.reason, code=str(exc.code),
                              service=SERVICE, service_version=self.service_version,
                              failed_at=msg.timestamp()[1] / 1000.0, key=msg.key())
-        return Output(msg.key(), encode_event(letter))
+        return Output(msg.key(), letter)
 
     def take_dead_letters(self) -> tuple[list[Output], list[str]]:
         """The dead letters (and their reason codes) collected since the last call."""

@@ -18,10 +18,10 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from services.contracts.dead_letter import encode_dead_letter
 from services.core import PredictionBatch, Selected, SelectorState
 from services.core.drift import DriftEvent
 from services.core.eventtime import too_far_ahead
@@ -31,6 +31,14 @@ from services.scorer.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_VERS
 from services.scorer.instances import annotate
 from services.scorer.records import Output, Record
 from services.scorer.selected import DecodedEvents, Held, event
+from services.streaming.annotation_requests import (
+    AnnotationRequest,
+    RequestTier,
+    SelectionReason,
+    Source,
+    encode_annotation_request,
+)
+from services.streaming.control_events import encode_class_feedback
 from services.streaming.events import (
     SCHEMA_VERSION,
     ClassFeedback,
@@ -40,7 +48,6 @@ from services.streaming.events import (
     InferenceEvent,
     InvalidEvent,
     StabilityNotice,
-    dead_letter,
     decode_inference_event,
     encode_event,
 )
@@ -110,38 +117,26 @@ def request_id(asset_id: str, model_id: str, model_version: str) -> str:
 
 
 def build_request(event: InferenceEvent, sel: Selected, topic: str, partition: int,
-                  offset: int, tier: tuple[str, int, float] | None = None) -> dict[str, Any]:
-    """The annotation request (schemas/annotation-request.schema.json) for one selection;
-    `tier` (name, annotators, cost) adds the optional `tier` field (absent when None)."""
-    request = {
-        "schema_version": SCHEMA_VERSION,
-        "request_id": request_id(event.asset_id, event.model_id, event.model_version),
-        "asset_id": event.asset_id,
-        "event_id": event.event_id,
-        "model_id": event.model_id,
-        "model_version": event.model_version,
-        "event_timestamp": event.timestamp,
-        "reason": {
-            "strategy": sel.strategy,
-            "score": _unit(sel.score),
-            "class": sel.class_name,
-            "threshold": None if sel.threshold is None else _unit(sel.threshold),
-            "instances": list(sel.driving_predictions),
-            "inclusion_probability": sel.inclusion_probability,
-        },
-        "priority": _unit(sel.priority),
-        "predictions": [p.to_dict() for p in event.predictions],
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-    }
-    if event.asset_uri is not None:
-        request["asset_uri"] = event.asset_uri
-    if tier is not None:
-        request["tier"] = {"name": tier[0], "annotators": tier[1], "cost": tier[2]}
-    if sel.track is not None:  # the track and frames that drove it (core/tracks.py)
-        request["reason"]["track"] = dict(sel.track)  # type: ignore[index]
-    if sel.targets is not None:  # instance-level requests (core/instances.py)
-        request["annotate"] = annotate(event, sel)
-    return request
+                  offset: int, tier: tuple[str, int, float] | None = None) -> AnnotationRequest:
+    """The annotation request (services/contracts/annotation_request.py) for one selection;
+    `tier` (name, annotators, cost) sets the optional `tier` (absent when None), the selection's
+    track (core/tracks.py) `reason.track`, its targets (core/instances.py) `annotate`."""
+    return AnnotationRequest(
+        schema_version=SCHEMA_VERSION,
+        request_id=request_id(event.asset_id, event.model_id, event.model_version),
+        asset_id=event.asset_id, asset_uri=event.asset_uri, event_id=event.event_id,
+        model_id=event.model_id, model_version=event.model_version,
+        event_timestamp=event.timestamp,
+        reason=SelectionReason(
+            strategy=sel.strategy, score=_unit(sel.score), class_name=sel.class_name,
+            threshold=None if sel.threshold is None else _unit(sel.threshold),
+            instances=tuple(sel.driving_predictions),
+            inclusion_probability=sel.inclusion_probability,
+            track=None if sel.track is None else dict(sel.track)),
+        priority=_unit(sel.priority), predictions=event.predictions,
+        source=Source(topic, partition, offset),
+        tier=None if tier is None else RequestTier(tier[0], tier[1], tier[2]),
+        annotate=None if sel.targets is None else annotate(event, sel))
 
 
 def build_drift_record(event: DriftEvent, partition: int) -> Output:
@@ -157,7 +152,7 @@ def build_drift_record(event: DriftEvent, partition: int) -> Output:
     record = ClassFeedback(SCHEMA_VERSION, event.model_id, event.detected_at, {},
                            FeedbackKind.DRIFT, notice)
     key = "\x1f".join(("drift", event.model_id, event.class_name, str(partition)))
-    return Output(key.encode(), encode_event(record.to_dict()))
+    return Output(key.encode(), encode_class_feedback(record))
 
 
 def build_stability_record(model_id: str, record: StabilityRecord, partition: int,
@@ -170,7 +165,7 @@ def build_stability_record(model_id: str, record: StabilityRecord, partition: in
     feedback = ClassFeedback(SCHEMA_VERSION, model_id, at, {}, FeedbackKind.STABILITY,
                              stability=notice)
     key = "\x1f".join(("stability", model_id, str(partition)))
-    return Output(key.encode(), encode_event(feedback.to_dict()))
+    return Output(key.encode(), encode_class_feedback(feedback))
 
 
 def _unit(x: float) -> float:
@@ -292,7 +287,7 @@ class PartitionScorer:
             if emit:
                 request = build_request(event, sel, self.topic, self.partition, int(sel.ref),
                                         tier)
-                out = Output(event.asset_id.encode(), encode_event(request))
+                out = Output(event.asset_id.encode(), encode_annotation_request(request))
                 result.requests.append(out)
                 if tier is not None:
                     result.request_tiers.append(tier[0])
@@ -379,11 +374,11 @@ class PartitionScorer:
         return None if raw is None else decode_inference_event(raw)
 
     def _dead_letter(self, record: Record, exc: InvalidEvent) -> Output:
-        letter = dead_letter(record.value, topic=self.topic, partition=self.partition,
+        letter = encode_dead_letter(record.value, topic=self.topic, partition=self.partition,
                              offset=record.offset, reason=exc.reason, code=str(exc.code),
                              service=SERVICE, service_version=self.service_version,
                              failed_at=record.timestamp, key=record.key)
-        return Output(record.key, encode_event(letter))
+        return Output(record.key, letter)
 
     def checkpoint(self, final: bool = False) -> bytes:
         """The state at `next_offset`, as the value of a state-topic record. `final`: written

@@ -130,6 +130,7 @@ def test_scorer_requests_encode_to_the_bytes_it_writes() -> None:
     through the declaration, are byte for byte what the scorer's dicts encode to."""
     from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
     from services.scorer.partition import build_request
+    from services.streaming.annotation_requests import encode_annotation_request
     from tests.contract.test_request_bytes import _stream
 
     checked = 0
@@ -138,8 +139,8 @@ def test_scorer_requests_encode_to_the_bytes_it_writes() -> None:
         state = SelectorState.create(SelectorPolicy(), seed=3)
         sel = select(state, PredictionBatch.from_events(events, list(range(len(events)))))
         for s in sel.selected:
-            written = encode_event(build_request(events[s.ref], s, "al.inference-events.v1", 0,
-                                                 s.ref, tier=("consensus", 3, 6.0)))
+            written = encode_annotation_request(build_request(
+                events[s.ref], s, "al.inference-events.v1", 0, s.ref, tier=("consensus", 3, 6.0)))
             assert ANNOTATION_REQUEST.encode(decode_annotation_request(written)) == written
             checked += 1
     assert checked > 10

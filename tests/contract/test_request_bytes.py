@@ -12,7 +12,8 @@ import orjson
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
 from services.scorer.partition import build_request
-from services.streaming.events import decode_inference_event, encode_event
+from services.streaming.annotation_requests import encode_annotation_request
+from services.streaming.events import decode_inference_event
 
 # sha256 of the requests and the final checkpoint, recorded with the code before issue 16 item 3.
 EXPECTED = {
@@ -50,8 +51,8 @@ def digest(kind: str) -> str:
         chunk = events[lo:lo + 237]  # windows (50 assets) straddle batches
         sel = select(state, PredictionBatch.from_events(chunk, list(range(lo, lo + len(chunk)))))
         for s in sel.selected:
-            h.update(encode_event(build_request(events[s.ref], s, "al.inference-events.v1", 0,
-                                                s.ref)))
+            h.update(encode_annotation_request(build_request(
+                events[s.ref], s, "al.inference-events.v1", 0, s.ref)))
     h.update(orjson.dumps(state.snapshot(), option=orjson.OPT_SORT_KEYS))
     return h.hexdigest()
 

@@ -39,7 +39,7 @@ def test_track_reason_reaches_a_valid_request() -> None:
     tracked = [s for s in sel.selected if s.track is not None]
     assert tracked, "the class flip at frame 30 should drive a pick"
     s = tracked[0]
-    request = build_request(events[s.ref], s, "al.inference-events.v1", 0, s.ref)
+    request = build_request(events[s.ref], s, "al.inference-events.v1", 0, s.ref).to_dict()
     assert not list(validator("annotation-request").iter_errors(request))
     decoded = decode_annotation_request(encode_event(request))
     assert decoded.reason.track == request["reason"]["track"]
@@ -93,7 +93,7 @@ def test_instance_level_request_is_valid_and_names_only_uncertain_instances() ->
     check = validator("annotation-request")
     framed = 0
     for s in sel.selected:
-        request = build_request(events[s.ref], s, "al.inference-events.v1", 0, s.ref)
+        request = build_request(events[s.ref], s, "al.inference-events.v1", 0, s.ref).to_dict()
         assert not list(check.iter_errors(request))
         decoded = decode_annotation_request(encode_event(request))
         assert decoded.annotate == request["annotate"]

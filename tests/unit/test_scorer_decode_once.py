@@ -12,7 +12,8 @@ import orjson
 
 from services.core import SelectorPolicy, SelectorState
 from services.scorer.partition import PartitionScorer, Record, build_request, partition_seed
-from services.streaming.events import decode_inference_event, encode_event
+from services.streaming.annotation_requests import encode_annotation_request
+from services.streaming.events import decode_inference_event
 from tests.synthetic_events import inference_events
 
 POLICY = SelectorPolicy()
@@ -64,5 +65,6 @@ def test_no_record_is_parsed_twice_and_held_picks_need_no_read_back() -> None:
     by_offset = {r.offset: r.value for r in records}
     for sel, out in requests:
         event = decode_inference_event(by_offset[int(sel.ref)] or b"")
-        assert out.value == encode_event(build_request(event, sel, "t", 0, int(sel.ref)))
+        assert out.value == encode_annotation_request(build_request(event, sel, "t", 0,
+                                                                    int(sel.ref)))
         assert out.key == event.asset_id.encode()
