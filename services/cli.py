@@ -301,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     argv = ["--mode", "kafka", "--seeds", "1", "--label-delay", str(args.label_delay),
             "--random-state", str(args.seed), "--out", args.out]
     if video:
-        argv += ["--scenario", "video"]
+        argv += ["--scenario", "video", "--strategies", "active-stream,uncertainty-only,random"]
         for name in ("clips", "frames"):
             if getattr(args, name) is not None:
                 argv += [f"--{name}", str(getattr(args, name))]

@@ -53,6 +53,8 @@ def test_video_kafka_command_prints_the_table_and_writes_its_plot(
     out = tmp_path / "out"
     code = cli.main(["--scenario", "video", "--mode", "kafka", "--seeds", "1",
                      "--budget", "0.1", "--retrain-every", "5", "--clips", "6", "--frames", "20",
+                     # the installed peers would join by default; they run in process anyway
+                     "--strategies", "active-stream,uncertainty-only,random",
                      "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err[-2000:]
