@@ -130,15 +130,20 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _strategies(spec: str | None) -> tuple[str, ...]:
+def _strategies(spec: str | None, own: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The strategies `--strategies` names (default: `own`, the scenario's own strategies,
+    strategies.CORE unless given, plus every installed peer); UsageError for an unknown name or
+    a peer whose package is missing."""
     from services.evaluation.strategies import CORE, PEERS, available_peers
 
+    own = CORE if own is None else own
     if spec is None:
-        return CORE + tuple(available_peers())
+        return own + tuple(available_peers())
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [n for n in names if n not in CORE + PEERS]
+    known = own + PEERS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(CORE + PEERS)}")
+        raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known)}")
     missing = [n for n in names if n in PEERS and n not in available_peers(expensive=True)]
     if missing:
         raise UsageError(f"strategy {missing[0]!r} needs its package: pip install "
@@ -148,20 +153,9 @@ def _strategies(spec: str | None) -> tuple[str, ...]:
 
 def _video_strategies(spec: str | None) -> tuple[str, ...]:
     """--scenario video: its own three strategies and the installed peers by default."""
-    from services.evaluation.strategies import PEERS, available_peers
     from services.evaluation.video import STRATEGIES
 
-    if spec is None:
-        return STRATEGIES + tuple(available_peers())
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    known = STRATEGIES + PEERS
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known)}")
-    missing = [n for n in names if n in PEERS and n not in available_peers(expensive=True)]
-    if missing:
-        raise UsageError(f"strategy {missing[0]!r} needs its package: pip install "
-                         "'active-stream[peers]' (scikit-activeml, river)")
+    names = _strategies(spec, STRATEGIES)
     if "active-stream" not in names:  # random spends what active-stream spent
         raise UsageError("--scenario video needs active-stream among --strategies")
     return names

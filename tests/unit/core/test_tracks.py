@@ -90,18 +90,23 @@ def test_memory_is_bounded_and_round_trips() -> None:
     assert again.observe("m", *probe) == state.observe("m", *probe)
 
 
-def clip_events(seed: int, n_frames: int, swap_every: int = 40) -> list[VEvent]:
+def clip_events(seed: int, n_frames: int, swap_every: int = 40, swap_at: int = 0,
+                looks: bool = False) -> list[VEvent]:
     """Two objects per frame (one asset each), moving toward each other; every `swap_every`
-    frames they meet and their track ids swap (so each track flips class there). The model is
-    confident everywhere (0.9), so only the track signals can single out the swaps."""
+    frames, at phase `swap_at`, their track ids swap (so each track flips class there): at phase
+    0 they are far apart, at `swap_every // 2` they meet (a crossing with a class flip). The
+    model is confident everywhere (0.9), so only the track signals can single out the swaps.
+    `looks`: each object always looks the same (one embedding per object), so every frame is a
+    near duplicate of the object's earlier ones."""
     rng = np.random.default_rng(seed)
     names = ["3", "5", "8"]
+    embeddings = [(1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0)]
     out: list[VEvent] = []
     ids = ["A", "B"]
     for f in range(n_frames):
         phase = f % swap_every
         x = [10.0 + phase * 2, 10.0 + (swap_every - phase) * 2]
-        if phase == 0 and f:
+        if phase == swap_at and f:
             ids = ids[::-1]
         for k, cls in enumerate(("3", "5")):
             p = np.full(3, 0.05)
@@ -110,7 +115,8 @@ def clip_events(seed: int, n_frames: int, swap_every: int = 40) -> list[VEvent]:
             p /= p.sum()
             out.append(VEvent(f"e{f}-{k}", f"f{f}-{k}", "m", "v1", 1000.0 + f / 10,
                               (VPred(dict(zip(names, p.tolist(), strict=True)),
-                                     track_id=ids[k], bbox=(x[k], 0.0, 10.0, 10.0)),)))
+                                     track_id=ids[k], bbox=(x[k], 0.0, 10.0, 10.0),
+                                     embedding=embeddings[k] if looks else None),)))
     return out
 
 
@@ -159,33 +165,6 @@ def test_invariant_to_batch_cuts_and_restores(mode: str) -> None:
     assert _run(pol, events, cuts, restore_at=11) == one
 
 
-def meeting_events(seed: int, n_frames: int, period: int = 40) -> list[VEvent]:
-    """Two objects (classes "3" and "5", each always looking the same: one embedding per
-    object) move toward each other, meet every `period` frames (at its middle), and their
-    track ids swap where they meet, as a tracker's do after a collision: so every frame is a
-    near duplicate of the object's earlier ones, and only the meeting frames put the tracks'
-    identities in doubt (a crossing with a class flip)."""
-    rng = np.random.default_rng(seed)
-    names, looks = ["3", "5", "8"], [(1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0)]
-    out: list[VEvent] = []
-    ids = ["A", "B"]
-    for f in range(n_frames):
-        phase = f % period
-        x = [10.0 + phase * 2, 10.0 + (period - phase) * 2]
-        if phase == period // 2:
-            ids = ids[::-1]
-        for k, cls in enumerate(("3", "5")):
-            p = np.full(3, 0.05)
-            p[names.index(cls)] = 0.9
-            p = p + rng.uniform(0, 0.01, 3)
-            p /= p.sum()
-            out.append(VEvent(f"e{f}-{k}", f"f{f}-{k}", "m", "v1", 1000.0 + f / 10,
-                              (VPred(dict(zip(names, p.tolist(), strict=True)),
-                                     track_id=ids[k], bbox=(x[k], 0.0, 10.0, 10.0),
-                                     embedding=looks[k]),)))
-    return out
-
-
 def _gated(spare: bool) -> SelectorPolicy:
     from services.core.redundancy import RedundancyPolicy
 
@@ -194,7 +173,7 @@ def _gated(spare: bool) -> SelectorPolicy:
 
 
 def test_a_swap_is_spared_the_near_duplicate_gate() -> None:
-    events = meeting_events(1, 800)
+    events = clip_events(1, 800, swap_at=20, looks=True)
     spared, _ = _run(_gated(True), events, [])
     gated, _ = _run(_gated(False), events, [])
     swap_frames = {f for f in range(20, 800, 40)} | {f + 1 for f in range(20, 800, 40)}
@@ -212,7 +191,7 @@ def test_a_swap_is_spared_the_near_duplicate_gate() -> None:
 
 
 def test_sparing_is_invariant_to_batch_cuts_and_restores() -> None:
-    events = meeting_events(2, 1200)
+    events = clip_events(2, 1200, swap_at=20, looks=True)
     one = _run(_gated(True), events, [])
     cuts = sorted(set(np.random.default_rng(5).integers(1, 2400, size=30).tolist()))
     assert _run(_gated(True), events, cuts, restore_at=11) == one
