@@ -35,6 +35,11 @@ def _clip_events(scenes: int = 6, frames: int = 80) -> list[tuple[bytes, bytes]]
     return out
 
 
+def _in_doubt(track: dict | None) -> bool:
+    return bool(track) and track["score"] >= 1.0 and bool(  # type: ignore[index]
+        {"crossing", "identity_switch"} & set(track["signals"]))  # type: ignore[index]
+
+
 def test_video_events_through_the_scorer(broker: object) -> None:
     bootstrap = broker.bootstrap  # type: ignore[attr-defined]
     prefix = private_loop(bootstrap, partitions=1)
@@ -52,9 +57,14 @@ def test_video_events_through_the_scorer(broker: object) -> None:
     assert requests
     assert metric(samples, "scorer_redundant_suppressed_total", reason="near_duplicate") > 0
     exploit = [r for r in requests if r["reason"]["strategy"] == "reservoir"]
-    # one exploit request per (clip, object) embedding at most: the rest are near duplicates
-    keys = [(r["asset_id"].split("/")[0], r["asset_id"].split("/")[2]) for r in exploit]
+    # One exploit request per (clip, object) embedding at most: the rest are near duplicates,
+    # except the frames where a track crosses another and flips class (the swap), which the
+    # gate spares (redundancy.spare_identity_doubt): who is who is in doubt there.
+    spared = [r for r in exploit if _in_doubt(r["reason"].get("track"))]
+    keys = [(r["asset_id"].split("/")[0], r["asset_id"].split("/")[2]) for r in exploit
+            if r not in spared]
     assert len(keys) == len(set(keys))
+    assert spared and all(int(r["asset_id"].split("/")[1][1:]) >= 40 for r in spared)
     tracked = [r for r in requests if r["reason"].get("track")]
     assert tracked, "the swaps should drive requests"
     for r in tracked:
