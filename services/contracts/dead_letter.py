@@ -1,7 +1,7 @@
 """The dead letter, declared once: its typed form (`DeadLetter`), its fields (`DEAD_LETTER`,
 from which schemas/dead-letter.schema.json is generated) and the one helper every service builds
-its dead letters with (`dead_letter_of`; `encode_dead_letter` for its bytes,
-`services.streaming.events.dead_letter` for its dict form)."""
+its dead letters with (`dead_letter_of`; `encode_dead_letter` for its bytes, which is what
+every service produces)."""
 
 from __future__ import annotations
 

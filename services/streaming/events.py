@@ -6,7 +6,7 @@ schemas' values.
 Bad input is data: every `decode_*` raises `InvalidEvent` and nothing else for any bytes. Its
 `reason` names the field path (`predictions[0].scores.cat: 1.3 outside [0, 1]`), `field` is that
 path (`$` for the whole payload) and `code` is an `ErrorCode` (metric label). The shell sends the
-original bytes to the topic's `.dlq` as `dead_letter(...)` and moves on.
+original bytes to the topic's `.dlq` as `encode_dead_letter(...)` and moves on.
 
 Every event is declared once in `services/contracts` (its schema, decoder and encoder come from
 that declaration); `input_events` runs the declared input decoders (the scorer's and label sink's
@@ -14,7 +14,8 @@ hot path), `annotation_requests` and `control_events` the output events' (retrai
 class feedback), and `event_fields` holds the error type, limits and checked field readers they
 all share. This module adds the producing side: the typed events' encoders
 (`encode_annotation_request`, `encode_retrain_trigger`, `encode_class_feedback`), `encode_event`
-for plain dicts, and `dead_letter` (the one dead-letter builder, `services.contracts.dead_letter`).
+for plain dicts, and `encode_dead_letter` (the one dead-letter builder,
+`services.contracts.dead_letter`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ from typing import Any
 import orjson
 
 from services.contracts.dead_letter import (
-    DEAD_LETTER,
     MAX_REASON_LENGTH,
-    dead_letter_of,
     encode_dead_letter,
 )
 from services.streaming.annotation_requests import (
@@ -115,7 +114,6 @@ __all__ = [
     "SelectionReason",
     "Source",
     "TriggerRule",
-    "dead_letter",
     "encode_dead_letter",
     "decode_annotation_request",
     "decode_class_feedback",
@@ -149,27 +147,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, MappingProxyType):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def dead_letter(
-    original: bytes | None,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    reason: str,
-    code: str,
-    service: str,
-    service_version: str,
-    failed_at: float,
-    key: bytes | None = None,
-) -> dict[str, Any]:
-    """The dead-letter record (schemas/dead-letter.schema.json) as a dict, built by the one
-    helper every service uses (`services.contracts.dead_letter.dead_letter_of`, which states
-    the rules; `encode_dead_letter` gives the bytes directly)."""
-    return DEAD_LETTER.to_json(dead_letter_of(
-        original, topic=topic, partition=partition, offset=offset, reason=reason, code=code,
-        service=service, service_version=service_version, failed_at=failed_at, key=key))
 
 
 def redact_dead_letter(letter: bytes) -> bytes:

@@ -8,14 +8,20 @@ import hashlib
 import orjson
 import pytest
 
+from services.contracts.dead_letter import DEAD_LETTER, dead_letter_of
 from services.streaming import events
 from services.streaming.events import ErrorCode, InvalidEvent
 from tests.contract.schema_support import EXAMPLE_DIR, validator
 
 
+def _letter(original: bytes | None, **fields: object) -> dict:
+    """The dead letter the one builder makes, as its JSON object."""
+    return DEAD_LETTER.to_json(dead_letter_of(original, **fields))  # type: ignore[arg-type]
+
+
 def test_dead_letter_record_validates_and_keeps_the_bytes() -> None:
     original = b"\xff\x00 not json"
-    record = events.dead_letter(
+    record = _letter(
         original,
         topic="al.inference-events.v1",
         partition=3,
@@ -38,7 +44,7 @@ def test_dead_letter_of_a_real_rejection_validates() -> None:
     with pytest.raises(InvalidEvent) as caught:
         events.decode_inference_event(data)
     bad = caught.value
-    record = events.dead_letter(
+    record = _letter(
         data, topic="t", partition=0, offset=0, reason=bad.reason + "!" * 5000, code=bad.code,
         service="scorer", service_version="0.1.0", failed_at=0.0,
     )  # fmt: skip
@@ -48,7 +54,7 @@ def test_dead_letter_of_a_real_rejection_validates() -> None:
 
 def test_dead_letter_rejects_an_unknown_code() -> None:
     with pytest.raises(ValueError, match="boom"):
-        events.dead_letter(
+        _letter(
             b"", topic="t", partition=0, offset=0, reason="r", code="boom", service="s",
             service_version="1", failed_at=0.0,
         )  # fmt: skip
@@ -56,7 +62,7 @@ def test_dead_letter_rejects_an_unknown_code() -> None:
 
 def test_a_redacted_dead_letter_keeps_hashes_and_sizes_not_the_payload() -> None:
     original, key = b'{"asset_id": "patient-0042.dcm", "timestamp": "x"}', b"patient-0042.dcm"
-    letter = events.encode_event(events.dead_letter(
+    letter = events.encode_event(_letter(
         original, topic="t", partition=0, offset=5, reason='timestamp: got "x"',
         code=ErrorCode.WRONG_TYPE, service="scorer", service_version="1", failed_at=1.0,
         key=key))

@@ -22,7 +22,6 @@ from services.contracts.retrain_trigger import RETRAIN_TRIGGER
 from services.streaming.events import (
     ErrorCode,
     InvalidEvent,
-    dead_letter,
     decode_annotation_request,
     decode_class_feedback,
     decode_inference_event,
@@ -72,10 +71,9 @@ COORDINATES = dict(topic="al.labels.v1", partition=2, offset=41, reason="$: not 
 
 @pytest.mark.parametrize("key", [None, b"asset-1"])
 def test_one_dead_letter_helper_for_every_service(key: bytes | None) -> None:
-    """The dict form (events.dead_letter, used by the scorer) and the bytes form
-    (encode_dead_letter, the label sink and the Label Studio bridge) are the same record,
-    and the record validates against the generated schema."""
-    record = dead_letter(b"\xff{", key=key, **COORDINATES)  # type: ignore[arg-type]
+    """The record (dead_letter_of) and its bytes (encode_dead_letter, which every service
+    produces) are the same, and the record validates against the generated schema."""
+    record = DEAD_LETTER.to_json(dead_letter_of(b"\xff{", key=key, **COORDINATES))  # type: ignore[arg-type]
     encoded = encode_dead_letter(b"\xff{", key=key, **COORDINATES)  # type: ignore[arg-type]
     assert encoded == encode_event(record)
     assert list(validator("dead-letter").iter_errors(orjson.loads(encoded))) == []
