@@ -40,12 +40,22 @@ class Commits:
     def output(self, records: Iterable[tuple[str, Output]],
                parts: Sequence[AssignedPartition]) -> None:
         """One batch: send `records` (topic, record), then commit `parts`' offsets once they
-        are durable. Raises DeliveryFailed when the broker refused any, Fenced when the group
-        refused an exactly_once transaction: then nothing of the unit is committed."""
+        are durable (under at_least_once perhaps after this returns: `settle`). Raises
+        DeliveryFailed when the broker refused any, Fenced when the group refused an
+        exactly_once transaction: then nothing of the unit is committed."""
         self.guarantee.begin()
         for topic, out in records:
             self.outbox.send(topic, out)
         self.guarantee.commit([part.position() for part in parts], wait=False)
+
+    def settle(self) -> None:
+        """Every turn of the loop: commit the units whose output has landed since (under
+        at_least_once the loop does not wait for it; guarantees.py)."""
+        self.guarantee.settle()
+
+    def forget(self, partitions: list[int]) -> None:
+        """These partitions were taken away or rewound: nothing more of theirs is committed."""
+        self.guarantee.forget(partitions)
 
     def offsets(self, parts: Sequence[AssignedPartition]) -> None:
         """Commit `parts`' offsets, with no output."""

@@ -29,14 +29,21 @@ class Outbox:
         self.producer = Producer(self.config)
         self._undelivered: list[tuple[str, KafkaError]] = []
         self.landed: dict[bytes, tuple[int, int]] = {}
+        # The unit whose records `send` counts (guarantees.py, AtLeastOnce), if one is open.
+        self.unit: Unit | None = None
 
     def send(self, topic: str, out: Output) -> None:
         """Produce one record; when librdkafka's bounded queue is full, wait for deliveries
         instead of dropping or growing a buffer of our own (the consumer is not polled meanwhile,
         so input pauses too)."""
+        unit = self.unit
         while True:
             try:
-                self.producer.produce(topic, out.value, out.key)
+                if unit is None:
+                    self.producer.produce(topic, out.value, out.key)
+                else:
+                    self.producer.produce(topic, out.value, out.key, on_delivery=unit.delivered)
+                    unit.waiting += 1
                 return
             except BufferError:
                 self.producer.poll(0.1)
@@ -89,6 +96,21 @@ class Outbox:
             self.metrics.delivery_failures.labels(topic).inc()
         elif isinstance(msg, Message) and msg.topic() == self.state_topic:
             self.landed[msg.key() or b""] = (int(msg.partition() or 0), int(msg.offset() or 0))
+
+
+class Unit:
+    """The records of one unit of output that the broker has not answered yet (`waiting`):
+    their delivery reports come here, then go on to the outbox as every report does."""
+
+    __slots__ = ("outbox", "waiting")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.waiting = 0
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        self.waiting -= 1
+        self.outbox._on_delivery(err, msg)
 
 
 class _Refused:

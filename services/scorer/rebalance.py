@@ -129,7 +129,9 @@ class Rebalance:
                         "restores from the last durable checkpoint", numbers, exc)
 
     def drop(self, partitions: list[int]) -> None:
-        """Forget these partitions' objects, and their gauges."""
+        """Forget these partitions' objects, their offsets not committed yet, and their
+        gauges."""
+        self.commits.forget(partitions)
         for p in partitions:
             self.assignment.pop(p, None)
             for gauge in (self.metrics.lag, self.metrics.progress):

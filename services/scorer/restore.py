@@ -23,7 +23,7 @@ from services.scorer.assigned import AssignedPartition, Assignment
 from services.scorer.checkpoint_format import Checkpoint, chunk_key, read_checkpoint
 from services.scorer.checkpoint_store import CheckpointLocator, Located
 from services.scorer.feedback import FeedbackBook
-from services.scorer.guarantees import MAX_COMMITS_IN_FLIGHT
+from services.scorer.guarantees import MAX_UNITS_OUTSTANDING
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.partition import PartitionScorer, partition_seed
 from services.scorer.readback import FETCH_TIMEOUT_S, ReadBack
@@ -92,7 +92,7 @@ class Restorer:
         # after a final checkpoint, or when the partition was never committed nor checkpointed:
         # a fresh start).
         in_flight = not final and (done >= 0 or restored)
-        past = (MAX_COMMITS_IN_FLIGHT + 1) * self.settings.batch_size
+        past = (MAX_UNITS_OUTSTANDING + 1) * self.settings.batch_size
         part.scorer = self._scorer(p, state, offset, tiers, probes,
                                    suppress_below=max(done, offset),
                                    feedback_from=max(done, offset) + past if in_flight else 0)

@@ -193,6 +193,7 @@ class Scorer:
     def _step(self, messages: list[Message]) -> None:
         """One turn of the loop around one consumed batch (possibly empty)."""
         messages = records_of(messages, self.hold, self._errors, self.settings.group_id)
+        self.commits.settle()
         self.commits.flush_resets(self.partitions.restored())
         if self.hold.resume_due():
             self.consumer.resume(self._restored_tps())
