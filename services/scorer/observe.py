@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.scorer.assigned import Assignment
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.partition import BatchResult
+from services.scorer.records import BatchResult
 
 CLASSES_EVERY_S = 5.0
 """Per-class gauges are computed at checkpoints and at most this often: the class quantiles of

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from services.scorer.feedback import FeedbackReader
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.partition import BatchResult, Output
+from services.scorer.records import BatchResult, Output
 from services.streaming import topics
 from services.streaming.events import redact_dead_letter, redacted_key
 from services.streaming.settings import ScorerSettings

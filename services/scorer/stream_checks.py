@@ -15,7 +15,7 @@ from services.scorer.assigned import Assignment
 from services.scorer.clients import partition_count
 from services.scorer.errors import ScorerUnavailable
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.partition import BatchResult
+from services.scorer.records import BatchResult
 from services.streaming.ceiling import (
     DeadLetterCeiling,
     DeadLetterCeilingExceeded,

@@ -127,7 +127,7 @@ def test_scorer_requests_encode_to_the_bytes_it_writes() -> None:
     """The requests of the pinned-bytes streams (test_request_bytes), decoded and encoded again
     through the declaration, are byte for byte what the scorer's dicts encode to."""
     from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
-    from services.scorer.partition import build_request
+    from services.scorer.builders import build_request
     from services.streaming.annotation_requests import encode_annotation_request
     from tests.contract.test_request_bytes import _stream
 

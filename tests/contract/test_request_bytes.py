@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
-from services.scorer.partition import build_request
+from services.scorer.builders import build_request
 from services.streaming.annotation_requests import encode_annotation_request
 from services.streaming.events import decode_inference_event
 

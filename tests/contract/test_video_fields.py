@@ -10,7 +10,7 @@ import orjson
 
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select
 from services.core.tracks import TrackPolicy
-from services.scorer.partition import build_request
+from services.scorer.builders import build_request
 from services.streaming.annotation_requests import decode_annotation_request
 from services.streaming.events import decode_inference_event, encode_event
 from tests.contract.schema_support import validator

@@ -14,7 +14,7 @@ from services.core.mastery import MasteryPolicy
 from services.core.stability import StabilityPolicy, StabilityRecord
 from services.label_sink.mastery import STABLE, Mastery, drift_row, stability_row
 from services.label_sink.metrics import LabelSinkMetrics
-from services.scorer.partition import build_stability_record
+from services.scorer.builders import build_stability_record
 from services.streaming.control_events import decode_retrain_trigger
 from services.streaming.events import decode_class_feedback, encode_event
 

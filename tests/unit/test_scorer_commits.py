@@ -10,7 +10,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.core import SelectorPolicy, SelectorState
@@ -31,25 +31,38 @@ STATE = SETTINGS.state_topic
 
 
 class _Producer:
-    """Records what it is asked, in one log with the consumer's; a flush reports every queued
-    record delivered at the next offset of its topic."""
+    """Records what it is asked, in one log with the consumer's. The broker acknowledges queued
+    records only when told (`acknowledge`, or a flush: every queued record delivered at the next
+    offset of its topic, or refused when its topic is in `refusing`)."""
 
     def __init__(self, config: dict[str, Any], log: list[tuple[Any, ...]]) -> None:
         self.report = config["on_delivery"]
         self.log = log
-        self.queued: list[Message] = []
+        self.queued: list[tuple[Message, Any]] = []
         self.ends: dict[str, int] = {}
+        self.refusing: set[str] = set()
 
-    def produce(self, topic: str, value: bytes, key: bytes | None) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None,
+                on_delivery: Any = None) -> None:
         self.log.append(("produce", topic, key))
         offset = self.ends[topic] = self.ends.get(topic, -1) + 1
-        self.queued.append(Message(topic=topic, partition=0, offset=offset, key=key, value=value))
+        msg = Message(topic=topic, partition=0, offset=offset, key=key, value=value)
+        self.queued.append((msg, on_delivery or self.report))
+
+    def acknowledge(self, count: int | None = None) -> None:
+        """The broker answers the `count` oldest queued records (all by default)."""
+        done = self.queued[:count]
+        del self.queued[:len(done)]
+        for msg, report in done:
+            refused = msg.topic() in self.refusing
+            report(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED) if refused else None, msg)
+
+    def poll(self, timeout: float) -> int:
+        return 0  # acknowledgements come only when the test says so
 
     def flush(self, timeout: float) -> int:
         self.log.append(("flush",))
-        for msg in self.queued:
-            self.report(None, msg)
-        self.queued.clear()
+        self.acknowledge()
         return 0
 
     def begin_transaction(self) -> None:
@@ -103,15 +116,76 @@ def test_at_least_once_checkpoint_then_offsets_that_point_at_it() -> None:
     parts = [_part(0, 30), _part(1, 20)]
     commits.checkpoint(parts)
     assert log == [("produce", STATE, b"g/t/0"), ("produce", STATE, b"g/t/1"), ("flush",),
-                   ("flush",),  # the guarantee's own: the output of the unit is durable
                    ("commit", [(0, 30, "checkpoint@0:0"), (1, 20, "checkpoint@0:1")]),
                    ("checkpointed",)]
     assert [part.pointer for part in parts] == ["checkpoint@0:0", "checkpoint@0:1"]
     assert [part.checkpointed[0] for part in parts] == [30, 20]
     log.clear()
     commits.output([("requests", Output(b"a", b"{}"))], parts[:1])
-    assert log == [("produce", "requests", b"a"), ("flush",),
-                   ("commit", [(0, 30, "checkpoint@0:0")])]
+    # The loop goes on: the unit's offsets wait for its record's acknowledgement.
+    assert log == [("produce", "requests", b"a")]
+    commits.settle()
+    assert log == [("produce", "requests", b"a")]
+    commits.guarantee.outbox.producer.acknowledge()  # type: ignore[attr-defined]
+    commits.settle()
+    assert log == [("produce", "requests", b"a"), ("commit", [(0, 30, "checkpoint@0:0")])]
+
+
+def test_at_least_once_commits_units_in_order_once_all_their_output_has_landed() -> None:
+    commits, log = _commits(AtLeastOnce)
+    parts = [_part(0, 30), _part(1, 20)]
+    producer = commits.guarantee.outbox.producer
+    commits.output([("requests", Output(b"a", b"{}"))], parts[:1])
+    commits.output([("requests", Output(b"b", b"{}"))], parts[1:])
+    commits.output([], parts[:1])  # a unit with no output waits for the units before it
+    producer.queued.reverse()  # the second unit's record is answered first
+    producer.acknowledge(1)  # type: ignore[attr-defined]
+    commits.settle()
+    assert [entry for entry in log if entry[0] == "commit"] == []
+    producer.acknowledge()  # type: ignore[attr-defined]
+    commits.settle()
+    # One commit of the three units, the latest offset of each partition.
+    assert [entry for entry in log if entry[0] == "commit"] == [
+        ("commit", [(0, 30, "checkpoint@0:999"), (1, 20, "checkpoint@0:999")])]
+
+
+def test_at_least_once_never_commits_past_a_refused_record() -> None:
+    from services.scorer.errors import DeliveryFailed
+
+    commits, log = _commits(AtLeastOnce)
+    producer = commits.guarantee.outbox.producer
+    producer.refusing.add("requests")  # type: ignore[attr-defined]
+    part = _part(0, 30)
+    commits.output([("requests", Output(b"a", b"{}"))], [part])
+    producer.acknowledge()  # type: ignore[attr-defined]
+    with pytest.raises(DeliveryFailed, match="not committing offsets"):
+        commits.settle()
+    commits.guarantee.abort()  # as the loop's hold does (service.py)
+    commits.settle()
+    assert [entry for entry in log if entry[0] == "commit"] == []
+
+
+def test_at_least_once_waits_when_too_many_units_are_outstanding() -> None:
+    from services.scorer.guarantees import MAX_UNITS_OUTSTANDING
+
+    commits, log = _commits(AtLeastOnce)
+    part = _part(0, 30)
+    for i in range(MAX_UNITS_OUTSTANDING):
+        commits.output([("requests", Output(b"%d" % i, b"{}"))], [part])
+    assert ("flush",) not in log
+    commits.output([("requests", Output(b"last", b"{}"))], [part])
+    assert log[-2:] == [("flush",), ("commit", [(0, 30, "checkpoint@0:999")])]
+
+
+def test_forgotten_partitions_are_not_committed() -> None:
+    commits, log = _commits(AtLeastOnce)
+    parts = [_part(0, 30), _part(1, 20)]
+    commits.output([("requests", Output(b"a", b"{}"))], parts)
+    commits.forget([1])  # revoked or rewound meanwhile
+    commits.guarantee.outbox.producer.acknowledge()  # type: ignore[attr-defined]
+    commits.settle()
+    assert [entry for entry in log if entry[0] == "commit"] == [
+        ("commit", [(0, 30, "checkpoint@0:999")])]
 
 
 def test_exactly_once_is_one_transaction_per_unit() -> None:

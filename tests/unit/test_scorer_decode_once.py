@@ -11,7 +11,8 @@ from unittest import mock
 import orjson
 
 from services.core import SelectorPolicy, SelectorState
-from services.scorer.partition import PartitionScorer, Record, build_request, partition_seed
+from services.scorer.builders import build_request
+from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.annotation_requests import encode_annotation_request
 from services.streaming.events import decode_inference_event
 from tests.synthetic_events import inference_events

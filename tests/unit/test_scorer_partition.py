@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from services.core import SelectorPolicy, SelectorState
+from services.scorer.builders import request_id
 from services.scorer.checkpoint_format import read_checkpoint
-from services.scorer.partition import PartitionScorer, Record, partition_seed, request_id
+from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import decode_annotation_request
 from tests.synthetic_events import inference_events
 
