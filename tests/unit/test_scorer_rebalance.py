@@ -56,9 +56,13 @@ class _Restorer:
 class _Commits:
     def __init__(self) -> None:
         self.checkpoints: list[tuple[list[int], bool]] = []
+        self.forgotten: list[int] = []
 
     def checkpoint(self, parts: list[AssignedPartition], final: bool = False) -> None:
         self.checkpoints.append(([part.partition for part in parts], final))
+
+    def forget(self, partitions: list[int]) -> None:
+        self.forgotten.extend(partitions)
 
 
 def _rebalance() -> tuple[Rebalance, Any, Any, Any]:
@@ -96,6 +100,9 @@ def test_a_partition_is_one_object_from_assign_to_revoke_or_loss() -> None:
 
     rebalance.on_lost(consumer, _tps(1, 2))
     assert assignment == {} and commits.checkpoints == [([0], True)]  # lost: nothing written
+    # Nothing more of a partition that left is committed (its offsets not committed yet
+    # would be another owner's to commit).
+    assert commits.forgotten == [0, 1, 2]
 
 
 def test_a_waiting_partition_is_revoked_without_a_checkpoint() -> None:
