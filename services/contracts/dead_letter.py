@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from services.contracts.inference import EPOCH_SECONDS, VERSION
 from services.contracts.tokens import BASE64, SHA256_HEX, Const, Enum, Pattern
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import Event, Field, Integer, Record, Text
 from services.streaming.event_fields import (
     MAX_OFFSET,
@@ -24,6 +25,7 @@ MAX_REASON_LENGTH = 4096
 MAX_SERVICE_LENGTH = 64
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class DeadLetterSource:
     """Kafka coordinates of the record that failed."""
@@ -33,6 +35,7 @@ class DeadLetterSource:
     offset: int
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record a service could not process, with why (schemas/dead-letter.schema.json).

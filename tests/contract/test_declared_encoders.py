@@ -213,3 +213,26 @@ def test_read_only_and_plain_mappings_encode_alike() -> None:
     proxied = replace(trigger, counts=MappingProxyType(dict(trigger.counts)))
     assert RETRAIN_TRIGGER.encode(plain) == RETRAIN_TRIGGER.encode(proxied) == \
         _reference(RETRAIN_TRIGGER, trigger)
+
+
+def test_encode_event_refuses_a_typed_event() -> None:
+    """orjson would write a dataclass by its attribute names (`class_name`, nulls for absent
+    fields): a typed event handed to encode_event is a bug, refused, at any depth."""
+    request = _request_with()
+    assert "class" in orjson.loads(ANNOTATION_REQUEST.encode(request))["reason"]  # type: ignore[arg-type]
+    for value in (request, {"reason": request.reason}):  # type: ignore[attr-defined]
+        with pytest.raises(TypeError) as caught:
+            encode_event(value)  # type: ignore[arg-type]
+        assert "declaration" in str(caught.value.__cause__)  # why, from encode_event's default
+
+
+def test_the_encoder_benchmark_compares_ways_to_the_same_bytes() -> None:
+    """bench/encoders.py times the hand-built dicts, the per-field plan (with the stock
+    dataclass __init__) and the compiled encoder: each of its cases writes the same bytes."""
+    from bench.encoders import _dropping_null_uri, cases
+
+    for title, records, ways in cases():
+        out = {name: way() for name, way in ways.items()}
+        assert len(out["compiled"]) == records, title
+        assert out["plan"] == out["compiled"], title
+        assert [_dropping_null_uri(b) for b in out["hand"]] == out["compiled"], title
