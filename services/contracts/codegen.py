@@ -12,6 +12,7 @@ JSON it says itself (`Kind.json_form`, `Kind.encoder`), so the compiler imports 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -60,7 +61,7 @@ def compile_record(record: Shape, ascii_only: bool) -> Callable[[Any, str], Any]
     # `left`: optional fields present and not read yet (every key is allowed and every required
     # one present, checked above); once none is left the rest are absent without a lookup.
     lines.append(f"    left = len(raw) - {len(record.required)}")
-    args: list[str] = []
+    args: dict[str, str] = {}  # attribute -> its variable
     variables: dict[str, str] = {}
     for i, field in enumerate(record.check_order()):
         kind, var = field.kind, f"v{i}"
@@ -85,7 +86,7 @@ def compile_record(record: Shape, ascii_only: bool) -> Callable[[Any, str], Any]
             if not fast:
                 lines += ["            else:" if test else "            if True:",
                           f"                {var} = {read}"]
-        args.append(f"{field.attribute}={var}")
+        args[field.attribute] = var
         variables[field.name] = var
     if record.less_or_equal is not None:
         a, b = record.less_or_equal
@@ -94,8 +95,19 @@ def compile_record(record: Shape, ascii_only: bool) -> Callable[[Any, str], Any]
     if record.plain:
         lines += _plain_return(record, variables, names)
     else:
-        lines.append(f"    return _cls({', '.join(args)})")
+        lines.append(f"    return _cls({', '.join(_arguments(record.cls, args))})")
     return _define("read", lines, names)
+
+
+def _arguments(cls: type | None, args: dict[str, str]) -> list[str]:
+    """The constructor call's arguments for `args` (attribute -> variable): by position when
+    they are exactly the dataclass's fields, because a class called with keywords gets them as
+    a dict (measured: an `AnnotationRequest` built from 14 keywords took ~2x the time of 14
+    positions); else by keyword."""
+    fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    if sorted(fields) != sorted(args):
+        return [f"{name}={var}" for name, var in args.items()]
+    return [args[name] for name in fields]
 
 
 def _check_together(raw: dict[str, Any], path: str, a: str, b: str) -> None:

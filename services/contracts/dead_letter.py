@@ -149,13 +149,14 @@ def dead_letter_of(
         raise ValueError(f"dead-letter code {code!r} is not one of {sorted(_CODE_VALUES)}")
     if len(reason) > MAX_REASON_LENGTH:
         reason = reason[: MAX_REASON_LENGTH - 1] + "…"
+    # By position, in DeadLetter's field order: a class called with keywords gets them as a
+    # dict, ~0.6 us more per dead letter (bench/encoders.py).
     return DeadLetter(
-        schema_version=SCHEMA_VERSION,
-        original_b64=base64.b64encode(original or b"").decode("ascii"),
-        key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
-        source=DeadLetterSource(topic, partition, offset),
-        reason=reason, code=str(code), service=service, service_version=service_version,
-        failed_at=failed_at)
+        SCHEMA_VERSION,  # schema_version
+        base64.b64encode(original or b"").decode("ascii"),  # original_b64
+        None if key is None else base64.b64encode(key).decode("ascii"),  # key_b64
+        DeadLetterSource(topic, partition, offset),  # source
+        reason, str(code), service, service_version, failed_at)
 
 
 def encode_dead_letter(
