@@ -21,6 +21,7 @@ from services.contracts.inference import (
     PREDICTION,
     Prediction,
 )
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import (
     Array,
     Choice,
@@ -54,6 +55,7 @@ TRACK_SIGNALS: tuple[str, ...] = ("class_flip", "confidence_collapse", "identity
                                   "crossing")
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Source:
     """Kafka coordinates of a consumed record."""
@@ -66,6 +68,7 @@ class Source:
         return SOURCE.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class SelectionReason:
     """Why the scorer selected an asset. `class_name` is the JSON field `class`. `track`: the
@@ -83,6 +86,7 @@ class SelectionReason:
         return REASON.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class RequestTier:
     """Which labeling tier a request is routed to (optional field `tier`; absent when the scorer
@@ -99,6 +103,7 @@ class RequestTier:
         return TIER.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class AnnotationRequest:
     """A decoded (or to-be-encoded) annotation request. `annotate`: the instance-level request

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.contracts.kinds import ClassName, Integer, Kind, Reader, Shared, Text
+from services.contracts.kinds import ClassName, Integer, Kind, Reader, Shared, Text, as_dict
 from services.streaming.event_fields import (
     ErrorCode,
     child,
@@ -63,6 +63,9 @@ class Choice(Kind):
 
     def to_json(self, value: Any) -> Any:
         return None if value is None else str(value)
+
+    def json_form(self) -> Callable[[Any], Any] | None:
+        return None if self.convert is None else self.to_json
 
     def reader(self, ascii_only: bool) -> Reader:
         allowed, convert, unknown = frozenset(self.values), self.convert, self.unknown
@@ -123,6 +126,15 @@ class ClassMap(Kind):
     def to_json(self, value: Any) -> Any:
         item = self.values.to_json
         return {name: item(v) for name, v in value.items()}
+
+    def json_form(self) -> Callable[[Any], Any] | None:
+        return dict if self.values.json_form() is None else self.to_json
+
+    def encoder(self) -> Callable[[Any], Any] | None:
+        item = self.values.encoder()
+        if item is None:
+            return as_dict
+        return lambda value: {name: item(v) for name, v in value.items()}
 
     def reader(self, ascii_only: bool) -> Reader:
         assert isinstance(self.names.kind, ClassName)

@@ -23,6 +23,7 @@ from services.contracts.inference import (
     PROBABILITY,
     VERSION,
 )
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import (
     Choice,
     ClassMap,
@@ -54,6 +55,7 @@ class FeedbackKind(StrEnum):
     STABILITY = "stability"
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Interval:
     estimate: float
@@ -61,6 +63,7 @@ class Interval:
     high: float
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class ControlEstimate:
     """Control-arm estimates of one class (schemas/class-feedback.schema.json `control`)."""
@@ -71,6 +74,7 @@ class ControlEstimate:
     agreement: Interval | None
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class ClassStats:
     labels_total: int
@@ -86,6 +90,7 @@ class ClassStats:
         return CLASS_STATS.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class DriftNotice:
     """The scorer's drift record (`drift`): one class's confidence distribution shifted.
@@ -112,6 +117,7 @@ class DriftNotice:
         return DRIFT.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class StabilityNotice:
     """The scorer's stability record (`stability`): on one input partition's probes, how many
@@ -127,6 +133,7 @@ class StabilityNotice:
         return STABILITY.kind.to_json(self)  # type: ignore[no-any-return]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class ClassFeedback:
     schema_version: int

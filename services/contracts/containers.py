@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.contracts.kinds import ClassName, Kind, Number, Reader, Shared, _json_number, _types
+from services.contracts.kinds import (
+    ClassName,
+    Kind,
+    Number,
+    Reader,
+    Shared,
+    _json_number,
+    _types,
+    as_dict,
+)
 from services.contracts.records import Record
 from services.streaming.event_fields import (
     ErrorCode,
@@ -83,6 +92,15 @@ class Array(Kind):
         item = self.items.to_json
         return [item(x) for x in value]
 
+    def json_form(self) -> Callable[[Any], Any] | None:
+        return _as_list if self.items.json_form() is None else self.to_json
+
+    def encoder(self) -> Callable[[Any], Any] | None:
+        item = self.items.encoder()
+        if item is None:  # orjson writes a tuple as an array
+            return None
+        return lambda value: [item(x) for x in value]
+
     def _numbers_reader(self) -> Reader:
         """Any finite numbers (an embedding): one C-level pass over the item types."""
         low, high = self.min_items, self.max_items
@@ -122,6 +140,9 @@ class BBox(Kind):
     def to_json(self, value: Any) -> Any:
         return None if value is None else list(value)
 
+    def encoder(self) -> Callable[[Any], Any] | None:
+        return None  # orjson writes the tuple as an array
+
     def reader(self, ascii_only: bool) -> Reader:
         inf = math.inf
 
@@ -159,6 +180,9 @@ class Distribution(Kind):
 
     def to_json(self, value: Any) -> Any:
         return dict(value)
+
+    def encoder(self) -> Callable[[Any], Any] | None:
+        return as_dict
 
     def reader(self, ascii_only: bool) -> Reader:
         assert isinstance(self.names.kind, ClassName)
@@ -212,6 +236,9 @@ class FreeForm(Kind):
     def to_json(self, value: Any) -> Any:
         return None if value is None else dict(value)
 
+    def encoder(self) -> Callable[[Any], Any] | None:
+        return as_dict
+
     def reader(self, ascii_only: bool) -> Reader:
         def read(raw: Any, parent: str, key: str | int) -> Mapping[str, Any] | None:
             if raw is None:
@@ -222,3 +249,7 @@ class FreeForm(Kind):
             return MappingProxyType(value)
 
         return read
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    return None if value is None else list(value)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import (
     Array,
     BBox,
@@ -46,6 +47,7 @@ from services.streaming.event_fields import (
 BBoxValue = tuple[float, float, float, float]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One object's (or the whole asset's) prediction: EITHER `scores` (class -> probability,
@@ -72,6 +74,7 @@ class Prediction:
         return out
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class InferenceEvent:
     """A decoded inference event; `timestamp` is event time in Unix epoch seconds."""

@@ -16,6 +16,7 @@ from services.contracts.inference import (
     VERSION,
     BBoxValue,
 )
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import (
     Array,
     Event,
@@ -30,6 +31,7 @@ from services.streaming.event_fields import MAX_ANNOTATIONS, MAX_EVENT_BYTES, MA
 MAX_KEYPOINTS = 64
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Keypoint:
     """A named point of an object (COCO style); `visibility` 0 not labelled, 1 labelled but not
@@ -44,6 +46,7 @@ class Keypoint:
         return {"name": self.name, "x": self.x, "y": self.y, "visibility": self.visibility}
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Annotation:
     """One object (or the whole asset) as a human labelled it."""
@@ -64,6 +67,7 @@ class Annotation:
         return out
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Label:
     """A decoded label; `labeled_at` in Unix epoch seconds. `request_id` is None for an audit

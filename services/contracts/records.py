@@ -1,6 +1,7 @@
-"""Records and events of the declaration vocabulary: `Field`, `Record` (a closed object of
-fields, compiled into one reader by `codegen`) and `Event` (a top-level record with its schema's
-prose and byte limit). Import them from `services.contracts.vocabulary`."""
+"""Records and events of the declaration vocabulary: `Record` (a `Shape`, i.e. a closed object
+of fields, with the reader and encoder `codegen` compiles from it) and `Event` (a top-level
+record with its schema's prose and byte limit). Import them from
+`services.contracts.vocabulary`."""
 
 from __future__ import annotations
 
@@ -11,142 +12,17 @@ from typing import Any
 
 import orjson
 
-from services.contracts.codegen import compile_record
-from services.contracts.kinds import DRAFT, Kind, Reader, Shared, Version, _types, schema_id
-from services.streaming.event_fields import (
-    ErrorCode,
-    check_version,
-    child,
-    fail,
-    load_object,
-    show,
-)
+from services.contracts.codegen import compile_encoder, compile_record
+from services.contracts.kinds import DRAFT, Kind, Reader, Shared, Version, schema_id
+from services.contracts.shapes import Shape
+from services.streaming.event_fields import check_version, child, load_object
+
+_ENCODE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 @dataclass(frozen=True)
-class Field:
-    """One property of a record: its name, kind, description and whether it is required."""
-
-    name: str
-    kind: Kind
-    description: str
-    required: bool = True
-    attr: str | None = None
-    """The typed object's attribute when it differs from the JSON name (`class` -> class_name,
-    a Python keyword)."""
-
-    @property
-    def attribute(self) -> str:
-        return self.attr or self.name
-
-    def __post_init__(self) -> None:
-        # Readers join a field's path as `parent.name` without quoting (event_fields.child).
-        assert child("a", self.name) == f"a.{self.name}", f"{self.name!r} needs quoting"
-
-
-@dataclass(frozen=True)
-class Variants:
-    """A record whose tag field `tag` (absent: `default`) says which of `payloads` it carries:
-    each payload field is named after the tag value that requires it, and is allowed with that
-    value only (JSON Schema: if/then pairs). Checked right after the keys, before any field:
-    the tag's own type and value first, then each payload in order: missing under its tag
-    (missing_field, blamed on the payload), present under another (blamed on the tag:
-    missing_field when the tag is absent, else out_of_range)."""
-
-    tag: str
-    default: str
-    payloads: tuple[str, ...]
-    values: tuple[str, ...]
-
-    def schema(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for name in self.payloads:
-            out += [{"if": {"required": [self.tag], "properties": {self.tag: {
-                        "description": f"A {name} record...", "const": name}}},
-                     "then": {"required": [name]}},
-                    {"if": {"required": [name]},
-                     "then": {"required": [self.tag], "properties": {self.tag: {
-                         "description": f"...is {self.tag} {name}.", "const": name}}}}]
-        return out
-
-    def check(self, raw: dict[str, Any], path: str) -> None:
-        tag, allowed = raw.get(self.tag, self.default), frozenset(self.values)
-        where = child(path, self.tag)
-        if type(tag) is not str:
-            fail(where, ErrorCode.WRONG_TYPE, f"expected a string, got {show(tag)}")
-        if tag not in allowed:
-            fail(where, ErrorCode.OUT_OF_RANGE, f"{show(tag)} is not one of {sorted(allowed)}")
-        for name in self.payloads:
-            if tag == name and name not in raw:
-                fail(child(path, name), ErrorCode.MISSING_FIELD, "required field is missing")
-            if tag != name and name in raw:
-                if self.tag not in raw:
-                    fail(where, ErrorCode.MISSING_FIELD, f"required with `{name}`")
-                fail(where, ErrorCode.OUT_OF_RANGE, f"{show(tag)} with `{name}`: must be {name}")
-
-
-@dataclass(frozen=True)
-class Record(Kind):
-    """A closed JSON object of `fields`, decoded to `cls(**fields)`. `together`: pairs of fields
-    present both or neither (dependentRequired); `one_of`: exactly one of two fields present.
-    Fields are checked after unknown and missing keys, in `check_order()`."""
-
-    fields: tuple[Field, ...]
-    cls: type | None = None
-    together: tuple[str, str] | None = None
-    one_of: tuple[str, str] | None = None
-    nullable: bool = False
-    depends: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """(field, the fields it requires): dependentRequired beyond `together`."""
-    check_first: tuple[str, ...] = ()
-    """Fields whose values are checked before the others (the rest in declared order): which
-    one an object with several bad fields is rejected for. Kept as the hand decoders had it."""
-    required_order: tuple[str, ...] | None = None
-    """The order missing required fields are looked for (which one an object missing several is
-    rejected for); None: declared order. Kept as the hand decoders had it (often sorted)."""
-    less_or_equal: tuple[str, str] | None = None
-    """(a, b): two numeric fields with a <= b (`x-less-or-equal`), checked after every field,
-    blaming b (out_of_range)."""
-    variants: Variants | None = None
-    """A tag field whose values name the payload fields allowed with them (see `Variants`)."""
-    plain: bool = False
-    """Decoded into a plain dict (JSON names, JSON-form values: lists, not tuples) rather than
-    `cls`; an optional field left out when absent unless `keep_absent`. Encoded back as given."""
-    keep_absent: bool = False
-
-    def check_order(self) -> tuple[Field, ...]:
-        first = [self.field(name) for name in self.check_first]
-        return (*first, *(f for f in self.fields if f.name not in self.check_first))
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.fields)
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.required)
-
-    def field(self, name: str) -> Field:
-        return next(f for f in self.fields if f.name == name)
-
-    def schema(self, owner: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": _types("object", self.nullable)}
-        if self.required:
-            out["required"] = list(self.required)
-        out["additionalProperties"] = False
-        if self.together or self.depends:
-            a, b = self.together or ("", "")
-            pairs = [(a, (b,)), (b, (a,))] if self.together else []
-            out["dependentRequired"] = {k: list(v) for k, v in [*pairs, *self.depends]}
-        if self.one_of:
-            out["oneOf"] = [{"required": [name]} for name in self.one_of]
-        if self.variants:
-            out["allOf"] = self.variants.schema()
-        if self.less_or_equal:
-            out["x-less-or-equal"] = list(self.less_or_equal)
-        out["properties"] = {f.name: {"description": f.description, **f.kind.schema(owner)}
-                             for f in self.fields}
-        return out
+class Record(Shape):
+    """A `Shape` with its compiled reader (`object_reader`) and encoder (`encoder`)."""
 
     def to_json(self, value: Any) -> dict[str, Any] | None:
         """The typed object `value` (a `cls`) as the contract's JSON object: required fields
@@ -167,8 +43,8 @@ class Record(Kind):
     @functools.cached_property
     def _encoding(self) -> tuple[tuple[str, str, bool, Any, Callable[[Any], Any] | None], ...]:
         """Per field: (name, attribute, required, absent value, its kind's `to_json` or None
-        where that is the identity): the encoder pays one getattr per field rather than a call
-        per field (the scorer's requests, built and encoded: 13.7 -> 10.3 us each)."""
+        where that is the identity). `to_json` serves `to_dict()` and tests; the services'
+        bytes come from the compiled `encoder`, which writes the same JSON."""
         plan = []
         for f in self.fields:
             kind = f.kind
@@ -178,6 +54,16 @@ class Record(Kind):
             plan.append((f.name, f.attribute, f.required, f.kind.absent,
                          None if identity else kind.to_json))
         return tuple(plan)
+
+    def json_form(self) -> Callable[[Any], Any] | None:
+        return None if self.plain else self.to_json  # a plain record decodes to its JSON form
+
+    def encoder(self) -> Callable[[Any], Any]:
+        return self._encoder
+
+    @functools.cached_property
+    def _encoder(self) -> Callable[[Any], Any]:
+        return compile_encoder(self)
 
     def reader(self, ascii_only: bool) -> Reader:
         read_object = self.object_reader(ascii_only)
@@ -237,8 +123,15 @@ class Event:
     def encode(self, event: Any) -> bytes:
         """The typed event's bytes: deterministic JSON (keys sorted at every level, no
         whitespace), byte for byte what `services.streaming.events.encode_event` writes for
-        the same content, so a crash replay reproduces identical output."""
-        return orjson.dumps(self.to_json(event), option=orjson.OPT_SORT_KEYS)
+        the same content (`to_json`), so a crash replay reproduces identical output. Through
+        the record's compiled encoder (`codegen.compile_encoder`). A dataclass left anywhere
+        in a plain or free-form part raises TypeError: orjson would otherwise write it by its
+        attribute names, which are not the contract's."""
+        return orjson.dumps(self._encode(event), option=_ENCODE_OPTIONS)
+
+    @functools.cached_property
+    def _encode(self) -> Callable[[Any], Any]:
+        return self.record.encoder()
 
     def json_schema(self) -> dict[str, Any]:
         body = self.record.schema(self.name)

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.contracts.class_feedback import MASTERY_STATE
 from services.contracts.inference import CLASS_NAME, EPOCH_SECONDS, ID, PROBABILITY, VERSION
+from services.contracts.typed import compiled_init
 from services.contracts.vocabulary import (
     Array,
     Bool,
@@ -50,6 +51,7 @@ class TriggerRule(StrEnum):
     MANIFEST_FULL = "manifest_full"
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class OffsetRange:
     """Half-open offset range [start_offset, end_offset) of one partition: every offset in it
@@ -60,12 +62,14 @@ class OffsetRange:
     end_offset: int
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class Manifest:
     topic: str
     ranges: tuple[OffsetRange, ...]
 
 
+@compiled_init
 @dataclass(frozen=True, slots=True)
 class RetrainTrigger:
     schema_version: int

@@ -18,14 +18,16 @@ restated:
 - the field sets and limits other code reads (`Record.names`, `Record.required`, a kind's
   attributes), e.g. the scorer's batch decoder;
 - its encoder (`Event.encode`: typed object -> deterministic bytes, optional fields holding
-  their kind's `absent` value left out).
+  their kind's `absent` value left out), compiled like the reader (`codegen.compile_encoder`).
 
 To declare an event: write its typed form (a frozen dataclass whose fields are the record's),
 its `Record` of `Field`s (required unless `required=False`; `Shared` kinds for definitions other
 schemas reference), the `Event` with its schema's prose, add it to `events.DECLARED`, and run
 `python -m services.contracts.schemas`. `services.contracts.inference` is the worked example.
-The kinds live in `kinds` (base, scalars), `containers`, `tokens` and `records`; this module
-gathers them.
+The kinds live in `kinds` (base, scalars), `containers`, `choices`, `tokens`, `shapes` (a
+record's declaration: `Field`, `Variants`) and `records` (`Record`, `Event`); this module gathers
+them. Layers, lowest first: `kinds`; `shapes`; `codegen` (compiles a shape's reader and encoder,
+knowing kinds only through the `Kind` interface); `records`; the other kinds and the events.
 
 A `Reader` takes (value, parent path, key) and returns the checked value or raises
 `InvalidEvent`; it joins the path only when a check fails, so a valid event pays for no path
@@ -53,7 +55,8 @@ from services.contracts.kinds import (
     _types,
     schema_id,
 )
-from services.contracts.records import Event, Field, Record, Variants
+from services.contracts.records import Event, Record
+from services.contracts.shapes import Field, Variants
 
 __all__ = [
     "DRAFT", "SCHEMA_BASE", "Array", "BBox", "Bool", "Choice", "ClassMap", "ClassName",

@@ -21,6 +21,7 @@ for plain dicts, and `encode_dead_letter` (the one dead-letter builder,
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -129,7 +130,9 @@ __all__ = [
     "redacted_key",
 ]
 
-_ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
+# A dataclass goes to `_plain` (which refuses it) rather than being written by orjson under its
+# attribute names, which are not the contract's (`class_name` for `class`, nulls for absent).
+_ENCODE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def encode_event(obj: Mapping[str, Any]) -> bytes:
@@ -138,7 +141,9 @@ def encode_event(obj: Mapping[str, Any]) -> bytes:
     so a crash replay reproduces byte-identical output.
 
     Pass plain JSON values (decoded events: `event.to_dict()`); read-only mappings are accepted.
-    orjson writes NaN and infinities as null, so callers must keep numbers finite (the decoders
+    A typed event (a dataclass) is refused with TypeError, anywhere in `obj`: its bytes come
+    from its declaration (`services.contracts`, e.g. `ANNOTATION_REQUEST.encode`). orjson
+    writes NaN and infinities as null, so callers must keep numbers finite (the decoders
     reject the resulting nulls). Raises TypeError for values JSON cannot hold (a bug)."""
     return orjson.dumps(obj, default=_plain, option=_ENCODE_OPTIONS)
 
@@ -146,6 +151,9 @@ def encode_event(obj: Mapping[str, Any]) -> bytes:
 def _plain(value: Any) -> Any:
     if isinstance(value, MappingProxyType):
         return dict(value)
+    if dataclasses.is_dataclass(value):
+        raise TypeError(f"{type(value).__name__} is a typed object: encode it through its "
+                        "declaration (services.contracts), not encode_event")
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

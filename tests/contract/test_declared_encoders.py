@@ -6,6 +6,7 @@ every service."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -142,3 +143,96 @@ def test_scorer_requests_encode_to_the_bytes_it_writes() -> None:
             assert ANNOTATION_REQUEST.encode(decode_annotation_request(written)) == written
             checked += 1
     assert checked > 10
+
+
+# --- the compiled encoders (codegen.compile_encoder) ---------------------------------------------
+
+DECODERS = {"inference-event": decode_inference_event, "label": decode_label,
+            **{name: decode for name, (_, decode, _) in OUTPUTS.items()}}
+
+
+def _reference(decl: object, obj: object) -> bytes:
+    """What `Event.encode` wrote before it was compiled: the per-field `to_json`, then orjson."""
+    return orjson.dumps(decl.to_json(obj), option=orjson.OPT_SORT_KEYS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", [p for p in example_files("valid-") if p.parent.name in DECODERS],
+                         ids=example_id)
+def test_compiled_encoders_write_the_reference_bytes(path: object) -> None:
+    decl = {d.name: d for d in (INFERENCE, LABEL, ANNOTATION_REQUEST, RETRAIN_TRIGGER,
+                                CLASS_FEEDBACK)}[path.parent.name]  # type: ignore[attr-defined]
+    event = DECODERS[decl.name](path.read_bytes())  # type: ignore[attr-defined]
+    assert decl.encode(event) == _reference(decl, event)
+
+
+@SOME
+@given(strategies.inference_events)
+def test_compiled_inference_encoder_writes_the_reference_bytes(instance: dict) -> None:
+    event = decode_inference_event(orjson.dumps(instance))
+    assert INFERENCE.encode(event) == _reference(INFERENCE, event)
+
+
+@pytest.mark.parametrize("key", [None, b"k"])
+def test_compiled_dead_letter_encoder_writes_the_reference_bytes(key: bytes | None) -> None:
+    letter = dead_letter_of(b"\x00{", key=key, **COORDINATES)  # type: ignore[arg-type]
+    assert DEAD_LETTER.encode(letter) == _reference(DEAD_LETTER, letter)
+    redacted = replace(letter, original_b64="", key_b64=None, redacted=True,
+                       original_sha256="0" * 64, original_size=2, key_sha256="1" * 64)
+    encoded = DEAD_LETTER.encode(redacted)
+    assert encoded == _reference(DEAD_LETTER, redacted)
+    assert list(validator("dead-letter").iter_errors(orjson.loads(encoded))) == []
+
+
+def _request_with(**changes: object) -> object:
+    data = next(p for p in example_files("valid-") if p.parent.name == "annotation-request")
+    return replace(decode_annotation_request(data.read_bytes()), **changes)
+
+
+def test_a_plain_part_holding_a_dataclass_is_refused_not_written_by_attribute_names() -> None:
+    """orjson writes a dataclass by its attribute names (`class_name`, not `class`): a typed
+    object left inside a plain part must fail loudly, not reach the topic in the wrong shape."""
+    request = _request_with(annotate={"instances": [], "cost": 1, "frames": [
+        dead_letter_of(b"", **COORDINATES)]})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ANNOTATION_REQUEST.encode(request)
+
+
+def test_a_plain_part_with_an_undeclared_key_is_refused() -> None:
+    request = _request_with(annotate={"instances": [], "cost": 1, "colour": "red"})
+    with pytest.raises(ValueError, match="colour"):
+        ANNOTATION_REQUEST.encode(request)
+
+
+def test_read_only_and_plain_mappings_encode_alike() -> None:
+    """The decoders hand back read-only mappings; producers may build plain dicts."""
+    from types import MappingProxyType
+
+    data = next(p for p in example_files("valid-") if p.parent.name == "retrain-trigger")
+    trigger = decode_retrain_trigger(data.read_bytes())
+    plain = replace(trigger, counts=dict(trigger.counts))
+    proxied = replace(trigger, counts=MappingProxyType(dict(trigger.counts)))
+    assert RETRAIN_TRIGGER.encode(plain) == RETRAIN_TRIGGER.encode(proxied) == \
+        _reference(RETRAIN_TRIGGER, trigger)
+
+
+def test_encode_event_refuses_a_typed_event() -> None:
+    """orjson would write a dataclass by its attribute names (`class_name`, nulls for absent
+    fields): a typed event handed to encode_event is a bug, refused, at any depth."""
+    request = _request_with()
+    assert "class" in orjson.loads(ANNOTATION_REQUEST.encode(request))["reason"]  # type: ignore[arg-type]
+    for value in (request, {"reason": request.reason}):  # type: ignore[attr-defined]
+        with pytest.raises(TypeError) as caught:
+            encode_event(value)  # type: ignore[arg-type]
+        assert "declaration" in str(caught.value.__cause__)  # why, from encode_event's default
+
+
+def test_the_encoder_benchmark_compares_ways_to_the_same_bytes() -> None:
+    """bench/encoders.py times the hand-built dicts, the per-field plan (with the stock
+    dataclass __init__) and the compiled encoder: each of its cases writes the same bytes."""
+    from bench.encoders import _dropping_null_uri, cases
+
+    for title, records, ways in cases():
+        out = {name: way() for name, way in ways.items()}
+        assert len(out["compiled"]) == records, title
+        assert out["plan"] == out["compiled"], title
+        assert [_dropping_null_uri(b) for b in out["hand"]] == out["compiled"], title
