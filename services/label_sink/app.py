@@ -62,6 +62,7 @@ from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
 from services.label_sink.frontier import InFlight, floor_of
+from services.label_sink.gauges import republish
 from services.label_sink.mastery import (
     CONTROL,
     DRIFT,
@@ -388,7 +389,7 @@ def build_app(
         row["f"] = floor_of(early.offsets(tp), msg.offset, in_flight.oldest(tp))
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
-            row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
+            row["z"] = list(tier)  # (tier, cost, class, decision): counted once, in count_label
             if not consensus.decides(label):
                 row["v"] = 1  # a consensus vote: in the manifest, not counted (consensus.py)
         unit = control_unit(request, label)
@@ -487,7 +488,7 @@ def build_app(
             apply(ledger.sweep(p, s, labels.items()))
         export_rows()
         count_metrics(model_id, row, state)
-        consensus.count(model_id, row)
+        consensus.count(model_id, row, state.names.kept)
         status.dirty.add(model_id)
         if fired is not None:
             await publish_feedback(model_id)
@@ -509,10 +510,7 @@ def build_app(
         kept = state.names.kept  # class series bounded like the state (agreement.ClassCap)
         for name in row["c"]:
             metrics.labels.labels(model_id, kept(name)).inc()
-        for name in {kept(name) for name, _ in row["r"]}:
-            share = state.all_time.agreement(name)
-            if share is not None:
-                metrics.agreement.labels(model_id, name).set(share)
+        mastery.gauges.publish_agreement(model_id, state, {kept(name) for name, _ in row["r"]})
         if row["r"]:
             metrics.joined.inc()
         if row.get("ta") is not None:
@@ -524,9 +522,12 @@ def build_app(
         out (its previous owner stopped between a count and its timer): every model this worker
         owns is published again once, from the rebuilt counts, not at its next label (the count
         path used to rebuild without it, and then the timer saw a valid ledger)."""
-        ledger.rebuild(labels.items(), owned_partitions())
+        owned = owned_partitions()
+        ledger.rebuild(labels.items(), owned)
         export_rows()
         status.dirty.update(model_id for model_id, _ in ledger.items() if owns(model_id))
+        # The gauges too, from the recovered tables, before any new label (gauges.py).
+        republish(mastery.gauges, mastery.table.items(), ledger.items(), owned, partitions)
 
     def owns(model_id: str) -> bool:
         """The model's labels-by-model partition is assigned to this worker now."""

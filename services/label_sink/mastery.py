@@ -35,8 +35,9 @@ from typing import Any
 
 from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
 from services.core.feedback import FeedbackPolicy, with_mastery
-from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
+from services.core.mastery import Change, MasteryBook, MasteryPolicy
 from services.core.stability import StabilityPolicy
+from services.label_sink.gauges import ModelGauges
 from services.label_sink.metrics import LabelSinkMetrics
 from services.streaming.events import AnnotationRequest, ClassFeedback, FeedbackKind, Label
 from services.streaming.settings import LabelSinkSettings, SettingsError
@@ -130,6 +131,7 @@ class Mastery:
                  metrics: LabelSinkMetrics, *, stop_to_exploration: bool = False) -> None:
         self.table, self.policy, self.feedback, self.metrics = table, policy, feedback, metrics
         self.stop_to_exploration = stop_to_exploration
+        self.gauges = ModelGauges(metrics, policy)
 
     def book(self, model_id: str) -> MasteryBook | None:
         data = self.table.get(model_id)
@@ -139,14 +141,19 @@ class Mastery:
         """Apply the control-arm label `row` (a joined label row with CONTROL) and persist."""
         version, weight, found = row[CONTROL]
         book = self.book(model_id) or MasteryBook()
+        newest = book.version
         label = [(h, p, bool(a)) for h, p, a in found]
         changes = book.apply(self.policy, row["id"], version, weight, label, row["t"])
         self.table[model_id] = book.snapshot()
         for human, _, _ in label:
             self.metrics.control_labels.labels(model_id, human).inc()
-        self.export(model_id, book, {h for h, _, _ in label} | {p for _, p, _ in label if p})
+        if book.version != newest:  # a new version: every class's estimates start over
+            self.gauges.publish_book(model_id, book)
+        else:
+            self.gauges.publish_book(model_id, book, {h for h, _, _ in label}
+                                     | {p for _, p, _ in label if p})
         for change in changes:
-            self.metrics.mastery_changes.labels(change.new.value).inc()
+            self.metrics.mastery_changes.labels(model_id, change.name, change.new.value).inc()
         return changes
 
     def drift(self, model_id: str, row: dict[str, Any]) -> Change | None:
@@ -162,8 +169,8 @@ class Mastery:
         self.metrics.drift_reports.labels("reopened" if change else "kept").inc()
         self.table[model_id] = book.snapshot()
         if change is not None:
-            self.export(model_id, book, {name})
-            self.metrics.mastery_changes.labels(change.new.value).inc()
+            self.gauges.publish_book(model_id, book, {name})
+            self.metrics.mastery_changes.labels(model_id, change.name, change.new.value).inc()
         return change
 
     def stability(self, model_id: str, row: dict[str, Any]) -> bool:
@@ -175,25 +182,8 @@ class Mastery:
         self.metrics.stability_records.labels("applied" if applied else "kept").inc()
         if applied:
             self.table[model_id] = book.snapshot()
-            stable = book.stable(self.policy)
-            if stable is not None:
-                self.metrics.probe_changed.labels(model_id).set(stable["share"])
+            self.gauges.publish_stopping(model_id, book)
         return applied
-
-    def export(self, model_id: str, book: MasteryBook, names: set[str]) -> None:
-        for name in sorted(names):
-            found = book.estimate(self.policy, name)
-            if found is not None:
-                for rate, iv in (("accuracy", found[1]), ("agreement", found[2])):
-                    if iv is not None:
-                        for bound in ("estimate", "low", "high"):
-                            self.metrics.control_estimate.labels(model_id, name, rate, bound).set(
-                                getattr(iv, bound))
-            cm = book.classes.get(name)
-            if cm is not None:
-                for state in ClassState:
-                    self.metrics.mastery_state.labels(model_id, name, state.value).set(
-                        float(cm.state is state))
 
     def feedback_classes(self, model_id: str, classes: dict[str, dict[str, Any]]
                          ) -> dict[str, dict[str, Any]]:
@@ -236,11 +226,8 @@ class Mastery:
         if book.version is not None:
             book.at_trigger(self.policy, trigger_id)
             self.table[model_id] = book.snapshot()
-            latest = book.plateau[-1]
-            if latest.estimate is not None:
-                self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
+        self.gauges.publish_stopping(model_id, book)
         stopped = book.stopped_by(self.policy)
-        self.metrics.stopping.labels(model_id).set(float(stopped))
         out: dict[str, Any] = {"stopped": stopped, "window": self.policy.stop_triggers,
                                "min_gain": self.policy.stop_min_gain,
                                "versions": [p.to_dict() for p in book.plateau]}
