@@ -46,11 +46,11 @@ class LabelSinkMetrics:
         self.consensus = Counter(
             "label_sink_consensus_decisions_total",
             "Consensus requests decided: `agreed` (a quorum gave one answer) or `escalated` (an "
-            "expert request was produced).", ["outcome"], registry=registry)
+            "expert request was produced), by model and the request's class (bounded like "
+            "label_sink_labels_total: past the model's class cap, `__other__`).",
+            ["model_id", "class", "outcome"], registry=registry)
         for tier in TIERS:
             self.tier_labels.labels(tier)
-        for outcome in ("agreed", "escalated"):
-            self.consensus.labels(outcome)
         self.invalid_requests = Counter(
             "label_sink_invalid_requests_total",
             "Annotation requests dead-lettered, by reason code.", ["reason"], registry=registry)

@@ -126,7 +126,11 @@ def test_hook_escalates_once_with_a_valid_expert_request_even_on_replay() -> Non
     hook.on_request(decode_annotation_request(_request(CONSENSUS)), 0)
     labels = [_label("l1", "ann-a", "dog"), _label("l2", "ann-b", "cat")]
     for lab in labels + labels:  # a replay of both labels after the decision
-        assert asyncio.run(hook.on_label(lab)) == ("consensus", 3.0, "cat")
+        # The deciding label says so each time it is read; the counter counts it once, when
+        # the labels table's dedupe passes it (`count`).
+        decision = "escalated" if lab.label_id == "l2" else None
+        assert asyncio.run(hook.on_label(lab)) == ("consensus", 3.0, "cat", decision)
+    hook.count("m", {"z": ["consensus", 3.0, "cat", "escalated"]}, str)
     assert len(sent.records) == 1
     key, value = sent.records[0]
     expert = decode_annotation_request(value)
@@ -134,8 +138,8 @@ def test_hook_escalates_once_with_a_valid_expert_request_even_on_replay() -> Non
     assert expert.tier.escalated_from == "r1" and expert.request_id == expert_request_id("r1")
     assert expert.tier.cost == 8.0 and expert.priority == 1.0 and expert.asset_id == "a1"
     assert table["r1"]["d"] == "escalated"
-    assert registry.get_sample_value("label_sink_consensus_decisions_total",
-                                     {"outcome": "escalated"}) == 1.0
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": "cat", "outcome": "escalated"}) == 1.0
     # A request replayed after the decision keeps its row (and its votes).
     hook.on_request(decode_annotation_request(_request(CONSENSUS)), 0)
     assert table["r1"]["d"] == "escalated"
@@ -161,7 +165,7 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
                 _label("l3", "ann-c", "cat", rid="r2")):
         tier = asyncio.run(hook.on_label(lab))
         assert tier is not None
-        hook.count("m", {"z": list(tier)})
+        hook.count("m", {"z": list(tier)}, str)
     assert not sent.records and table["r1"]["d"] == "agreed"
     assert asyncio.run(hook.on_label(_label("l4", "ann-a", "dog", rid="unknown"))) is None
 
@@ -169,7 +173,9 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
         return registry.get_sample_value("label_sink_tier_cost_units_total",
                                           {"model_id": "m", "tier": tier, "class": "cat"})
     assert cost("consensus") == 6.0 and cost("review") == 1.0
-    hook.count("m", {"id": "untiered"})  # no tier: nothing counted
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": "cat", "outcome": "agreed"}) == 1.0
+    hook.count("m", {"id": "untiered"}, str)  # no tier: nothing counted
     assert registry.get_sample_value("label_sink_tier_labels_total", {"tier": "review"}) == 1.0
 
 
@@ -188,3 +194,23 @@ def test_only_the_deciding_label_of_a_consensus_counts_also_on_replay() -> None:
         asyncio.run(hook.on_label(lab))
         decided.append(hook.decides(lab))
     assert decided == [False, True, False, False, False, True, False, True, False]
+
+
+def test_decision_and_cost_series_are_bounded_by_the_model_class_cap() -> None:
+    """Hostile request classes: past the model's class cap they count as `__other__`, so the
+    cost and decision series cannot grow without bound."""
+    from services.core.agreement import OTHER_CLASS, ClassCap
+
+    hook, _, _, registry = _hook()
+    cap = ClassCap(max_classes=3)
+    for i in range(50):
+        cap.name(f"c{i}")  # admits c0, c1, then everything is __other__
+        hook.count("m", {"z": ["consensus", 3.0, f"c{i}", "agreed"]}, cap.kept)
+    series = {s.labels["class"] for metric in registry.collect()
+              if metric.name == "label_sink_consensus_decisions" for s in metric.samples
+              if s.name.endswith("_total")}
+    assert series == {"c0", "c1", OTHER_CLASS}
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": OTHER_CLASS, "outcome": "agreed"}) == 48.0
+    assert registry.get_sample_value("label_sink_tier_cost_units_total", {
+        "model_id": "m", "tier": "consensus", "class": OTHER_CLASS}) == 48 * 3.0
