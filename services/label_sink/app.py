@@ -488,7 +488,7 @@ def build_app(
             apply(ledger.sweep(p, s, labels.items()))
         export_rows()
         count_metrics(model_id, row, state)
-        consensus.count(model_id, row, state.names.kept)
+        consensus.count(model_id, row)
         status.dirty.add(model_id)
         if fired is not None:
             await publish_feedback(model_id)
@@ -508,7 +508,7 @@ def build_app(
     def count_metrics(model_id: str, row: dict[str, Any], state: Any) -> None:
         metrics.label_records.inc()
         kept = state.names.kept  # class series bounded like the state (agreement.ClassCap)
-        for name in row["c"]:
+        for name in row["c"] if not row.get("v") else ():  # a consensus vote is no label
             metrics.labels.labels(model_id, kept(name)).inc()
         mastery.gauges.publish_agreement(model_id, state, {kept(name) for name, _ in row["r"]})
         if row["r"]:

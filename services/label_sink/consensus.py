@@ -25,8 +25,8 @@ decided it (`decides`); its other labels are votes, in the trigger's manifest bu
 Every label whose request had a tier is counted once (after the labels table's dedupe) in
 `label_sink_tier_cost_units_total{model_id, tier, class}`: its request's cost per label; the
 label that decided a consensus request, once, in `label_sink_consensus_decisions_total{model_id,
-class, outcome}`. Both count on the worker that counts the model's labels, where the class is
-bounded by the model's class cap (`__other__` past it).
+class, outcome}`. Both count on the worker that counts the model's labels, and bound the
+classes of a model like its counts: the first 1,024 names, later ones as `__other__`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from services.core.agreement import ClassCap
 from services.core.tiers import TierPolicy
 from services.label_sink.metrics import LabelSinkMetrics
 from services.streaming.annotation_requests import ANNOTATION_REQUEST
@@ -140,6 +141,7 @@ class ConsensusHook:
     def __init__(self, policy: TierPolicy, table: Any, metrics: LabelSinkMetrics,
                  send: Callable[[bytes, bytes], Awaitable[None]]) -> None:
         self.policy, self.table, self.metrics, self.send = policy, table, metrics, send
+        self.names: dict[str, ClassCap] = {}  # model -> its class series (`count`)
 
     def on_request(self, request: AnnotationRequest, partition: int) -> None:
         """Store the row of a tiered request (a replayed request keeps its row's votes)."""
@@ -182,14 +184,21 @@ class ConsensusHook:
             return True
         return row["d"] == "agreed" and bool(row["l"]) and row["l"][-1][0] == label.label_id
 
-    def count(self, model_id: str, row: Row, kept: Callable[[str], str]) -> None:
+    def count(self, model_id: str, row: Row) -> None:
         """Cost of a counted label (after the labels table's dedupe), by tier and class, and the
-        consensus decision it made. `kept` maps a class to its series name: the model's class
-        cap (agreement.ClassCap), so hostile class names cannot grow the series."""
+        consensus decision it made. The class series of a model are capped like its counts
+        (agreement.ClassCap: past the cap, `__other__`), so hostile class names cannot grow
+        them; the cap is this worker's own (the series' names only, not persisted)."""
         tier = row.get("z")
         if tier is not None:
-            name = kept(tier[2]) if tier[2] else ""
+            cap = self.names.setdefault(model_id, ClassCap())
+            name = cap.name(tier[2]) if tier[2] else ""
             self.metrics.tier_cost.labels(model_id, tier[0], name).inc(tier[1])
             self.metrics.tier_labels.labels(tier[0]).inc()
+            if tier[0] == "consensus":
+                # Both outcomes' series from the request's first vote on, at 0: a series born
+                # at 1 hides its first increase from increase() (ConsensusEscalationsHigh).
+                for outcome in ("agreed", "escalated"):
+                    self.metrics.consensus.labels(model_id, name, outcome)
             if len(tier) > 3 and tier[3] is not None:  # 3 items from a sink before it
                 self.metrics.consensus.labels(model_id, name, tier[3]).inc()

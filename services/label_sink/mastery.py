@@ -35,7 +35,7 @@ from typing import Any
 
 from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
 from services.core.feedback import FeedbackPolicy, with_mastery
-from services.core.mastery import Change, MasteryBook, MasteryPolicy
+from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
 from services.core.stability import StabilityPolicy
 from services.label_sink.gauges import ModelGauges
 from services.label_sink.metrics import LabelSinkMetrics
@@ -147,11 +147,14 @@ class Mastery:
         self.table[model_id] = book.snapshot()
         for human, _, _ in label:
             self.metrics.control_labels.labels(model_id, human).inc()
+        names = {h for h, _, _ in label} | {p for _, p, _ in label if p}
+        for name in names & book.classes.keys():
+            for state in ClassState:  # at 0 before the first change (increase() sees it)
+                self.metrics.mastery_changes.labels(model_id, name, state.value)
         if book.version != newest:  # a new version: every class's estimates start over
             self.gauges.publish_book(model_id, book)
         else:
-            self.gauges.publish_book(model_id, book, {h for h, _, _ in label}
-                                     | {p for _, p, _ in label if p})
+            self.gauges.publish_book(model_id, book, names)
         for change in changes:
             self.metrics.mastery_changes.labels(model_id, change.name, change.new.value).inc()
         return changes

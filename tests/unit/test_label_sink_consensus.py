@@ -130,7 +130,7 @@ def test_hook_escalates_once_with_a_valid_expert_request_even_on_replay() -> Non
         # the labels table's dedupe passes it (`count`).
         decision = "escalated" if lab.label_id == "l2" else None
         assert asyncio.run(hook.on_label(lab)) == ("consensus", 3.0, "cat", decision)
-    hook.count("m", {"z": ["consensus", 3.0, "cat", "escalated"]}, str)
+    hook.count("m", {"z": ["consensus", 3.0, "cat", "escalated"]})
     assert len(sent.records) == 1
     key, value = sent.records[0]
     expert = decode_annotation_request(value)
@@ -165,7 +165,7 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
                 _label("l3", "ann-c", "cat", rid="r2")):
         tier = asyncio.run(hook.on_label(lab))
         assert tier is not None
-        hook.count("m", {"z": list(tier)}, str)
+        hook.count("m", {"z": list(tier)})
     assert not sent.records and table["r1"]["d"] == "agreed"
     assert asyncio.run(hook.on_label(_label("l4", "ann-a", "dog", rid="unknown"))) is None
 
@@ -175,7 +175,7 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
     assert cost("consensus") == 6.0 and cost("review") == 1.0
     assert registry.get_sample_value("label_sink_consensus_decisions_total", {
         "model_id": "m", "class": "cat", "outcome": "agreed"}) == 1.0
-    hook.count("m", {"id": "untiered"}, str)  # no tier: nothing counted
+    hook.count("m", {"id": "untiered"})  # no tier: nothing counted
     assert registry.get_sample_value("label_sink_tier_labels_total", {"tier": "review"}) == 1.0
 
 
@@ -196,21 +196,22 @@ def test_only_the_deciding_label_of_a_consensus_counts_also_on_replay() -> None:
     assert decided == [False, True, False, False, False, True, False, True, False]
 
 
-def test_decision_and_cost_series_are_bounded_by_the_model_class_cap() -> None:
-    """Hostile request classes: past the model's class cap they count as `__other__`, so the
-    cost and decision series cannot grow without bound."""
-    from services.core.agreement import OTHER_CLASS, ClassCap
+def test_decision_and_cost_series_are_bounded_by_a_class_cap_per_model() -> None:
+    """Hostile request classes: past the cap they count as `__other__`, so the cost and
+    decision series cannot grow without bound."""
+    from services.core.agreement import MAX_CLASSES, OTHER_CLASS
 
     hook, _, _, registry = _hook()
-    cap = ClassCap(max_classes=3)
-    for i in range(50):
-        cap.name(f"c{i}")  # admits c0, c1, then everything is __other__
-        hook.count("m", {"z": ["consensus", 3.0, f"c{i}", "agreed"]}, cap.kept)
-    series = {s.labels["class"] for metric in registry.collect()
+    for i in range(MAX_CLASSES + 50):
+        hook.count("m", {"z": ["consensus", 3.0, f"c{i}", "agreed"]})
+    hook.count("m2", {"z": ["consensus", 3.0, "c9999", "escalated"]})  # another model's cap
+    series = {(s.labels["model_id"], s.labels["class"]) for metric in registry.collect()
               if metric.name == "label_sink_consensus_decisions" for s in metric.samples
               if s.name.endswith("_total")}
-    assert series == {"c0", "c1", OTHER_CLASS}
+    assert len(series) == MAX_CLASSES + 1 and ("m", OTHER_CLASS) in series
+    assert ("m", f"c{MAX_CLASSES - 2}") in series and ("m", f"c{MAX_CLASSES - 1}") not in series
+    assert ("m2", "c9999") in series
     assert registry.get_sample_value("label_sink_consensus_decisions_total", {
-        "model_id": "m", "class": OTHER_CLASS, "outcome": "agreed"}) == 48.0
+        "model_id": "m", "class": OTHER_CLASS, "outcome": "agreed"}) == 51.0
     assert registry.get_sample_value("label_sink_tier_cost_units_total", {
-        "model_id": "m", "tier": "consensus", "class": OTHER_CLASS}) == 48 * 3.0
+        "model_id": "m", "tier": "consensus", "class": OTHER_CLASS}) == 51 * 3.0
