@@ -59,6 +59,7 @@ from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
+from services.label_sink.drift_trigger import due_trigger
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
 from services.label_sink.frontier import InFlight, floor_of
@@ -262,7 +263,8 @@ def build_app(
     mastery = Mastery(app.Table("mastery", partitions=partitions, key_type=str,
                                 extra_topic_configs=CHANGELOG_CONFIG), mastery_rule,
                       feedback_policy, metrics,
-                      stop_to_exploration=settings.mastery_stop_to_exploration)
+                      stop_to_exploration=settings.mastery_stop_to_exploration,
+                      trigger_on_drift=settings.trigger_on_drift)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     in_flight = InFlight()  # forwards not known delivered yet (frontier.py)
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
@@ -461,6 +463,8 @@ def build_app(
                 log.info("class %r of %s: %s -> %s (%s)", change.name, row["m"], change.old,
                          change.new, change.reason)
                 status.dirty.add(row["m"])  # the next feedback carries the new state
+            if settings.trigger_on_drift:
+                await drift_trigger(row, event.message.partition, event.message.offset)
             return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
@@ -492,6 +496,22 @@ def build_app(
         status.dirty.add(model_id)
         if fired is not None:
             await publish_feedback(model_id)
+
+    async def drift_trigger(row: dict[str, Any], p: int, s: int) -> None:
+        """The `drift` trigger of the drift record `row` at (p, s), if its reopening's is due
+        and not fired yet (drift_trigger.py; also when the record is replayed)."""
+        if not ledger.valid:
+            rebuild()
+        due = due_trigger(row, mastery, ledger, policy)
+        if due is None:
+            return
+        seq, decision = due
+        model_id = row["m"]
+        await publish_trigger(model_id, decision)
+        ledger.get(model_id).fire(decision)
+        apply(ledger.close(p, s, model_id, seq))
+        export_rows()
+        await publish_feedback(model_id)
 
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)

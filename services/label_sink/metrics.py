@@ -184,5 +184,5 @@ class LabelSinkMetrics:
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)
-        for rule in RULES:
+        for rule in (*RULES, "drift"):  # drift: label_sink/drift_trigger.py
             self.triggers.labels(rule)
