@@ -59,9 +59,11 @@ from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
 from services.label_sink.consensus import ConsensusHook
 from services.label_sink.delivery import DeliveryGuard
+from services.label_sink.drift_trigger import due_trigger
 from services.label_sink.early import EarlyLabels, Held
 from services.label_sink.faust_guards import denial
 from services.label_sink.frontier import InFlight, floor_of
+from services.label_sink.gauges import republish
 from services.label_sink.mastery import (
     CONTROL,
     DRIFT,
@@ -261,7 +263,8 @@ def build_app(
     mastery = Mastery(app.Table("mastery", partitions=partitions, key_type=str,
                                 extra_topic_configs=CHANGELOG_CONFIG), mastery_rule,
                       feedback_policy, metrics,
-                      stop_to_exploration=settings.mastery_stop_to_exploration)
+                      stop_to_exploration=settings.mastery_stop_to_exploration,
+                      trigger_on_drift=settings.trigger_on_drift)
     ledger = Ledger(DedupeWindow(settings.dedupe_window_labels, settings.dedupe_window_s))
     in_flight = InFlight()  # forwards not known delivered yet (frontier.py)
     early = status.early = EarlyLabels(settings.early_label_limit, settings.early_label_grace_s,
@@ -388,7 +391,7 @@ def build_app(
         row["f"] = floor_of(early.offsets(tp), msg.offset, in_flight.oldest(tp))
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
-            row["z"] = list(tier)  # (tier, cost, class): counted once, in count_label
+            row["z"] = list(tier)  # (tier, cost, class, decision): counted once, in count_label
             if not consensus.decides(label):
                 row["v"] = 1  # a consensus vote: in the manifest, not counted (consensus.py)
         unit = control_unit(request, label)
@@ -460,6 +463,8 @@ def build_app(
                 log.info("class %r of %s: %s -> %s (%s)", change.name, row["m"], change.old,
                          change.new, change.reason)
                 status.dirty.add(row["m"])  # the next feedback carries the new state
+            if settings.trigger_on_drift:
+                await drift_trigger(row, event.message.partition, event.message.offset)
             return
         p, s = event.message.partition, event.message.offset
         if not ledger.valid:
@@ -492,6 +497,22 @@ def build_app(
         if fired is not None:
             await publish_feedback(model_id)
 
+    async def drift_trigger(row: dict[str, Any], p: int, s: int) -> None:
+        """The `drift` trigger of the drift record `row` at (p, s), if its reopening's is due
+        and not fired yet (drift_trigger.py; also when the record is replayed)."""
+        if not ledger.valid:
+            rebuild()
+        due = due_trigger(row, mastery, ledger, policy)
+        if due is None:
+            return
+        seq, decision = due
+        model_id = row["m"]
+        await publish_trigger(model_id, decision)
+        ledger.get(model_id).fire(decision)
+        apply(ledger.close(p, s, model_id, seq))
+        export_rows()
+        await publish_feedback(model_id)
+
     async def publish_trigger(model_id: str, decision: Decision) -> Fired:
         tid = trigger_id(model_id, names.labels, decision.ranges)
         stopping = mastery.at_trigger(model_id, tid)  # recorded before it is published
@@ -507,12 +528,9 @@ def build_app(
     def count_metrics(model_id: str, row: dict[str, Any], state: Any) -> None:
         metrics.label_records.inc()
         kept = state.names.kept  # class series bounded like the state (agreement.ClassCap)
-        for name in row["c"]:
+        for name in row["c"] if not row.get("v") else ():  # a consensus vote is no label
             metrics.labels.labels(model_id, kept(name)).inc()
-        for name in {kept(name) for name, _ in row["r"]}:
-            share = state.all_time.agreement(name)
-            if share is not None:
-                metrics.agreement.labels(model_id, name).set(share)
+        mastery.gauges.publish_agreement(model_id, state, {kept(name) for name, _ in row["r"]})
         if row["r"]:
             metrics.joined.inc()
         if row.get("ta") is not None:
@@ -524,9 +542,12 @@ def build_app(
         out (its previous owner stopped between a count and its timer): every model this worker
         owns is published again once, from the rebuilt counts, not at its next label (the count
         path used to rebuild without it, and then the timer saw a valid ledger)."""
-        ledger.rebuild(labels.items(), owned_partitions())
+        owned = owned_partitions()
+        ledger.rebuild(labels.items(), owned)
         export_rows()
         status.dirty.update(model_id for model_id, _ in ledger.items() if owns(model_id))
+        # The gauges too, from the recovered tables, before any new label (gauges.py).
+        republish(mastery.gauges, mastery.table.items(), ledger.items(), owned, partitions)
 
     def owns(model_id: str) -> bool:
         """The model's labels-by-model partition is assigned to this worker now."""

@@ -23,7 +23,10 @@ decided it (`decides`); its other labels are votes, in the trigger's manifest bu
 (an escalated request's k labels are all votes: its expert's label counts).
 
 Every label whose request had a tier is counted once (after the labels table's dedupe) in
-`label_sink_tier_cost_units_total{model_id, tier, class}`: its request's cost per label.
+`label_sink_tier_cost_units_total{model_id, tier, class}`: its request's cost per label; the
+label that decided a consensus request, once, in `label_sink_consensus_decisions_total{model_id,
+class, outcome}`. Both count on the worker that counts the model's labels, and bound the
+classes of a model like its counts: the first 1,024 names, later ones as `__other__`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from services.core.agreement import ClassCap
 from services.core.tiers import TierPolicy
 from services.label_sink.metrics import LabelSinkMetrics
 from services.streaming.annotation_requests import ANNOTATION_REQUEST
@@ -121,6 +125,14 @@ def expert_request(row: Row, request_id: str, policy: TierPolicy) -> AnnotationR
                                     escalated_from=request_id))
 
 
+def decided_by(row: Row, label_id: str) -> str | None:
+    """`agreed` or `escalated` when `label_id` is the label that decided the consensus row
+    `row` (the last to join it), else None. Query."""
+    if row["n"] != "consensus" or row["d"] is None or not row["l"]:
+        return None
+    return str(row["d"]) if row["l"][-1][0] == label_id else None
+
+
 class ConsensusHook:
     """The sink's tier handling, called from three places of app.py (each a no-op for requests
     and labels without a tier). `table` is the faust Table `tiers`; `send(request)` produces an
@@ -129,6 +141,7 @@ class ConsensusHook:
     def __init__(self, policy: TierPolicy, table: Any, metrics: LabelSinkMetrics,
                  send: Callable[[bytes, bytes], Awaitable[None]]) -> None:
         self.policy, self.table, self.metrics, self.send = policy, table, metrics, send
+        self.names: dict[str, ClassCap] = {}  # model -> its class series (`count`)
 
     def on_request(self, request: AnnotationRequest, partition: int) -> None:
         """Store the row of a tiered request (a replayed request keeps its row's votes)."""
@@ -136,9 +149,13 @@ class ConsensusHook:
         if row is not None and request.request_id not in self.table:
             self.table[request.request_id] = row
 
-    async def on_label(self, label: Label) -> tuple[str, float, str | None] | None:
-        """Join a label to its request's row: (tier, cost of the label, class) for the forwarded
-        row, None for a label whose request had no tier. Escalates a disagreeing consensus."""
+    async def on_label(self, label: Label
+                       ) -> tuple[str, float, str | None, str | None] | None:
+        """Join a label to its request's row: (tier, cost of the label, class, decision) for
+        the forwarded row, None for a label whose request had no tier. Escalates a disagreeing
+        consensus. `decision` is `agreed` or `escalated` for the label that decided its
+        consensus request (also when that label is read again: the row says so), else None;
+        `count` counts it once, after the labels table's dedupe."""
         row = self.table.get(label.request_id) if label.request_id else None
         if row is None:
             return None
@@ -153,9 +170,8 @@ class ConsensusHook:
                          request.request_id[:12])
             if new is not row:
                 self.table[label.request_id] = new
-            if outcome in ("agreed", "escalated"):
-                self.metrics.consensus.labels(outcome).inc()
-        return row["n"], row["u"], row["c"]
+            row = new
+        return row["n"], row["u"], row["c"], decided_by(row, label.label_id)
 
     def decides(self, label: Label) -> bool:
         """Whether `label` counts as a label (towards triggers, feedback, estimates): any label
@@ -169,8 +185,20 @@ class ConsensusHook:
         return row["d"] == "agreed" and bool(row["l"]) and row["l"][-1][0] == label.label_id
 
     def count(self, model_id: str, row: Row) -> None:
-        """Cost of a counted label (after the labels table's dedupe), by tier and class."""
+        """Cost of a counted label (after the labels table's dedupe), by tier and class, and the
+        consensus decision it made. The class series of a model are capped like its counts
+        (agreement.ClassCap: past the cap, `__other__`), so hostile class names cannot grow
+        them; the cap is this worker's own (the series' names only, not persisted)."""
         tier = row.get("z")
         if tier is not None:
-            self.metrics.tier_cost.labels(model_id, tier[0], tier[2] or "").inc(tier[1])
+            cap = self.names.setdefault(model_id, ClassCap())
+            name = cap.name(tier[2]) if tier[2] else ""
+            self.metrics.tier_cost.labels(model_id, tier[0], name).inc(tier[1])
             self.metrics.tier_labels.labels(tier[0]).inc()
+            if tier[0] == "consensus":
+                # Both outcomes' series from the request's first vote on, at 0: a series born
+                # at 1 hides its first increase from increase() (ConsensusEscalationsHigh).
+                for outcome in ("agreed", "escalated"):
+                    self.metrics.consensus.labels(model_id, name, outcome)
+            if len(tier) > 3 and tier[3] is not None:  # 3 items from a sink before it
+                self.metrics.consensus.labels(model_id, name, tier[3]).inc()

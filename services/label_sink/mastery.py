@@ -37,6 +37,7 @@ from services.core.estimates import CONTROL_STRATEGY, Interval, pairs
 from services.core.feedback import FeedbackPolicy, with_mastery
 from services.core.mastery import Change, ClassState, MasteryBook, MasteryPolicy
 from services.core.stability import StabilityPolicy
+from services.label_sink.gauges import ModelGauges
 from services.label_sink.metrics import LabelSinkMetrics
 from services.streaming.events import AnnotationRequest, ClassFeedback, FeedbackKind, Label
 from services.streaming.settings import LabelSinkSettings, SettingsError
@@ -47,6 +48,9 @@ DRIFT = "dr"
 """Key of a drift report in a labels-by-model row (`drift_row`); such a row holds no label."""
 STABLE = "st"
 """Key of a stability record in a labels-by-model row (`stability_row`); it holds no label."""
+DUE = "due"
+"""Key, in a `mastery` table row beside the book's snapshot, of `[seq, drift report id]`: the
+reopening on drift whose retrain trigger (rule `drift`) was due when the row was written."""
 
 
 def stability_row(feedback: ClassFeedback) -> dict[str, Any] | None:
@@ -127,26 +131,59 @@ class Mastery:
     """Mastery books in a faust table (any mapping of model_id -> snapshot dict works)."""
 
     def __init__(self, table: Any, policy: MasteryPolicy, feedback: FeedbackPolicy,
-                 metrics: LabelSinkMetrics, *, stop_to_exploration: bool = False) -> None:
+                 metrics: LabelSinkMetrics, *, stop_to_exploration: bool = False,
+                 trigger_on_drift: bool = False) -> None:
         self.table, self.policy, self.feedback, self.metrics = table, policy, feedback, metrics
         self.stop_to_exploration = stop_to_exploration
+        self.trigger_on_drift = trigger_on_drift
+        self.gauges = ModelGauges(metrics, policy)
 
     def book(self, model_id: str) -> MasteryBook | None:
         data = self.table.get(model_id)
         return None if data is None else MasteryBook.from_snapshot(data)
 
+    def save(self, model_id: str, book: MasteryBook, due: list[Any] | None = None) -> None:
+        """Write the book's row; it keeps its `DUE` (the reopening on drift whose retrain
+        trigger was due, `drift_due`) unless `due` replaces it."""
+        data = book.snapshot()
+        old = self.table.get(model_id) if due is None else None
+        due = due if due is not None else (old or {}).get(DUE)
+        self.table[model_id] = data if due is None else {**data, DUE: due}
+
+    def drift_due(self, model_id: str, report: str) -> tuple[int, str] | None:
+        """(seq, detail) of the change by which the drift report `report` reopened a class, when
+        the book's row says its retrain trigger was due (written with the change, in one row:
+        docs/mastery.md, "Retrain trigger on drift"); None otherwise. Query."""
+        data = self.table.get(model_id)
+        due = None if data is None else data.get(DUE)
+        if due is None or due[1] != report:
+            return None
+        change = next((c for c in MasteryBook.from_snapshot(data).changes if c.seq == due[0]),
+                      None)
+        detail = (f"class {change.name!r} reopened on {change.reason}" if change is not None
+                  else f"a class reopened on drift (change {due[0]})")
+        return int(due[0]), detail
+
     def count(self, model_id: str, row: dict[str, Any]) -> list[Change]:
         """Apply the control-arm label `row` (a joined label row with CONTROL) and persist."""
         version, weight, found = row[CONTROL]
         book = self.book(model_id) or MasteryBook()
+        newest = book.version
         label = [(h, p, bool(a)) for h, p, a in found]
         changes = book.apply(self.policy, row["id"], version, weight, label, row["t"])
-        self.table[model_id] = book.snapshot()
+        self.save(model_id, book)
         for human, _, _ in label:
             self.metrics.control_labels.labels(model_id, human).inc()
-        self.export(model_id, book, {h for h, _, _ in label} | {p for _, p, _ in label if p})
+        names = {h for h, _, _ in label} | {p for _, p, _ in label if p}
+        for name in names & book.classes.keys():
+            for state in ClassState:  # at 0 before the first change (increase() sees it)
+                self.metrics.mastery_changes.labels(model_id, name, state.value)
+        if book.version != newest:  # a new version: every class's estimates start over
+            self.gauges.publish_book(model_id, book)
+        else:
+            self.gauges.publish_book(model_id, book, names)
         for change in changes:
-            self.metrics.mastery_changes.labels(change.new.value).inc()
+            self.metrics.mastery_changes.labels(model_id, change.name, change.new.value).inc()
         return changes
 
     def drift(self, model_id: str, row: dict[str, Any]) -> Change | None:
@@ -160,10 +197,11 @@ class Mastery:
             return None
         change = book.drift(self.policy, report, name, at, reason)
         self.metrics.drift_reports.labels("reopened" if change else "kept").inc()
-        self.table[model_id] = book.snapshot()
+        due = [change.seq, report] if change is not None and self.trigger_on_drift else None
+        self.save(model_id, book, due)
         if change is not None:
-            self.export(model_id, book, {name})
-            self.metrics.mastery_changes.labels(change.new.value).inc()
+            self.gauges.publish_book(model_id, book, {name})
+            self.metrics.mastery_changes.labels(model_id, change.name, change.new.value).inc()
         return change
 
     def stability(self, model_id: str, row: dict[str, Any]) -> bool:
@@ -174,26 +212,9 @@ class Mastery:
         applied = book.stability(record, partition, version, previous, probes, changed)
         self.metrics.stability_records.labels("applied" if applied else "kept").inc()
         if applied:
-            self.table[model_id] = book.snapshot()
-            stable = book.stable(self.policy)
-            if stable is not None:
-                self.metrics.probe_changed.labels(model_id).set(stable["share"])
+            self.save(model_id, book)
+            self.gauges.publish_stopping(model_id, book)
         return applied
-
-    def export(self, model_id: str, book: MasteryBook, names: set[str]) -> None:
-        for name in sorted(names):
-            found = book.estimate(self.policy, name)
-            if found is not None:
-                for rate, iv in (("accuracy", found[1]), ("agreement", found[2])):
-                    if iv is not None:
-                        for bound in ("estimate", "low", "high"):
-                            self.metrics.control_estimate.labels(model_id, name, rate, bound).set(
-                                getattr(iv, bound))
-            cm = book.classes.get(name)
-            if cm is not None:
-                for state in ClassState:
-                    self.metrics.mastery_state.labels(model_id, name, state.value).set(
-                        float(cm.state is state))
 
     def feedback_classes(self, model_id: str, classes: dict[str, dict[str, Any]]
                          ) -> dict[str, dict[str, Any]]:
@@ -235,12 +256,9 @@ class Mastery:
             return None
         if book.version is not None:
             book.at_trigger(self.policy, trigger_id)
-            self.table[model_id] = book.snapshot()
-            latest = book.plateau[-1]
-            if latest.estimate is not None:
-                self.metrics.control_model_accuracy.labels(model_id).set(latest.estimate)
+            self.save(model_id, book)
+        self.gauges.publish_stopping(model_id, book)
         stopped = book.stopped_by(self.policy)
-        self.metrics.stopping.labels(model_id).set(float(stopped))
         out: dict[str, Any] = {"stopped": stopped, "window": self.policy.stop_triggers,
                                "min_gain": self.policy.stop_min_gain,
                                "versions": [p.to_dict() for p in book.plateau]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.core.mastery import ClassState
 from services.core.tiers import TIERS
 from services.core.triggers import RULES
 from services.streaming.events import ErrorCode
@@ -47,11 +46,11 @@ class LabelSinkMetrics:
         self.consensus = Counter(
             "label_sink_consensus_decisions_total",
             "Consensus requests decided: `agreed` (a quorum gave one answer) or `escalated` (an "
-            "expert request was produced).", ["outcome"], registry=registry)
+            "expert request was produced), by model and the request's class (bounded like "
+            "label_sink_labels_total: past the model's class cap, `__other__`).",
+            ["model_id", "class", "outcome"], registry=registry)
         for tier in TIERS:
             self.tier_labels.labels(tier)
-        for outcome in ("agreed", "escalated"):
-            self.consensus.labels(outcome)
         self.invalid_requests = Counter(
             "label_sink_invalid_requests_total",
             "Annotation requests dead-lettered, by reason code.", ["reason"], registry=registry)
@@ -142,8 +141,10 @@ class LabelSinkMetrics:
             "1 for the state a class is in (learning, mastered, reopened), 0 for the others.",
             ["model_id", "class", "state"], registry=registry)
         self.mastery_changes = Counter(
-            "label_sink_mastery_changes_total", "Changes of a class's mastery state, by new state.",
-            ["state"], registry=registry)
+            "label_sink_mastery_changes_total",
+            "Changes of a class's mastery state, by model, class and new state (the classes of "
+            "the model's mastery book: at most MasteryPolicy.max_classes).",
+            ["model_id", "class", "state"], registry=registry)
         self.control_model_accuracy = Gauge(
             "label_sink_control_model_accuracy_ratio",
             "Control-arm estimate of the model's accuracy over all classes (its newest version), "
@@ -154,6 +155,13 @@ class LabelSinkMetrics:
             "measurable control-arm accuracy, or its newest version changed the predicted class "
             "of too few probes (docs/mastery.md, \"Stopping signal\").",
             ["model_id"], registry=registry)
+        self.stopping_branch = Gauge(
+            "label_sink_stopping_branch_signal",
+            "Which branch of the stopping signal is raised for the model (1) or not (0): "
+            "`control` (its last model versions bought no measurable control-arm accuracy) or "
+            "`stability` (its newest version changed the predicted class of too few probes). "
+            "label_sink_stopping_signal is 1 when either is.",
+            ["model_id", "branch"], registry=registry)
         self.drift_reports = Counter(
             "label_sink_drift_reports_total",
             "Scorer drift reports (kind drift on class feedback) applied to class mastery: "
@@ -173,10 +181,8 @@ class LabelSinkMetrics:
             "Share of the probes whose predicted class the model's newest version changed, over "
             "the input partitions that compared it (the stopping signal's stability branch).",
             ["model_id"], registry=registry)
-        for state in ClassState:
-            self.mastery_changes.labels(state.value)
         for code in ErrorCode:
             self.invalid.labels(code.value)
             self.invalid_requests.labels(code.value)
-        for rule in RULES:
+        for rule in (*RULES, "drift"):  # drift: label_sink/drift_trigger.py
             self.triggers.labels(rule)

@@ -16,7 +16,8 @@ Two changelog-backed tables:
     class, the pending manifest, the class vocabulary) and its frontier on `al.labels.v1`
     (frontier.py) with the offset s of the last label it includes. Written when a trigger
     fires, every `SNAPSHOT_EVERY` labels of the model, and before any row it does not include
-    yet is dropped.
+    yet is dropped. A `drift` trigger (drift_trigger.py) writes it alone, at the drift
+    record's offset, with `d`: the seq of the mastery change it answered.
   - `f:<model_id>` -> the model's frontier alone, written when a label of it is skipped as a
     DUPLICATE (no label row records that decision): so its `al.labels.v1` offset stays
     decided, and a re-forward of it after a crash, past the window, is a replay rather than
@@ -180,6 +181,7 @@ class _Meta:
     last: int = -1  # labels-by-model offset of the last label in the state
     folded: int = -1  # ... of the last label in its persisted state row
     unfolded: int = 0  # labels in the state but not in the row (their label rows hold them)
+    drift: int = 0  # seq of the last mastery change whose drift trigger was decided (`close`)
 
 
 @dataclass
@@ -238,7 +240,8 @@ class Ledger:
                     continue
                 model_id = key[len(MODEL):]
                 models[model_id] = TriggerState.from_snapshot(value["st"])
-                meta[model_id] = _Meta(value["p"], value["s"], value["s"])
+                meta[model_id] = _Meta(value["p"], value["s"], value["s"],
+                                       drift=value.get("d", 0))
                 frontiers.merge(model_id, value.get("f"))
                 applied[value["p"]] = max(applied.get(value["p"], -1), value["s"])
             elif key.startswith(DECIDED):
@@ -392,4 +395,23 @@ class Ledger:
         m.folded, m.unfolded = m.last, 0
         value = {"p": m.partition, "s": m.last, "st": self.get(model_id).snapshot(),
                  "f": self._frontiers.dump(model_id)}
+        if m.drift:  # absent before the model's first drift trigger: the same bytes as before
+            value["d"] = m.drift
         return Write(MODEL + model_id, value)
+
+    def drift_fired(self, model_id: str) -> int:
+        """The seq of the last mastery change whose drift trigger was fired and closed here
+        (`close`); 0 if none. Query."""
+        m = self._meta.get(model_id)
+        return m.drift if m is not None else 0
+
+    def close(self, p: int, s: int, model_id: str, seq: int) -> list[Write]:
+        """The writes after a trigger that no label fired (rule `drift`, fired by the
+        labels-by-model record at (`p`, `s`) and its state `fire`d): the model's state row, at
+        offset `s`, holding the closed batch and `seq`, the mastery change it answered. One
+        row, so a crash leaves both or neither: the record replayed finds the batch open and
+        fires the same trigger again (the same id), or finds `seq` and fires nothing."""
+        m = self._meta[model_id]
+        m.partition, m.last, m.drift = p, s, seq
+        self._applied[p] = max(self._applied.get(p, -1), s)
+        return [self._snapshot(model_id)]

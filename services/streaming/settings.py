@@ -433,6 +433,10 @@ class LabelSinkSettings:
     # Read the scorer's drift records from class feedback and reopen a mastered class on drift
     # (docs/mastery.md); the sink then needs READ on the class-feedback topic.
     mastery_reopen_on_drift: bool = True
+    # When a drift record reopens a mastered class, publish a retrain trigger with rule `drift`
+    # at once, covering the model's labels since its last trigger (none without such labels, or
+    # within TRIGGER_COOLDOWN_S; docs/mastery.md). Needs MASTERY_REOPEN_ON_DRIFT.
+    trigger_on_drift: bool = True
     # Group session: Apache Kafka's 45 s default makes every rebalance slow; 10 s still tolerates
     # a GC pause. The embedded broker needs ~6 s / 1 s (docs/brokers.md). With static membership
     # it only delays the hand-over of a worker that dies and does not come back.

@@ -3,9 +3,10 @@
 The sink masters `shoulder` on control-arm labels (every one right). The scorer then reads a
 stream in which the shoulder's confidence shifts, and publishes its drift record on class
 feedback. The sink must read it and reopen the class: state `reopened` in its feedback (at the
-drift's event time, the weight back to normal), the metrics, and the changes of the next
-retrain trigger. Replay-safe: after a SIGKILL the class is still reopened, once; once the class
-is mastered again, a second copy of the same drift record changes nothing.
+drift's event time, the weight back to normal), the metrics, a retrain trigger with rule
+`drift` for the labels waiting, and the changes of the triggers. Replay-safe: after a SIGKILL
+the class is still reopened, once; once the class is mastered again, a second copy of the same
+drift record changes nothing.
 Rule of this sink: lower bounds >= 0.8 over >= 10 labels (Wilson: 16 straight hits).
 """
 
@@ -133,7 +134,10 @@ def test_drift_from_the_scorer_reopens_a_mastered_class_once(kafka: Any) -> None
     finally:
         sink.stop()
 
-    sink = SinkProcess(bootstrap, app_id, prefix, instance_id="w-1", **POLICY).start()
+    # The reopening fired a `drift` trigger with the 20 labels waiting (docs/mastery.md), so
+    # the next 20 make a label_count trigger only at 20.
+    sink = SinkProcess(bootstrap, app_id, prefix, instance_id="w-1",
+                       **{**POLICY, "trigger_min_labels": 20}).start()
     try:
         sink.wait_ready()
         # Mastered again, on labels stamped before the drift was detected (a backlog): so
@@ -158,6 +162,9 @@ def test_drift_from_the_scorer_reopens_a_mastered_class_once(kafka: Any) -> None
     # Each change once, numbered in order, in the retrain triggers' `mastery`.
     triggers = [decode_retrain_trigger(m.value())
                 for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)]
+    assert sorted({(t.trigger_id, str(t.rule), t.total) for t in triggers},
+                  key=lambda t: t[1]) == [(triggers[0].trigger_id, "drift", 20),
+                                          (triggers[-1].trigger_id, "label_count", 20)]
     changes = {(c["seq"], c["to"], c["at"]) for t in triggers if t.mastery
                for c in t.mastery["changes"] if c["class"] == "shoulder"}
     assert [(seq, to) for seq, to, _ in sorted(changes)] == [

@@ -82,8 +82,12 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
                  f"labels not counted\n{sink.tail()}")
         wait_for(lambda: experts(), 60, f"no expert request\n{sink.tail()}")
         samples = sink.metrics()
-        assert metric(samples, "label_sink_consensus_decisions_total", outcome="escalated") == 1
-        assert metric(samples, "label_sink_consensus_decisions_total", outcome="agreed") == 1
+        # By model and the request's class, counted once where the model's labels are.
+        decided = {"model_id": "tiered", "class": "cat"}
+        assert metric(samples, "label_sink_consensus_decisions_total", **decided,
+                      outcome="escalated") == 1
+        assert metric(samples, "label_sink_consensus_decisions_total", **decided,
+                      outcome="agreed") == 1
         assert metric(samples, "label_sink_tier_cost_units_total", model_id="tiered",
                       tier="consensus", **{"class": "cat"}) == 12.0  # 4 labels at 3 units
         (expert,) = experts()
@@ -101,6 +105,12 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
         # r-plain (cat). The trigger fires on the third and its manifest holds all six.
         wait_for(lambda: counted() == {"dog": 2, "cat": 1}, 60,
                  f"decided labels not counted once: {counted()}\n{sink.tail()}")
+        # label_sink_labels_total counts the decided labels too, never the votes (which were
+        # counted under __other__, their classes unknown to the model's counts then).
+        labels_total = {key[1]: v for key, v in sink.metrics().items()
+                        if key[0] == "label_sink_labels_total"}
+        assert labels_total == {(("class", "cat"), ("model_id", "tiered")): 1.0,
+                                (("class", "dog"), ("model_id", "tiered")): 2.0}
         (trigger,) = [decode_retrain_trigger(m.value())
                       for m in read_all(bootstrap, prefix + topics.RETRAIN_TRIGGERS)]
         assert trigger.total == 3 and dict(trigger.counts) == {"dog": 2, "cat": 1}
@@ -114,7 +124,8 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
         wait_for(lambda: metric(sink.metrics(), "label_sink_duplicate_labels_total") >= 5, 90,
                  f"replayed labels not seen as duplicates\n{sink.tail()}")
         samples = sink.metrics()
-        assert metric(samples, "label_sink_consensus_decisions_total", outcome="escalated") == 0
+        assert metric(samples, "label_sink_consensus_decisions_total", **decided,
+                      outcome="escalated") == 0
         assert len(experts()) == 1
     finally:
         sink.stop()

@@ -55,6 +55,8 @@ MAY_BE_EMPTY = {
     "label_sink_probe_changed_ratio": "no stability record without probes (as above)",
     "label_sink_tier_cost_units_total": "the run has no tier policy, so no label has a cost "
     "(tests/integration/test_label_sink_tiers.py runs with tiers)",
+    "label_sink_consensus_decisions_total": "its series are per model and class, from a "
+    "model's first consensus label on: none without tiers (as above)",
 }
 
 
@@ -140,6 +142,8 @@ def with_prometheus(prometheus: Prometheus, scorer: ScorerProcess, sink: SinkPro
         # One annotation per label; the model has control labels, so the trigger set its signal.
         "sum(label_sink_control_labels_total)": min(len(control), LABELS),
         "label_sink_stopping_signal": 0,
+        'label_sink_stopping_branch_signal{branch="control"}': 0,
+        'label_sink_stopping_branch_signal{branch="stability"}': 0,
     }
 
     def stored() -> dict[str, float | None]:

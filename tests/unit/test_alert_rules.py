@@ -76,13 +76,17 @@ def test_every_alert_has_a_firing_case_and_a_silent_case() -> None:
     # Summed over classes, the drift alert would not say which class drifted.
     ("ActiveStreamScorerClassDrift", "sum by (model_id, class)", "sum"),
     # Summed over models, the stopping alert would not say which model to lower.
-    ("ActiveStreamModelStoppingSignal", "max by (model_id)", "max"),
+    ("ActiveStreamModelStoppingSignal", "max by (model_id, branch)", "max"),
+    # Nor, without the branch, which branch raised it.
+    ("ActiveStreamModelStoppingSignal", "max by (model_id, branch)", "max by (model_id)"),
     # Firing for as long as a class stays reopened: the class reopened hours ago fires again.
     ("ActiveStreamMasteredClassReopened", None,
      'max by (model_id, class) (label_sink_mastery_state{job="active-stream-label-sink",'
      ' state="reopened"}) == 1'),
     # Without the volume floor, half of a dozen decisions an hour fires.
     ("ActiveStreamConsensusEscalationsHigh", ">= 20", ">= 0"),
+    # Summed over models, a busy agreeing model hides another's escalations.
+    ("ActiveStreamConsensusEscalationsHigh", "sum by (model_id)", "sum"),
     # increase() alone misses the first control label (its series appears at 1).
     ("ActiveStreamControlArmSilent", None,
      'sum(increase(label_sink_label_records_total{job="active-stream-label-sink"}[6h])) > 200'

@@ -126,7 +126,11 @@ def test_hook_escalates_once_with_a_valid_expert_request_even_on_replay() -> Non
     hook.on_request(decode_annotation_request(_request(CONSENSUS)), 0)
     labels = [_label("l1", "ann-a", "dog"), _label("l2", "ann-b", "cat")]
     for lab in labels + labels:  # a replay of both labels after the decision
-        assert asyncio.run(hook.on_label(lab)) == ("consensus", 3.0, "cat")
+        # The deciding label says so each time it is read; the counter counts it once, when
+        # the labels table's dedupe passes it (`count`).
+        decision = "escalated" if lab.label_id == "l2" else None
+        assert asyncio.run(hook.on_label(lab)) == ("consensus", 3.0, "cat", decision)
+    hook.count("m", {"z": ["consensus", 3.0, "cat", "escalated"]})
     assert len(sent.records) == 1
     key, value = sent.records[0]
     expert = decode_annotation_request(value)
@@ -134,8 +138,8 @@ def test_hook_escalates_once_with_a_valid_expert_request_even_on_replay() -> Non
     assert expert.tier.escalated_from == "r1" and expert.request_id == expert_request_id("r1")
     assert expert.tier.cost == 8.0 and expert.priority == 1.0 and expert.asset_id == "a1"
     assert table["r1"]["d"] == "escalated"
-    assert registry.get_sample_value("label_sink_consensus_decisions_total",
-                                     {"outcome": "escalated"}) == 1.0
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": "cat", "outcome": "escalated"}) == 1.0
     # A request replayed after the decision keeps its row (and its votes).
     hook.on_request(decode_annotation_request(_request(CONSENSUS)), 0)
     assert table["r1"]["d"] == "escalated"
@@ -169,6 +173,8 @@ def test_agreement_sends_nothing_and_costs_are_counted_per_tier_and_class() -> N
         return registry.get_sample_value("label_sink_tier_cost_units_total",
                                           {"model_id": "m", "tier": tier, "class": "cat"})
     assert cost("consensus") == 6.0 and cost("review") == 1.0
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": "cat", "outcome": "agreed"}) == 1.0
     hook.count("m", {"id": "untiered"})  # no tier: nothing counted
     assert registry.get_sample_value("label_sink_tier_labels_total", {"tier": "review"}) == 1.0
 
@@ -188,3 +194,24 @@ def test_only_the_deciding_label_of_a_consensus_counts_also_on_replay() -> None:
         asyncio.run(hook.on_label(lab))
         decided.append(hook.decides(lab))
     assert decided == [False, True, False, False, False, True, False, True, False]
+
+
+def test_decision_and_cost_series_are_bounded_by_a_class_cap_per_model() -> None:
+    """Hostile request classes: past the cap they count as `__other__`, so the cost and
+    decision series cannot grow without bound."""
+    from services.core.agreement import MAX_CLASSES, OTHER_CLASS
+
+    hook, _, _, registry = _hook()
+    for i in range(MAX_CLASSES + 50):
+        hook.count("m", {"z": ["consensus", 3.0, f"c{i}", "agreed"]})
+    hook.count("m2", {"z": ["consensus", 3.0, "c9999", "escalated"]})  # another model's cap
+    series = {(s.labels["model_id"], s.labels["class"]) for metric in registry.collect()
+              if metric.name == "label_sink_consensus_decisions" for s in metric.samples
+              if s.name.endswith("_total")}
+    assert len(series) == MAX_CLASSES + 1 and ("m", OTHER_CLASS) in series
+    assert ("m", f"c{MAX_CLASSES - 2}") in series and ("m", f"c{MAX_CLASSES - 1}") not in series
+    assert ("m2", "c9999") in series
+    assert registry.get_sample_value("label_sink_consensus_decisions_total", {
+        "model_id": "m", "class": OTHER_CLASS, "outcome": "agreed"}) == 51.0
+    assert registry.get_sample_value("label_sink_tier_cost_units_total", {
+        "model_id": "m", "tier": "consensus", "class": OTHER_CLASS}) == 51 * 3.0
