@@ -61,6 +61,7 @@ class TriggerRule(StrEnum):
     LABEL_AGE = "label_age"
     DISAGREEMENT = "disagreement"
     MANIFEST_FULL = "manifest_full"
+    DRIFT = "drift"
 
 
 @dataclass(frozen=True, slots=True)

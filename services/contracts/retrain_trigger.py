@@ -49,6 +49,7 @@ class TriggerRule(StrEnum):
     LABEL_AGE = "label_age"
     DISAGREEMENT = "disagreement"
     MANIFEST_FULL = "manifest_full"
+    DRIFT = "drift"
 
 
 @compiled_init
@@ -214,7 +215,9 @@ RETRAIN_TRIGGER = Event(
               "(enough labels for every watched class), `label_age` (oldest unused label too "
               "old), `disagreement` (human-model agreement dropped), `manifest_full` (the "
               "manifest reached its 8,000 ranges: a trigger's size stays bounded whatever the "
-              "other rules and the cooldown say)."),
+              "other rules and the cooldown say), `drift` (the scorer reported a drift of a "
+              "mastered class's confidences and the class was reopened: the labels since the "
+              "previous trigger, at least one, go to training at once; docs/mastery.md)."),
         Field("detail", Text(MAX_DETAIL_LENGTH), "Human-readable explanation of the rule's "
               "decision with the numbers it compared, for logs and dashboards; "
               f"1-{MAX_DETAIL_LENGTH} characters. Not for machines."),
