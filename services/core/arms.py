@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from services.core import balance, draws, gates, offers
+from services.core import draws, gates, offers
 from services.core.budget import LaneGate, class_limits
 from services.core.selection import Selected
 from services.core.state import SelectorMemory
@@ -42,7 +42,6 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
     if picks:
         picks.sort(key=lambda p: p[0])
         out.extend(s for _, s in picks)
-        balance.count(state, (s for _, s in picks))
         state.dedupe.add(state.policy.dedupe, view.dkey[lo + np.flatnonzero(taken)])
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from services.core import balance, gates
+from services.core import gates
 from services.core.budget import class_limits
 from services.core.selection import Selected
 from services.core.state import SelectorMemory
@@ -72,7 +72,6 @@ def _restore(view: BatchView, payload: Any, strategy: str) -> tuple[Selected, in
 def _grant(state: SelectorMemory, key: int, out: list[Selected], sel: Selected) -> None:
     state.dedupe.add_one(state.policy.dedupe, key)
     out.append(sel)
-    balance.count(state, (sel,))
 
 
 def flush(state: SelectorMemory, view: BatchView, at: int, out: list[Selected]) -> None:
@@ -91,8 +90,6 @@ def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: f
         state.weighted.clear()  # the loop below would stop at its first entry
         return
     entries = state.weighted.drain(by_key=pol.reservoir.power is not None)
-    if pol.reservoir.balance:
-        entries = balance.order(state, entries, lambda p: _identity(view, p)[1:])
     limit = pol.reservoir.top_k if pol.reservoir.top_k is not None else len(entries)
     granted = 0
     limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -157,7 +154,6 @@ def _flush_control(state: SelectorMemory, view: BatchView, n_seen: float, wm: fl
     for sel, _ in chosen:
         incl = len(chosen) / max(offered, 1)
         out.append(replace(sel, inclusion_probability=incl))
-    balance.count(state, (sel for sel, _ in chosen))
 
 
 def _class_spend(state: SelectorMemory, book: Any, class_name: str | None, n_seen: float,

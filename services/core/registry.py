@@ -30,8 +30,6 @@ class ModelBook:
         self.feedback = np.zeros(0)  # as set by feedback
         self.boost = np.ones(0)  # drift boost per class (drift.py), 1 = none
         self.group_hash = np.zeros(0, dtype=np.uint64)
-        # Picks per class (any arm), counted only under a balanced flush (balance.py).
-        self.picked = np.zeros(0, dtype=np.int64)
         self.buckets = ClassBuckets()
         self.last_seen = -np.inf
         self.known = 0  # classes met by the stream so far (positional; vocabularies may run ahead)
@@ -65,7 +63,6 @@ class ModelBook:
         self.boost = np.r_[self.boost, 1.0]
         group = np.uint64(stable_hash64(f"{self.model_id}\x1f{name}"))
         self.group_hash = np.r_[self.group_hash, group]
-        self.picked = np.r_[self.picked, np.int64(0)]
         self.buckets.ensure_classes(idx + 1)
         return idx
 
@@ -114,8 +111,6 @@ class ModelBook:
                "known": self.known, "published": self.published}
         if (self.boost != 1.0).any():  # only while a drift boost runs: else as before
             out["boost"] = encode_array(self.boost)
-        if self.picked.any():  # only under a balanced flush: else as before
-            out["picked"] = encode_array(self.picked)
         return out
 
     @classmethod
@@ -129,8 +124,6 @@ class ModelBook:
         book.boost = decode_array(data["boost"]) if "boost" in data else \
             np.ones(book.feedback.shape[0])
         book.weights = book.feedback * book.boost
-        book.picked = decode_array(data["picked"]).astype(np.int64) if "picked" in data else \
-            np.zeros(len(book.names), dtype=np.int64)
         book.buckets = ClassBuckets.from_snapshot(data["buckets"])
         book.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
         book.known, book.published = int(data["known"]), int(data["published"])

@@ -64,9 +64,6 @@ POLICIES = {
     # windows and snapshots, summed exactly whatever the batches)
     "adaptive_power": replace(SelectorPolicy(), measure="margin",
                               reservoir=ReservoirPolicy(power=4.0, adaptive=2.0)),
-    # class-balanced flushes: per-class pick counts carried across windows and snapshots,
-    # counted where each pick is granted (balance.py)
-    "balance": replace(SelectorPolicy(), reservoir=ReservoirPolicy(balance=3)),
 }
 FEEDBACK = {"c0": 0.3, "c1": 0.95, "ball": 0.99, "shoulder": 0.4}
 
@@ -155,7 +152,6 @@ def test_streams_exercise_every_strategy() -> None:
     assert {"warmup", "exploration", "random_control"} <= seen["model_churn"]
     assert {"reservoir", "exploration", "random_control"} <= seen["default"]
     assert {"reservoir", "exploration", "random_control"} <= seen["reservoir_churn"]
-    assert {"reservoir", "exploration", "random_control"} <= seen["balance"]
 
 
 def test_mixed_events_have_the_advertised_shape() -> None:

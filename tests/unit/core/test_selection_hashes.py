@@ -30,8 +30,6 @@ PINNED = {
     "invariance/reservoir_churn/37": ("9b572aa84e9a5ba5", "94f1520de1e11f00", 67),
     "invariance/adaptive_power/1000": ("0d73bcdbee012ec2", "eb22806233e7b878", 68),
     "invariance/adaptive_power/37": ("14c6fb8b1d79db55", "783cc3f493f114dc", 67),
-    "invariance/balance/1000": ("e255480ad45bbd54", "298d3743564b26b3", 68),
-    "invariance/balance/37": ("6aa0f6649bccb4d7", "83396b168dd93121", 67),
     "bench/default": ("7fdfbfaddc0c33b4", "2285501d71320653", 104),
     "bench/share_bound": ("db7b748faa6c69d2", "68f2dba107d84daf", 4_008),
     "bench/reservoir60": ("0bb199c2df8a72b0", "4c36a71fc3bca518", 5_994),
