@@ -66,7 +66,7 @@ def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.nda
     each book counts its own). Command."""
     out = np.ones(mine.shape[0])
     beta = state.policy.reservoir.novelty
-    books = {id(bk): bk for bk in view.books if bk is not None}
+    books = {bk.model_id: bk for bk in view.books if bk is not None}
     for book in books.values():
         at = np.flatnonzero([view.books[k] is book for k in
                              view.batch.asset_model[mine].tolist()])
