@@ -5,8 +5,9 @@ At 10 data seeds a set's gain moves by up to ~1 pt with the selector's own seed 
 over `--selector-seeds` runs: the same policy under the names `active-stream:NAME#0`, `#1`, ...
 (the harness derives a strategy's seed from its name), each paired with random on the same data
 seeds. Prints, per set and policy: the mean gain against random (points), its range over the
-selector seeds, the mean wins out of the data seeds, and the labels at which the mean curve over
-all selector seeds first reaches random's final accuracy.
+selector seeds, the wins out of the data seeds of each selector seed, and the labels at which
+the mean curve over all selector seeds first reaches random's final accuracy (then the same for
+each selector seed's mean curve alone).
 
     nice -n 15 .venv/bin/python bench/policy_search.py --sets vowel,marketing \
         --policies '{"default": {}, "margin": {"measure": "margin"}}' --selector-seeds 3
@@ -65,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                     for s in range(args.selector_seeds)]
             grid, means, _ = report.mean_curve(mine)
             reach = report.first_reaching(grid, means, random_final)
+            each = [report.first_reaching(*report.mean_curve(
+                [r for r in mine if r.strategy.endswith(f"#{s}")])[:2], random_final)
+                for s in range(args.selector_seeds)]
             rows[name] = {"gain": float(np.mean(gains)), "gains": gains, "wins": wins,
-                          "labels_to_random": reach}
+                          "labels_to_random": reach, "labels_to_random_each": each}
         summary[set_name] = {"random_reaches": rand["labels_to_match_random"],
                              "random_final": random_final, "policies": rows,
                              "seconds": round(time.perf_counter() - t0, 1)}
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in rows.items():
             g = r["gains"]
             print(f"  {name:<28} {100 * r['gain']:+5.2f} pt  [{100 * min(g):+.1f}, "
-                  f"{100 * max(g):+.1f}]  wins {r['wins']}  reaches {r['labels_to_random']}")
+                  f"{100 * max(g):+.1f}]  wins {r['wins']}  reaches {r['labels_to_random']} "
+                  f"(each: {r['labels_to_random_each']})")
         sys.stdout.flush()
         if args.out is not None:
             args.out.write_text(json.dumps(summary, indent=1))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from services.core import draws
+from services.core import draws, novelty
 from services.core.reservoir import quanta
 from services.core.state import SelectorMemory
 from services.core.view import BatchView
@@ -42,6 +42,9 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
     if mine.shape[0] == 0:
         return
     state.weighted.observe_quanta(c["quanta"][mine])
+    # Counted before the dry check, like the level: whether a segment is dry depends on where
+    # the batch was cut, the assets offered do not.
+    factor = _novelty(state, view, mine) if state.policy.reservoir.novelty else None
     if dry:
         return
     power = state.policy.reservoir.power_at(state.weighted.level)
@@ -52,7 +55,26 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
         weights = c["weights"][mine]
     else:
         weights = pr ** power
+    if factor is not None:
+        weights = weights * factor
     state.weighted.offer(weights, c["groups"][mine], pr, c["exp"][mine], mine.tolist())
+
+
+def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.ndarray:
+    """Each offered asset's confusion-novelty factor (novelty.py), counted in stream order per
+    model book, whether or not the segment is dry (the assets of several models interleave;
+    each book counts its own). Command."""
+    out = np.ones(mine.shape[0])
+    beta = state.policy.reservoir.novelty
+    books = {bk.model_id: bk for bk in view.books if bk is not None}
+    for book in books.values():
+        at = np.flatnonzero([view.books[k] is book for k in
+                             view.batch.asset_model[mine].tolist()])
+        if at.shape[0]:
+            assets = mine[at]
+            out[at] = novelty.weigh(book, view.asset_cls[assets],
+                                    novelty.runner_up(view, book, assets), beta)
+    return out
 
 
 def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | None:
@@ -116,8 +138,11 @@ def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.nda
     hi = int(mine[-1]) + 1
     exp = state.draws.get(draws.RESERVOIR, view.first + lo, view.first + hi)[mine - lo]
     state.weighted.observe(view.u[view.driver[mine]])
+    factor = _novelty(state, view, mine) if state.policy.reservoir.novelty else None
     if dry:
         return
     power = state.policy.reservoir.power_at(state.weighted.level)
     weights = pr if power is None else pr ** power
+    if factor is not None:
+        weights = weights * factor
     state.weighted.offer(weights, groups, pr, exp, mine.tolist())

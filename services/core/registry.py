@@ -30,6 +30,11 @@ class ModelBook:
         self.feedback = np.zeros(0)  # as set by feedback
         self.boost = np.ones(0)  # drift boost per class (drift.py), 1 = none
         self.group_hash = np.zeros(0, dtype=np.uint64)
+        # Confusion pairs (predicted, runner-up) and per class their total and distinct kinds,
+        # counted only under confusion novelty (novelty.py).
+        self.pairs: dict[int, int] = {}
+        self.pair_total = np.zeros(0, dtype=np.int64)
+        self.pair_kinds = np.zeros(0, dtype=np.int64)
         self.buckets = ClassBuckets()
         self.last_seen = -np.inf
         self.known = 0  # classes met by the stream so far (positional; vocabularies may run ahead)
@@ -63,6 +68,8 @@ class ModelBook:
         self.boost = np.r_[self.boost, 1.0]
         group = np.uint64(stable_hash64(f"{self.model_id}\x1f{name}"))
         self.group_hash = np.r_[self.group_hash, group]
+        self.pair_total = np.r_[self.pair_total, np.int64(0)]
+        self.pair_kinds = np.r_[self.pair_kinds, np.int64(0)]
         self.buckets.ensure_classes(idx + 1)
         return idx
 
@@ -105,12 +112,18 @@ class ModelBook:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        out = {"model_id": self.model_id, "names": list(self.names),
-               "weights": encode_array(self.feedback), "buckets": self.buckets.snapshot(),
-               "last_seen": None if self.last_seen == -np.inf else self.last_seen,
-               "known": self.known, "published": self.published}
+        out: dict[str, Any] = {
+            "model_id": self.model_id, "names": list(self.names),
+            "weights": encode_array(self.feedback), "buckets": self.buckets.snapshot(),
+            "last_seen": None if self.last_seen == -np.inf else self.last_seen,
+            "known": self.known, "published": self.published}
         if (self.boost != 1.0).any():  # only while a drift boost runs: else as before
             out["boost"] = encode_array(self.boost)
+        if self.pairs:  # only under confusion novelty: else as before
+            keys = np.array(sorted(self.pairs), dtype=np.int64)
+            out["pairs"] = [encode_array(keys), encode_array(np.array(
+                [self.pairs[k] for k in keys.tolist()], dtype=np.int64)),
+                encode_array(self.pair_total), encode_array(self.pair_kinds)]
         return out
 
     @classmethod
@@ -124,6 +137,12 @@ class ModelBook:
         book.boost = decode_array(data["boost"]) if "boost" in data else \
             np.ones(book.feedback.shape[0])
         book.weights = book.feedback * book.boost
+        book.pair_total = np.zeros(len(book.names), dtype=np.int64)
+        book.pair_kinds = np.zeros(len(book.names), dtype=np.int64)
+        if "pairs" in data:
+            keys, counts, total, kinds = (decode_array(a).astype(np.int64) for a in data["pairs"])
+            book.pairs = dict(zip(keys.tolist(), counts.tolist(), strict=True))
+            book.pair_total, book.pair_kinds = total, kinds
         book.buckets = ClassBuckets.from_snapshot(data["buckets"])
         book.last_seen = -np.inf if data["last_seen"] is None else float(data["last_seen"])
         book.known, book.published = int(data["known"]), int(data["published"])

@@ -41,7 +41,10 @@ class ReservoirPolicy:
     grants a weighted random draw of the window (weight = uncertainty ** power; None = the
     strict top by priority); 4 keeps the top where uncertainty is spread and nearly a uniform
     sample where the model is unsure of everything, whose strict top is its hardest, least
-    representative assets (docs/label-efficiency.md). `adaptive`: see `power_at`."""
+    representative assets (docs/label-efficiency.md). `adaptive`: see `power_at`.
+    `novelty`: the draw's weights are multiplied by how rare each asset's confusion
+    (predicted, runner-up class) has been for its model, to the power `novelty`
+    (novelty.py); 0 = off."""
 
     per_class: int = 16
     top_k: int | None = None
@@ -50,10 +53,13 @@ class ReservoirPolicy:
     window_assets: int = 50
     power: float | None = 4.0
     adaptive: float | None = None
+    novelty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:
             raise ValueError("per_class >= 1, control_size >= 0 and window_assets >= 0 required")
+        if not 0.0 <= self.novelty <= 8.0:
+            raise ValueError("novelty must be in [0, 8]")
         if self.power is not None and not 0.0 < self.power <= 64.0:
             raise ValueError("power must be in (0, 64] or None")
         if self.adaptive is not None and (self.power is None or not 0.0 < self.adaptive <= 64.0):

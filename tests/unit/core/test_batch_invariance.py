@@ -64,6 +64,9 @@ POLICIES = {
     # windows and snapshots, summed exactly whatever the batches)
     "adaptive_power": replace(SelectorPolicy(), measure="margin",
                               reservoir=ReservoirPolicy(power=4.0, adaptive=2.0)),
+    # confusion novelty: per-model pair counts in stream order, across windows, snapshots and
+    # the interleaved models of one batch (novelty.py)
+    "novelty": replace(SelectorPolicy(), reservoir=ReservoirPolicy(novelty=1.0)),
 }
 FEEDBACK = {"c0": 0.3, "c1": 0.95, "ball": 0.99, "shoulder": 0.4}
 
@@ -152,6 +155,7 @@ def test_streams_exercise_every_strategy() -> None:
     assert {"warmup", "exploration", "random_control"} <= seen["model_churn"]
     assert {"reservoir", "exploration", "random_control"} <= seen["default"]
     assert {"reservoir", "exploration", "random_control"} <= seen["reservoir_churn"]
+    assert {"reservoir", "exploration", "random_control"} <= seen["novelty"]
 
 
 def test_mixed_events_have_the_advertised_shape() -> None:

@@ -30,6 +30,8 @@ PINNED = {
     "invariance/reservoir_churn/37": ("9b572aa84e9a5ba5", "94f1520de1e11f00", 67),
     "invariance/adaptive_power/1000": ("0d73bcdbee012ec2", "eb22806233e7b878", 68),
     "invariance/adaptive_power/37": ("14c6fb8b1d79db55", "783cc3f493f114dc", 67),
+    "invariance/novelty/1000": ("c860f9fc490561f5", "6003a543e49a585c", 68),
+    "invariance/novelty/37": ("b4b1f9209944ebb9", "1bf9dea7fd6467f6", 67),
     "bench/default": ("7fdfbfaddc0c33b4", "2285501d71320653", 104),
     "bench/share_bound": ("db7b748faa6c69d2", "68f2dba107d84daf", 4_008),
     "bench/reservoir60": ("0bb199c2df8a72b0", "4c36a71fc3bca518", 5_994),
