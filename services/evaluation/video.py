@@ -23,7 +23,7 @@ tracks within `CATCH_FRAMES` frames of the swap. Deterministic per (random_state
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,31 +263,38 @@ def caught_switches(clips: Clips, labeled: list[int]) -> int:
     return caught
 
 
+def video_seeds(settings: VideoSettings) -> Iterator[VideoSeed]:
+    """Each seed's paired inputs (VideoSeed), seed 0 first: the digits split 70/30
+    (stratified) into the clips' pool and the test images, the clips, the seed labels and the
+    cap, all drawn from the seed's own generator. Deterministic per (random_state, seed)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    X, y = digits.data.astype(float), digits.target.astype(str)
+    for seed in range(settings.seeds):
+        rng = np.random.default_rng([settings.random_state, seed])
+        pool, test = train_test_split(np.arange(X.shape[0]), test_size=0.3, stratify=y,
+                                      random_state=int(rng.integers(2 ** 31)))
+        clips = make_clips(X, y, pool, rng, settings.clips, settings.frames, settings.objects)
+        seed_rows = rng.choice(clips.n, settings.seed_labels, replace=False)
+        cap = int(np.floor(settings.budget * clips.n + 1e-9))
+        yield VideoSeed(seed, clips, X[test], y[test], seed_rows, cap)
+
+
 def run_video_benchmark(settings: VideoSettings,
                         progress: Callable[[str], None] | None = None,
                         active_runner: VideoRunner | None = None) -> list[VideoRun]:
     """Every strategy on every seed (paired: same split, seed labels and clips). `random`
     spends exactly what active-stream did in the same seed. `active_runner`, if given, runs
     active-stream instead of the in-process loop."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
-    digits = load_digits()
-    X, y = digits.data.astype(float), digits.target.astype(str)
     runs: list[VideoRun] = []
     order = ["active-stream"] + [s for s in settings.strategies if s != "active-stream"]
     with threadpool_limits(limits=1):
-        for seed in range(settings.seeds):
-            rng = np.random.default_rng([settings.random_state, seed])
-            idx = np.arange(X.shape[0])
-            pool, test = train_test_split(idx, test_size=0.3, stratify=y,
-                                          random_state=int(rng.integers(2 ** 31)))
-            clips = make_clips(X, y, pool, rng, settings.clips, settings.frames,
-                               settings.objects)
-            seed_rows = rng.choice(clips.n, settings.seed_labels, replace=False)
-            cap = int(np.floor(settings.budget * clips.n + 1e-9))
-            vs = VideoSeed(seed, clips, X[test], y[test], seed_rows, cap)
+        for vs in video_seeds(settings):
+            seed, cap = vs.seed, vs.cap
             quota = cap
             for name in order:
                 if name not in settings.strategies:
