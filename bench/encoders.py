@@ -53,8 +53,8 @@ from services.contracts.dead_letter import DEAD_LETTER, dead_letter_of  # noqa: 
 from services.contracts.retrain_trigger import RETRAIN_TRIGGER  # noqa: E402
 from services.contracts.vocabulary import Event  # noqa: E402
 from services.core import PredictionBatch, SelectorPolicy, SelectorState, select  # noqa: E402
-from services.scorer import partition  # noqa: E402
-from services.scorer.partition import build_request  # noqa: E402
+from services.scorer import builders  # noqa: E402
+from services.scorer.builders import build_request  # noqa: E402
 from services.streaming.events import (  # noqa: E402
     decode_annotation_request,
     decode_class_feedback,
@@ -108,7 +108,7 @@ def request_case(kind: str) -> tuple[str, int, dict[str, Way]]:
     ways: dict[str, Way] = {
         "hand": lambda: [encode_event(build_request_dict(events[s.ref], s, topic, 0, s.ref))
                          for s in picks],
-        "plan": _before(partition, ("AnnotationRequest", "SelectionReason", "Source"),
+        "plan": _before(builders, ("AnnotationRequest", "SelectionReason", "Source"),
                         lambda: [_plan(ANNOTATION_REQUEST, build_request(
                             events[s.ref], s, topic, 0, s.ref)) for s in picks]),
         "compiled": lambda: [ANNOTATION_REQUEST.encode(build_request(events[s.ref], s, topic, 0,

@@ -10,7 +10,7 @@ import base64
 from typing import Any
 
 from services.core import Selected
-from services.scorer.partition import request_id
+from services.scorer.builders import request_id
 from services.streaming.event_fields import SCHEMA_VERSION
 from services.streaming.events import InferenceEvent
 
