@@ -26,22 +26,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Gauge
 
 from services.core.mastery import ClassState, MasteryBook, MasteryPolicy
 from services.core.triggers import TriggerState
 from services.label_sink.metrics import LabelSinkMetrics
+from services.streaming.partitioning import murmur2_partition
 
 Series = tuple[Gauge, tuple[str, ...]]
 BOOK, AGREEMENT = "book", "agreement"  # the two sources of a model's series
-_PARTITIONER = DefaultPartitioner()
 
 
 def model_partition(model_id: str, partitions: int) -> int:
-    """The labels-by-model partition of `model_id` (and of its `mastery` table row): the one
-    faust's producer picks for the key `model_id` (aiokafka's default partitioner, murmur2)."""
-    return int(_PARTITIONER(model_id.encode(), list(range(partitions)), []))
+    """The labels-by-model partition of `model_id` (and of its `mastery` table row): the loop's
+    one rule for keyed topics, murmur2 of the key the Java way (partitioning.py), which faust's
+    producer (aiokafka's default partitioner) follows too."""
+    return murmur2_partition(model_id.encode(), partitions)
 
 
 def book_series(metrics: LabelSinkMetrics, policy: MasteryPolicy, model_id: str,
