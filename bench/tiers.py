@@ -13,8 +13,10 @@ per class. Only the human work differs:
 - `annotate`: every request is one full annotation (cost 3, error `--annotate-error`);
 - `consensus`: every request goes to 2 annotators (cost 3 each); a disagreement goes to an
   expert (cost 8, error `--expert-error`);
-- `tiered`: services/core/tiers.py decides per request (review / annotate / consensus), the
-  consensus join and its escalation are services/label_sink/consensus.py's `join`.
+- `tiered`: services/core/tiers.py's `TierRouter` decides per request (review / annotate /
+  consensus), fed after each retrain with the class feedback the label sink would publish
+  (`Feedback`; `--no-feedback`: none); the consensus join and its escalation are
+  services/label_sink/consensus.py's `join`.
 
 Simulated annotators (seeded per stream item, so every arm's humans roll the same dice for the
 same item and paired differences measure the tiers): `review` shows the model's pre-label; a
