@@ -13,8 +13,10 @@ per class. Only the human work differs:
 - `annotate`: every request is one full annotation (cost 3, error `--annotate-error`);
 - `consensus`: every request goes to 2 annotators (cost 3 each); a disagreement goes to an
   expert (cost 8, error `--expert-error`);
-- `tiered`: services/core/tiers.py decides per request (review / annotate / consensus), the
-  consensus join and its escalation are services/label_sink/consensus.py's `join`.
+- `tiered`: services/core/tiers.py's `TierRouter` decides per request (review / annotate /
+  consensus), fed after each retrain with the class feedback the label sink would publish
+  (`Feedback`; `--no-feedback`: none); the consensus join and its escalation are
+  services/label_sink/consensus.py's `join`.
 
 Simulated annotators (seeded per stream item, so every arm's humans roll the same dice for the
 same item and paired differences measure the tiers): `review` shows the model's pre-label; a
@@ -45,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.core.tiers import TierPolicy, assign_tier  # noqa: E402
+from services.core.tiers import TierPolicy, TierRouter, review_band  # noqa: E402
 from services.label_sink.consensus import join  # noqa: E402
 
 ARMS = ("annotate", "consensus", "tiered")
@@ -92,8 +94,39 @@ def _consensus(rng: np.random.Generator, truth: int, k: int, crowd: Crowd,
     return _annotate(rng, truth, k, crowd.expert_error), cost + policy.costs["expert"], True
 
 
+class Feedback:
+    """The class feedback the label sink would publish, as the scorer's tier router gets it:
+    per human class, its labels (`labels_total`, every label of the class) and its human-model
+    agreement (the share of its labels whose answer equals the model's pre-label), counted
+    from the labels that did NOT go through `review` (services/label_sink: a review's answer
+    is anchored on the pre-label it shows, so counting it would inflate the agreement that
+    widens the review band, a loop feeding itself). The seed labels answer no request and
+    count nowhere, as in the sink."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, int] = {}
+        self.compared: dict[int, int] = {}
+        self.agreed: dict[int, int] = {}
+
+    def add(self, answer: int, prelabel: int, tier: str) -> None:
+        self.labels[answer] = self.labels.get(answer, 0) + 1
+        if tier != "review":
+            self.compared[answer] = self.compared.get(answer, 0) + 1
+            self.agreed[answer] = self.agreed.get(answer, 0) + (answer == prelabel)
+
+    def classes(self) -> dict[str, tuple[None, float, int]]:
+        """Class feedback as the scorer's reader hands it to the tier router: class -> (state,
+        agreement, labels_total), for classes with a compared label (no state: the bench does
+        not simulate mastery)."""
+        return {str(c): (None, self.agreed[c] / n, self.labels[c])
+                for c, n in self.compared.items()}
+
+
+
 def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolicy,
-            crowd: Crowd, window: int) -> dict[str, Any]:
+            crowd: Crowd, window: int, use_feedback: bool = True,
+            trace: list[tuple[Any, ...]] | None = None
+            ) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     x_stream, y_stream, x_test, y_test, x_seed, y_seed = data
@@ -104,6 +137,10 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
     curve = [(0.0, acc0)]
     cost, wrong, tiers, escalated = 0.0, 0, {"review": 0, "annotate": 0, "consensus": 0}, 0
     prelabel_right = {"review": 0, "annotate": 0, "consensus": 0}  # picks the model got right
+    # The class feedback the scorer would hold (see `Feedback`), published after each retrain.
+    book = Feedback()
+    router = TierRouter(policy)
+    banded = 0  # tiered picks whose review band was not `review_below`
     for start in range(0, len(y_stream) - window + 1, window):
         probs = model.predict_proba(x_stream[start:start + window])
         top = probs.max(axis=1)
@@ -111,13 +148,25 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
         truth = int(y_stream[start + i])
         prelabel = int(model.classes_[int(np.argmax(probs[i]))])
         score = float((1.0 - top[i]) * k / (k - 1))  # least confidence, normalised to [0, 1]
-        tier = arm if arm != "tiered" else assign_tier(policy, min(score, 1.0))
+        if arm == "tiered":
+            # The scorer's own router, fed as the scorer feeds it: the pick's driving class is
+            # the pre-label's, while the sink's agreement is per human class (as in production).
+            calibration = router.calibration("m")
+            banded += review_band(policy, calibration) != policy.review_below
+            state, dis, n = router.classes.get("m", {}).get(str(prelabel), (None, None, None))
+            routed = router.route("m", str(prelabel), min(score, 1.0), "uncertainty", 0.0)
+            assert routed is not None  # no cost gate here
+            tier = routed[0]
+        else:
+            tier = arm
         # The humans' noise, drawn per stream item: every arm's annotators roll the same dice
         # for the same item (common random numbers), so a paired difference between arms
         # measures their tiers, not their luck.
         rng = np.random.default_rng([seed, start + i])
         tiers[tier] += 1
         prelabel_right[tier] += prelabel == truth  # model was right: what a review leans on
+        if trace is not None and arm == "tiered":  # (score, class disagreement, its labels,
+            trace.append((score, dis, n, prelabel == truth, tier, calibration))  # right, ...)
         if tier == "review":
             label, spent = _review(rng, truth, prelabel, k, crowd), policy.costs["review"]
         elif tier == "annotate":
@@ -127,15 +176,18 @@ def run_arm(arm: str, seed: int, data: tuple[np.ndarray, ...], policy: TierPolic
             escalated += up
         cost += spent
         wrong += label != truth
+        book.add(label, prelabel, tier)
         xs.append(x_stream[start + i])
         ys.append(label)
         if (len(ys) - len(y_seed)) % 10 == 0:
             model = LogisticRegression(max_iter=300).fit(np.array(xs), np.array(ys))
             curve.append((cost, float(model.score(x_test, y_test))))
+            if use_feedback and arm == "tiered":  # the sink's class feedback after a retrain
+                router.set_classes("m", book.classes())
     n = len(ys) - len(y_seed)
     return {"labels": n, "cost": cost, "noise": wrong / max(n, 1), "acc0": acc0,
             "acc": curve[-1][1], "curve": curve, "tiers": tiers, "escalated": escalated,
-            "prelabel_right": prelabel_right}
+            "prelabel_right": prelabel_right, "banded": banded}
 
 
 STREAMS = ("digits", "segments", "wine", "breast_cancer", "synthetic-imbalanced",
@@ -215,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--review-below", type=float, default=TierPolicy().review_below)
     ap.add_argument("--consensus-from", type=float, default=TierPolicy().consensus_from)
     ap.add_argument("--slack", type=float, default=0.5, help="points below the target")
+    ap.add_argument("--no-feedback", action="store_true",
+                    help="the tiered arm gets no class feedback (as before it was simulated)")
     ap.add_argument("--out", type=Path, default=Path("docs/img"))
     args = ap.parse_args(argv)
     crowd = Crowd(args.annotate_error, args.review_error, args.review_catch, args.expert_error)
@@ -233,14 +287,17 @@ def stream(name: str, args: argparse.Namespace, policy: TierPolicy, crowd: Crowd
         for seed in range(args.seeds):
             data = load(seed, name)
             for arm in ARMS:
-                runs[arm].append(run_arm(arm, seed, data, policy, crowd, args.window))
+                runs[arm].append(run_arm(arm, seed, data, policy, crowd, args.window,
+                                         not args.no_feedback))
     top = max(r["cost"] for rs in runs.values() for r in rs)
     grid = np.linspace(0.0, top, 400)
     curves = {arm: mean_curve([r["curve"] for r in rs], grid) for arm, rs in runs.items()}
     target = float(np.mean([r["acc"] for r in runs["annotate"]])) - args.slack / 100.0
     print(f"{name}, {args.seeds} seeds, window {args.window}, costs {dict(policy.costs)}, "
           f"bands review < {policy.review_below} <= annotate < {policy.consensus_from} <= "
-          f"consensus; annotate error {crowd.annotate_error}, review error "
+          f"consensus (review < {policy.wide_review_below} at a calibration ratio <= "
+          f"{policy.confident_ratio}; class feedback {'off' if args.no_feedback else 'on'}); "
+          f"annotate error {crowd.annotate_error}, review error "
           f"{crowd.review_error} (catch {crowd.review_catch}), expert error {crowd.expert_error}")
     print(f"target accuracy {target:.4f} (annotate's final mean - {args.slack} pt)")
     print(f"{'arm':10} {'labels':>7} {'cost':>8} {'noise':>6} {'acc':>7} {'±sd':>6} "

@@ -57,7 +57,7 @@ from services.label_sink.broker_offsets import BrokerOffsets, Record
 from services.label_sink.changelogs import CHANGELOG_CONFIG
 from services.label_sink.cluster import SinkTopics
 from services.label_sink.cluster import SinkUnavailable as SinkUnavailable  # the CLI's import
-from services.label_sink.consensus import ConsensusHook
+from services.label_sink.consensus import ConsensusHook, compared_outcomes
 from services.label_sink.delivery import DeliveryGuard
 from services.label_sink.drift_trigger import due_trigger
 from services.label_sink.early import EarlyLabels, Held
@@ -392,6 +392,7 @@ def build_app(
         tier = await consensus.on_label(label) if request is not None else None
         if tier is not None:
             row["z"] = list(tier)  # (tier, cost, class, decision): counted once, in count_label
+            row["r"] = compared_outcomes(tier[0], row["r"])  # a review: counted, not compared
             if not consensus.decides(label):
                 row["v"] = 1  # a consensus vote: in the manifest, not counted (consensus.py)
         unit = control_unit(request, label)

@@ -60,6 +60,20 @@ Row = dict[str, Any]
 OUTCOMES = ("duplicate", "pending", "agreed", "escalated", "late")
 
 
+ANCHORED_TIERS: frozenset[str] = frozenset({"review"})
+"""Tiers whose answer is anchored on the model's pre-label (the annotator is shown it): their
+labels are counted, but not compared with the prediction (`compared_outcomes`)."""
+
+
+def compared_outcomes(tier: str | None, outcomes: list[Any]) -> list[Any]:
+    """The agreement outcomes a label of a request of `tier` contributes: none for an anchored
+    tier, else `outcomes` (None: an untiered request). A review confirms the pre-label it is
+    shown unless the annotator catches the error, so counting reviews would inflate a class's
+    human-model agreement, and the tier rule widens the review band of a class whose agreement
+    is high (services/core/tiers.py `review_band`): a loop feeding itself. Pure."""
+    return [] if tier in ANCHORED_TIERS else outcomes
+
+
 def answer_of(label: Label) -> str:
     """A label's answer as a canonical string: its (instance, class) pairs, sorted, boxes
     ignored (two humans never draw the same box; they agree on what is there)."""

@@ -42,9 +42,10 @@ class FeedbackReader:
                                for p in sorted(meta.partitions)])
         # Every model's latest weights seen so far, for partitions assigned later.
         self.latest: Weights = {}
-        # Every model's latest tier inputs, class -> (state, agreement), updated with `latest`
-        # (services/core/tiers.py; `state` arrives with the mastery work, None until then).
-        self.tier_inputs: dict[str, dict[str, tuple[str | None, float | None]]] = {}
+        # Every model's latest tier inputs, class -> (state, agreement, labels_total), updated
+        # with `latest` (services/core/tiers.py: the labels say how far to trust the agreement;
+        # `state` arrives with the mastery work, None until then).
+        self.tier_inputs: dict[str, dict[str, tuple[str | None, float | None, int | None]]] = {}
         # Dead letters of unusable feedback records, for the caller to produce to the .dlq.
         self.dead_letters: list[Output] = []
         self.invalid_codes: list[str] = []
@@ -76,7 +77,7 @@ class FeedbackReader:
             self.latest[feedback.model_id] = weights
             self.tier_inputs.pop(feedback.model_id, None)
             self.tier_inputs[feedback.model_id] = {
-                name: (getattr(stats, "state", None), stats.agreement)
+                name: (getattr(stats, "state", None), stats.agreement, stats.labels_total)
                 for name, stats in feedback.classes.items()}
             while len(self.latest) > MAX_MODELS:
                 del self.latest[next(iter(self.latest))]

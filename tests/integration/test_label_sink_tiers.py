@@ -26,13 +26,14 @@ from tests.integration.label_sink_support import SinkProcess, create_sink_topics
 pytestmark = pytest.mark.timeout(300)
 
 
-def _request(rid: str, asset: str, tier: dict[str, Any] | None) -> bytes:
+def _request(rid: str, asset: str, tier: dict[str, Any] | None,
+             scores: dict[str, float] | None = None) -> bytes:
     event: dict[str, Any] = {
         "schema_version": 1, "request_id": rid, "asset_id": asset, "event_id": f"e-{rid}",
         "model_id": "tiered", "model_version": "v1", "event_timestamp": 100.0,
         "reason": {"strategy": "reservoir", "score": 0.9, "class": "cat", "threshold": None,
                    "instances": [0], "inclusion_probability": None},
-        "priority": 0.9, "predictions": [{"scores": {"cat": 0.55, "dog": 0.45}}],
+        "priority": 0.9, "predictions": [{"scores": scores or {"cat": 0.55, "dog": 0.45}}],
         "source": {"topic": "in", "partition": 0, "offset": 1},
     }
     if tier is not None:
@@ -127,5 +128,48 @@ def test_disagreeing_consensus_is_escalated_to_one_expert_request(kafka: ApacheK
         assert metric(samples, "label_sink_consensus_decisions_total", **decided,
                       outcome="escalated") == 0
         assert len(experts()) == 1
+    finally:
+        sink.stop()
+
+
+def test_a_reviewed_label_is_counted_but_not_compared(kafka: ApacheKafka) -> None:
+    # A review shows the annotator the pre-label, so its answer says little about whether the
+    # model was right: the class's labels count it, its human-model agreement does not (the
+    # tier rule widens the review band of classes whose agreement is high: reviews counted
+    # there would feed that loop). dog: a review that confirmed a "dog" pre-label and a plain
+    # annotation of "dog" where the model said "cat" -> 2 labels, agreement 0 (1/2 with the
+    # review counted). An untiered request's label is compared as always (cat: 1/1).
+    bootstrap = kafka.bootstrap
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"tiers-rev-{tag}.", f"sink-tiers-rev-{tag}"
+    create_sink_topics(bootstrap, prefix, partitions=1)
+    requests_topic, labels_topic = prefix + topics.ANNOTATION_REQUESTS, prefix + topics.LABELS
+    review = _request("r-rev", "a-rev", {"name": "review", "annotators": 1, "cost": 1.0},
+                      {"cat": 0.45, "dog": 0.55})
+    produce(bootstrap, requests_topic, [
+        (b"a-rev", review),
+        (b"a-ann", _request("r-ann", "a-ann", {"name": "annotate", "annotators": 1,
+                                               "cost": 3.0})),
+        (b"a-plain", _request("r-plain", "a-plain", None)),
+    ])
+
+    def dog_and_cat() -> dict[str, tuple[int, float | None]]:
+        feedback = [decode_class_feedback(m.value())
+                    for m in read_all(bootstrap, prefix + topics.CLASS_FEEDBACK)]
+        mine = [f for f in feedback if f.model_id == "tiered"]
+        return {c: (s.labels_total, s.agreement) for c, s in mine[-1].classes.items()} \
+            if mine else {}
+
+    sink = SinkProcess(bootstrap, app_id, prefix).start()
+    try:
+        sink.wait_ready(90)
+        produce(bootstrap, labels_topic, [_label("l1", "r-rev", "a-rev", "ann-a", "dog"),
+                                          _label("l2", "r-ann", "a-ann", "ann-a", "dog"),
+                                          _label("l3", "r-plain", "a-plain", "ann-a", "cat")])
+        wait_for(lambda: sum(v[0] for v in dog_and_cat().values()) == 3, 90,
+                 f"labels not counted: {dog_and_cat()}\n{sink.tail()}")
+        assert dog_and_cat() == {"dog": (2, 0.0), "cat": (1, 1.0)}
+        assert metric(sink.metrics(), "label_sink_tier_cost_units_total", model_id="tiered",
+                      tier="review", **{"class": "cat"}) == 1.0
     finally:
         sink.stop()

@@ -13,6 +13,7 @@ from services.core.tiers import TierPolicy
 from services.label_sink.consensus import (
     ConsensusHook,
     answer_of,
+    compared_outcomes,
     expert_request_id,
     join,
     tier_row,
@@ -215,3 +216,12 @@ def test_decision_and_cost_series_are_bounded_by_a_class_cap_per_model() -> None
         "model_id": "m", "class": OTHER_CLASS, "outcome": "agreed"}) == 51.0
     assert registry.get_sample_value("label_sink_tier_cost_units_total", {
         "model_id": "m", "tier": "consensus", "class": OTHER_CLASS}) == 51 * 3.0
+
+
+def test_a_review_is_not_compared_other_tiers_are() -> None:
+    # The label reader keeps a label's agreement outcomes through this (app.py): a review's
+    # answer is anchored on the pre-label it showed, so it must not raise the class's agreement.
+    outcomes = [["cat", True], ["dog", False]]
+    assert compared_outcomes("review", outcomes) == []
+    for tier in ("annotate", "consensus", "expert", None):
+        assert compared_outcomes(tier, outcomes) == outcomes

@@ -5,6 +5,8 @@ and a checkpoint restores the router so a restart continues exactly."""
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -12,8 +14,9 @@ import pytest
 from services.core import SelectorPolicy, SelectorState
 from services.core.tiers import CostBudgetPolicy, TierPolicy, TierRouter
 from services.scorer.checkpoint_format import read_checkpoint
+from services.scorer.feedback import FeedbackReader
 from services.scorer.partition import PartitionScorer, Record, partition_seed
-from services.streaming.events import decode_annotation_request
+from services.streaming.events import decode_annotation_request, encode_event
 from services.streaming.settings import ScorerSettings, SettingsError, tier_settings
 from tests.synthetic_events import inference_events
 
@@ -161,3 +164,33 @@ def test_a_replay_without_output_still_routes_so_the_cost_gate_matches() -> None
                             tiers=TierRouter.from_snapshot(TIERS, budget, saved.tiers))
     replayed = again.process(records[1000:])
     assert replayed.requests == expected.requests and expected.requests
+
+
+class _Msg:
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def test_feedback_reader_hands_the_router_each_classs_label_count() -> None:
+    # The calibration the band follows pools each class's disagreement by its labels_total
+    # (services/core/tiers.py `TierRouter.calibration`): the reader must pass it on.
+    record = encode_event({"schema_version": 1, "model_id": "digits", "updated_at": 1.0,
+                           "classes": {"3": {"labels_total": 40, "labels_since_trigger": 4,
+                                             "agreement": 0.5, "weight": 2.0},
+                                       "5": {"labels_total": 2, "labels_since_trigger": 2,
+                                             "agreement": None, "weight": 1.0}}})
+    reader: Any = FeedbackReader.__new__(FeedbackReader)
+    reader.__dict__.update(latest={}, tier_inputs={}, dead_letters=[], invalid_codes=[],
+                           topic="fb", service_version="t")
+    reader._consumer = SimpleNamespace(consume=lambda *a, **k: [_Msg(record)])
+    reader.poll()
+    assert reader.tier_inputs == {"digits": {"3": (None, 0.5, 40), "5": (None, None, 2)}}
+    router = TierRouter(TierPolicy())
+    router.set_classes("digits", reader.tier_inputs["digits"])
+    assert router.classes["digits"]["3"] == (None, 0.5, 40)

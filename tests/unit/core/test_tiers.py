@@ -19,7 +19,8 @@ from services.core.tiers import (
 )
 from services.streaming.annotation_requests import TIER_NAMES
 
-P = TierPolicy(review_below=0.25, consensus_from=0.75)  # disagreement 0.4, instability 0.5
+P = TierPolicy(review_below=0.25, consensus_from=0.75,
+               disagreement_consensus=0.4)  # instability 0.5
 
 
 def test_tier_names_equal_the_contract() -> None:
