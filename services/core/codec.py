@@ -49,10 +49,12 @@ def stable_hashes64(texts: list[str]) -> np.ndarray:
         width = 8 * words
         buf = b"".join(map(bytes.ljust, raw, repeat(width), repeat(b"\0")))
         cols = np.frombuffer(buf, dtype="<u8").reshape(n, words)
+        shortest = int(lengths.min())
         for j in range(words):
             mixed = (h ^ cols[:, j]) * _FNV_PRIME
             mixed ^= mixed >> np.uint64(29)
-            h = np.where(lengths > 8 * j, mixed, h)
+            # Every string reaches word j (the usual batch: ids of one length): no select.
+            h = mixed if shortest > 8 * j else np.where(lengths > 8 * j, mixed, h)
     return combine64(h ^ lengths.astype(np.uint64), 0x9E3779B97F4A7C15)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from services.streaming.events import (
 from services.streaming.inference_batch import DecodedBatch, decode_inference_batch
 
 SERVICE = "scorer"
+_OFFSET, _VALUE = attrgetter("offset"), attrgetter("value")
 MAX_CHUNK_BYTES = 2 * 1024 * 1024
 """Record bytes decoded at once. Parsed JSON takes up to ~26x its bytes (256 KiB of nested empty
 objects: ~6.6 MB), so one chunk's parsed objects stay near 50 MB at worst (measured: a chunk of
@@ -108,7 +110,7 @@ class PartitionScorer:
         Records below `next_offset` (a redelivery) are skipped. The batch is cut at
         `suppress_below`, so replayed records and new ones never share a selector call.
         """
-        return self.process_columns([r.offset for r in records], [r.value for r in records],
+        return self.process_columns(list(map(_OFFSET, records)), list(map(_VALUE, records)),
                                     records.__getitem__)
 
     def process_columns(self, offsets: Sequence[int], values: Sequence[bytes | None],
@@ -116,12 +118,16 @@ class PartitionScorer:
         """`process` for records given as columns -- `offsets[i]` (ascending), `values[i]` --
         with `record(i)` the whole i-th record, asked for only to dead-letter it. Lets the shell
         hand over a batch without building a `Record` per event."""
-        if offsets and min(offsets) < self.next_offset:  # a redelivery: drop what was processed
+        low = min(offsets) if offsets else 0
+        if offsets and low < self.next_offset:  # a redelivery: drop what was processed
             keep = [i for i, offset in enumerate(offsets) if offset >= self.next_offset]
             return self.process_columns([offsets[i] for i in keep], [values[i] for i in keep],
                                         lambda j: record(keep[j]))
         result = BatchResult()
-        n, cut = len(offsets), sum(map(self.suppress_below.__gt__, offsets))
+        # The records below `suppress_below` (replayed): none in the usual batch, which then
+        # skips a Python-level comparison per record.
+        n = len(offsets)
+        cut = 0 if low >= self.suppress_below else sum(map(self.suppress_below.__gt__, offsets))
         for lo, hi, emit in ((0, cut, False), (cut, n, True)):
             for a, b in _chunks(values, lo, hi):
                 self._process(offsets[a:b], values[a:b], record, a, emit, result)
@@ -302,8 +308,13 @@ def _chunks(values: Sequence[bytes | None], lo: int, hi: int) -> list[tuple[int,
     """[lo, hi) cut into runs of at most MAX_CHUNK_BYTES of values (a longer value alone)."""
     if hi <= lo:
         return []
+    try:  # the usual batch: no tombstone (None), one pass in C
+        if sum(map(len, values[lo:hi])) <= MAX_CHUNK_BYTES:  # type: ignore[arg-type]
+            return [(lo, hi)]
+    except TypeError:
+        pass
     sizes = [len(v) if v else 0 for v in values[lo:hi]]
-    if sum(sizes) <= MAX_CHUNK_BYTES:  # the usual batch
+    if sum(sizes) <= MAX_CHUNK_BYTES:
         return [(lo, hi)]
     out, start, total = [], lo, 0
     for i, size in enumerate(sizes, lo):
