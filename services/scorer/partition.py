@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 
 import numpy as np
 
@@ -40,7 +39,6 @@ from services.streaming.events import (
 from services.streaming.inference_batch import DecodedBatch, decode_inference_batch
 
 SERVICE = "scorer"
-_OFFSET, _VALUE = attrgetter("offset"), attrgetter("value")
 MAX_CHUNK_BYTES = 2 * 1024 * 1024
 """Record bytes decoded at once. Parsed JSON takes up to ~26x its bytes (256 KiB of nested empty
 objects: ~6.6 MB), so one chunk's parsed objects stay near 50 MB at worst (measured: a chunk of
@@ -110,7 +108,7 @@ class PartitionScorer:
         Records below `next_offset` (a redelivery) are skipped. The batch is cut at
         `suppress_below`, so replayed records and new ones never share a selector call.
         """
-        return self.process_columns(list(map(_OFFSET, records)), list(map(_VALUE, records)),
+        return self.process_columns([r.offset for r in records], [r.value for r in records],
                                     records.__getitem__)
 
     def process_columns(self, offsets: Sequence[int], values: Sequence[bytes | None],
