@@ -14,8 +14,10 @@ same however the stream is cut (core/selector.py), so this changes no decision.
 from __future__ import annotations
 
 import bisect
+import gc
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -126,9 +128,10 @@ class PartitionScorer:
         # skips a Python-level comparison per record.
         n = len(offsets)
         cut = 0 if low >= self.suppress_below else sum(map(self.suppress_below.__gt__, offsets))
-        for lo, hi, emit in ((0, cut, False), (cut, n, True)):
-            for a, b in _chunks(values, lo, hi):
-                self._process(offsets[a:b], values[a:b], record, a, emit, result)
+        with _collection_held():
+            for lo, hi, emit in ((0, cut, False), (cut, n, True)):
+                for a, b in _chunks(values, lo, hi):
+                    self._process(offsets[a:b], values[a:b], record, a, emit, result)
         if n:
             self.next_offset = offsets[-1] + 1
         return result
@@ -287,6 +290,30 @@ class PartitionScorer:
         if self.probes is not None and self.probes.books:  # absent until a probe arrives
             data["probes"] = self.probes.snapshot()
         return encode_event(data)
+
+
+@contextmanager
+def _collection_held() -> Iterator[None]:
+    """Python's automatic garbage collection held off while one batch is processed, and
+    restored after (also when the batch raises); left alone when it was off already (a caller
+    that turned it off, or a nested call).
+
+    Why: a batch allocates a few thousand containers (the parsed events, their columns) that
+    stay alive until it ends, so the collections their allocation triggers traverse them and
+    promote them to older generations, whose full collections then walk the whole heap. Held
+    off, the next collection comes after the batch, when reference counting has freed them:
+    ~5% of the broker-free core's CPU (paired A/B, 30 rounds). Memory stays bounded: a batch is
+    cut into chunks of at most MAX_CHUNK_BYTES, and cyclic garbage made meanwhile is collected
+    after it. Process-wide, like every `gc` switch: another thread's allocations go
+    uncollected for that time too (never longer than a batch)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _flagged(decoded: DecodedBatch, mask: np.ndarray) -> list[InferenceEvent]:
