@@ -201,14 +201,26 @@ class _Builder:
         """Append a run of single-distribution events; per event only C-level passes (map,
         zip, extend) unless an asset repeats."""
         n, first, row = len(cols), len(self.times), self.starts[-1]
-        keys = list(zip(cols.model_ids, cols.model_versions, strict=True))
-        for key in dict.fromkeys(keys):  # register new model versions in order of appearance
-            self.models.setdefault(key, len(self.models))
-        models = list(map(self.models.__getitem__, keys))
+        ids, versions = cols.model_ids, cols.model_versions
+        if n and len(ids) == len(versions) == n and ids.count(ids[0]) == n and \
+                versions.count(versions[0]) == n:
+            # One model version (the usual run): no key tuple per event. `count` compares by
+            # identity first, and orjson hands out one str object for a repeated short value.
+            model = self.models.setdefault((ids[0], versions[0]), len(self.models))
+            models = [model] * n
+        else:
+            keys = list(zip(ids, versions, strict=True))
+            for key in dict.fromkeys(keys):  # register new model versions in order of appearance
+                self.models.setdefault(key, len(self.models))
+            models = list(map(self.models.__getitem__, keys))
         self.asset_models.extend(models)
         assets = list(zip(cols.asset_ids, models, strict=True))
-        if self.seen.isdisjoint(assets) and len(set(assets)) == n:
-            self.seen.update(assets)
+        fresh = set(assets)
+        if len(fresh) == n and self.seen.isdisjoint(fresh):
+            if self.seen:
+                self.seen |= fresh
+            else:  # the batch's first run (the usual case): no second set built
+                self.seen = fresh
         else:
             for i, asset in enumerate(assets, first):
                 if asset in self.seen:
@@ -241,6 +253,7 @@ class _Builder:
         columns = {names: [self.vocab.setdefault(c, len(self.vocab)) for c in names]
                    for names in self.layouts}
         probs = np.zeros((n, len(self.vocab)), dtype=np.float64)
+        whole = list(range(len(self.vocab)))
         n_classes = np.zeros(n, dtype=np.int32)
         top_class = np.zeros(n, dtype=np.int32)
         top_conf = np.zeros(n, dtype=np.float64)
@@ -253,7 +266,10 @@ class _Builder:
             if row_runs:  # row order within a layout is free: every row is written on its own
                 idx = np.concatenate([idx, *row_runs])
                 vals = np.concatenate([vals, *value_runs])
-            probs[idx[:, None], cols] = vals
+            if columns[names] == whole:  # the layout is the vocabulary, in order: whole rows
+                probs[idx] = vals
+            else:
+                probs[idx[:, None], cols] = vals
             n_classes[idx] = len(names)
             best = vals.argmax(axis=1)
             top_class[idx] = cols[best]
@@ -269,7 +285,13 @@ class _Builder:
         n = self.starts[-1]
         probs, n_classes, top_class, top_conf, pred_layout, layouts = self._fill(n)
         starts = np.asarray(self.starts, dtype=np.int64)
-        asset_of = np.repeat(np.arange(len(self.times), dtype=np.int64), np.diff(starts))
+        a = len(self.times)
+        if n == a and bool((starts[1:] - starts[:-1] == 1).all()):  # one prediction an asset
+            asset_of = np.arange(a, dtype=np.int64)
+            position = np.zeros(n, dtype=np.int32)
+        else:
+            asset_of = np.repeat(np.arange(a, dtype=np.int64), np.diff(starts))
+            position = (np.arange(n) - starts[asset_of]).astype(np.int32)
         repeat = np.zeros(len(self.times), dtype=bool)
         repeat[self.repeats] = True
         video = self._video_columns(n)
@@ -281,7 +303,7 @@ class _Builder:
             top_class=top_class,
             top_conf=np.clip(top_conf, 0.0, 1.0),
             asset_of=asset_of,
-            position=(np.arange(n) - starts[asset_of]).astype(np.int32),
+            position=position,
             pred_start=starts,
             asset_time=np.asarray(self.times, dtype=np.float64),
             asset_model=np.asarray(self.asset_models, dtype=np.int32),

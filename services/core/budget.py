@@ -196,7 +196,7 @@ class BudgetState:
 
     def available(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> bool:
         """True when `lane` can grant one selection at (assets seen, watermark). Query."""
-        cr, cc, tr, tc = policy.lane(lane)
+        cr, cc, tr, tc = policy._lanes[lane]  # `lane`, without its call (a per-window path)
         return (self.count[lane].level_at(n_seen, cr, cc) >= 1.0
                 and self.time[lane].level_at(watermark, tr, tc) >= 1.0)
 

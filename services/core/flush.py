@@ -94,8 +94,10 @@ def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: f
     granted = 0
     limits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gating = pol.redundancy.enabled
+    # The lane was open above, and only a grant below spends from it: it is asked again after
+    # each grant rather than before each entry (most entries are passed over).
     for _, payload in entries:
-        if granted >= limit or not state.budget.available(pol.budget, "exploit", n_seen, wm):
+        if granted >= limit:
             break
         # Checked on the payload's identity first: most entries are passed over, and building
         # the Selected (`_restore`) costs more than the checks.
@@ -118,6 +120,8 @@ def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: f
         _grant(state, key, out, sel or _restore(view, payload, "reservoir")[0])
         gates.remember(state, model_id, video, wm)
         granted += 1
+        if not state.budget.available(pol.budget, "exploit", n_seen, wm):
+            break
 
 
 def _identity(view: BatchView, payload: Any) -> tuple[int, str, str | None]:

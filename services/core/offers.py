@@ -26,11 +26,13 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
     uniform control arm, those with a scored driver (weight = priority) to the weighted ones,
     whether or not their version's stats are ready (ranking within a window needs no
     calibration, so a retrained model version is served from its first asset)."""
-    idx = lo + np.flatnonzero(free)
+    n = free.shape[0]
+    every = bool(free.all())  # the usual segment: no asset explored or remembered by dedupe
+    idx = np.arange(lo, lo + n) if every else lo + np.flatnonzero(free)
     if idx.shape[0] == 0:
         return
     rng = state.control_draws if state.control_draws is not None else state.control_rng
-    state.control.offer(idx.shape[0], rng, idx.tolist())
+    state.control.offer(idx.shape[0], rng, list(range(lo, lo + n)) if every else idx.tolist())
     if state.policy.mode != "reservoir":
         return
     dry = _dry_flush(state, view, lo, lo + free.shape[0])
@@ -38,26 +40,32 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
     if c is None:
         _offer_weighted(state, view, lo, idx, dry)
         return
-    mine = idx[c["has"][idx]]
+    # `pick` indexes the batch-wide inputs: a slice when every asset of the segment is offered
+    # (the usual case), the same values as the index array at a fraction of its cost.
+    pick: slice | np.ndarray
+    if every and c["has"][lo:lo + n].all():
+        mine, pick = idx, slice(lo, lo + n)
+    else:
+        mine = pick = idx[c["has"][idx]]
     if mine.shape[0] == 0:
         return
-    state.weighted.observe_quanta(c["quanta"][mine])
+    state.weighted.observe_quanta(c["quanta"][pick])
     # Counted before the dry check, like the level: whether a segment is dry depends on where
     # the batch was cut, the assets offered do not.
     factor = _novelty(state, view, mine) if state.policy.reservoir.novelty else None
     if dry:
         return
     power = state.policy.reservoir.power_at(state.weighted.level)
-    pr = c["priority"][mine]
+    pr = c["priority"][pick]
     if power is None:
         weights = pr
     elif power == c["power"]:
-        weights = c["weights"][mine]
+        weights = c["weights"][pick]
     else:
         weights = pr ** power
     if factor is not None:
         weights = weights * factor
-    state.weighted.offer(weights, c["groups"][mine], pr, c["exp"][mine], mine.tolist())
+    state.weighted.offer(weights, c["groups"][pick], pr, c["exp"][pick], mine.tolist())
 
 
 def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.ndarray:

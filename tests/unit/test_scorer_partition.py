@@ -192,3 +192,41 @@ def test_video_fields_through_the_partition_scorer() -> None:
     assert "redundancy" in snap and "tracks" in snap
     assert SelectorState.from_snapshot(orjson.loads(orjson.dumps(snap)), policy).snapshot() == \
         snap
+
+
+def test_garbage_collection_is_held_off_for_a_batch_and_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Automatic collection is off while a batch is processed, back on after it (also after a
+    batch that raised), and left off when the caller had turned it off."""
+    import gc
+
+    records = _records(300)
+    seen: list[bool] = []
+    inner = PartitionScorer._process
+
+    def spy(self: PartitionScorer, *args: object) -> None:
+        seen.append(gc.isenabled())
+        inner(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PartitionScorer, "_process", spy)
+    assert gc.isenabled()
+    plain = _scorer().process(records)
+    assert seen and not any(seen) and gc.isenabled()
+
+    def broken(self: PartitionScorer, *args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(PartitionScorer, "_process", broken)
+    with pytest.raises(RuntimeError):
+        _scorer().process(records)
+    assert gc.isenabled()
+
+    monkeypatch.setattr(PartitionScorer, "_process", spy)
+    gc.disable()
+    try:
+        seen.clear()
+        again = _scorer().process(records)
+        assert seen and not any(seen) and not gc.isenabled()
+    finally:
+        gc.enable()
+    assert [o.value for o in again.requests] == [o.value for o in plain.requests]

@@ -116,3 +116,64 @@ def test_from_parts_equals_from_events_array_for_array() -> None:
         assert (x.dtype, x.shape, x.tobytes()) == (y.dtype, y.shape, y.tobytes()), name
     with pytest.raises(ValueError, match="refs"):
         PredictionBatch.from_parts(parts, refs[1:])
+
+
+def test_column_fast_paths_equal_the_general_layout() -> None:
+    """The builder's shortcuts for the usual batch -- one model version a run, a layout that is
+    the whole vocabulary in order (written as whole rows), one prediction an asset -- give
+    the arrays the general code would: checked against arrays built here by hand, for a batch
+    that takes every shortcut and for one whose layout is not the vocabulary in order (a top-1
+    label came first) and whose assets hold 0-2 predictions."""
+    rng = np.random.default_rng(5)
+    events = dirichlet_events(rng, 30, n_classes=4, model=("m", "v1"))
+    b = PredictionBatch.from_parts([_columns(events)], list(range(30)))
+    names = tuple(events[0].predictions[0].scores or {})
+    vals = np.array([[(e.predictions[0].scores or {})[c] for c in names] for e in events])
+    assert b.classes == names and b.model_keys == (("m", "v1"),)
+    expected = {
+        "probs": vals, "n_classes": np.full(30, 4, dtype=np.int32),
+        "top_class": vals.argmax(axis=1).astype(np.int32),
+        "top_conf": np.clip(vals.max(axis=1), 0.0, 1.0), "asset_of": np.arange(30),
+        "position": np.zeros(30, dtype=np.int32), "pred_start": np.arange(31),
+        "asset_model": np.zeros(30, dtype=np.int32), "pred_layout": np.zeros(30, np.int32)}
+    for name, want in expected.items():
+        got = getattr(b, name)
+        assert (got.dtype, got.shape, got.tobytes()) == (want.dtype, want.shape,
+                                                          want.tobytes()), name
+    # A top-1 label first: the run's layout is columns 3..6 of a 7-class vocabulary.
+    mixed = [*_events(), *events[:5]]
+    c = PredictionBatch.from_parts([_events(), _columns(events[:5])], list(range(8)))
+    assert c.classes[0] == "hip" and c.classes[3:] == names
+    at = c.classes.index
+    probs = np.zeros((8, len(c.classes)))
+    probs[0, [at("ball"), at("shoulder")]] = (0.9, 0.1)
+    probs[1, [at("shoulder"), at("hip")]] = (0.55, 0.45)
+    probs[np.arange(3, 8)[:, None], [at(n) for n in names]] = vals[:5]
+    assert c.probs.tobytes() == probs.tobytes()
+    assert c.asset_of.tolist() == [0, 0, 1, 3, 4, 5, 6, 7] and c.position.tolist() == [
+        0, 1, 0, 0, 0, 0, 0, 0]
+    assert len(mixed) == c.n_assets
+
+
+def _reference_hash(text: str) -> int:
+    """stable_hashes64 of one string, as its docstring states it, in plain integers."""
+    mask = (1 << 64) - 1
+    raw = text.encode()
+    h = 0xCBF29CE484222325
+    for j in range(0, len(raw), 8):
+        word = int.from_bytes(raw[j:j + 8].ljust(8, b"\0"), "little")
+        h = ((h ^ word) * 0x100000001B3) & mask
+        h ^= h >> 29
+    x = (h ^ len(raw)) ^ 0x9E3779B97F4A7C15
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+@pytest.mark.parametrize("texts", [
+    [f"asset-{i}" for i in range(100_000, 100_040)],  # one length: every id reaches each word
+    ["", "a", "a\x00", "\x00", "é", "12345678", "123456789", "x" * 17, "asset-1\x00\x00"],
+])
+def test_stable_hashes64_matches_its_definition(texts: list[str]) -> None:
+    """The vectorised hashes (zero padding, the per-word select) equal the plain definition."""
+    assert stable_hashes64(texts).tolist() == [_reference_hash(t) for t in texts]
