@@ -73,7 +73,7 @@ def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.nda
     model book, whether or not the segment is dry (the assets of several models interleave;
     each book counts its own). Command."""
     out = np.ones(mine.shape[0])
-    beta = state.policy.reservoir.novelty
+    beta, window = state.policy.reservoir.novelty, state.policy.reservoir.novelty_gate
     books = {bk.model_id: bk for bk in view.books if bk is not None}
     for book in books.values():
         at = np.flatnonzero([view.books[k] is book for k in
@@ -81,7 +81,7 @@ def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.nda
         if at.shape[0]:
             assets = mine[at]
             out[at] = novelty.weigh(book, view.asset_cls[assets],
-                                    novelty.runner_up(view, book, assets), beta)
+                                    novelty.runner_up(view, book, assets), beta, window)
     return out
 
 

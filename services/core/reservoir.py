@@ -44,7 +44,10 @@ class ReservoirPolicy:
     representative assets (docs/label-efficiency.md). `adaptive`: see `power_at`.
     `novelty`: the draw's weights are multiplied by how rare each asset's confusion
     (predicted, runner-up class) has been for its model, to the power `novelty`
-    (novelty.py); 0 = off."""
+    (novelty.py); 0 = off. `novelty_gate`: W >= 2 scales that exponent by the chance that a
+    window of W assets holds another asset of an asset's confusion, from the pair counts
+    (novelty.py): about 1 where a model's confusions repeat (few classes), toward 0 where they
+    are spread over many pairs (many classes, a weak model); 0 = no gate."""
 
     per_class: int = 16
     top_k: int | None = None
@@ -54,12 +57,15 @@ class ReservoirPolicy:
     power: float | None = 4.0
     adaptive: float | None = None
     novelty: float = 0.0
+    novelty_gate: int = 0
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.control_size < 0 or self.window_assets < 0:
             raise ValueError("per_class >= 1, control_size >= 0 and window_assets >= 0 required")
         if not 0.0 <= self.novelty <= 8.0:
             raise ValueError("novelty must be in [0, 8]")
+        if self.novelty_gate != 0 and not 2 <= self.novelty_gate <= 1_000_000:
+            raise ValueError("novelty_gate must be 0 (off) or in [2, 1000000]")
         if self.power is not None and not 0.0 < self.power <= 64.0:
             raise ValueError("power must be in (0, 64] or None")
         if self.adaptive is not None and (self.power is None or not 0.0 < self.adaptive <= 64.0):

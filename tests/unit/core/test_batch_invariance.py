@@ -67,6 +67,9 @@ POLICIES = {
     # confusion novelty: per-model pair counts in stream order, across windows, snapshots and
     # the interleaved models of one batch (novelty.py)
     "novelty": replace(SelectorPolicy(), reservoir=ReservoirPolicy(novelty=1.0)),
+    # its gate: a function of the counts before each asset, so as invariant as they are
+    "novelty_gate": replace(SelectorPolicy(), reservoir=ReservoirPolicy(novelty=1.0,
+                                                                        novelty_gate=20)),
 }
 FEEDBACK = {"c0": 0.3, "c1": 0.95, "ball": 0.99, "shoulder": 0.4}
 
@@ -156,6 +159,7 @@ def test_streams_exercise_every_strategy() -> None:
     assert {"reservoir", "exploration", "random_control"} <= seen["default"]
     assert {"reservoir", "exploration", "random_control"} <= seen["reservoir_churn"]
     assert {"reservoir", "exploration", "random_control"} <= seen["novelty"]
+    assert {"reservoir", "exploration", "random_control"} <= seen["novelty_gate"]
 
 
 def test_mixed_events_have_the_advertised_shape() -> None:

@@ -32,6 +32,9 @@ PINNED = {
     "invariance/adaptive_power/37": ("14c6fb8b1d79db55", "783cc3f493f114dc", 67),
     "invariance/novelty/1000": ("c860f9fc490561f5", "6003a543e49a585c", 68),
     "invariance/novelty/37": ("b4b1f9209944ebb9", "1bf9dea7fd6467f6", 67),
+    # added with the option (novgate branch), not a change of an existing pin
+    "invariance/novelty_gate/1000": ("c01068365d6aa1ff", "c7bee5d7947b2e9b", 68),
+    "invariance/novelty_gate/37": ("98e4e050f49475c5", "1e8c2964a591c8ba", 67),
     "bench/default": ("7fdfbfaddc0c33b4", "2285501d71320653", 104),
     "bench/share_bound": ("db7b748faa6c69d2", "68f2dba107d84daf", 4_008),
     "bench/reservoir60": ("0bb199c2df8a72b0", "4c36a71fc3bca518", 5_994),
