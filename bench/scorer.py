@@ -442,7 +442,7 @@ def pace(bootstrap: str, topic: str, rate: float, total: int, seed: int,
                  "cpu": cpu_seconds() - cpu})
 
 
-def read_requests(bootstrap: str, topic: str, partitions: int, since: float,
+def read_requests(bootstrap: str, topic: str, partitions: int, since: float, wait_ms: int,
                   ready: Any, stop: Any, results: Any) -> None:
     """Child process: read the requests topic from the start; for each request whose event is
     from `since` on (wall clock), record (receive time, receive time - event_timestamp). One
@@ -451,8 +451,9 @@ def read_requests(bootstrap: str, topic: str, partitions: int, since: float,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it (`stop`, then SIGTERM)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "enable.auto.commit": False,
-                         # The reader should add as little latency as it can.
-                         "fetch.wait.max.ms": 5})
+                         # The reader should add as little latency as it can, and take as
+                         # little of the 2 cores as it can (`reader_wait_ms`).
+                         "fetch.wait.max.ms": wait_ms})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     seen: list[tuple[float, float]] = []
     cpu = None
@@ -493,9 +494,19 @@ class Latency:
         return float(np.quantile(self.seconds, q)) * 1e3 if self.seconds.size else float("nan")
 
 
+def reader_wait_ms(broker: str) -> int:
+    """fetch.wait.max.ms of the latency reader. Apache Kafka answers a waiting fetch as soon as a
+    record arrives, so librdkafka's default (500) adds no latency there, while polling every
+    5 ms cost the broker ~30% of a core on this 2-core machine with nothing to read (measured
+    2026-12-07: an idle broker 7%, plus one idle consumer at 500 ms 7%, at 5 ms 38%): CPU taken
+    from the scorer it measures. Tansu holds a fetch for all of fetch.wait.max.ms even when
+    records arrive (docs/brokers.md), so there the reader polls every 5 ms."""
+    return 5 if broker == "tansu" else 500
+
+
 def measure_latency(run: ScorerThread, bootstrap: str, settings: ScorerSettings, partitions: int,
                     rate: float, seconds: float, seed: int, meter: Meter,
-                    stack: contextlib.ExitStack, progress: Progress) -> Latency:
+                    stack: contextlib.ExitStack, progress: Progress, broker: str) -> Latency:
     """Pace `rate` events a second for `seconds` into the caught-up scorer; time each request."""
     ctx = mp.get_context("spawn")  # not fork: this process runs librdkafka threads
     total = max(1000, int(rate * seconds))
@@ -504,7 +515,8 @@ def measure_latency(run: ScorerThread, bootstrap: str, settings: ScorerSettings,
     pacer = ctx.Process(target=pace, name="bench-pacer", daemon=True, args=(
         bootstrap, settings.input_topic, rate, total, seed, pacer_ready, go, stop, paced))
     reader = ctx.Process(target=read_requests, name="bench-reader", daemon=True, args=(
-        bootstrap, settings.requests_topic, partitions, time.time(), reader_ready, stop, read))
+        bootstrap, settings.requests_topic, partitions, time.time(), reader_wait_ms(broker),
+        reader_ready, stop, read))
     for proc in (pacer, reader):
         proc.start()
         stack.callback(_end_process, proc, go, stop)
@@ -724,7 +736,7 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     if not args.profile:
         latency = measure_latency(run, broker.bootstrap, settings, parts,
                                   args.latency_share * scored.phase.rate, args.latency_seconds,
-                                  args.seed + 2, meter, stack, progress)
+                                  args.seed + 2, meter, stack, progress, args.broker)
         print(latency.wait.phase.line(), flush=True)
     run.stop()
     # Before the core phase and the peers and scale-out set-ups, which hold events in memory.
@@ -834,7 +846,8 @@ def tansu_latency(args: argparse.Namespace, rate: float, consumer: dict[str, Any
         meter.scorer = run
         wait_consumed(run, 1000, "Tansu: warm-up", meter, progress)
         latency = measure_latency(run, broker.bootstrap, settings, args.partitions, rate,
-                                  args.latency_seconds, args.seed + 7, meter, stack, progress)
+                                  args.latency_seconds, args.seed + 7, meter, stack, progress,
+                                  "tansu")
         print(latency.wait.phase.line().replace("paced at", "Tansu, paced at"), flush=True)
         return latency
 
