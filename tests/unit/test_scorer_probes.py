@@ -17,6 +17,7 @@ from services.scorer.feedback import FeedbackReader
 from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import FeedbackKind, decode_class_feedback, encode_event
 from tests.synthetic_events import inference_events
+from tests.unit.feedback_messages import FeedbackMessage
 
 TOPIC = "al.inference-events.v1"
 POLICY = SelectorPolicy()
@@ -128,17 +129,6 @@ def test_predicted_class_is_the_top_one_ties_to_the_smaller_name() -> None:
     assert predicted_class(None, "cat") == "cat"
 
 
-class _Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-
 def test_the_scorer_feedback_reader_passes_stability_records_over() -> None:
     """A stability record read as weights would wipe the model's class weights ({} classes)."""
     sink = encode_event({"schema_version": 1, "model_id": "digits", "updated_at": 1.0,
@@ -150,6 +140,6 @@ def test_the_scorer_feedback_reader_passes_stability_records_over() -> None:
     reader.__dict__.update(latest={}, tier_inputs={}, dead_letters=[], invalid_codes=[],
                            topic="fb", service_version="t")
     reader._consumer = SimpleNamespace(consume=lambda *a, **k: [
-        _Msg(sink), _Msg(result.stability_records[0].value)])
+        FeedbackMessage(sink), FeedbackMessage(result.stability_records[0].value)])
     assert reader.poll() == {"digits": {"3": 2.0}}
     assert reader.latest == {"digits": {"3": 2.0}} and not reader.dead_letters

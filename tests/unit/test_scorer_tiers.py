@@ -19,6 +19,7 @@ from services.scorer.partition import PartitionScorer, Record, partition_seed
 from services.streaming.events import decode_annotation_request, encode_event
 from services.streaming.settings import ScorerSettings, SettingsError, tier_settings
 from tests.synthetic_events import inference_events
+from tests.unit.feedback_messages import FeedbackMessage
 
 TOPIC = "al.inference-events.v1"
 # A generous label budget so the tiers, not the selector, decide what the cost budget takes.
@@ -166,17 +167,6 @@ def test_a_replay_without_output_still_routes_so_the_cost_gate_matches() -> None
     assert replayed.requests == expected.requests and expected.requests
 
 
-class _Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-
 def test_feedback_reader_hands_the_router_each_classs_label_count() -> None:
     # The calibration the band follows pools each class's disagreement by its labels_total
     # (services/core/tiers.py `TierRouter.calibration`): the reader must pass it on.
@@ -188,7 +178,7 @@ def test_feedback_reader_hands_the_router_each_classs_label_count() -> None:
     reader: Any = FeedbackReader.__new__(FeedbackReader)
     reader.__dict__.update(latest={}, tier_inputs={}, dead_letters=[], invalid_codes=[],
                            topic="fb", service_version="t")
-    reader._consumer = SimpleNamespace(consume=lambda *a, **k: [_Msg(record)])
+    reader._consumer = SimpleNamespace(consume=lambda *a, **k: [FeedbackMessage(record)])
     reader.poll()
     assert reader.tier_inputs == {"digits": {"3": (None, 0.5, 40), "5": (None, None, 2)}}
     router = TierRouter(TierPolicy())
