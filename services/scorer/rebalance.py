@@ -47,6 +47,20 @@ class Rebalance:
         self.beat = beat
         self.assigned_once = False
         self._retry_at = 0.0
+        # For the loop's two-call consume (batching.py): a count of drops, and the count at
+        # each partition's last drop (one entry per partition ever held: bounded by the topic).
+        self._drops = 0
+        self._dropped_at: dict[int, int] = {}
+
+    def mark(self) -> int:
+        """A point to ask `dropped_since` about. Query."""
+        return self._drops
+
+    def dropped_since(self, mark: int) -> set[int]:
+        """The partitions dropped (revoked, lost, rewound) after `mark`. Query."""
+        if self._drops == mark:
+            return set()
+        return {p for p, at in self._dropped_at.items() if at > mark}
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -131,6 +145,9 @@ class Rebalance:
     def drop(self, partitions: list[int]) -> None:
         """Forget these partitions' objects, their offsets not committed yet, and their
         gauges."""
+        self._drops += 1
+        for p in partitions:
+            self._dropped_at[p] = self._drops
         self.commits.forget(partitions)
         for p in partitions:
             self.assignment.pop(p, None)

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from services import service_version
 from services.core import SelectorPolicy
 from services.scorer.assigned import Assignment
+from services.scorer.batching import batch_consumer
 from services.scorer.checkpoint_store import CheckpointLocator
 from services.scorer.clients import consumer_config, partition_count, producer_config, wait_for
 from services.scorer.commits import Commits
@@ -120,6 +121,8 @@ class Scorer:
         self.rebalance = Rebalance(self.consumer, self.topic, self.partitions, self.restorer,
                                    self.commits, self.metrics, cooperative(config),
                                    failed=lambda: self._failed, beat=self._beat)
+        self._consume = batch_consumer(self.consumer, self.rebalance, settings.batch_size,
+                                       settings.batch_timeout_s, settings.batch_linger_s)
         self.observer = Observer(self.metrics, self.consumer, self.topic, self.partitions)
         self.ceilings = Ceilings(self.metrics)
         self.ops = OpsServer(self.registry, settings.metrics_host, settings.metrics_port,
@@ -170,8 +173,7 @@ class Scorer:
         try:
             while not self._stop.is_set():
                 self._beat()
-                messages = self.consumer.consume(self.settings.batch_size,
-                                                 self.settings.batch_timeout_s)
+                messages = self._consume()
                 try:
                     self._step(messages)
                 except Fenced as exc:

@@ -246,8 +246,11 @@ class ScorerSettings:
     group_id: str = "active-stream-scorer"
     processing_guarantee: str = "at_least_once"
     batch_size: int = 1000
-    # How long one batch consume may wait for records: bounds event-to-request latency at low load.
+    # How long the loop waits for the first record of a batch (an idle loop wakes this often),
+    # then how long for the rest of it once one has come (services/scorer/batching.py): the
+    # linger bounds what batching adds to event-to-request latency on a slow or bursty stream.
     batch_timeout_s: float = 0.5
+    batch_linger_s: float = 0.05
     checkpoint_every_events: int = 10_000
     checkpoint_every_s: float = 10.0
     metrics_host: str = "0.0.0.0"
@@ -346,6 +349,12 @@ class ScorerSettings:
                 f"expected one of {', '.join(OFFSET_REGRESSION_POLICIES)}")
         _require_positive(cls.PREFIX, batch_size=settings.batch_size,
                           checkpoint_every_events=settings.checkpoint_every_events)
+        # A negative timeout makes librdkafka wait forever; 0 would spin the loop.
+        if not (0 < settings.batch_timeout_s <= 3600 and 0 <= settings.batch_linger_s <= 3600):
+            raise SettingsError(
+                f"{cls.PREFIX}BATCH_TIMEOUT_S={settings.batch_timeout_s:g}, "
+                f"{cls.PREFIX}BATCH_LINGER_S={settings.batch_linger_s:g}: expected seconds, "
+                "the timeout in (0, 3600], the linger in [0, 3600]")
         if not 0 <= settings.probe_max <= 1_000_000:  # bounds a checkpoint's probe books
             raise SettingsError(f"{cls.PREFIX}PROBE_MAX={settings.probe_max}: expected an "
                                 "integer in [0, 1000000]")

@@ -99,11 +99,13 @@ def test_service_settings_are_frozen_and_typed() -> None:
     env = BASE | {
         "ACTIVE_STREAM_SCORER_BATCH_SIZE": "250",
         "ACTIVE_STREAM_SCORER_BATCH_TIMEOUT_S": "0.1",
+        "ACTIVE_STREAM_SCORER_BATCH_LINGER_S": "0.02",
         "ACTIVE_STREAM_SCORER_PROCESSING_GUARANTEE": "exactly_once",
         "ACTIVE_STREAM_SCORER_GROUP_ID": "scorers-eu",
     }
     settings = ScorerSettings.from_env(env)
-    assert (settings.batch_size, settings.batch_timeout_s) == (250, 0.1)
+    assert (settings.batch_size, settings.batch_timeout_s, settings.batch_linger_s) == (
+        250, 0.1, 0.02)
     assert (settings.processing_guarantee, settings.group_id) == ("exactly_once", "scorers-eu")
     with pytest.raises(AttributeError):
         settings.batch_size = 1  # type: ignore[misc]
@@ -116,6 +118,10 @@ def test_service_settings_are_frozen_and_typed() -> None:
     [
         ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "lots", "expected int"),
         ("ACTIVE_STREAM_SCORER_BATCH_SIZE", "0", "expected an integer >= 1"),
+        # librdkafka waits forever on a negative timeout; 0 spins the loop.
+        ("ACTIVE_STREAM_SCORER_BATCH_TIMEOUT_S", "-1", "the timeout in (0, 3600]"),
+        ("ACTIVE_STREAM_SCORER_BATCH_TIMEOUT_S", "0", "the timeout in (0, 3600]"),
+        ("ACTIVE_STREAM_SCORER_BATCH_LINGER_S", "-0.1", "the linger in [0, 3600]"),
         ("ACTIVE_STREAM_SCORER_PROCESSING_GUARANTEE", "maybe", "at_least_once, exactly_once"),
         ("ACTIVE_STREAM_SCORER_POLICY", "{budget", "not JSON"),
         ("ACTIVE_STREAM_SCORER_POLICY", "[1]", "expected a JSON object"),
