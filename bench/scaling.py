@@ -4,7 +4,9 @@ Each instance is `active-stream scorer` in a process of its own (as deployed; th
 process would share a GIL), in a fresh group, on events already in the topic. A run is timed from
 the moment every instance has consumed something (so the group has settled: with one partition
 each once both joined) until the instances together have consumed all `events`; the rate counts
-the events consumed within that window. Progress is read from each instance's /metrics.
+the events consumed within that window. Progress is read from each instance's /metrics. The CPU
+seconds the instances and the broker spent in that window are read from /proc: the cost of an
+event, and so what the machine's cores allow any number of instances (bench/scorer.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ScaleRun:
     instances: int
     events: int  # consumed inside the timed window
     seconds: float
+    scorer_cpu_s: float = float("nan")  # the instances' CPU seconds in the window, together
+    broker_cpu_s: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -51,8 +55,10 @@ def fill(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes]]) -> None
 
 
 def run(bootstrap: str, prefix: str, instances: int, total: int, policy: dict[str, object],
-        show: Callable[[str], None], timeout_s: float = 300.0) -> ScaleRun:
-    """`instances` scorer processes in a fresh group over the `total` events under `prefix`."""
+        show: Callable[[str], None], cpu: Callable[[int], float], broker_pid: int,
+        timeout_s: float = 300.0) -> ScaleRun:
+    """`instances` scorer processes in a fresh group over the `total` events under `prefix`;
+    `cpu(pid)` is a process's CPU seconds so far."""
     group = f"bench-scale-{uuid.uuid4().hex[:8]}"
     logs = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     procs = [ServiceProcess("scorer", {
@@ -68,15 +74,22 @@ def run(bootstrap: str, prefix: str, instances: int, total: int, policy: dict[st
     try:
         for proc in procs:
             proc.wait_ready(60.0)  # a scorer process imports and connects in a few seconds
-        start: tuple[float, float] | None = None
+        pids = [p.proc.pid for p in procs if p.proc is not None]
+
+        def cpus() -> tuple[float, float]:
+            return sum(cpu(pid) for pid in pids), cpu(broker_pid)
+
+        start: tuple[float, float, tuple[float, float]] | None = None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             counts = [metric(p.metrics(), "scorer_events_consumed_total") for p in procs]
             now = time.perf_counter()
             if start is None and all(counts):
-                start = (now, sum(counts))
+                start = (now, sum(counts), cpus())
             if sum(counts) >= total and start is not None:
-                return ScaleRun(instances, int(sum(counts) - start[1]), now - start[0])
+                (scorers, broker), (scorers0, broker0) = cpus(), start[2]
+                return ScaleRun(instances, int(sum(counts) - start[1]), now - start[0],
+                                scorers - scorers0, broker - broker0)
             show(f"scaling, {instances} instance(s): {sum(counts):,.0f}/{total:,} consumed")
             time.sleep(0.1)  # a scrape costs the scorers little at 10 a second
         raise RuntimeError(f"scaling: {instances} instance(s) did not consume {total:,} events "

@@ -21,7 +21,7 @@ scorer's group join excluded):
         group, default settings (consume -> decode + validate -> select -> produce requests ->
         flush -> commit, checkpoints), progress read from `scorer_events_consumed_total`.
 The same scorer, idle and caught up, then gets a stream paced at half the (iii) rate for
---latency-warmup-seconds (3; not timed: a broker just started serves a new load slowly at
+--latency-warmup-seconds (20; not timed: a broker just started serves a new load slowly at
 first) and then --latency-seconds, every event stamped with the wall clock at its produce()
 call. Latency is measured per request of the timed stretch: the time a reader process receives
 it from the requests topic minus its `event_timestamp`. Pacer and reader are processes of their
@@ -525,8 +525,11 @@ def measure_latency(run: ScorerThread, bootstrap: str, settings: ScorerSettings,
     each request of the events paced after the warm-up. The warm-up is for the broker: a broker
     just started serves the first seconds of a new load slower than it serves it later
     (2026-12-07, measured at the scorer: event to acknowledged request p99 404 ms over a first
-    paced phase, 128 ms over a second one on the same broker and scorer), which a broker in
-    service is long past."""
+    paced phase, 128 ms over a second one on the same broker and scorer; the broker's own CPU for
+    one producer at 20,000 events/s and one consumer: 97% of a core over the first 10 s of that
+    load, 36% over the next 10 s). In the bench's paced phase the slow stretch came anywhere in
+    its first ~20 s (p50 200-300 ms for 4-6 s, at 0-8 s in some runs, at 12-18 s in others),
+    and not in a second paced phase on the same broker: a broker in service is long past it."""
     ctx = mp.get_context("spawn")  # not fork: this process runs librdkafka threads
     total = max(1000, int(rate * (seconds + warmup_s)))
     pacer_ready, reader_ready, go, stop = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
@@ -680,7 +683,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         help="write scorer.png, summary.json (and scorer.prof) here")
     parser.add_argument("--latency-seconds", type=float, default=15.0)
-    parser.add_argument("--latency-warmup-seconds", type=float, default=3.0,
+    parser.add_argument("--latency-warmup-seconds", type=float, default=20.0,
                         help="paced before the --latency-seconds whose requests are timed")
     parser.add_argument("--latency-share", type=float, default=0.5,
                         help="paced rate as a share of the (iii) rate")
@@ -783,7 +786,7 @@ def run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         extras.peers = measure_peers(args, broker.bootstrap, prefix + INFERENCE_EVENTS,
                                      consumer, progress)
     if args.scaling_events:
-        extras.scaling = measure_scaling(args, broker.bootstrap, progress)
+        extras.scaling = measure_scaling(args, broker.bootstrap, broker.pid, progress)
     if latency is not None and args.broker == "apache-kafka" and args.tansu_latency:
         extras.tansu = tansu_latency(args, latency.rate, {**consumer, **extra}, progress)
     report(args, phases, scored, startup, latency, core, rss_before, peak, broker_rss, extras)
@@ -833,7 +836,7 @@ def measure_peers(args: argparse.Namespace, bootstrap: str, topic: str,
     return runs
 
 
-def measure_scaling(args: argparse.Namespace, bootstrap: str,
+def measure_scaling(args: argparse.Namespace, bootstrap: str, broker_pid: int,
                     progress: Progress) -> list[scaling.ScaleRun]:
     """1 then 2 scorer processes on the same 2-partition topic (bench/scaling.py)."""
     prefix = f"bench{uuid.uuid4().hex[:6]}scale."
@@ -848,10 +851,13 @@ def measure_scaling(args: argparse.Namespace, bootstrap: str,
     runs = []
     for instances in (1, 2):
         runs.append(scaling.run(bootstrap, prefix, instances, len(events), policy,
-                                progress.show))
+                                progress.show, cpu_seconds, broker_pid))
         progress.end()
-        print(f"  {instances} instance(s) {runs[-1].rate:>12,.0f} events/s "
-              f"({runs[-1].events:,} events in {runs[-1].seconds:.2f} s)", flush=True)
+        run = runs[-1]
+        print(f"  {instances} instance(s) {run.rate:>12,.0f} events/s "
+              f"({run.events:,} events in {run.seconds:.2f} s; CPU per event: scorers "
+              f"{run.scorer_cpu_s / run.events * 1e6:.1f} us, broker "
+              f"{run.broker_cpu_s / run.events * 1e6:.1f} us)", flush=True)
     return runs
 
 
@@ -992,8 +998,17 @@ def print_extras(scorer_eps: float, extras: Extras) -> dict[str, Any]:
         one, two = extras.scaling
         print(f"  {'scale-out, 2 partitions':<40} 1 instance {one.rate:,.0f}, 2 instances "
               f"{two.rate:,.0f} events/s: {two.rate / one.rate:.2f}x (goal 1.7x)")
+        # The scorer and the broker share this machine's cores: at one instance's CPU per
+        # event (scorer + broker), no number of instances gets past cores / that cost here.
+        per_event = (one.scorer_cpu_s + one.broker_cpu_s) / one.events
+        cores = os.cpu_count() or 1
+        print(f"    CPU per event with 1 instance: {per_event * 1e6:.1f} us (scorer + broker), so "
+              f"{cores} cores allow at most {cores / per_event:,.0f} events/s here, "
+              f"{cores / per_event / one.rate:.2f}x one instance; 1.7x needs "
+              f"{1.7 * one.rate * per_event:.1f} cores at that cost")
         out.update(scale_1_eps=round(one.rate), scale_2_eps=round(two.rate),
-                   scale_ratio=round(two.rate / one.rate, 2))
+                   scale_ratio=round(two.rate / one.rate, 2),
+                   scale_cpu_bound_ratio=round(cores / per_event / one.rate, 2))
     if extras.tansu is not None:
         lat = extras.tansu
         print(f"  {'Tansu, paced at ' + format(lat.rate, ',.0f') + ' events/s':<40} p50 "
