@@ -77,8 +77,8 @@ def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.
     cand = view.explorable[at:bisect_left(view.explorable, hi, at)]
     for r in [i - lo for i in cand if elig[i - lo]]:
         i = lo + r
-        n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
-        if state.budget.available(b, "explore", n_seen, wm):
+        if view.lane_open(state.budget, b, "explore", i):
+            n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
             sel = view.describe(i, "exploration", inclusion=p)
             state.budget.spend(b, "explore", n_seen, wm, sel.cost)
             picks.append((i, sel))

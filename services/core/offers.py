@@ -122,8 +122,7 @@ def _dry_flush(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> bool
     size = pol.reservoir.window_assets
     if not size or pol.mode != "reservoir" or state.window_count + hi - lo < size:
         return False
-    return not state.budget.available(pol.budget, "exploit", float(view.n_seen[hi - 1]),
-                                      float(view.watermark[hi - 1]))
+    return not view.lane_open(state.budget, pol.budget, "exploit", hi - 1)
 
 
 def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from services.core.batch import PredictionBatch
+from services.core.budget import BudgetPolicy, BudgetState
 from services.core.codec import combine64
 from services.core.eventtime import watermarks
 from services.core.instances import InstancePolicy, cost, targets
@@ -74,6 +75,21 @@ class BatchView:
         # Predictions of the one model not yet held for its stats: from this asset on, or None
         # when each segment holds its own (selector.py `_after`).
         self.pending_from: int | None = None
+        # Per budget lane: (budget spends, first asset, `open_from` answers from it).
+        self._open: dict[str, tuple[int, int, list[bool]]] = {}
+
+    def lane_open(self, budget: BudgetState, policy: BudgetPolicy, lane: str, i: int) -> bool:
+        """`budget.available(policy, lane, ...)` at asset i's coordinates, answered from one
+        vectorised pass over the rest of the batch kept until the budget spends (a window asks
+        its lanes a few times, and a lane spends a few times a batch). Query."""
+        cached = self._open.get(lane)
+        if cached is None or cached[0] != budget.spends or i < cached[1]:
+            opened = budget.open_from(policy, lane, self.n_seen[i:], self.watermark[i:])
+            if opened is None:
+                return budget.available(policy, lane, float(self.n_seen[i]),
+                                        float(self.watermark[i]))
+            cached = self._open[lane] = (budget.spends, i, opened)
+        return cached[2][i - cached[1]]
 
     def rows_of(self, keys: list[int], from_asset: int = 0) -> np.ndarray | slice:
         """Predictions of batch model keys `keys` (of assets >= from_asset). Query."""
