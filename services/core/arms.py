@@ -48,12 +48,20 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
 def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.ndarray:
     """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
     batch at once and again only after dedupe changed (a grant, a new generation). Query."""
-    cached = view.eligible
+    cached, added = view.eligible, state.dedupe.added
+    if cached is not None and cached[0] != state.dedupe.changes and added is not None and \
+            added[0] <= cached[0] and added[1] == state.dedupe.changes:
+        # Only keys were added since (grants): only the assets of those keys turn.
+        start, elig = cached[1], cached[2]
+        keys = view.dkey[start:start + elig.shape[0]]
+        for k in added[2]:
+            elig = elig & (keys != k)
+        cached = view.eligible = (added[1], start, elig)
     if cached is None:
         end = view.batch.n_assets
     elif cached[0] != state.dedupe.changes:
-        # A change is mostly a grant: where every window grants, answering the rest of the
-        # batch each time would cost more than it saves, so this segment only.
+        # A new generation (or keys forgotten at the cap): this segment only, then twice as
+        # far each time (as it was after every grant, when grants were answered so).
         end = hi
     elif hi > cached[1] + cached[2].shape[0]:  # no change meanwhile: twice as far as last
         end = min(view.batch.n_assets, lo + max(2 * cached[2].shape[0], hi - lo))

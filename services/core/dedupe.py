@@ -65,6 +65,10 @@ class DedupeState:
         # Bumped by every command that may change what `contains` answers, so that a caller
         # may keep answers for a whole batch until it moves (derived; never in a snapshot).
         self.changes = 0
+        # (since, changes, keys): what `contains` answers now is what it answered at change
+        # count `since`, plus `keys` (uint64; only adds happened since), so that kept answers
+        # can be brought up to date without asking again; None otherwise (derived).
+        self.added: tuple[int, int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.keys.shape[0] + self.recent_keys.shape[0])
@@ -95,7 +99,7 @@ class DedupeState:
         """Remember `keys` in the current generation (call `advance` first); a key already held
         moves to the current generation. Idempotent per key."""
         new = np.unique(keys.astype(np.uint64))
-        self.changes += 1
+        self._note_added(new)
         for held_keys, held_gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
             held = _member(held_keys, new)
             if held.any():
@@ -107,6 +111,15 @@ class DedupeState:
         self.recent_keys = np.insert(self.recent_keys, pos, new)
         self.recent_gens = np.insert(self.recent_gens, pos, self.generation)
         self._bound(policy)
+
+    def _note_added(self, keys: np.ndarray) -> None:
+        """Count a change that adds `keys` (see `added`)."""
+        last = self.added
+        if last is not None and last[1] == self.changes and last[2].shape[0] < 64:
+            self.added = (last[0], self.changes + 1, np.concatenate((last[2], keys)))
+        else:
+            self.added = (self.changes, self.changes + 1, keys)
+        self.changes += 1
 
     def _locate(self, k: np.uint64) -> tuple[np.ndarray, int] | None:
         """(the generations array holding key k, its index there), or None. Query."""
@@ -123,7 +136,7 @@ class DedupeState:
     def add_one(self, policy: DedupePolicy, key: int) -> None:
         """`add` of one key (a window's grants come one at a time), without set operations."""
         k = np.uint64(key)
-        self.changes += 1
+        self._note_added(np.array([k], dtype=np.uint64))
         found = self._locate(k)
         if found is not None:
             gens, i = found
@@ -143,6 +156,7 @@ class DedupeState:
             self.recent_keys = np.zeros(0, dtype=np.uint64)
             self.recent_gens = np.zeros(0, dtype=np.int64)
         while self.keys.shape[0] > policy.max_entries:
+            self.added = None  # keys were forgotten too
             oldest = self.gens.min()
             if oldest == self.generation:  # one generation over the cap: drop the excess keys
                 cap = policy.max_entries
