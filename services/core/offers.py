@@ -56,7 +56,13 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
         if mine.shape[0] == 0:
             return
         items = mine.tolist()
-    state.weighted.observe_quanta(c["quanta"][pick])
+    if mine is None:  # a run of the batch: its sum from the running sums (exact integers)
+        running = c["running"]
+        if running is None:
+            running = c["running"] = [0, *np.cumsum(c["quanta"]).tolist()]
+        state.weighted.observe_total(running[lo + n] - running[lo], n)
+    else:
+        state.weighted.observe_quanta(c["quanta"][pick])
     # Counted before the dry check, like the level: whether a segment is dry depends on where
     # the batch was cut, the assets offered do not.
     factor = None
@@ -118,6 +124,7 @@ def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | No
         "has": has, "groups": groups, "priority": pr, "power": power,
         "weights": pr if power is None else pr ** power,
         "exp": None,
+        "running": None,  # running sums of "quanta", made at the first run that asks
         "quanta": quanta(view.u[np.maximum(view.driver, 0)]) if view.u.shape[0] else
         np.zeros(b.n_assets, dtype=np.int64),  # no predictions: no asset has a driver
     }

@@ -144,6 +144,11 @@ class WeightedReservoirState:
         self.u_sum += int(units.sum())
         self.u_count += int(units.shape[0])
 
+    def observe_total(self, units: int, count: int) -> None:
+        """`observe_quanta` of `count` values summing to `units` quanta. Command."""
+        self.u_sum += units
+        self.u_count += count
+
     def __len__(self) -> int:
         return len(self.payload)
 
