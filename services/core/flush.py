@@ -29,6 +29,8 @@ def settle(state: SelectorMemory, view: BatchView) -> None:
     `offers.offer` stores a bare batch asset index as an entry's payload: most entries of a short
     window are displaced or drained before their segment ends, so a payload is built only for a
     pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
+    if not state.weighted.payload and not state.control.payload:  # a window just closed
+        return
     for payloads, strategy in ((state.weighted.payload, "reservoir"),
                                (state.control.payload, "random_control")):
         for k, p in enumerate(payloads):

@@ -206,7 +206,10 @@ class WeightedReservoirState:
         if self.u_count:
             mean = self.u_sum / (QUANTUM * self.u_count)
             level = mean if level is None else level + LEVEL_SMOOTHING * (mean - level)
-        self.__init__(self.size, level)  # type: ignore[misc]
+        # `__init__(size, level)`, spelled out: this runs at every window's close.
+        self.key, self.group, self.priority = _NO_KEYS, _NO_GROUPS, _NO_KEYS
+        self.payload = []
+        self.u_sum, self.u_count, self.level = 0, 0, level
 
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "key": encode_array(self.key),
