@@ -48,15 +48,20 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
 def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.ndarray:
     """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
     batch at once and again only after dedupe changed (a grant, a new generation). Query."""
-    cached, added = view.eligible, state.dedupe.added
-    if cached is not None and cached[0] != state.dedupe.changes and added is not None and \
-            added[0] <= cached[0] and added[1] == state.dedupe.changes:
+    cached, dedupe = view.eligible, state.dedupe
+    if cached is not None and cached[0] != dedupe.changes and cached[0] >= dedupe.added_since:
         # Only keys were added since (grants): only the assets of those keys turn.
         start, elig = cached[1], cached[2]
         keys = view.dkey[start:start + elig.shape[0]]
-        for k in added[2]:
-            elig = elig & (keys != k)
-        cached = view.eligible = (added[1], start, elig)
+        for change, new in reversed(dedupe.added):
+            if change <= cached[0]:
+                break
+            if new.shape[0] > 4:
+                elig = elig & ~np.isin(keys, new)
+            else:
+                for k in new:
+                    elig = elig & (keys != k)
+        cached = view.eligible = (dedupe.changes, start, elig)
     if cached is None:
         end = view.batch.n_assets
     elif cached[0] != state.dedupe.changes:

@@ -65,10 +65,12 @@ class DedupeState:
         # Bumped by every command that may change what `contains` answers, so that a caller
         # may keep answers for a whole batch until it moves (derived; never in a snapshot).
         self.changes = 0
-        # (since, changes, keys): what `contains` answers now is what it answered at change
-        # count `since`, plus `keys` (uint64; only adds happened since), so that kept answers
-        # can be brought up to date without asking again; None otherwise (derived).
-        self.added: tuple[int, int, np.ndarray] | None = None
+        # What `contains` answers now is what it answered at change count `added_since`, plus
+        # the keys of `added` ((change count after the add, uint64 keys), oldest first): only
+        # adds happened since. Kept answers are brought up to date from it without asking
+        # again (derived; never in a snapshot).
+        self.added_since = 0
+        self.added: list[tuple[int, np.ndarray]] = []
 
     def __len__(self) -> int:
         return int(self.keys.shape[0] + self.recent_keys.shape[0])
@@ -88,6 +90,7 @@ class DedupeState:
             return
         self.generation = gen
         self.changes += 1
+        self._forgot()
         keep = self.gens >= gen - policy.generations
         if not keep.all():
             self.keys, self.gens = self.keys[keep], self.gens[keep]
@@ -114,12 +117,14 @@ class DedupeState:
 
     def _note_added(self, keys: np.ndarray) -> None:
         """Count a change that adds `keys` (see `added`)."""
-        last = self.added
-        if last is not None and last[1] == self.changes and last[2].shape[0] < 64:
-            self.added = (last[0], self.changes + 1, np.concatenate((last[2], keys)))
-        else:
-            self.added = (self.changes, self.changes + 1, keys)
         self.changes += 1
+        if len(self.added) >= 64:  # bounded: answers older than the log are asked again
+            self.added_since = self.added.pop(0)[0]
+        self.added.append((self.changes, keys))
+
+    def _forgot(self) -> None:
+        """Keys may have left: no answer kept before now is brought up to date."""
+        self.added_since, self.added = self.changes, []
 
     def _locate(self, k: np.uint64) -> tuple[np.ndarray, int] | None:
         """(the generations array holding key k, its index there), or None. Query."""
@@ -156,7 +161,7 @@ class DedupeState:
             self.recent_keys = np.zeros(0, dtype=np.uint64)
             self.recent_gens = np.zeros(0, dtype=np.int64)
         while self.keys.shape[0] > policy.max_entries:
-            self.added = None  # keys were forgotten too
+            self._forgot()
             oldest = self.gens.min()
             if oldest == self.generation:  # one generation over the cap: drop the excess keys
                 cap = policy.max_entries

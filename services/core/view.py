@@ -83,13 +83,17 @@ class BatchView:
         vectorised pass over the rest of the batch kept until the budget spends (a window asks
         its lanes a few times, and a lane spends a few times a batch). Query."""
         cached = self._open.get(lane)
-        if cached is None or cached[0] != budget.spends or i < cached[1]:
+        if cached is not None and cached[0] == budget.spends and i >= cached[1]:
+            return cached[2][i - cached[1]]
+        opened = None
+        # A lane that spent within a few windows of its last pass (one that grants most
+        # windows) is asked one query at a time: a pass costs several queries.
+        if cached is None or i - cached[1] >= _PASS_EVERY:
             opened = budget.open_from(policy, lane, self.n_seen[i:], self.watermark[i:])
-            if opened is None:
-                return budget.available(policy, lane, float(self.n_seen[i]),
-                                        float(self.watermark[i]))
-            cached = self._open[lane] = (budget.spends, i, opened)
-        return cached[2][i - cached[1]]
+        if opened is None:
+            return budget.available(policy, lane, float(self.n_seen[i]), float(self.watermark[i]))
+        self._open[lane] = (budget.spends, i, opened)
+        return opened[0]
 
     def rows_of(self, keys: list[int], from_asset: int = 0) -> np.ndarray | slice:
         """Predictions of batch model keys `keys` (of assets >= from_asset). Query."""
@@ -237,6 +241,9 @@ class BatchView:
             track=None if unstable is None else unstable.to_json(), targets=named,
             cost=cost(self.cost_unit, hi - lo, None if named is None else len(named)))
 
+
+_PASS_EVERY = 200
+"""Assets after a lane's last vectorised pass before a spend may trigger another (`lane_open`)."""
 
 _KEY_HASHES: dict[tuple[str, str], int] = {}
 
