@@ -48,12 +48,25 @@ def segment(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[
 def _eligible(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> np.ndarray:
     """Per asset of lo:hi: not remembered by dedupe. Membership is answered for the whole
     batch at once and again only after dedupe changed (a grant, a new generation). Query."""
-    cached = view.eligible
+    cached, dedupe = view.eligible, state.dedupe
+    if cached is not None and cached[0] != dedupe.changes and cached[0] >= dedupe.added_since:
+        # Only keys were added since (grants): only the assets of those keys turn.
+        start, elig = cached[1], cached[2]
+        keys = view.dkey[start:start + elig.shape[0]]
+        for change, new in reversed(dedupe.added):
+            if change <= cached[0]:
+                break
+            if new.shape[0] > 4:
+                elig = elig & ~np.isin(keys, new)
+            else:
+                for k in new:
+                    elig = elig & (keys != k)
+        cached = view.eligible = (dedupe.changes, start, elig)
     if cached is None:
         end = view.batch.n_assets
     elif cached[0] != state.dedupe.changes:
-        # A change is mostly a grant: where every window grants, answering the rest of the
-        # batch each time would cost more than it saves, so this segment only.
+        # A new generation (or keys forgotten at the cap): this segment only, then twice as
+        # far each time (as it was after every grant, when grants were answered so).
         end = hi
     elif hi > cached[1] + cached[2].shape[0]:  # no change meanwhile: twice as far as last
         end = min(view.batch.n_assets, lo + max(2 * cached[2].shape[0], hi - lo))
@@ -77,8 +90,8 @@ def _explore(state: SelectorMemory, view: BatchView, lo: int, hi: int, elig: np.
     cand = view.explorable[at:bisect_left(view.explorable, hi, at)]
     for r in [i - lo for i in cand if elig[i - lo]]:
         i = lo + r
-        n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
-        if state.budget.available(b, "explore", n_seen, wm):
+        if view.lane_open(state.budget, b, "explore", i):
+            n_seen, wm = float(view.n_seen[i]), float(view.watermark[i])
             sel = view.describe(i, "exploration", inclusion=p)
             state.budget.spend(b, "explore", n_seen, wm, sel.cost)
             picks.append((i, sel))

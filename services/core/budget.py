@@ -193,12 +193,28 @@ class BudgetState:
         self.count = {name: TokenBucket(policy.lane(name)[1], 0.0) for name in LANES}
         self.time = {name: _time_bucket(policy, name, policy.lane(name)[3], None)
                      for name in LANES}
+        # Bumped by every spend, so a caller may keep `open_from` answers until it moves
+        # (derived; never in a snapshot).
+        self.spends = 0
 
     def available(self, policy: BudgetPolicy, lane: str, n_seen: float, watermark: float) -> bool:
         """True when `lane` can grant one selection at (assets seen, watermark). Query."""
         cr, cc, tr, tc = policy._lanes[lane]  # `lane`, without its call (a per-window path)
         return (self.count[lane].level_at(n_seen, cr, cc) >= 1.0
                 and self.time[lane].level_at(watermark, tr, tc) >= 1.0)
+
+    def open_from(self, policy: BudgetPolicy, lane: str, n_seen: np.ndarray,
+                  watermark: np.ndarray) -> list[bool] | None:
+        """`available` at each (n_seen[i], watermark[i]) as long as nothing spends, in one
+        vectorised pass with the same float operations (and `min` / `max` semantics) as the
+        scalar query, so the same answers; None for a lane whose time bucket is phased (the
+        scalar query answers it). Query."""
+        time = self.time[lane]
+        if not isinstance(time, TokenBucket):
+            return None
+        cr, cc, tr, tc = policy._lanes[lane]
+        return (_holds_one(self.count[lane], n_seen, cr, cc)
+                & _holds_one(time, watermark, tr, tc)).tolist()
 
     def first_available(self, policy: BudgetPolicy, lane: str, n_seen: np.ndarray,
                         watermark: np.ndarray, start: int) -> int:
@@ -216,6 +232,7 @@ class BudgetState:
               cost: float = 1.0) -> None:
         """Take one selection of `cost` units from `lane`; the caller checked `available`."""
         cr, cc, tr, tc = policy.lane(lane)
+        self.spends += 1
         self.count[lane].spend(n_seen, cr, cc, cost)
         self.time[lane].spend(watermark, tr, tc, cost)
 
@@ -245,6 +262,15 @@ class BudgetState:
             state.time[name] = _time_bucket(policy, name, float(level),
                                             None if coord is None else float(coord))
         return state
+
+
+def _holds_one(bucket: TokenBucket, coords: np.ndarray, rate: float, cap: float) -> np.ndarray:
+    """`bucket.level_at(c, rate, cap) >= 1` per coordinate c: Python's max(d, 0.0) is
+    d unless 0.0 > d, min(cap, x) is x if x < cap else cap (NaN included)."""
+    with np.errstate(invalid="ignore"):  # 0 x inf: NaN, as in Python
+        d = coords - bucket.coord
+        x = bucket.level + rate * np.where(0.0 > d, 0.0, d)
+        return np.where(x < cap, x, cap) >= 1.0
 
 
 def _time_bucket(policy: BudgetPolicy, lane: str, level: float, coord: float | None

@@ -27,14 +27,13 @@ class Cuts:
         wm = view.watermark
         self.tid = np.floor(wm / pol.reservoir.window_seconds).astype(np.int64)
         self.gen = np.floor(wm / pol.dedupe.generation_seconds).astype(np.int64)
-        order = np.argsort(view.dkey, kind="stable")
-        sk = view.dkey[order]
-        dup = np.flatnonzero(sk[1:] == sk[:-1])
-        if dup.shape[0]:  # (position, previous position of the same key), by position
-            pairs = sorted(zip(order[dup + 1].tolist(), order[dup].tolist(), strict=True))
-            self.repeats = pairs
-        else:
-            self.repeats = []
+        self.repeats: list[tuple[int, int]] = []
+        sk = np.sort(view.dkey)  # a plain sort first: a quarter of the stable argsort's cost
+        if (sk[1:] == sk[:-1]).any():  # (position, previous position of the same key)
+            order = np.argsort(view.dkey, kind="stable")
+            sk = view.dkey[order]
+            dup = np.flatnonzero(sk[1:] == sk[:-1])
+            self.repeats = sorted(zip(order[dup + 1].tolist(), order[dup].tolist(), strict=True))
         self._positions: dict[int, np.ndarray] = {}
         # Where the window / generation of a given id ends (several segments share one).
         self._window_end: dict[int, int] = {}

@@ -65,6 +65,12 @@ class DedupeState:
         # Bumped by every command that may change what `contains` answers, so that a caller
         # may keep answers for a whole batch until it moves (derived; never in a snapshot).
         self.changes = 0
+        # What `contains` answers now is what it answered at change count `added_since`, plus
+        # the keys of `added` ((change count after the add, uint64 keys), oldest first): only
+        # adds happened since. Kept answers are brought up to date from it without asking
+        # again (derived; never in a snapshot).
+        self.added_since = 0
+        self.added: list[tuple[int, np.ndarray]] = []
 
     def __len__(self) -> int:
         return int(self.keys.shape[0] + self.recent_keys.shape[0])
@@ -84,6 +90,7 @@ class DedupeState:
             return
         self.generation = gen
         self.changes += 1
+        self._forgot()
         keep = self.gens >= gen - policy.generations
         if not keep.all():
             self.keys, self.gens = self.keys[keep], self.gens[keep]
@@ -95,7 +102,7 @@ class DedupeState:
         """Remember `keys` in the current generation (call `advance` first); a key already held
         moves to the current generation. Idempotent per key."""
         new = np.unique(keys.astype(np.uint64))
-        self.changes += 1
+        self._note_added(new)
         for held_keys, held_gens in ((self.keys, self.gens), (self.recent_keys, self.recent_gens)):
             held = _member(held_keys, new)
             if held.any():
@@ -107,6 +114,17 @@ class DedupeState:
         self.recent_keys = np.insert(self.recent_keys, pos, new)
         self.recent_gens = np.insert(self.recent_gens, pos, self.generation)
         self._bound(policy)
+
+    def _note_added(self, keys: np.ndarray) -> None:
+        """Count a change that adds `keys` (see `added`)."""
+        self.changes += 1
+        if len(self.added) >= 64:  # bounded: answers older than the log are asked again
+            self.added_since = self.added.pop(0)[0]
+        self.added.append((self.changes, keys))
+
+    def _forgot(self) -> None:
+        """Keys may have left: no answer kept before now is brought up to date."""
+        self.added_since, self.added = self.changes, []
 
     def _locate(self, k: np.uint64) -> tuple[np.ndarray, int] | None:
         """(the generations array holding key k, its index there), or None. Query."""
@@ -123,7 +141,7 @@ class DedupeState:
     def add_one(self, policy: DedupePolicy, key: int) -> None:
         """`add` of one key (a window's grants come one at a time), without set operations."""
         k = np.uint64(key)
-        self.changes += 1
+        self._note_added(np.array([k], dtype=np.uint64))
         found = self._locate(k)
         if found is not None:
             gens, i = found
@@ -143,6 +161,7 @@ class DedupeState:
             self.recent_keys = np.zeros(0, dtype=np.uint64)
             self.recent_gens = np.zeros(0, dtype=np.int64)
         while self.keys.shape[0] > policy.max_entries:
+            self._forgot()
             oldest = self.gens.min()
             if oldest == self.generation:  # one generation over the cap: drop the excess keys
                 cap = policy.max_entries

@@ -29,6 +29,8 @@ def settle(state: SelectorMemory, view: BatchView) -> None:
     `offers.offer` stores a bare batch asset index as an entry's payload: most entries of a short
     window are displaced or drained before their segment ends, so a payload is built only for a
     pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
+    if not state.weighted.payload and not state.control.payload:  # a window just closed
+        return
     for payloads, strategy in ((state.weighted.payload, "reservoir"),
                                (state.control.payload, "random_control")):
         for k, p in enumerate(payloads):
@@ -78,15 +80,16 @@ def flush(state: SelectorMemory, view: BatchView, at: int, out: list[Selected]) 
     """Close the window at asset index `at` (its budget coordinates): grant the weighted
     reservoirs' top picks, then the control arm's uniform sample."""
     n_seen, wm = float(view.n_seen[at]), float(view.watermark[at])
-    _flush_weighted(state, view, n_seen, wm, out)
-    _flush_control(state, view, n_seen, wm, out)
+    _flush_weighted(state, view, at, n_seen, wm, out)
+    _flush_control(state, view, at, n_seen, wm, out)
 
 
-def _flush_weighted(state: SelectorMemory, view: BatchView, n_seen: float, wm: float,
+def _flush_weighted(state: SelectorMemory, view: BatchView, at: int, n_seen: float, wm: float,
                     out: list[Selected]) -> None:
-    """Highest priority first, up to top_k, from the exploit lane and class sub-budgets."""
+    """Highest priority first, up to top_k, from the exploit lane and class sub-budgets, at
+    asset `at` (its coordinates n_seen, wm)."""
     pol = state.policy
-    if not state.budget.available(pol.budget, "exploit", n_seen, wm):
+    if not view.lane_open(state.budget, pol.budget, "exploit", at):
         state.weighted.clear()  # the loop below would stop at its first entry
         return
     entries = state.weighted.drain(by_key=pol.reservoir.power is not None)
@@ -137,12 +140,13 @@ def _identity(view: BatchView, payload: Any) -> tuple[int, str, str | None]:
     return int(payload[1]), row[2], row[7]
 
 
-def _flush_control(state: SelectorMemory, view: BatchView, n_seen: float, wm: float,
+def _flush_control(state: SelectorMemory, view: BatchView, at: int, n_seen: float, wm: float,
                    out: list[Selected]) -> None:
-    """The uniform sample, from the explore lane; each pick records granted / offered."""
+    """The uniform sample, from the explore lane, at asset `at` (its coordinates n_seen, wm);
+    each pick records granted / offered."""
     pol = state.policy
     payloads, offered = state.control.drain()
-    if not state.budget.available(pol.budget, "explore", n_seen, wm):
+    if not view.lane_open(state.budget, pol.budget, "explore", at):
         return  # nothing is spent below until a grant: no payload could be granted
     chosen: list[tuple[Selected, int]] = []
     for payload in payloads:

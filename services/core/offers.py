@@ -27,32 +27,47 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
     whether or not their version's stats are ready (ranking within a window needs no
     calibration, so a retrained model version is served from its first asset)."""
     n = free.shape[0]
-    every = bool(free.all())  # the usual segment: no asset explored or remembered by dedupe
-    idx = np.arange(lo, lo + n) if every else lo + np.flatnonzero(free)
-    if idx.shape[0] == 0:
+    # The usual segment: no asset explored or remembered by dedupe, every asset offered; its
+    # index array is built only if asked for (np.count_nonzero: a fraction of .all()'s cost).
+    every = np.count_nonzero(free) == n
+    idx: np.ndarray | None = None if every else lo + np.flatnonzero(free)
+    items = list(range(lo, lo + n)) if idx is None else idx.tolist()
+    if not items:
         return
     rng = state.control_draws if state.control_draws is not None else state.control_rng
-    state.control.offer(idx.shape[0], rng, list(range(lo, lo + n)) if every else idx.tolist())
+    state.control.offer(len(items), rng, items)
     if state.policy.mode != "reservoir":
         return
-    dry = _dry_flush(state, view, lo, lo + free.shape[0])
+    dry = _dry_flush(state, view, lo, lo + n)
     c = _offer_inputs(state, view)
     if c is None:
-        _offer_weighted(state, view, lo, idx, dry)
+        _offer_weighted(state, view, lo, np.arange(lo, lo + n) if idx is None else idx, dry)
         return
     # `pick` indexes the batch-wide inputs: a slice when every asset of the segment is offered
     # (the usual case), the same values as the index array at a fraction of its cost.
     pick: slice | np.ndarray
-    if every and c["has"][lo:lo + n].all():
-        mine, pick = idx, slice(lo, lo + n)
+    mine: np.ndarray | None
+    if idx is None and np.count_nonzero(c["has"][lo:lo + n]) == n:
+        mine, pick = None, slice(lo, lo + n)  # mine: the assets lo:lo + n (`items`)
     else:
+        if idx is None:
+            idx = np.arange(lo, lo + n)
         mine = pick = idx[c["has"][idx]]
-    if mine.shape[0] == 0:
-        return
-    state.weighted.observe_quanta(c["quanta"][pick])
+        if mine.shape[0] == 0:
+            return
+        items = mine.tolist()
+    if mine is None:  # a run of the batch: its sum from the running sums (exact integers)
+        running = c["running"]
+        if running is None:
+            running = c["running"] = [0, *np.cumsum(c["quanta"]).tolist()]
+        state.weighted.observe_total(running[lo + n] - running[lo], n)
+    else:
+        state.weighted.observe_quanta(c["quanta"][pick])
     # Counted before the dry check, like the level: whether a segment is dry depends on where
     # the batch was cut, the assets offered do not.
-    factor = _novelty(state, view, mine) if state.policy.reservoir.novelty else None
+    factor = None
+    if state.policy.reservoir.novelty:
+        factor = _novelty(state, view, np.arange(lo, lo + n) if mine is None else mine)
     if dry:
         return
     power = state.policy.reservoir.power_at(state.weighted.level)
@@ -65,7 +80,9 @@ def offer(state: SelectorMemory, view: BatchView, lo: int, free: np.ndarray) -> 
         weights = pr ** power
     if factor is not None:
         weights = weights * factor
-    state.weighted.offer(weights, c["groups"][pick], pr, c["exp"][pick], mine.tolist())
+    if c["exp"] is None:  # drawn at the batch's first offer that is not dry
+        c["exp"] = state.draws.get(draws.RESERVOIR, view.first, view.first + view.batch.n_assets)
+    state.weighted.offer(weights, c["groups"][pick], pr, c["exp"][pick], items)
 
 
 def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.ndarray:
@@ -88,7 +105,8 @@ def _novelty(state: SelectorMemory, view: BatchView, mine: np.ndarray) -> np.nda
 def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | None:
     """The weighted reservoirs' inputs of every asset of a one-model batch whose book exists,
     computed once a batch (and again when the view re-derives priorities): has a driver, group
-    (model, class), priority, its Exp(1) draw by position, its driver's uncertainty in quanta,
+    (model, class), priority, its Exp(1) draw by position (drawn when first needed: a dry
+    segment offers nothing), its driver's uncertainty in quanta,
     and its weight under the power of the first window that asks. Elementwise, so a segment's
     slice equals what the segment alone computes (`_offer_weighted`). None for other batches."""
     if view.offer_cache is not None:
@@ -105,7 +123,8 @@ def _offer_inputs(state: SelectorMemory, view: BatchView) -> dict[str, Any] | No
     view.offer_cache = {
         "has": has, "groups": groups, "priority": pr, "power": power,
         "weights": pr if power is None else pr ** power,
-        "exp": state.draws.get(draws.RESERVOIR, view.first, view.first + b.n_assets),
+        "exp": None,
+        "running": None,  # running sums of "quanta", made at the first run that asks
         "quanta": quanta(view.u[np.maximum(view.driver, 0)]) if view.u.shape[0] else
         np.zeros(b.n_assets, dtype=np.int64),  # no predictions: no asset has a driver
     }
@@ -122,8 +141,7 @@ def _dry_flush(state: SelectorMemory, view: BatchView, lo: int, hi: int) -> bool
     size = pol.reservoir.window_assets
     if not size or pol.mode != "reservoir" or state.window_count + hi - lo < size:
         return False
-    return not state.budget.available(pol.budget, "exploit", float(view.n_seen[hi - 1]),
-                                      float(view.watermark[hi - 1]))
+    return not view.lane_open(state.budget, pol.budget, "exploit", hi - 1)
 
 
 def _offer_weighted(state: SelectorMemory, view: BatchView, lo: int, idx: np.ndarray,

@@ -17,6 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.core.codec import decode_array, encode_array
+from services.core.scalar_draws import ScalarDraws
+
+_MASK32 = 0xFFFFFFFF
+_TWO_32 = 1 << 32
+_TWO_M53 = 1.0 / 9007199254740992.0
 
 PayloadFn = Callable[[np.ndarray], list[Any]]
 
@@ -139,6 +144,11 @@ class WeightedReservoirState:
         self.u_sum += int(units.sum())
         self.u_count += int(units.shape[0])
 
+    def observe_total(self, units: int, count: int) -> None:
+        """`observe_quanta` of `count` values summing to `units` quanta. Command."""
+        self.u_sum += units
+        self.u_count += count
+
     def __len__(self) -> int:
         return len(self.payload)
 
@@ -196,7 +206,10 @@ class WeightedReservoirState:
         if self.u_count:
             mean = self.u_sum / (QUANTUM * self.u_count)
             level = mean if level is None else level + LEVEL_SMOOTHING * (mean - level)
-        self.__init__(self.size, level)  # type: ignore[misc]
+        # `__init__(size, level)`, spelled out: this runs at every window's close.
+        self.key, self.group, self.priority = _NO_KEYS, _NO_GROUPS, _NO_KEYS
+        self.payload = []
+        self.u_sum, self.u_count, self.level = 0, 0, level
 
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "key": encode_array(self.key),
@@ -234,6 +247,10 @@ class UniformReservoirState:
         if self.size == 0 or m == 0:
             self.seen += m
             return
+        if isinstance(rng, ScalarDraws) and rng.exact and isinstance(make_payload, list) and \
+                self.size < 1 << 32:
+            self._offer_exact(m, rng, make_payload)
+            return
         if isinstance(make_payload, list):
             items = make_payload
 
@@ -267,6 +284,79 @@ class UniformReservoirState:
                 next_at = base + 1 if w >= 1.0 else 2**62
             else:
                 next_at = base + int(math.floor(log(u) / math.log1p(-w))) + 1
+        self.w, self.next_at, self.seen = w, next_at, end
+
+    def _offer_exact(self, m: int, draws: ScalarDraws, items: list[Any]) -> None:
+        """`offer` of m items with ready payloads, drawing from `draws` (over PCG64) with its
+        two transforms inline (`ScalarDraws.random`, `integers`): a call into them cost more
+        than its work, and this runs a few times a window. The same draws in the same order, so
+        the same picks and the same generator position."""
+        size, payload = self.size, self.payload
+        log, exp, log1p, floor = math.log, math.exp, math.log1p, math.floor
+        fill = min(m, size - len(payload))
+        raws: list[int] = []
+        at = n = has32 = half = 0
+        if fill > 0:
+            payload.extend(items[:fill])
+            self.seen += fill
+            if len(payload) < size:
+                return
+            raws, at, has32, half = draws.hold(64)
+            n = len(raws)
+            w = exp(log(1.0 - (raws[at] >> 11) * _TWO_M53) / size)  # then `_skip`
+            u = 1.0 - (raws[at + 1] >> 11) * _TWO_M53
+            at += 2
+            base = self.next_at if self.next_at else self.seen
+            if w >= 1.0 or w <= 0.0:  # degenerate draws: take the next item / stop
+                self.next_at = base + 1 if w >= 1.0 else 2**62
+            else:
+                self.next_at = base + int(floor(log(u) / log1p(-w))) + 1
+            self.w = w
+        seen, w, next_at = self.seen, self.w, self.next_at
+        end = seen + m - fill
+        if next_at > end:  # no replacement in these items: no more draws
+            if n:
+                draws.release(at, has32, half)
+            self.seen = end
+            return
+        if not n:
+            raws, at, has32, half = draws.hold(64)
+            n = len(raws)
+        offset = fill - seen - 1  # item next_at is items[next_at + offset]
+        while next_at <= end:
+            if at + 3 > n:  # one 32-bit and two 64-bit draws ahead (more only on a rejection)
+                draws.release(at, has32, half)
+                raws, at, has32, half = draws.hold(64)
+                n = len(raws)
+            slot = 0  # integers(1) draws nothing
+            if size > 1:  # integers(size): Lemire's method on 32-bit halves, low half first
+                while True:
+                    if has32:
+                        value, has32 = half, 0
+                    else:
+                        value = raws[at]
+                        at += 1
+                        half, has32 = value >> 32, 1
+                        value &= _MASK32
+                    slot = value * size
+                    low = slot & _MASK32
+                    if low >= size or low >= (_TWO_32 - size) % size:
+                        break
+                    if at + 3 > n:  # a rejection (p < size / 2**32): keep two draws ahead
+                        draws.release(at, has32, half)
+                        raws, at, has32, half = draws.hold(64)
+                        n = len(raws)
+                slot >>= 32
+            payload[slot] = items[next_at + offset]
+            w *= exp(log(1.0 - (raws[at] >> 11) * _TWO_M53) / size)
+            u = 1.0 - (raws[at + 1] >> 11) * _TWO_M53
+            at += 2
+            base = next_at if next_at else seen
+            if w >= 1.0 or w <= 0.0:  # degenerate draws: take the next item / stop
+                next_at = base + 1 if w >= 1.0 else 2**62
+            else:
+                next_at = base + int(floor(log(u) / log1p(-w))) + 1
+        draws.release(at, has32, half)
         self.w, self.next_at, self.seen = w, next_at, end
 
     def _skip(self, rng: ScalarRandom) -> None:

@@ -78,6 +78,24 @@ class ScalarDraws:
         self._has32, self._half = 1, value >> 32
         return value & _MASK32
 
+    def hold(self, k: int) -> tuple[list[int], int, int, int]:
+        """(raws, at, has32, half): at least `k` unread raw 64-bit outputs from raws[at] on and
+        the buffered 32-bit half (has32: 1 when held), for a loop that does `random()` and
+        `integers(n)` inline (reservoir.py). Exact generators only (`exact`). Until it hands the
+        position back with `release`, no other draw may be made here."""
+        if self._start is None:
+            self._begin()
+        if self._n - self._at < k:
+            size = max(_BLOCK, 2 * k)
+            self._raw = self._raw[self._at:self._n] + self.bit_generator.random_raw(size).tolist()
+            self._at, self._n = 0, len(self._raw)
+            self._drawn += size
+        return self._raw, self._at, self._has32, self._half
+
+    def release(self, at: int, has32: int, half: int) -> None:
+        """Hand back the position after a `hold`: raws[:at] are used, and the buffered half."""
+        self._at, self._has32, self._half = at, has32, half
+
     def random(self) -> float:
         """U[0, 1), as `Generator.random()`."""
         at = self._at

@@ -203,10 +203,11 @@ def _after(state: SelectorMemory, view: BatchView, lo: int, hi: int, out: list[S
     state.watermark = float(view.watermark[hi - 1])
     state.last_time = float(b.asset_time[hi - 1])
     state.window_count += hi - lo
-    if view.pending_from is not None:
+    one_model = view.pending_from is not None
+    if one_model:
         _after_one_model(view, hi)
-    for k, version in enumerate(view.versions):
-        if version is None or view.pending_from is not None:
+    for k, version in enumerate(() if one_model else view.versions):
+        if version is None:
             continue
         if view.single_model:
             last = hi - 1

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from services.core.batch import PredictionBatch
+from services.core.budget import BudgetPolicy, BudgetState
 from services.core.codec import combine64
 from services.core.eventtime import watermarks
 from services.core.instances import InstancePolicy, cost, targets
@@ -74,6 +75,25 @@ class BatchView:
         # Predictions of the one model not yet held for its stats: from this asset on, or None
         # when each segment holds its own (selector.py `_after`).
         self.pending_from: int | None = None
+        # Per budget lane: (budget spends, first asset, `open_from` answers from it).
+        self._open: dict[str, tuple[int, int, list[bool]]] = {}
+
+    def lane_open(self, budget: BudgetState, policy: BudgetPolicy, lane: str, i: int) -> bool:
+        """`budget.available(policy, lane, ...)` at asset i's coordinates, answered from one
+        vectorised pass over the rest of the batch kept until the budget spends (a window asks
+        its lanes a few times, and a lane spends a few times a batch). Query."""
+        cached = self._open.get(lane)
+        if cached is not None and cached[0] == budget.spends and i >= cached[1]:
+            return cached[2][i - cached[1]]
+        opened = None
+        # A lane that spent within a few windows of its last pass (one that grants most
+        # windows) is asked one query at a time: a pass costs several queries.
+        if cached is None or i - cached[1] >= _PASS_EVERY:
+            opened = budget.open_from(policy, lane, self.n_seen[i:], self.watermark[i:])
+        if opened is None:
+            return budget.available(policy, lane, float(self.n_seen[i]), float(self.watermark[i]))
+        self._open[lane] = (budget.spends, i, opened)
+        return opened[0]
 
     def rows_of(self, keys: list[int], from_asset: int = 0) -> np.ndarray | slice:
         """Predictions of batch model keys `keys` (of assets >= from_asset). Query."""
@@ -221,6 +241,9 @@ class BatchView:
             track=None if unstable is None else unstable.to_json(), targets=named,
             cost=cost(self.cost_unit, hi - lo, None if named is None else len(named)))
 
+
+_PASS_EVERY = 200
+"""Assets after a lane's last vectorised pass before a spend may trigger another (`lane_open`)."""
 
 _KEY_HASHES: dict[tuple[str, str], int] = {}
 

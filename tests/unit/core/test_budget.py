@@ -16,7 +16,7 @@ from services.core import (
     WarmupPolicy,
     select,
 )
-from services.core.budget import TokenBucket
+from services.core.budget import LANES, BudgetState, TokenBucket
 from services.core.stats import ConfidenceStatsPolicy
 from tests.unit.core.synth import Event, Pred
 
@@ -115,3 +115,36 @@ def test_token_bucket_interval_bound(gaps: list[float], rate: float, cap: float)
         assert np.all(j - i + 1 <= cap + rate * (s[j] - s[i]) + 1e-9)
     first = int(np.searchsorted(coords, 0.0))
     assert bucket.first_index(coords, first, rate, cap) >= 0
+
+
+def test_open_from_answers_as_available_at_each_coordinate() -> None:
+    """The vectorised answers (`open_from`, kept by the batch view) equal the scalar query,
+    for buckets drawn down and partly refilled, NaN and infinite coordinates included; a
+    phased lane is left to the scalar query."""
+    rng = np.random.default_rng(3)
+    checked = 0
+    for trial in range(200):
+        policy = BudgetPolicy(share=float(rng.choice([0.0, 0.02, 0.5])),
+                              labels_per_hour=float(rng.choice([0.0, 1000.0, 36000.0])),
+                              burst=float(rng.choice([1.0, 3.0, 50.0])))
+        state = BudgetState(policy)
+        lane = LANES[trial % 2]
+        n_seen = np.sort(rng.uniform(0, 400, 64))
+        wm = np.sort(rng.uniform(0, 30, 64))
+        for _ in range(int(rng.integers(0, 60))):
+            i = int(rng.integers(64))
+            if state.available(policy, lane, float(n_seen[i]), float(wm[i])):
+                state.spend(policy, lane, float(n_seen[i]), float(wm[i]),
+                            float(rng.integers(1, 3)))
+        if trial % 7 == 0:
+            wm[-3:] = [np.inf, np.nan, -np.inf]
+        got = state.open_from(policy, lane, n_seen, wm)
+        if got is None:  # a phased lane
+            assert not isinstance(state.time[lane], TokenBucket)
+            continue
+        assert got == [state.available(policy, lane, float(a), float(b))
+                       for a, b in zip(n_seen, wm, strict=True)]
+        checked += 1
+    assert checked > 80
+    phased = BudgetPolicy(burst=50.0).scaled(1 / 64, slot=3)
+    assert BudgetState(phased).open_from(phased, "explore", n_seen, wm) is None

@@ -184,3 +184,25 @@ def test_level_is_a_smoothed_window_mean_kept_across_drains_and_snapshots() -> N
         assert abs(s.level - (0.4 + LEVEL_SMOOTHING * 0.4)) < 1e-12
     state.drain()  # an empty window leaves the level as it was
     assert abs(state.level - (0.4 + LEVEL_SMOOTHING * 0.4)) < 1e-12
+
+
+def test_uniform_over_scalar_draws_equals_over_the_generator() -> None:
+    """The inlined draws (`_offer_exact`, over ScalarDraws) keep the payloads, the skip state
+    and the generator position of the plain Generator path, for any size and offer pattern."""
+    from services.core.scalar_draws import ScalarDraws
+
+    for size in (1, 2, 3, 7, 40):
+        ref_rng, my_rng = (np.random.Generator(np.random.PCG64(size)) for _ in range(2))
+        ref_rng.integers(5), my_rng.integers(5)  # start with a buffered 32-bit half
+        pattern = np.random.default_rng(size).integers(0, 120, 300).tolist()
+        ref, mine = UniformReservoirState(size), UniformReservoirState(size)
+        for k, m in enumerate(pattern):
+            draws = ScalarDraws(my_rng)
+            items = list(range(k * 1000, k * 1000 + m))
+            ref.offer(m, ref_rng, items)
+            mine.offer(m, draws, items)
+            draws.close()
+            assert mine.snapshot() == ref.snapshot()
+            assert my_rng.bit_generator.state == ref_rng.bit_generator.state
+            if k % 3 == 0:
+                assert ref.drain() == mine.drain()
