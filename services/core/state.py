@@ -25,10 +25,11 @@ from services.core.feedback import weights_from_agreement
 from services.core.policy import SelectorPolicy
 from services.core.redundancy import RedundancyState
 from services.core.registry import ModelBook, VersionState
-from services.core.reservoir import UniformReservoirState, WeightedReservoirState
+from services.core.reservoir import WeightedReservoirState
 from services.core.scalar_draws import ScalarDraws
 from services.core.thresholds import growth, relative_quantiles
 from services.core.tracks import TrackState
+from services.core.uniform_reservoir import UniformReservoirState
 
 FORMAT = "active-stream/selector-state"
 FORMAT_VERSION = 2

@@ -10,7 +10,8 @@ import numpy as np
 from scipy import stats
 
 from services.core.codec import decode_rng, encode_rng
-from services.core.reservoir import UniformReservoirState, WeightedReservoirState
+from services.core.reservoir import WeightedReservoirState
+from services.core.uniform_reservoir import UniformReservoirState
 
 
 def _uniform_trial(rng: np.random.Generator, n: int, k: int, splits: list[int]) -> list[int]:
