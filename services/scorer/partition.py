@@ -14,10 +14,8 @@ same however the stream is cut (core/selector.py), so this changes no decision.
 from __future__ import annotations
 
 import bisect
-import gc
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +26,7 @@ from services.core.stability import ProbeBooks, predicted_class
 from services.core.tiers import TierRouter
 from services.scorer.builders import build_drift_record, build_request, build_stability_record
 from services.scorer.checkpoint_format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from services.scorer.heap import collection_held
 from services.scorer.records import BatchResult, Output, Record
 from services.scorer.selected import DecodedEvents, Held, event
 from services.streaming.annotation_requests import encode_annotation_request
@@ -128,7 +127,7 @@ class PartitionScorer:
         # skips a Python-level comparison per record.
         n = len(offsets)
         cut = 0 if low >= self.suppress_below else sum(map(self.suppress_below.__gt__, offsets))
-        with _collection_held():
+        with collection_held():
             for lo, hi, emit in ((0, cut, False), (cut, n, True)):
                 for a, b in _chunks(values, lo, hi):
                     self._process(offsets[a:b], values[a:b], record, a, emit, result)
@@ -290,30 +289,6 @@ class PartitionScorer:
         if self.probes is not None and self.probes.books:  # absent until a probe arrives
             data["probes"] = self.probes.snapshot()
         return encode_event(data)
-
-
-@contextmanager
-def _collection_held() -> Iterator[None]:
-    """Python's automatic garbage collection held off while one batch is processed, and
-    restored after (also when the batch raises); left alone when it was off already (a caller
-    that turned it off, or a nested call).
-
-    Why: a batch allocates a few thousand containers (the parsed events, their columns) that
-    stay alive until it ends, so the collections their allocation triggers traverse them and
-    promote them to older generations, whose full collections then walk the whole heap. Held
-    off, the next collection comes after the batch, when reference counting has freed them:
-    ~5% of the broker-free core's CPU (paired A/B, 30 rounds). Memory stays bounded: a batch is
-    cut into chunks of at most MAX_CHUNK_BYTES, and cyclic garbage made meanwhile is collected
-    after it. Process-wide, like every `gc` switch: another thread's allocations go
-    uncollected for that time too (never longer than a batch)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _flagged(decoded: DecodedBatch, mask: np.ndarray) -> list[InferenceEvent]:

@@ -42,6 +42,7 @@ from services.scorer.errors import (
 )
 from services.scorer.feedback import FeedbackBook, FeedbackReader
 from services.scorer.guarantees import guarantee
+from services.scorer.heap import freeze_startup, thaw
 from services.scorer.hold import HOLD_S, Hold, records_of
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.observe import Observer
@@ -170,6 +171,7 @@ class Scorer:
         self.consumer.subscribe([self.topic], on_assign=self.rebalance.on_assign,
                                 on_revoke=self.rebalance.on_revoke,
                                 on_lost=self.rebalance.on_lost)
+        freeze_startup()  # out of every full collection's walk (heap.py)
         try:
             while not self._stop.is_set():
                 self._beat()
@@ -298,6 +300,7 @@ class Scorer:
                 # Handed over: the revoke that closing the consumer triggers has nothing to do.
                 self.rebalance.drop(list(self.partitions))
         finally:
+            thaw()
             self.consumer.close()
             self.readback.close()
             self.feedback.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import time
 from collections import Counter
 
@@ -80,6 +81,21 @@ def test_bad_input_goes_to_the_dlq_while_good_events_flow_and_metrics_show_it(
     selected = sum(v for (name, _), v in samples.items() if name == "scorer_selected_total")
     assert selected == len(requests)
     assert metric(samples, "scorer_assigned_partitions") == 2
+
+
+def test_the_heap_at_start_is_left_out_of_full_collections_while_serving(broker: object) -> None:
+    """heap.py: the loop freezes what exists at its start (no full collection walks it) and
+    thaws it when it ends, so a process that outlives the scorer collects as usual."""
+    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    prefix = private_loop(bootstrap, partitions=1)
+    stream = inference_events(50, seed=3)
+    produce(bootstrap, prefix + "al.inference-events.v1", stream)
+    assert gc.get_freeze_count() == 0
+    with scorer_in_thread(scorer_env(bootstrap, prefix, f"g-{prefix}")) as scorer:
+        wait_for(lambda: consumed(scorer, len(stream)), 60, "stream not consumed")
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000, frozen  # the interpreter's modules and classes at least
+    assert gc.get_freeze_count() == 0
 
 
 def produce_big(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
