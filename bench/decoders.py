@@ -392,7 +392,7 @@ def main() -> None:
         import msgspec  # noqa: F401
         import pydantic  # noqa: F401
     except ImportError:
-        print("\nmsgspec / pydantic not installed: pip install -e '.[bench-peers]' for the "
+        print("\nmsgspec / pydantic not installed: pip install -e '.[bench-decoders]' for the "
               "comparison")
         return
     typed_speed(args.seconds)

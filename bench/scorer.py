@@ -710,7 +710,7 @@ def main() -> None:
     parser.add_argument("--slow-peer-events", type=int, default=30_000,
                         help="events for the faust and scikit-activeml peers")
     parser.add_argument("--peer-python", metavar="PATH",
-                        help="the interpreter of a venv holding the bench-peers extra, for the "
+                        help="the interpreter of the venv `make bench-peers` makes, for the "
                         "peers (default: this one); keeps quix-streams' confluent-kafka < 2.13 "
                         "out of the service's environment (bench/README.md)")
     parser.add_argument("--scaling-events", type=int, default=300_000,

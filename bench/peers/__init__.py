@@ -3,7 +3,7 @@ same broker, the same selection rule (least-confidence; 2% of the stream).
 
 Each peer is a module run as its own process (`python -m bench.peers.<name> ...`), so it owns its
 GIL and event loop as it would in production; it prints one `RESULT {json}` line (common.py).
-Install them with the bench-peers extra into a venv of their own, not `.venv` (quix-streams pins
-confluent-kafka below the version the service and its tests need), and run bench/scorer.py with
-`--peer-python` (bench/README.md).
+Install them into a venv of their own with `make bench-peers` (requirements.txt here), not into
+`.venv` (quix-streams pins confluent-kafka below the version the service and its tests need),
+and run bench/scorer.py with `--peer-python` (bench/README.md).
 """

@@ -55,10 +55,10 @@ def run_peer(peer: Peer, bootstrap: str, topic: str, partitions: int, events: in
              threshold: float, fetch_queue_backoff_ms: int, timeout_s: float,
              python: str | None = None) -> PeerRun:
     """Run one peer to its `events`-th event with `python` (default: this interpreter; another
-    one is a venv holding the bench-peers extra, bench/README.md); its stderr goes to ours."""
+    one is the venv of `make bench-peers`, bench/README.md); its stderr goes to ours."""
     if python is None and importlib.util.find_spec(peer.needs) is None:
         return PeerRun(peer, events, None, f"skipped: {peer.needs} not installed "
-                       "(pip install -e '.[bench-peers]')")
+                       "(make bench-peers, then --peer-python)")
     out_topic = f"{topic}.peer-{peer.name}-{uuid.uuid4().hex[:6]}"
     create_topics(AdminClient({"bootstrap.servers": bootstrap}),
                   [TopicSpec(out_topic, partitions)])
