@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := embedded,dev,demo,peers,label-studio
+EXTRAS := embedded,dev,demo,peers,label-studio,bench-decoders
 
 .PHONY: install test demo lint typecheck bench clean broker apache-kafka broker-apache-kafka \
         label-studio bench-deps bench-suite bench-peers chaos
 
 install: $(STAMP)
 
-# Re-install only when the dependency list changes; the package itself is installed editable.
-$(STAMP): pyproject.toml
+# Re-install only when the dependency list (pyproject.toml, EXTRAS) changes; the package itself is
+# installed editable.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
