@@ -411,28 +411,28 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
 def pace(bootstrap: str, topic: str, rate: float, total: int, seed: int,
          ready: Any, go: Any, stop: Any, results: Any) -> None:
     """Child process: produce `total` fresh events at `rate` a second, every event stamped with
-    the wall clock just before its produce() call (events fall due in bursts ~1 ms apart)."""
+    the wall clock just before its produce() call (events fall due in bursts ~1 ms apart).
+
+    The events are made before the pacing starts: making one costs ~3.7 us of CPU, ~0.14 of a
+    core at 37,000 a second, taken from the scorer and the broker on the same 2 cores, where a
+    production scorer's producers run elsewhere (~0.4 KB an event held meanwhile)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it (`stop`, then SIGTERM)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "allow.auto.create.topics": False})
     rng = np.random.default_rng(seed)
     pending: deque[tuple[bytes, bytes]] = deque()
     made, sent, worst = 0, 0, 0.0
+    while made < total:
+        pending.extend(event_bodies(rng, made, min(1000, total - made), "lat-"))
+        made += 1000
     ready.set()
     go.wait()
     start, cpu, started = time.perf_counter(), cpu_seconds(), time.time()
     while sent < total and not stop.is_set():
         due = min(total, int((time.perf_counter() - start) * rate) + 1) - sent
-        if due <= 0:  # ahead of schedule: make events for later, or sleep
-            if len(pending) < 2000 and made < total:
-                pending.extend(event_bodies(rng, made, 1000, "lat-"))
-                made += 1000
-            else:
-                time.sleep(0.0005)
+        if due <= 0:  # ahead of schedule
+            time.sleep(0.0005)
             continue
-        while len(pending) < due:
-            pending.extend(event_bodies(rng, made, 1000, "lat-"))
-            made += 1000
         worst = max(worst, due / rate)
         ts = stamp(time.time())
         produce_all(producer, topic, [(k, b + ts) for k, b in
