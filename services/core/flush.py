@@ -4,8 +4,8 @@ sub-budgets, redundancy gates), then the uniform control arm's sample (explore l
 checked against dedupe at the moment of the grant.
 
 A payload is a bare batch asset index while its batch is being decided, and is built
-(`settle`) only for an entry that outlives its segment: most entries of a short window are
-displaced or drained first, so building them all would cost more than the decisions.
+(`settle`) only for an entry that outlives its batch: most entries of a window are displaced or
+drained first, so building them all would cost more than the decisions.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from services.core.view import BatchView
 
 
 def settle(state: SelectorMemory, view: BatchView) -> None:
-    """Build the payloads of reservoir entries that outlive the segment just decided (called by
-    `select` after each segment, while the batch view still describes them).
+    """Build the payloads of reservoir entries that outlive the batch (called by `select` when
+    its last segment is decided, while the batch view still describes them; after every segment
+    when the view may change under a bare index: selector.py).
 
-    `offers.offer` stores a bare batch asset index as an entry's payload: most entries of a short
-    window are displaced or drained before their segment ends, so a payload is built only for a
-    pick granted at a flush (`_restore`) or an entry still held here; never in a snapshot."""
+    `offers.offer` stores a bare batch asset index as an entry's payload: most entries of a
+    window are displaced or drained before the batch ends, so a payload is built only for a pick
+    granted at a flush (`_restore`) or an entry still held here; never in a snapshot. Until
+    2026-12-07 this ran after every segment, and a batch whose windows, refresh points and end
+    did not line up (every batch once an event-time window had closed off the count grid) built
+    the held entries' payloads three times a batch: ~1/8 of `bench/selector.py`'s time."""
     if not state.weighted.payload and not state.control.payload:  # a window just closed
         return
     for payloads, strategy in ((state.weighted.payload, "reservoir"),

@@ -80,14 +80,21 @@ def select(state: SelectorMemory, batch: PredictionBatch) -> Selection:
     if view.single_model and not lazy:  # its version exists throughout (`_after_one_model`)
         view.pending_from = 0
     state.control_draws = ScalarDraws(state.control_rng)
+    # Held reservoir entries stay bare asset indexes until the batch ends (flush.settle), unless
+    # the view can change under them: a model created (or evicted) mid-batch, whose assets then
+    # map to another book; or track instability, which a bare index and a built payload judge
+    # differently (gates.payload_in_doubt).
+    settle_each = lazy or bool(view.unstable)
     try:
         while j < a:
             _before(state, view, j, out)
             end = cuts.next(j)
             arms.segment(state, view, j, end, out)
             _after(state, view, j, end, out)
-            flush.settle(state, view)
+            if settle_each:
+                flush.settle(state, view)
             j = end
+        flush.settle(state, view)
         _hold_pending(view, a)
     finally:  # the generator must be where the draws left it, even if a bug raised
         state.control_draws.close()
