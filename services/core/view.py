@@ -241,6 +241,43 @@ class BatchView:
             track=None if unstable is None else unstable.to_json(), targets=named,
             cost=cost(self.cost_unit, hi - lo, None if named is None else len(named)))
 
+    def plain_rows(self) -> bool:
+        """True when `describe(i, strategy).to_json()` of every asset is the 12-field row
+        `held_rows` builds: one driver per asset (`max`), no instance targets, no track, each
+        request costing 1. Query."""
+        return (self.aggregation == "max" and not self.unstable and self.cost_unit == "assets"
+                and (self.instances is None or not self.instances.requests))
+
+    def held_rows(self, idx: np.ndarray, strategy: str) -> list[list[Any]]:
+        """`[describe(i, strategy).to_json() for i in idx]` with asset_index -1, gathered with
+        one numpy pass per column instead of a `Selected` per asset; only when `plain_rows()`
+        (test_payloads.py compares the two). Query."""
+        b = self.batch
+        d = self.driver[idx]
+        has = (d >= 0).tolist()
+        if b.n_predictions:
+            dd = np.maximum(d, 0)
+            u, cls, position = (self.u[dd].tolist(), self.gcls[dd].tolist(),
+                                b.position[dd].tolist())
+        else:  # assets without predictions: no driver, nothing to gather
+            u = cls = position = [0] * len(has)
+        models = b.asset_model[idx].tolist()
+        keys, books = [b.model_keys[k] for k in models], [self.books[k] for k in models]
+        out = []
+        for n, (i, prio, t) in enumerate(zip(idx.tolist(), self.asset_priority[idx].tolist(),
+                                             b.asset_time[idx].tolist(), strict=True)):
+            model_id, version = keys[n]
+            book = books[n]
+            assert book is not None
+            if has[n]:
+                # describe's score, the mean over one driver: `sum(...) / 1` (0 + -0.0 is 0.0)
+                out.append([b.refs[i], -1, model_id, version, strategy, (0 + u[n]) / 1, None,
+                            book.names[cls[n]], [position[n]], prio, None, t])
+            else:
+                out.append([b.refs[i], -1, model_id, version, strategy, 0.0, None, None, [],
+                            prio, None, t])
+        return out
+
 
 _PASS_EVERY = 200
 """Assets after a lane's last vectorised pass before a spend may trigger another (`lane_open`)."""

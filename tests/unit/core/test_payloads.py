@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from services.core import BudgetPolicy, SelectorPolicy, SelectorState, flush
-from tests.unit.core.synth import batches, dirichlet_events
+from tests.unit.core.synth import batches, dirichlet_events, mixed_events
 
 
 def test_payloads_are_built_only_for_entries_that_outlive_the_batch(
@@ -42,3 +42,32 @@ def test_payloads_are_built_only_for_entries_that_outlive_the_batch(
     # flush (flush._restore describes those directly: none is built for it).
     assert len(built) == len(held), (len(built), len(held))
     assert all(isinstance(p, list) for p in state.weighted.payload + state.control.payload)
+
+
+@pytest.mark.parametrize("stream", ["dirichlet", "mixed", "objects"])
+def test_fast_payloads_equal_the_described_ones(monkeypatch: pytest.MonkeyPatch,
+                                                stream: str) -> None:
+    """Every payload the fast path gathers (BatchView.held_rows) equals the one `describe`
+    builds, field for field, on streams whose windows end inside batches: one model, two models
+    with assets without predictions and top-1 predictions, and several objects per asset."""
+    policy = replace(SelectorPolicy(), refresh_every=125,
+                     budget=BudgetPolicy(labels_per_hour=1e9, burst=1e6))
+    events = {"dirichlet": lambda: dirichlet_events(np.random.default_rng(5), 3000),
+              "mixed": lambda: mixed_events(11, 3000),
+              "objects": lambda: dirichlet_events(np.random.default_rng(6), 1500, objects=3)
+              }[stream]()
+    state = SelectorState.create(policy, 0)
+    compared: list[int] = []
+    real = flush._payloads
+
+    def both(state: Any, view: Any, strategy: str, idx: np.ndarray) -> list[Any]:
+        out = real(state, view, strategy, idx)
+        if view.plain_rows():
+            assert out == flush._described(state, view, strategy, idx)
+            compared.extend(int(i) for i in idx)
+        return out
+
+    monkeypatch.setattr(flush, "_payloads", both)
+    for batch in batches(events, 137):
+        state.select(batch)
+    assert len(compared) > 100, len(compared)
