@@ -30,8 +30,11 @@ class SessionLost(InstanceReplaced):
     """This instance's own rejoin fenced it: its group session timed out on its side (the
     coordinator was unreachable past session.timeout.ms, as while a broker restarts), librdkafka
     joined again under the same group.instance.id with a new member id, and the broker fenced
-    the old one, which is fatal to the consumer. Nobody else has the id: a new consumer (a new
-    Scorer, restoring from the checkpoints as a restart would) carries on (services/cli.py)."""
+    the old one, which is fatal to the consumer. Or, under exactly_once, this instance stalled
+    (frozen, paused) inside a transaction past transaction.timeout.ms: the broker aborted it and
+    bumped the producer's epoch, so ending it fails with the same fence a newer instance would
+    cause (guarantees.py). Nobody else has the id: a new consumer (a new Scorer, restoring from
+    the checkpoints as a restart would) carries on (services/cli.py)."""
 
 
 class Fenced(Exception):
@@ -75,17 +78,22 @@ def reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def id_fenced(err: KafkaError) -> bool:
+    """Whether `err` is librdkafka's fatal report of a static member or a transactional producer
+    fenced (by a newer one with the same id, or by the broker's own epoch bump)."""
+    if err.code() in (KafkaError.FENCED_INSTANCE_ID, KafkaError.PRODUCER_FENCED,
+                      KafkaError._FENCED, KafkaError.UNRELEASED_INSTANCE_ID):
+        return True
+    # A consumer's fatal error arrives as _FATAL with the broker's words in the text.
+    text = err.str().lower()
+    return err.code() == KafkaError._FATAL and ("fenced" in text or "instance id" in text)
+
+
 def raise_if_replaced(err: KafkaError, errors: connection.Errors | None = None) -> None:
     """librdkafka reports a static member or a transactional producer fenced by a newer one with
     the same id as a fatal error; say it in one line. With `errors` (the client's error log), a
     fence right after this instance's own session timed out is told apart: SessionLost."""
-    replaced = err.code() in (KafkaError.FENCED_INSTANCE_ID, KafkaError.PRODUCER_FENCED,
-                              KafkaError._FENCED, KafkaError.UNRELEASED_INSTANCE_ID)
-    # A consumer's fatal error arrives as _FATAL with the broker's words in the text.
-    text = err.str().lower()
-    if err.code() == KafkaError._FATAL and ("fenced" in text or "instance id" in text):
-        replaced = True
-    if not replaced:
+    if not id_fenced(err):
         return
     if errors is not None and errors.session_lost_within(SELF_FENCE_WINDOW_S):
         raise SessionLost(

@@ -11,11 +11,19 @@ the order of a unit (output -> durable -> offsets) is `Commits`' (commits.py), t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from services.scorer.errors import FENCED_CODES, Fenced, authorization, raise_if_replaced
+from services.scorer.errors import (
+    FENCED_CODES,
+    Fenced,
+    SessionLost,
+    authorization,
+    id_fenced,
+    raise_if_replaced,
+)
 from services.scorer.hold import Hold
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.outbox import Outbox, Unit
@@ -190,6 +198,8 @@ class AtLeastOnce(Guarantee):
 class ExactlyOnce(Guarantee):
     _open = False
     _plain: Producer | None = None
+    _began = 0.0  # self.clock() when the open transaction began
+    clock = staticmethod(time.monotonic)
 
     def start(self) -> None:
         self.outbox.producer.init_transactions(30)
@@ -197,6 +207,26 @@ class ExactlyOnce(Guarantee):
     def begin(self) -> None:
         self.outbox.producer.begin_transaction()
         self._open = True
+        self._began = self.clock()
+
+    def _raise_if_expired(self, err: KafkaError) -> None:
+        """A fence at the end of a transaction that stayed open past transaction.timeout.ms is
+        this instance's own: the broker aborted the transaction when it timed out and bumped
+        the producer's epoch, and a newer instance under the same transactional.id would have
+        been the same error. Seen on Apache Kafka 4.1 when a scorer frozen (SIGSTOP) inside a
+        transaction for ~20 s was resumed; its consumer's session-timeout notice came a
+        millisecond after the fence, too late for `raise_if_replaced` to see it. So the scorer
+        rejoins with a new Scorer (SessionLost) instead of stopping as replaced."""
+        if not id_fenced(err):
+            return
+        open_s = self.clock() - self._began
+        limit = int(str(self.settings.kafka.client_config.get(
+            "transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))) / 1000.0
+        if open_s >= limit:
+            raise SessionLost(
+                f"this instance's transaction stayed open {open_s:.1f} s, past "
+                f"transaction.timeout.ms ({limit:g} s): the broker aborted it and fenced this "
+                f"producer ({err.str()})")
 
     def commit(self, offsets: list[TopicPartition], wait: bool) -> None:
         """Commit the open transaction with `offsets` and the group's metadata, so a zombie
@@ -211,6 +241,7 @@ class ExactlyOnce(Guarantee):
             producer.commit_transaction(60)
             self._open = False
         except KafkaException as exc:
+            self._raise_if_expired(exc.args[0])
             raise_if_replaced(exc.args[0], self.errors)
             self.abort()
             self.outbox.check("the transaction is aborted")

@@ -143,10 +143,15 @@ def test_a_zombie_scorer_is_fenced(kafka: ApacheKafka, guarantee: str) -> None:
     is usually served first, and the batch in hand is then dropped uncommitted: that is the
     other ending of the same case. Each round checks every invariant; a round where the zombie
     neither tried to commit nor dropped a batch in hand is run again on a fresh loop, up to
-    three rounds, so that what the resumed zombie does with its batch is what gets tested."""
+    three rounds, so that what the resumed zombie does with its batch is what gets tested.
+    Under exactly_once a zombie frozen inside a transaction (between its first record and the
+    commit) outlives transaction.timeout.ms: the broker aborts the transaction and fences the
+    producer, and the zombie rejoins with a new Scorer (guarantees.py): a third ending."""
     endings = ["the group refused this instance's commit"]
     if guarantee == "at_least_once":
         endings.append("offsets not committed yet: they are not committed")
+    else:
+        endings.append("past transaction.timeout.ms")
     tails = []
     for round_ in range(3):
         zombie_tail = _zombie_round(kafka, guarantee, seed=22 + round_)

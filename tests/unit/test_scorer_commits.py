@@ -233,3 +233,34 @@ def test_only_guarantees_py_knows_the_two_guarantees_apart() -> None:
         if names & telling or commits:
             found[path.name] = sorted(names & telling) + ["consumer.commit"] * bool(commits)
     assert found == {}
+
+
+@pytest.mark.parametrize("open_s, raised", [(9.0, "InstanceReplaced"), (10.5, "SessionLost")])
+def test_exactly_once_tells_its_own_expired_transaction_from_a_replacement(
+        open_s: float, raised: str) -> None:
+    """A fence when the transaction ends: within transaction.timeout.ms (10 s) another process
+    took the transactional.id (stop); past it, the broker aborted this instance's own stalled
+    transaction and bumped its epoch (rejoin: SessionLost, which the CLI serves with a new
+    Scorer). Seen on Apache Kafka: a scorer frozen ~20 s inside a transaction exited as
+    "replaced" when its session-timeout notice came a millisecond after the fence."""
+    from confluent_kafka import KafkaException
+
+    from services.scorer.errors import InstanceReplaced, SessionLost
+
+    commits, log = _commits(ExactlyOnce)
+    guarantee = commits.guarantee
+    now = [100.0]
+    guarantee.clock = lambda: now[0]  # type: ignore[attr-defined]
+    producer = guarantee.outbox.producer
+
+    def fenced(timeout: float) -> None:
+        now[0] += open_s  # the transaction was open this long when it ended
+        raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance",
+                                        fatal=True))
+
+    producer.commit_transaction = fenced  # type: ignore[method-assign]
+    producer.abort_transaction = lambda timeout: None  # type: ignore[attr-defined]
+    expected = {"InstanceReplaced": InstanceReplaced, "SessionLost": SessionLost}[raised]
+    with pytest.raises(expected) as caught:
+        commits.output([("requests", Output(b"a", b"{}"))], [_part(0, 30)])
+    assert type(caught.value) is expected  # SessionLost is an InstanceReplaced: exactly this
