@@ -43,10 +43,12 @@ CHOICE_ENV = "ACTIVE_STREAM_TEST_BROKER"
 # Broker settings for the suite on top of apache_kafka.SINGLE_NODE, none of which changes a
 # guarantee: offsets commit in ~1 ms instead of ~6 ms (the coordinator's 5-ms append linger,
 # shared/research/apache-kafka-findings.md), and the log cleaner looks for work every second
-# instead of every 15 s so a compaction test needs no long wait.
+# instead of every 15 s so a compaction test needs no long wait, and it aborts a transaction
+# left open past its timeout within half a second of the timeout instead of up to 10 s.
 TEST_BROKER_PROPERTIES = {
     "group.coordinator.append.linger.ms": "0",
     "log.cleaner.backoff.ms": "1000",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
 }
 
 # The secured listener's super user; other users are made per test (add_scram_user).

@@ -210,23 +210,27 @@ class ExactlyOnce(Guarantee):
         self._began = self.clock()
 
     def _raise_if_expired(self, err: KafkaError) -> None:
-        """A fence at the end of a transaction that stayed open past transaction.timeout.ms is
-        this instance's own: the broker aborted the transaction when it timed out and bumped
-        the producer's epoch, and a newer instance under the same transactional.id would have
-        been the same error. Seen on Apache Kafka 4.1 when a scorer frozen (SIGSTOP) inside a
-        transaction for ~20 s was resumed; its consumer's session-timeout notice came a
-        millisecond after the fence, too late for `raise_if_replaced` to see it. So the scorer
-        rejoins with a new Scorer (SessionLost) instead of stopping as replaced."""
-        if not id_fenced(err):
+        """A transaction that stayed open past transaction.timeout.ms is one the broker aborts
+        on its own, bumping the producer's epoch: ending it then fails, and the failure is this
+        instance's own, not a successor's. Seen on Apache Kafka 4.1 with a scorer frozen
+        (SIGSTOP) inside a transaction and resumed:
+        - past its session too (~20 s), ending the transaction was fenced (`_FENCED`), the same
+          error a newer instance under the same transactional.id causes, and the consumer's
+          session-timeout notice came a millisecond later, too late for `raise_if_replaced`;
+        - within its session (5 s, timeout 2 s), adding the offsets timed out (`_TIMED_OUT`,
+          the freeze counted against the request), which crashed the scorer.
+        Either way the scorer rejoins with a new Scorer (SessionLost): a new producer under the
+        same transactional.id, restored from the checkpoints, replays what was not committed."""
+        if not (id_fenced(err) or err.retriable() or err.txn_requires_abort()
+                or err.code() == KafkaError._TIMED_OUT):
             return
         open_s = self.clock() - self._began
-        limit = int(str(self.settings.kafka.client_config.get(
-            "transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))) / 1000.0
+        limit = transaction_timeout_ms(self.settings) / 1000.0
         if open_s >= limit:
             raise SessionLost(
                 f"this instance's transaction stayed open {open_s:.1f} s, past "
-                f"transaction.timeout.ms ({limit:g} s): the broker aborted it and fenced this "
-                f"producer ({err.str()})")
+                f"transaction.timeout.ms ({limit:g} s), so the broker aborted it; ending it "
+                f"failed with {err.str()}")
 
     def commit(self, offsets: list[TopicPartition], wait: bool) -> None:
         """Commit the open transaction with `offsets` and the group's metadata, so a zombie
@@ -278,14 +282,18 @@ class ExactlyOnce(Guarantee):
         return self._plain
 
 
+def transaction_timeout_ms(settings: ScorerSettings) -> int:
+    """The transaction.timeout.ms the transactional producer runs with: the user's, else ours."""
+    return int(str(settings.kafka.client_config.get(
+        "transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)))
+
+
 def guarantee(settings: ScorerSettings) -> tuple[type[Guarantee], dict[str, Any]]:
     """The guarantee `settings` ask for, and what it adds to the producer's configuration."""
     if settings.processing_guarantee != "exactly_once":
         return AtLeastOnce, {}
-    extra: dict[str, Any] = {"transactional.id": f"{settings.group_id}-{settings.instance_id}"}
-    if "transaction.timeout.ms" not in settings.kafka.client_config:
-        extra["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
-    return ExactlyOnce, extra
+    return ExactlyOnce, {"transactional.id": f"{settings.group_id}-{settings.instance_id}",
+                         "transaction.timeout.ms": transaction_timeout_ms(settings)}
 
 
 def refused_commit(metrics: ScorerMetrics, reason: str, consequence: str) -> None:

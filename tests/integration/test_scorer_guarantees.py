@@ -216,6 +216,43 @@ def _zombie_round(kafka: ApacheKafka, guarantee: str, seed: int) -> str:
     return zombie.tail(200)
 
 
+def test_a_scorer_frozen_inside_a_transaction_past_its_timeout_rejoins(kafka: ApacheKafka) -> None:
+    """The lone instance of its group is frozen (SIGSTOP) for 5 s with a transaction open, past
+    its transaction.timeout.ms (2 s) but within its session (6 s). The broker aborts the
+    transaction and bumps the producer's epoch (the suite's broker looks for timed-out
+    transactions every 500 ms), so once resumed the scorer's commit is fenced, exactly as if
+    another instance had taken its transactional.id. Nobody has: the scorer must tell its own
+    expired transaction from a successor (guarantees.py), rejoin with a new Scorer restored
+    from its checkpoints, and finish the input with exactly the uninterrupted run's output."""
+    bootstrap = kafka.bootstrap
+    prefix = private_loop(bootstrap, partitions=2)
+    topic, group, requests = prefix + INPUT, f"g-{prefix}", prefix + REQUESTS
+    produce(bootstrap, topic, inference_events(40_000, seed=24, dt=0.05))
+    ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
+    env = {**scorer_env(bootstrap, prefix, group, processing_guarantee="exactly_once",
+                        instance_id=f"i-{prefix}", batch_size=200, checkpoint_every_events=2000),
+           "ACTIVE_STREAM_KAFKA_TRANSACTION_TIMEOUT_MS": "2000"}
+    proc = ScorerProcess(env).start()
+    proc.wait_ready()
+    wait_for(lambda: progress(bootstrap, group, topic, ends) > 0.05, 120,
+             f"no progress; log:\n{proc.tail()}")
+    assert proc.proc is not None
+    stop_inside_a_transaction(proc, bootstrap, requests, 2)
+    time.sleep(5)
+    os.kill(proc.proc.pid, signal.SIGCONT)
+    running = proc.proc
+    wait_for(lambda: running.poll() is not None or progress(bootstrap, group, topic, ends) >= 1.0,
+             180, f"input not fully committed; log:\n{proc.tail()}")
+    code = proc.stop()
+    log = proc.tail(400)
+    print(f"\nexit code {code}; log tail:\n{proc.tail(8)}")
+    assert "past transaction.timeout.ms (2 s)" in log, "the expired transaction was not seen"
+    assert "another process joined" not in log
+    assert code == 0, "the scorer should rejoin, not stop as replaced"
+    produced = [m.value() for m in read_all(bootstrap, requests)]
+    assert Counter(produced) == Counter(reference_requests(bootstrap, prefix, partitions=2))
+
+
 def test_a_replay_after_restore_never_moves_the_committed_offset_back(kafka: ApacheKafka) -> None:
     """Restored from a checkpoint at 1,000 with the group committed at 3,000, the scorer replays
     1,000-3,000 without output. Had it committed its (lower) next offset meanwhile, a second

@@ -235,14 +235,18 @@ def test_only_guarantees_py_knows_the_two_guarantees_apart() -> None:
     assert found == {}
 
 
-@pytest.mark.parametrize("open_s, raised", [(9.0, "InstanceReplaced"), (10.5, "SessionLost")])
+@pytest.mark.parametrize("error, open_s, raised", [
+    ("fenced", 9.0, "InstanceReplaced"), ("fenced", 10.5, "SessionLost"),
+    ("timed out", 9.0, "KafkaException"), ("timed out", 10.5, "SessionLost")])
 def test_exactly_once_tells_its_own_expired_transaction_from_a_replacement(
-        open_s: float, raised: str) -> None:
+        error: str, open_s: float, raised: str) -> None:
     """A fence when the transaction ends: within transaction.timeout.ms (10 s) another process
     took the transactional.id (stop); past it, the broker aborted this instance's own stalled
     transaction and bumped its epoch (rejoin: SessionLost, which the CLI serves with a new
     Scorer). Seen on Apache Kafka: a scorer frozen ~20 s inside a transaction exited as
-    "replaced" when its session-timeout notice came a millisecond after the fence."""
+    "replaced" when its session-timeout notice came a millisecond after the fence; frozen 5 s
+    with a 2 s timeout, the end of its transaction timed out instead and it crashed. A time-out
+    within the timeout stays an error (a restart replays the batch)."""
     from confluent_kafka import KafkaException
 
     from services.scorer.errors import InstanceReplaced, SessionLost
@@ -252,15 +256,18 @@ def test_exactly_once_tells_its_own_expired_transaction_from_a_replacement(
     now = [100.0]
     guarantee.clock = lambda: now[0]  # type: ignore[attr-defined]
     producer = guarantee.outbox.producer
+    failure = {"fenced": KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True),
+               "timed out": KafkaError(KafkaError._TIMED_OUT, "Failed to add offsets to "
+                                       "transaction: Timed out", retriable=True)}[error]
 
-    def fenced(timeout: float) -> None:
+    def fails(timeout: float) -> None:
         now[0] += open_s  # the transaction was open this long when it ended
-        raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance",
-                                        fatal=True))
+        raise KafkaException(failure)
 
-    producer.commit_transaction = fenced  # type: ignore[method-assign]
+    producer.commit_transaction = fails  # type: ignore[method-assign]
     producer.abort_transaction = lambda timeout: None  # type: ignore[attr-defined]
-    expected = {"InstanceReplaced": InstanceReplaced, "SessionLost": SessionLost}[raised]
+    expected = {"InstanceReplaced": InstanceReplaced, "SessionLost": SessionLost,
+                "KafkaException": KafkaException}[raised]
     with pytest.raises(expected) as caught:
         commits.output([("requests", Output(b"a", b"{}"))], [_part(0, 30)])
     assert type(caught.value) is expected  # SessionLost is an InstanceReplaced: exactly this
