@@ -65,7 +65,14 @@ class Commits:
         """Write the state of `parts`, wait until it is durable, then commit their offsets with
         pointers to it (in the checkpoint's transaction under exactly_once, so a fenced zombie's
         checkpoint is aborted). `final`: the last one before this instance lets them go (the
-        commit is then waited for)."""
+        commit is then waited for).
+
+        Output sent before (at_least_once: units not acknowledged yet) is made durable first,
+        and a refusal of it raises DeliveryFailed before any state record is sent: a restore
+        that finds no pointer takes the newest state record it reads, and one written past
+        refused output would skip that output for good (seen: dead letters lost when a
+        checkpoint fell in the turn whose dead letters the broker refused)."""
+        self.guarantee.stage("output before the checkpoint")
         self.guarantee.begin()
         heads = self._send_chunks(parts, final)
         keys = [self.state_key(part.partition) for part in parts]

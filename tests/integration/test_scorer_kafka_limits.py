@@ -72,10 +72,12 @@ def test_a_record_over_the_topics_limit_holds_the_scorer_before_its_commit(
     prefix = private_loop(bootstrap, partitions=1)
     topic, group, limited = prefix + INPUT, f"g-{prefix}", prefix + output
     events = inference_events(3000, seed=31, dt=0.1)
-    # Invalid records for the dead-letter case: each letter is ~1.4 kB, over 600 bytes.
+    # Invalid records for the dead-letter case: each letter is ~1.4 kB, over 600 bytes. They
+    # sit just before offset 1,000, so the turn that holds them is due a checkpoint too (every
+    # 1,000 events): its state must not be written past the refused letters.
     bad = [(b"bad-%d" % i, b'{"schema_version": 1, "pad": "' + b"x" * 600 + b'"}')
            for i in range(5)]
-    stream = events[:1500] + bad + events[1500:]
+    stream = events[:990] + bad + events[990:]
     produce(bootstrap, topic, stream)
     ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0])
     # Records of the loop are ~1 kB: 600 bytes refuses every one (and every batch of them).

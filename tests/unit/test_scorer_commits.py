@@ -115,7 +115,9 @@ def test_at_least_once_checkpoint_then_offsets_that_point_at_it() -> None:
     commits, log = _commits(AtLeastOnce)
     parts = [_part(0, 30), _part(1, 20)]
     commits.checkpoint(parts)
-    assert log == [("produce", STATE, b"g/t/0"), ("produce", STATE, b"g/t/1"), ("flush",),
+    # The first flush makes earlier output durable before any state record is sent.
+    assert log == [("flush",), ("produce", STATE, b"g/t/0"), ("produce", STATE, b"g/t/1"),
+                   ("flush",),
                    ("commit", [(0, 30, "checkpoint@0:0"), (1, 20, "checkpoint@0:1")]),
                    ("checkpointed",)]
     assert [part.pointer for part in parts] == ["checkpoint@0:0", "checkpoint@0:1"]
@@ -129,6 +131,24 @@ def test_at_least_once_checkpoint_then_offsets_that_point_at_it() -> None:
     commits.guarantee.outbox.producer.acknowledge()  # type: ignore[attr-defined]
     commits.settle()
     assert log == [("produce", "requests", b"a"), ("commit", [(0, 30, "checkpoint@0:0")])]
+
+
+def test_a_checkpoint_is_not_written_past_output_the_broker_refused() -> None:
+    """A batch's dead letters refused, its offsets not committed yet, and a checkpoint due in the
+    same turn: the refusal stops the checkpoint before any state record is sent. A restore that
+    finds no pointer takes the newest state record it reads; one written past the refused
+    letters made the scorer resume after them, and they were lost (seen on Apache Kafka)."""
+    from services.scorer.errors import DeliveryFailed
+
+    commits, log = _commits(AtLeastOnce)
+    producer = commits.guarantee.outbox.producer
+    producer.refusing.add("dlq")  # type: ignore[attr-defined]
+    parts = [_part(0, 30)]
+    commits.output([("dlq", Output(b"bad", b"{}"))], parts)
+    with pytest.raises(DeliveryFailed, match="output before the checkpoint not written"):
+        commits.checkpoint(parts)
+    assert not [entry for entry in log if entry[0] == "produce" and entry[1] == STATE]
+    assert not [entry for entry in log if entry[0] == "commit"]
 
 
 def test_at_least_once_commits_units_in_order_once_all_their_output_has_landed() -> None:
