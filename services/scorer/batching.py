@@ -10,6 +10,13 @@ partition revoked during a `consume` call, but the record the first call returne
 ours. If its partition was revoked or lost during the second call (whose rebalance callbacks
 the second call serves), the record is dropped here too: the partition's next owner, or this
 instance after a re-assignment, reads it again from the committed offset.
+
+A scorer that is behind (the linger call came back full) also takes what the client has
+fetched already, up to DRAIN_BATCHES batches, with calls that do not wait: each per-partition
+call of the selector then amortises its fixed costs over more events (bench/README.md, "Larger
+batches when behind"), while a scorer that keeps up sees batches and latency as before. Every
+further call may serve rebalance callbacks too, so each drops the earlier calls' records of
+what it took away, as the second call does for the first.
 """
 
 from __future__ import annotations
@@ -33,22 +40,34 @@ class Dropped(Protocol):
     def dropped_since(self, mark: int) -> set[int]: ...
 
 
+# How many batches a loop turn takes at most when the scorer is behind.
+DRAIN_BATCHES = 4
+
+
 def batch_consumer(consumer: _Consumer, dropped: Dropped, batch_size: int, timeout_s: float,
-                   linger_s: float) -> Callable[[], list[Message]]:
-    """The loop's `consume`: up to `batch_size` messages, possibly none. With `linger_s` at or
-    above `timeout_s` (or batches of one) it is the single call it used to be."""
+                   linger_s: float, drain_batches: int = DRAIN_BATCHES
+                   ) -> Callable[[], list[Message]]:
+    """The loop's `consume`: up to `batch_size` messages, possibly none, or up to
+    `drain_batches` x `batch_size` when the client holds that many fetched already. With
+    `linger_s` at or above `timeout_s` (or batches of one) it is the single call it used to be."""
     if linger_s >= timeout_s or batch_size == 1:
         return lambda: consumer.consume(batch_size, timeout_s)
+    most = batch_size * max(1, drain_batches)
 
     def consume() -> list[Message]:
-        first = consumer.consume(1, timeout_s)
-        if not first:
-            return first
-        mark = dropped.mark()
-        rest = consumer.consume(batch_size - 1, linger_s)
-        gone = dropped.dropped_since(mark)
-        if gone and first[0].partition() in gone:
-            return rest
-        return first + rest
+        batch = consumer.consume(1, timeout_s)
+        if not batch:
+            return batch
+        want, wait = batch_size - 1, linger_s
+        while True:
+            mark = dropped.mark()
+            more = consumer.consume(want, wait)
+            gone = dropped.dropped_since(mark)
+            if gone:  # this call's own records of `gone` were dropped by librdkafka
+                batch = [m for m in batch if m.partition() not in gone]
+            batch = batch + more
+            if len(more) < want or len(batch) >= most:
+                return batch
+            want, wait = min(batch_size, most - len(batch)), 0.0
 
     return consume

@@ -20,6 +20,7 @@ from services.core import SelectorPolicy, SelectorState
 from services.core.stability import ProbeBooks, StabilityPolicy
 from services.core.tiers import TierRouter
 from services.scorer.assigned import AssignedPartition, Assignment
+from services.scorer.batching import DRAIN_BATCHES
 from services.scorer.checkpoint_format import Checkpoint, chunk_key, read_checkpoint
 from services.scorer.checkpoint_store import CheckpointLocator, Located
 from services.scorer.feedback import FeedbackBook
@@ -88,11 +89,11 @@ class Restorer:
             # would decide differently from an uninterrupted run.
             offset = 0
         # What a crashed owner may have processed, and output, past its commit without feedback
-        # this state lacks: at most the batches past the durable commit (guarantees.py; none
-        # after a final checkpoint, or when the partition was never committed nor checkpointed:
-        # a fresh start).
+        # this state lacks: at most the batches past the durable commit (guarantees.py), each
+        # of at most DRAIN_BATCHES x batch_size records (batching.py). None after a final
+        # checkpoint, or when the partition was never committed nor checkpointed (a fresh start).
         in_flight = not final and (done >= 0 or restored)
-        past = (MAX_UNITS_OUTSTANDING + 1) * self.settings.batch_size
+        past = (MAX_UNITS_OUTSTANDING + 1) * DRAIN_BATCHES * self.settings.batch_size
         part.scorer = self._scorer(p, state, offset, tiers, probes,
                                    suppress_below=max(done, offset),
                                    feedback_from=max(done, offset) + past if in_flight else 0)

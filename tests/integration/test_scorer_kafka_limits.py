@@ -196,7 +196,8 @@ def test_the_state_topic_compacts_and_a_restore_reads_one_record_per_partition(
     produce(bootstrap, topic, events[:40_000])
     ends = true_end_offsets({"bootstrap.servers": bootstrap}, topic, [0, 1])
     # A dynamic member: a stopped one leaves the group at once, so the test can commit by hand.
-    env = scorer_env(bootstrap, prefix, group, batch_size=20, checkpoint_every_events=20,
+    # Turns of at most 20 records (batches of 5, up to 4 of them when behind: batching.py).
+    env = scorer_env(bootstrap, prefix, group, batch_size=5, checkpoint_every_events=20,
                      static_membership="false")
 
     def restore_reads() -> float:

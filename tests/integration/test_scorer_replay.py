@@ -255,8 +255,14 @@ def test_feedback_that_arrived_during_the_crashed_batch_does_not_change_its_repl
     bootstrap = broker.bootstrap  # type: ignore[attr-defined]
     prefix = private_loop(bootstrap, partitions=1)
     topic, group = prefix + INPUT, f"g-{prefix}"
+    from services.scorer.batching import DRAIN_BATCHES
+    from services.scorer.guarantees import MAX_UNITS_OUTSTANDING
+
     batch = 500
-    produce(bootstrap, topic, inference_events(3000, seed=12, dt=0.1))
+    # The successor holds the feedback back for what the crashed instance may have processed
+    # past its commit (restore.py): the stream runs to where it applies.
+    held = (MAX_UNITS_OUTSTANDING + 1) * DRAIN_BATCHES * batch
+    produce(bootstrap, topic, inference_events(1000 + held, seed=12, dt=0.1))
     records = [Record(m.offset(), m.key(), m.value(), m.timestamp()[1] / 1000.0)
                for m in read_all(bootstrap, topic)]
     state = SelectorState.create(SelectorPolicy().scaled(1.0), partition_seed(0, 0))

@@ -101,3 +101,41 @@ def test_drops_are_remembered_per_partition_from_a_mark() -> None:
     assert rebalance.dropped_since(mark) == {1, 2}
     assert rebalance.dropped_since(later) == {2}
     assert rebalance.dropped_since(rebalance.mark()) == set()
+
+
+def _run(p: int, start: int, n: int) -> list[_Message]:
+    return [_Message(p, offset) for offset in range(start, start + n)]
+
+
+def test_a_scorer_behind_takes_what_is_fetched_already_without_waiting() -> None:
+    """The linger call came back full: the client holds more, so the turn takes it with calls
+    that do not wait, until one comes back short or the turn holds DRAIN_BATCHES batches."""
+    rebalance, *_ = _rebalance()
+    first, full, short = _run(0, 0, 1), _run(0, 1, 9), _run(1, 0, 4)
+    consumer = _Consumer([first, full, _run(0, 10, 10), short, _run(2, 0, 10)])
+    consume = batch_consumer(consumer, rebalance, 10, 0.5, 0.05)  # type: ignore[arg-type]
+    assert consume() == first + full + _run(0, 10, 10) + short
+    assert consumer.calls == [(1, 0.5), (9, 0.05), (10, 0.0), (10, 0.0)]
+    # Never more than DRAIN_BATCHES (here 3) batches in one turn.
+    consumer = _Consumer([first, full] + [_run(0, 10 * k, 10) for k in range(1, 5)])
+    consume = batch_consumer(consumer, rebalance, 10, 0.5, 0.05, 3)  # type: ignore[arg-type]
+    assert len(consume()) == 30
+    assert consumer.calls == [(1, 0.5), (9, 0.05), (10, 0.0), (10, 0.0)]
+    # A scorer that keeps up (the linger call short) makes the two calls of before.
+    consumer = _Consumer([first, _run(0, 1, 5)])
+    consume = batch_consumer(consumer, rebalance, 10, 0.5, 0.05)  # type: ignore[arg-type]
+    assert len(consume()) == 6 and len(consumer.calls) == 2
+
+
+def test_a_partition_taken_away_during_a_drain_call_loses_its_earlier_records_only() -> None:
+    """A rebalance served inside a later call drops the records the earlier calls returned of
+    the partitions it took away; the later call's own records (librdkafka has dropped that
+    partition's already) and the other partitions' stay."""
+    rebalance, rconsumer, *_ = _rebalance()
+    rebalance.on_assign(rconsumer, _tps(0, 1, 2))
+    first, full = _run(0, 0, 1), _run(0, 1, 4) + _run(1, 0, 5)
+    third = _run(1, 5, 2)
+    consumer = _Consumer([first, full, third],
+                         during={3: lambda: rebalance.on_revoke(rconsumer, _tps(0))})
+    consume = batch_consumer(consumer, rebalance, 10, 0.5, 0.05)  # type: ignore[arg-type]
+    assert consume() == _run(1, 0, 5) + third
