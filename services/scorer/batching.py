@@ -12,9 +12,10 @@ the second call serves), the record is dropped here too: the partition's next ow
 instance after a re-assignment, reads it again from the committed offset.
 
 A scorer that is behind (the linger call came back full) also takes what the client has
-fetched already, up to DRAIN_BATCHES batches, with calls that do not wait: each per-partition
-call of the selector then amortises its fixed costs over more events (bench/README.md, "Larger
-batches when behind"), while a scorer that keeps up sees batches and latency as before. Every
+fetched already, up to DRAIN_BATCHES batches, with calls that do not wait: fewer flushes and
+commits (broker requests) for the same events, and per-partition selector calls over more
+events (bench/README.md, "Larger batches when behind"); a scorer that keeps up makes the two
+calls of before. Every
 further call may serve rebalance callbacks too, so each drops the earlier calls' records of
 what it took away, as the second call does for the first.
 """
